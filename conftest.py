@@ -1,0 +1,5 @@
+"""Test-wide settings: notebooks run in their quick mode, plots render without a screen."""
+import os
+
+os.environ.setdefault("LOSSBENCH_QUICK", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
