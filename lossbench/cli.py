@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     p = sub.add_parser("losses", help="list the loss families and their implementations, a line each")
     p.set_defaults(func=_cmd_losses)
+
+    from lossbench.exercises.commands import add_commands
+
+    add_commands(sub)  # `lossbench check`, `lossbench grade`, `lossbench exercises export`
     return parser
 
 

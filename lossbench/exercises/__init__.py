@@ -1,0 +1,1 @@
+"""Self-checking exercises for students, and assignment tools for instructors."""
