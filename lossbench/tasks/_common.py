@@ -1,0 +1,278 @@
+"""Helpers the task loaders share: strict CSV reading, checksums, seeded splits, standardisation, images."""
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from lossbench.tasks.base import DataError
+
+DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
+"""The repository's ``datasets/`` folder, where shipped data files live."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Files: checksums and CSV tables
+# --------------------------------------------------------------------------------------------------
+
+
+def sha256_of(path: str | Path) -> str:
+    """The SHA-256 checksum of a file's bytes, as 64 hex digits.
+
+    >>> import tempfile, os
+    >>> with tempfile.NamedTemporaryFile(delete=False) as f:
+    ...     _ = f.write(b"abc")
+    >>> sha256_of(f.name)[:16]
+    'ba7816bf8f01cfea'
+    >>> os.remove(f.name)
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: str | Path, expected: str) -> None:
+    """Raise :class:`DataError` unless the file's SHA-256 equals ``expected``; the message gives both.
+
+    >>> import tempfile, os
+    >>> with tempfile.NamedTemporaryFile(delete=False) as f:
+    ...     _ = f.write(b"abc")
+    >>> verify_sha256(f.name, sha256_of(f.name))  # silent when they match
+    >>> os.remove(f.name)
+    """
+    actual = sha256_of(path)
+    if actual != expected:
+        raise DataError(
+            f"{path} has sha256 {actual}, but the shipped file has sha256 {expected}: the file was changed "
+            "or damaged. Restore it from the repository (git checkout), or pass your own copy as data."
+        )
+
+
+@dataclass(frozen=True)
+class CsvTable:
+    """A CSV file read as text: every cell a stripped ``str``, every row checked to have the header's width."""
+
+    path: Path
+    frame: pd.DataFrame  # index = row number: 1 is the first row after the header
+    lines: dict[int, int]  # row number -> line of the file the row starts on (the header is line 1)
+
+    def where(self, row: int) -> str:
+        """Where a row is, for error messages: ``"train.csv, row 3 (line 4)"``."""
+        return f"{self.path.name}, row {row} (line {self.lines[row]})"
+
+
+def read_csv(path: str | Path) -> CsvTable:
+    """Read a comma-separated file with a header line, strictly: text only, no guessing of types.
+
+    Cells keep their text, stripped of surrounding spaces (``""`` for an empty cell); blank lines are
+    skipped; a byte-order mark (as Excel writes) is ignored. Raises :class:`DataError` naming the file
+    (and the line) when the file is missing, empty, not UTF-8 text, has a row whose number of fields
+    differs from the header's, or has no rows at all.
+
+    >>> import tempfile, os
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+    ...     _ = f.write('name,age\\n"Allen, Miss. Elisabeth",29\\n')
+    >>> table = read_csv(f.name)
+    >>> table.frame.loc[1, "name"], table.frame.loc[1, "age"]
+    ('Allen, Miss. Elisabeth', '29')
+    >>> os.remove(f.name)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Expected a CSV file at {path}, but there is no such file.")
+    rows: list[list[str]] = []
+    lines: dict[int, int] = {}
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, strict=True)  # a stray quote is an error, not a silently merged row
+            header = None
+            start = 1  # the line the next record starts on
+            for record in reader:
+                if not record or all(not cell.strip() for cell in record):
+                    start = reader.line_num + 1
+                    continue  # a blank line
+                if header is None:
+                    header = [cell.strip() for cell in record]
+                else:
+                    if len(record) != len(header):
+                        raise DataError(
+                            f"{path.name}, line {start}: expected {len(header)} fields like the header, "
+                            f"but got {len(record)}. Check the quoting of that line (a comma inside a "
+                            'value needs the value in double quotes, "like, this").'
+                        )
+                    rows.append([cell.strip() for cell in record])
+                    lines[len(rows)] = start
+                start = reader.line_num + 1
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path.name} could not be read as a CSV file: it is not UTF-8 text ({err}).") from None
+    except csv.Error as err:
+        raise DataError(
+            f"{path.name}, line {reader.line_num}: could not be read as CSV ({err}); expected comma-separated "
+            'values, with double quotes around a value that holds a comma or a quote (written "").'
+        ) from None
+    if header is None:
+        raise DataError(f"{path.name} is empty: expected a header line and at least one row.")
+    if not rows:
+        raise DataError(f"{path.name} has a header but no rows: expected at least one row after the header.")
+    frame = pd.DataFrame(rows, columns=header, index=pd.RangeIndex(1, len(rows) + 1), dtype=object)
+    return CsvTable(path=path, frame=frame, lines=lines)
+
+
+def find_columns(table: CsvTable, wanted: Sequence[str]) -> dict[str, str]:
+    """Map each wanted column name to the file's own spelling, matching case-insensitively.
+
+    Raises :class:`DataError` listing every missing column, or naming a column that appears twice.
+
+    >>> import pandas as pd
+    >>> table = CsvTable(Path("train.csv"), pd.DataFrame(columns=["Survived", "Age"]), {})
+    >>> find_columns(table, ["survived", "age"])
+    {'survived': 'Survived', 'age': 'Age'}
+    """
+    by_lower: dict[str, str] = {}
+    for name in table.frame.columns:
+        key = str(name).lower()
+        if key in by_lower:
+            raise DataError(
+                f"{table.path.name}: the column {name!r} appears twice (as {by_lower[key]!r} too); "
+                "expected each column once (names are compared case-insensitively)."
+            )
+        by_lower[key] = str(name)
+    missing = [name for name in wanted if name.lower() not in by_lower]
+    if missing:
+        raise DataError(
+            f"{table.path.name} is missing the required column(s) {', '.join(missing)}; "
+            f"it has {', '.join(map(str, table.frame.columns))}."
+        )
+    return {name: by_lower[name.lower()] for name in wanted}
+
+
+# --------------------------------------------------------------------------------------------------
+# Splits and preprocessing
+# --------------------------------------------------------------------------------------------------
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Raise ``ValueError`` unless both fractions lie in (0, 1) and leave something to train on.
+
+    >>> check_fractions(0.2, 0.2)
+    >>> check_fractions(0.5, 0.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `val_fraction + test_fraction` to be below 1, but got 1.0; ...
+    """
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"Expected `{name}` to be between 0 and 1 (exclusive), but got {value!r}.")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"Expected `val_fraction + test_fraction` to be below 1, but got {val_fraction + test_fraction!r}; "
+            "the training split takes what is left."
+        )
+
+
+def split_indices(
+    n: int,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    strata: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of a seeded train/val/test split of ``n`` items, stratified when ``strata`` is given.
+
+    Within each stratum (each distinct value of ``strata``; one stratum when ``None``) the items are
+    shuffled with ``numpy.random.default_rng(seed)``, then ``round(n_s * test_fraction)`` go to test,
+    ``round(n_s * val_fraction)`` to validation and the rest to training. So every split keeps the
+    strata's proportions. Each returned array is sorted; together they hold every index exactly once.
+
+    >>> train, val, test = split_indices(10, 0.2, 0.2, seed=0, strata=np.array([0] * 5 + [1] * 5))
+    >>> len(train), len(val), len(test)
+    (6, 2, 2)
+    >>> sorted(np.concatenate([train, val, test]).tolist()) == list(range(10))
+    True
+    """
+    check_fractions(val_fraction, test_fraction)
+    strata = np.zeros(n, dtype=np.int64) if strata is None else np.asarray(strata)
+    assert len(strata) == n, "one stratum label per item"
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for value in np.unique(strata):  # sorted, so the order of the draws does not depend on the data order
+        members = rng.permutation(np.flatnonzero(strata == value))
+        n_test = int(round(len(members) * test_fraction))
+        n_val = int(round(len(members) * val_fraction))
+        parts[2].append(members[:n_test])
+        parts[1].append(members[n_test : n_test + n_val])
+        parts[0].append(members[n_test + n_val :])
+    train, val, test = (np.sort(np.concatenate(p)).astype(np.int64) for p in parts)
+    return train, val, test
+
+
+def fit_standardizer(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation of the TRAINING rows (a constant column gets std 1).
+
+    .. math:: \\mu_j = \\frac{1}{n}\\sum_i x_{ij}, \\qquad \\sigma_j = \\sqrt{\\frac{1}{n}\\sum_i (x_{ij} - \\mu_j)^2}
+
+    >>> mean, std = fit_standardizer(np.array([[1.0, 5.0], [3.0, 5.0]]))
+    >>> mean.tolist(), std.tolist()
+    ([2.0, 5.0], [1.0, 1.0])
+    """
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
+    std = np.where(std > 0, std, 1.0)  # a column that never varies in training is only shifted
+    return mean, std
+
+
+def standardize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(x - mean) / std`` with statistics fitted on the training split, as float32.
+
+    >>> standardize(np.array([[3.0]]), np.array([1.0]), np.array([2.0])).tolist()
+    [[1.0]]
+    """
+    return ((x - mean) / std).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------------------
+
+
+def read_image(path: str | Path, size: int | None, mode: str, where: str) -> np.ndarray:
+    """Read an image with Pillow, convert it to ``mode`` ("RGB", "L") and resize it to ``size x size``.
+
+    The resize squashes the whole image to a square (bilinear), the way fastai's default "squish" does,
+    so nothing is cropped away. ``size=None`` keeps the original size. Returns ``uint8`` of shape
+    ``(channels, height, width)``. ``where`` says which row asked for the image; it starts the error
+    message when the file is missing or cannot be decoded.
+
+    >>> import tempfile, os
+    >>> from PIL import Image
+    >>> with tempfile.NamedTemporaryFile(suffix=".png", delete=False) as f:
+    ...     Image.new("RGB", (40, 30), (255, 0, 0)).save(f.name)
+    >>> read_image(f.name, 8, "RGB", "row 1").shape
+    (3, 8, 8)
+    >>> os.remove(f.name)
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{where}: expected an image file at {path}, but there is no such file.")
+    try:
+        with Image.open(path) as image:
+            if size is not None:
+                image.draft(mode, (size, size))  # JPEG: decode at a reduced scale (much faster), if possible
+            image = image.convert(mode)
+            if size is not None:
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{where}: the image {path} could not be read ({err}).") from None
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (height, width, channels) -> (channels, H, W)
