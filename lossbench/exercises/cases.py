@@ -1,0 +1,290 @@
+"""The test cases of each exercise: seeded inputs, the expected answer, and how close is close enough.
+
+Every case is built from a `torch.Generator` seeded with the exercise seed, so a
+report is reproducible. Inputs of the value-and-gradient cases are float64, so the
+tolerances can be tight (relative 1e-6) and still fair to any correct formula; one
+float32 case per loss checks that the answer keeps the input's dtype. Stability
+cases put logits of +-1e3 and +-1e4 (mixed signs) into the loss, where a textbook
+formula overflows.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from lossbench.exercises import references as ref
+
+# Tolerances: a case passes when |actual - expected| <= atol + rtol * |expected| (worst element).
+RTOL64, ATOL64 = 1e-6, 1e-9
+RTOL32, ATOL32 = 1e-4, 1e-6
+GRAD_RTOL, GRAD_ATOL = 1e-6, 1e-12
+
+# bce_probs at p exactly 0 or 1: the confident mistake's true loss is infinite. Clamping p to
+# [eps, 1 - eps] gives -log(eps) per element; PyTorch clamps log at -100. Both are accepted for
+# eps <= 1e-6, i.e. a per-element loss between -log(1e-6) = 13.8 and 100.
+CLAMP_EPS_MAX = 1e-6
+CONFIDENT_MISTAKE_RANGE = (-math.log(CLAMP_EPS_MAX), 100.0)
+CONFIDENT_RIGHT_ATOL = 1e-5  # p = y exactly: the loss is 0, or -log(1 - eps) ~ eps with a clamp
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input to a student's function and the answer it should give."""
+
+    group: str  # what the case probes: "basic", "stability", "probability targets", ...
+    inputs: tuple[Any, ...]  # positional arguments, in torch.nn.functional order
+    expected: Any  # Tensor for losses and gradients, float for accuracies and thresholds
+    summary: str  # one line describing the inputs, for the report
+    rtol: float = RTOL64
+    atol: float = ATOL64
+    grad_of: int | None = None  # index of the input whose gradient is compared, or None
+    expected_grad: Tensor | None = None
+    accept: tuple[float, float] | None = None  # accept any finite value in [lo, hi] instead of `expected`
+    notes: tuple[str, ...] = field(default=())  # extra lines the report shows under the case
+
+
+def describe(name: str, x: Any) -> str:
+    """A short description of one input: shape, dtype and the range or set of its values.
+
+    >>> describe("target", torch.tensor([0, 2, 1]))
+    'target (3,) int64 in {0, 1, 2}'
+    >>> describe("logits", torch.tensor([[-1e4, 2.5, 0.1, 3.0]], dtype=torch.float64))
+    'logits (1, 4) float64 in [-1e+04, 3]'
+    >>> describe("threshold", 0.3)
+    'threshold 0.3'
+    """
+    if not isinstance(x, Tensor):
+        return f"{name} {x!r}"
+    dtype = str(x.dtype).replace("torch.", "")
+    shape = "(" + ", ".join(str(s) for s in x.shape) + ("," if x.dim() == 1 else "") + ")"
+    values = x.detach().flatten()
+    distinct = torch.unique(values)
+    if distinct.numel() <= 3:
+        body = "{" + ", ".join(f"{v:g}" for v in distinct.tolist()) + "}"
+    else:
+        body = f"[{values.min().item():.3g}, {values.max().item():.3g}]"
+    return f"{name} {shape} {dtype} in {body}"
+
+
+def _summary(names: tuple[str, ...], inputs: tuple[Any, ...]) -> str:
+    return ", ".join(describe(n, x) for n, x in zip(names, inputs))
+
+
+def _loss_case(
+    group: str,
+    reference: Callable[..., Tensor],
+    names: tuple[str, ...],
+    inputs: tuple[Tensor, ...],
+    grad: bool = True,
+    **extra: Any,
+) -> Case:
+    """A loss case: expected value and (float64 inputs) expected gradient w.r.t. the first input."""
+    first = inputs[0].detach().clone().requires_grad_(grad)
+    value = reference(first, *inputs[1:])
+    expected_grad = torch.autograd.grad(value, first)[0] if grad else None
+    float32 = inputs[0].dtype == torch.float32
+    return Case(
+        group=group,
+        inputs=inputs,
+        expected=value.detach(),
+        summary=_summary(names, inputs),
+        rtol=RTOL32 if float32 else RTOL64,
+        atol=ATOL32 if float32 else ATOL64,
+        grad_of=0 if grad else None,
+        expected_grad=expected_grad,
+        **extra,
+    )
+
+
+def _binary(g: torch.Generator, *shape: int) -> Tensor:
+    return torch.randint(0, 2, shape, generator=g).double()
+
+
+def _large(g: torch.Generator, *shape: int) -> Tensor:
+    """Logits of size 1e3 and 1e4 with random signs, plus small ones: where naive formulas overflow."""
+    magnitudes = torch.tensor([1e4, 1e3, 1e3 + 0.5, 30.0, 0.7], dtype=torch.float64)
+    pick = torch.randint(0, len(magnitudes), shape, generator=g)
+    signs = torch.randint(0, 2, shape, generator=g).double() * 2 - 1
+    return magnitudes[pick] * signs
+
+
+def softmax_ce_cases(seed: int = 0) -> list[Case]:
+    """Cases for `softmax_ce(logits (N, C), target)`: index targets, probability targets, large logits."""
+    g = torch.Generator().manual_seed(seed)
+    names = ("logits", "target")
+    rows = torch.tensor([[1e4, -1e4, 0.5], [-1e3, 1e3 + 1.0, 1e3], [1e4, 1e4, -1e4], [0.3, -1e3, 2.0]])
+    cases = [
+        _loss_case("basic", ref.softmax_ce, names, (2 * torch.randn(8, 5, generator=g, dtype=torch.float64),
+                                                    torch.randint(0, 5, (8,), generator=g))),
+        _loss_case("basic", ref.softmax_ce, names, (2 * torch.randn(3, 3, generator=g, dtype=torch.float64),
+                                                    torch.tensor([2, 0, 1]))),
+        _loss_case("binary", ref.softmax_ce, names, (torch.randn(10, 2, generator=g, dtype=torch.float64),
+                                                     torch.randint(0, 2, (10,), generator=g))),
+        _loss_case("probability targets", ref.softmax_ce, names, (
+            2 * torch.randn(6, 4, generator=g, dtype=torch.float64),
+            torch.softmax(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=1))),
+        _loss_case("probability targets", ref.softmax_ce, names, (  # smoothed labels: 0.9 on one class
+            torch.randn(5, 3, generator=g, dtype=torch.float64),
+            torch.full((5, 3), 0.05, dtype=torch.float64).scatter_(1, torch.tensor([[0], [2], [1], [1], [0]]), 0.9))),
+        _loss_case("float32", ref.softmax_ce, names, (2 * torch.randn(8, 5, generator=g),
+                                                      torch.randint(0, 5, (8,), generator=g)), grad=False),
+        _loss_case("stability", ref.softmax_ce, names, (rows.double(), torch.tensor([1, 0, 2, 2]))),
+        _loss_case("stability", ref.softmax_ce, names, (
+            rows.double(), torch.softmax(torch.randn(4, 3, generator=g, dtype=torch.float64), dim=1))),
+    ]
+    return cases
+
+
+def bce_cases(seed: int = 0) -> list[Case]:
+    """Cases for `bce(logits, target)`: vectors, multi-label matrices, soft targets, large logits."""
+    g = torch.Generator().manual_seed(seed)
+    names = ("logits", "target")
+    z = _large(g, 10)
+    return [
+        _loss_case("basic", ref.bce, names, (2 * torch.randn(12, generator=g, dtype=torch.float64), _binary(g, 12))),
+        _loss_case("multi-label", ref.bce, names, (2 * torch.randn(6, 4, generator=g, dtype=torch.float64),
+                                                   _binary(g, 6, 4))),
+        _loss_case("soft targets", ref.bce, names, (torch.randn(8, generator=g, dtype=torch.float64),
+                                                    torch.rand(8, generator=g, dtype=torch.float64))),
+        _loss_case("float32", ref.bce, names, (2 * torch.randn(10, generator=g), _binary(g, 10).float()), grad=False),
+        _loss_case("stability", ref.bce, names, (z, (z > 0).double().roll(1))),  # many confident mistakes
+        _loss_case("stability", ref.bce, names, (_large(g, 3, 4), _binary(g, 3, 4))),
+    ]
+
+
+def bce_probs_cases(seed: int = 0) -> list[Case]:
+    """Cases for `bce_probs(probs, target)`: ordinary probabilities, near 0 and 1, exactly 0 and 1."""
+    g = torch.Generator().manual_seed(seed)
+    names = ("probs", "target")
+    near = torch.tensor([1e-6, 1e-4, 0.01, 0.99, 1 - 1e-4, 1 - 1e-6], dtype=torch.float64)
+    edge = torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    lo, hi = CONFIDENT_MISTAKE_RANGE
+    right = _loss_case("p exactly 0 or 1", ref.bce_probs, names, (edge, edge.clone()), grad=False)
+    wrong = _loss_case("p exactly 0 or 1", ref.bce_probs, names, (edge, 1 - edge), grad=False)
+    return [
+        _loss_case("basic", ref.bce_probs, names, (torch.sigmoid(2 * torch.randn(12, generator=g, dtype=torch.float64)),
+                                                   _binary(g, 12))),
+        _loss_case("multi-label", ref.bce_probs, names, (torch.rand(5, 4, generator=g, dtype=torch.float64) * 0.98 + 0.01,
+                                                         _binary(g, 5, 4))),
+        _loss_case("soft targets", ref.bce_probs, names, (torch.rand(8, generator=g, dtype=torch.float64) * 0.9 + 0.05,
+                                                          torch.rand(8, generator=g, dtype=torch.float64))),
+        _loss_case("near 0 and 1", ref.bce_probs, names, (near, torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+                                                                              dtype=torch.float64))),
+        _loss_case("float32", ref.bce_probs, names, (torch.rand(10, generator=g) * 0.9 + 0.05, _binary(g, 10).float()),
+                   grad=False),
+        Case(right.group, right.inputs, right.expected, right.summary + " (every label agrees)",
+             atol=CONFIDENT_RIGHT_ATOL,
+             notes=(f"p equals the label: the loss is 0 (a clamp to [eps, 1 - eps] adds ~eps; accepted to "
+                    f"{CONFIDENT_RIGHT_ATOL:g})",)),
+        Case(wrong.group, wrong.inputs, wrong.expected, wrong.summary + " (every label disagrees)",
+             accept=(lo, hi),
+             notes=(f"the true loss is infinite; accepted: finite, between -log({CLAMP_EPS_MAX:g}) = {lo:.1f} "
+                    f"(clamp eps <= {CLAMP_EPS_MAX:g}) and {hi:g} (PyTorch clamps log at -100)",)),
+    ]
+
+
+def mse_cases(seed: int = 0) -> list[Case]:
+    """Cases for `mse(logits, target)`: vectors, multi-label matrices, soft targets, large logits."""
+    g = torch.Generator().manual_seed(seed)
+    names = ("logits", "target")
+    return [
+        _loss_case("basic", ref.mse, names, (2 * torch.randn(12, generator=g, dtype=torch.float64), _binary(g, 12))),
+        _loss_case("multi-label", ref.mse, names, (2 * torch.randn(5, 4, generator=g, dtype=torch.float64),
+                                                   _binary(g, 5, 4))),
+        _loss_case("soft targets", ref.mse, names, (torch.randn(8, generator=g, dtype=torch.float64),
+                                                    torch.rand(8, generator=g, dtype=torch.float64))),
+        _loss_case("float32", ref.mse, names, (2 * torch.randn(10, generator=g), _binary(g, 10).float()), grad=False),
+        _loss_case("stability", ref.mse, names, (_large(g, 10), _binary(g, 10))),
+    ]
+
+
+def _gradient_case(group: str, logits: Tensor, target: Tensor) -> Case:
+    float32 = logits.dtype == torch.float32
+    return Case(group=group, inputs=(logits, target), expected=ref.dlogits(logits, target),
+                summary=_summary(("logits", "target"), (logits, target)),
+                rtol=RTOL32 if float32 else RTOL64, atol=ATOL32 if float32 else ATOL64)
+
+
+def dlogits_cases(seed: int = 0) -> list[Case]:
+    """Cases for `dlogits(logits (N, C), target (N,)) -> (N, C)`: ordinary, square, binary, large logits."""
+    g = torch.Generator().manual_seed(seed)
+    return [
+        _gradient_case("basic", 2 * torch.randn(8, 5, generator=g, dtype=torch.float64),
+                       torch.randint(0, 5, (8,), generator=g)),
+        _gradient_case("basic", 2 * torch.randn(3, 3, generator=g, dtype=torch.float64), torch.tensor([1, 2, 0])),
+        _gradient_case("binary", torch.randn(6, 2, generator=g, dtype=torch.float64),
+                       torch.randint(0, 2, (6,), generator=g)),
+        _gradient_case("float32", 2 * torch.randn(8, 5, generator=g), torch.randint(0, 5, (8,), generator=g)),
+        _gradient_case("stability", torch.tensor([[1e4, -1e4, 0.5], [-1e3, 1e3 + 1.0, 1e3], [1e4, 1e4, -1e4],
+                                                  [0.3, -1e3, 2.0]], dtype=torch.float64), torch.tensor([1, 0, 2, 2])),
+    ]
+
+
+def _number_case(group: str, names: tuple[str, ...], inputs: tuple[Any, ...], expected: float, **extra: Any) -> Case:
+    return Case(group=group, inputs=inputs, expected=float(expected), summary=_summary(names, inputs),
+                rtol=0.0, atol=1e-9, **extra)
+
+
+def accuracy_multi_cases(seed: int = 0) -> list[Case]:
+    """Cases for `accuracy_multi(probs (N, K), target (N, K), threshold=0.5) -> float`."""
+    g = torch.Generator().manual_seed(seed)
+    names = ("probs", "target", "threshold")
+
+    def case(group: str, probs: Tensor, target: Tensor, *threshold: float) -> Case:
+        inputs = (probs, target, *threshold)
+        return _number_case(group, names, inputs, ref.accuracy_multi(*inputs))
+
+    probs = torch.rand(8, 4, generator=g, dtype=torch.float64)
+    target = (torch.rand(8, 4, generator=g, dtype=torch.float64) < 0.3 + 0.5 * probs).double()
+    at_threshold = torch.tensor([[0.5, 0.3, 0.9], [0.3, 0.5, 0.1], [0.5, 0.2, 0.3], [0.7, 0.3, 0.5]],
+                                dtype=torch.float64)
+    edge_target = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], dtype=torch.float64)
+    return [
+        case("default threshold", probs, target),
+        case("threshold", probs, target, 0.3),
+        case("threshold", probs, target, 0.8),
+        case("p equal to the threshold", at_threshold, edge_target, 0.5),
+        case("p equal to the threshold", at_threshold, edge_target, 0.3),
+        case("integer targets", torch.rand(6, 3, generator=g, dtype=torch.float64),
+             torch.randint(0, 2, (6, 3), generator=g), 0.5),
+        case("one label", torch.rand(9, 1, generator=g, dtype=torch.float64),
+             torch.randint(0, 2, (9, 1), generator=g).double(), 0.5),
+        case("float32", torch.rand(7, 5, generator=g), torch.randint(0, 2, (7, 5), generator=g).float(), 0.5),
+    ]
+
+
+def best_threshold_cases(seed: int = 0) -> list[Case]:
+    """Cases for `best_threshold(probs (N,), target (N,), thresholds (T,)) -> float`."""
+    g = torch.Generator().manual_seed(seed)
+    names = ("probs", "target", "thresholds")
+    grid = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
+
+    def case(group: str, probs: Tensor, target: Tensor, thresholds: Tensor, *notes: str) -> Case:
+        inputs = (probs, target, thresholds)
+        return _number_case(group, names, inputs, ref.best_threshold(*inputs), notes=notes)
+
+    # 1. a noisy but informative score: positives score higher on average
+    target = torch.randint(0, 2, (40,), generator=g)
+    probs = (0.2 + 0.4 * target + 0.25 * torch.randn(40, generator=g, dtype=torch.float64)).clamp(0.0, 1.0)
+    # 2. separable with a gap: every threshold in the gap is perfect, the smallest wins
+    gap_target = torch.tensor([0, 0, 0, 1, 1, 1, 0, 1])
+    gap_probs = torch.tensor([0.1, 0.2, 0.25, 0.6, 0.7, 0.9, 0.05, 0.65], dtype=torch.float64)
+    # 3. a score squeezed near 0: the best threshold is far from 0.5
+    low_target = torch.randint(0, 2, (30,), generator=g)
+    low_probs = (0.04 + 0.1 * low_target + 0.02 * torch.randn(30, generator=g, dtype=torch.float64)).clamp(0.0, 1.0)
+    # 4. probabilities that sit exactly on candidate thresholds: p >= t decides
+    on_grid_target = torch.tensor([1, 0, 1, 1, 0, 0, 1])
+    on_grid = grid[torch.tensor([39, 29, 39, 59, 19, 39, 69])]
+    # 5. a short list of candidates, not containing 0.5
+    short = torch.tensor([0.2, 0.35, 0.6, 0.8], dtype=torch.float64)
+    return [
+        case("basic", probs, target, grid),
+        case("ties", gap_probs, gap_target, grid, "several thresholds reach the best accuracy: the smallest wins"),
+        case("far from 0.5", low_probs, low_target, grid),
+        case("p equal to a threshold", on_grid, on_grid_target, grid, "a probability equal to t counts as positive"),
+        case("short list", probs, target, short),
+    ]

@@ -1,0 +1,360 @@
+"""The exercises: what each asks for, its cases, what it may not call, and the mistakes it recognises.
+
+A hint is only as good as its diagnosis, so each known mistake is written down as the
+answer it would produce (the same formula, done wrong the known way). When a student's
+answer matches one of them, the report names the mistake: "branches of torch.where
+swapped?", "softmax over the wrong axis?", "looks like you passed probabilities where
+logits were expected (double sigmoid?)". Mistakes that show as a constant factor
+("about 8 times the expected value: sum instead of mean?") are found by the checker for
+every exercise, so they are not listed here.
+
+What each exercise forbids is the library's version of the thing it asks for (see
+`forbidden.py`); the building blocks stay allowed:
+
+| exercise | forbidden | allowed (examples) |
+|---|---|---|
+| softmax_ce | cross_entropy, nll_loss, log_softmax in every spelling | logsumexp, softmax, exp, log, gather, one_hot |
+| bce, bce_probs | binary_cross_entropy(_with_logits), soft_margin_loss | logsigmoid, softplus, sigmoid, log1p, clamp |
+| mse | mse_loss | sigmoid |
+| dlogits | cross_entropy, nll_loss, log_softmax, autograd (grad, backward, torch.func) | softmax, one_hot |
+| accuracy_multi, best_threshold | lossbench's own threshold code | everything in torch |
+
+`torch.logsumexp` is allowed for softmax_ce: it is the max-subtraction trick the exercise
+teaches, packaged; the notebook writes the trick out and then names the function.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lossbench.exercises import cases as cs
+from lossbench.exercises import forbidden as fb
+from lossbench.exercises import references as ref
+
+@dataclass(frozen=True)
+class Mistake:
+    """A known wrong answer and the hint that names it; `matches(case, actual)` recognises it."""
+
+    hint: str
+    matches: Callable[[cs.Case, Any], bool]
+
+
+def close(actual: Any, expected: Any, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
+    """True when two answers (tensors or numbers) agree within `atol + rtol * |expected|`, everywhere.
+
+    >>> close(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0 + 1e-8]))
+    True
+    >>> close(0.5, 0.6)
+    False
+    """
+    a = torch.as_tensor(actual, dtype=torch.float64).detach()
+    e = torch.as_tensor(expected, dtype=torch.float64).detach()
+    if a.shape != e.shape:
+        return False
+    if not (torch.isfinite(a).all() and torch.isfinite(e).all()):
+        return False
+    return bool(((a - e).abs() <= atol + rtol * e.abs()).all())
+
+
+def reproduces(wrong: Callable[..., Any]) -> Callable[[cs.Case, Any], bool]:
+    """A matcher: the actual answer equals what `wrong` gives on the case's inputs."""
+
+    def matches(case: cs.Case, actual: Any) -> bool:
+        try:
+            with torch.no_grad():
+                produced = wrong(*case.inputs)
+        except Exception:  # a mistake that does not apply to these inputs explains nothing
+            return False
+        if close(produced, case.expected):  # indistinguishable here: not a diagnosis
+            return False
+        return close(actual, produced)
+
+    return matches
+
+
+def in_group(group: str, test: Callable[[cs.Case, Any], bool]) -> Callable[[cs.Case, Any], bool]:
+    """A matcher that only fires on cases of one group."""
+    return lambda case, actual: case.group == group and test(case, actual)
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: the function a student writes and everything needed to check it."""
+
+    name: str
+    title: str  # one line: what the student writes
+    signature: str  # the student's function, in torch.nn.functional argument order
+    topic: Literal["losses", "thresholds"]  # which notebook holds it
+    output: Literal["scalar", "tensor", "number"]  # a 0-dim tensor, a tensor like the logits, or a float
+    make_cases: Callable[[int], list[cs.Case]]
+    forbidden: fb.Forbidden
+    allowed: str  # the building blocks that stay allowed, for the hint
+    mistakes: tuple[Mistake, ...] = ()
+    nan_hint: str = ""  # the usual cause of NaN or inf in the answer
+    nan_grad_hint: str = ""  # the usual cause of NaN in the gradient when the value is finite
+    error_hints: tuple[tuple[str, str], ...] = ()  # (case group, hint) for an exception in that group
+    ratio_hints: bool = True  # whether "about k times the expected value" makes sense for this answer
+    sign_hint: str = "the sign is flipped: a loss is -log p (a positive number), not log p"
+    points: int = 1  # for the nbgrader and otter exports
+    notes: tuple[str, ...] = field(default=())  # rules the docs and the report state (ties, thresholds)
+
+
+# --- the known mistakes, written as the answers they produce ---------------------------------
+
+def _ce_from_log_probs(log_p: Tensor, target: Tensor) -> Tensor:
+    """Mean cross-entropy given log-probabilities (N, C) and index (N,) or probability (N, C) targets."""
+    if target.dtype in (torch.int64, torch.int32):
+        return -log_p.gather(1, target.view(-1, 1)).mean()
+    return -(target * log_p).sum(dim=1).mean()
+
+
+def _clearly_below(actual: Any, expected: Any) -> bool:
+    """True when `actual` is finite and clearly below `expected` (a capped loss)."""
+    try:
+        a, e = float(actual), float(expected)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return math.isfinite(a) and a < 0.9 * e
+
+
+def _finite_below(actual: Any, bound: float) -> bool:
+    """True when the answer is a finite number below `bound`."""
+    try:
+        a = float(actual)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return math.isfinite(a) and a < bound
+
+
+def _near_but_not_exact(case: cs.Case, actual: Any) -> bool:
+    """True when the answer is within 1% of the expected one but outside the tolerance."""
+    try:
+        a, e = float(actual), float(case.expected)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return math.isfinite(a) and abs(a - e) <= 1e-2 * abs(e) and not close(a, e)
+
+
+def _tied(p: Tensor, y: Tensor, thresholds: Tensor, p_ge: bool) -> Tensor:
+    """Every threshold reaching the best accuracy, with p >= t (p_ge) or p > t deciding positives."""
+    counts = torch.stack([(((p >= t) if p_ge else (p > t)) == (y != 0)).sum() for t in thresholds])
+    return thresholds[counts == counts.max()]
+
+
+DOUBLE_SIGMOID = "looks like you passed probabilities where logits were expected (double sigmoid?)"
+WHERE_SWAPPED = "branches of torch.where swapped? y = 1 must give -log p and y = 0 -log(1 - p)"
+SOFT_TARGETS = ("targets may lie between 0 and 1 (soft labels): use y * log p + (1 - y) * log(1 - p), "
+                "not torch.where(y == 1, ...)")
+
+SOFTMAX_CE = Exercise(
+    name="softmax_ce",
+    title="mean softmax cross-entropy; target = class indices (int64 (N,)) or class probabilities (float (N, C))",
+    signature="softmax_ce(logits, target) -> scalar tensor",
+    topic="losses",
+    output="scalar",
+    make_cases=cs.softmax_ce_cases,
+    forbidden=fb.Forbidden(fb.SOFTMAX_CE_FUNCTIONS, fb.SOFTMAX_CE_KERNELS, fb.LOSSBENCH_LOSSES),
+    allowed="torch.logsumexp, torch.softmax, exp, log, max, gather, F.one_hot",
+    mistakes=(
+        Mistake("softmax over the wrong axis? normalise over the classes (dim=1): one distribution per row",
+                reproduces(lambda z, y: _ce_from_log_probs(z - torch.logsumexp(z, dim=0, keepdim=True), y))),
+        Mistake("looks like you passed probabilities where logits were expected (softmax applied twice?)",
+                reproduces(lambda z, y: ref.softmax_ce(torch.softmax(z, dim=1), y))),
+        Mistake("forgot to normalise: log softmax(z)_c = z_c - logsumexp(z), not z_c",
+                reproduces(lambda z, y: _ce_from_log_probs(z, y))),
+        Mistake("probability targets treated as hard labels (argmax)? use -sum_c q_c log p_c",
+                reproduces(lambda z, q: ref.softmax_ce(z, q.argmax(dim=1)) if q.is_floating_point() else None)),
+        Mistake("sum over the classes missing? with probability targets the loss is -sum_c q_c log p_c per row",
+                reproduces(lambda z, q: (-(q * torch.log_softmax(z, 1))).mean() if q.is_floating_point() else None)),
+    ),
+    nan_hint="inf/NaN at large logits: subtract the max before exp (log-sum-exp trick), "
+             "log softmax(z) = z - max - log(sum(exp(z - max)))",
+    nan_grad_hint="NaN in the gradient at large logits: subtract the row max before exp",
+    error_hints=(("probability targets", "the target may also hold class probabilities (float (N, C)): "
+                                         "then loss = -mean_n sum_c q_nc log p_nc"),),
+)
+
+BCE = Exercise(
+    name="bce",
+    title="mean binary cross-entropy from logits over all elements, stable at any finite logit; "
+          "targets in [0, 1] (soft labels allowed)",
+    signature="bce(logits, target) -> scalar tensor",
+    topic="losses",
+    output="scalar",
+    make_cases=cs.bce_cases,
+    forbidden=fb.Forbidden(fb.BCE_FUNCTIONS, fb.BCE_KERNELS, fb.LOSSBENCH_LOSSES),
+    allowed="F.logsigmoid, F.softplus, torch.sigmoid, log1p, exp, abs, clamp, torch.where",
+    mistakes=(
+        Mistake(WHERE_SWAPPED, reproduces(lambda z, y: ref.bce(z, 1 - y))),
+        Mistake(DOUBLE_SIGMOID, reproduces(lambda z, y: ref.bce(torch.sigmoid(z), y))),
+        Mistake(SOFT_TARGETS, in_group("soft targets", reproduces(
+            lambda z, y: ref.bce(z, (y >= 0.5).to(z.dtype))))),
+        Mistake(SOFT_TARGETS, in_group("soft targets", reproduces(
+            lambda z, y: ref.bce(z, (y == 1).to(z.dtype))))),
+        Mistake("too small at large logits: clamping the probability caps each loss at -log(eps); "
+                "compute from the logits with log-sigmoid or softplus",
+                in_group("stability", lambda case, actual: _clearly_below(actual, case.expected))),
+    ),
+    nan_hint="NaN/inf at large logits: use log-sigmoid (F.logsigmoid) or softplus, or subtract the max: "
+             "log(1 + e^z) = max(z, 0) + log(1 + e^-|z|)",
+    nan_grad_hint="NaN in the gradient at large logits: sigmoid then log overflows; use F.logsigmoid or F.softplus",
+)
+
+
+BCE_PROBS = Exercise(
+    name="bce_probs",
+    title="mean binary cross-entropy from probabilities over all elements; finite at p = 0 and p = 1",
+    signature="bce_probs(probs, target) -> scalar tensor",
+    topic="losses",
+    output="scalar",
+    make_cases=cs.bce_probs_cases,
+    forbidden=fb.Forbidden(fb.BCE_FUNCTIONS, fb.BCE_KERNELS, fb.LOSSBENCH_LOSSES),
+    allowed="torch.log, log1p, clamp, torch.where",
+    mistakes=(
+        Mistake(WHERE_SWAPPED, reproduces(lambda p, y: ref.bce_probs(p, 1 - y))),
+        Mistake("applied sigmoid to probabilities? here the input is already a probability",
+                reproduces(lambda p, y: ref.bce(p, y))),
+        Mistake(SOFT_TARGETS, in_group("soft targets", reproduces(
+            lambda p, y: ref.bce_probs(p, (y >= 0.5).to(p.dtype))))),
+        Mistake(SOFT_TARGETS, in_group("soft targets", reproduces(
+            lambda p, y: ref.bce_probs(p, (y == 1).to(p.dtype))))),
+        Mistake("close but not exact near p = 0 or 1: log(p + eps) shifts every value; "
+                f"clamp p to [eps, 1 - eps] with eps <= {cs.CLAMP_EPS_MAX:g} instead (or clamp the log at -100)",
+                in_group("near 0 and 1", _near_but_not_exact)),
+        Mistake(f"eps too large: clamping p to [eps, 1 - eps] caps each loss at -log(eps); use eps <= "
+                f"{cs.CLAMP_EPS_MAX:g}",
+                lambda case, actual: case.accept is not None and _finite_below(actual, case.accept[0])),
+    ),
+    nan_hint=f"log(0) at p = 0 or 1: clamp p to [eps, 1 - eps] with eps <= {cs.CLAMP_EPS_MAX:g} "
+             "(or clamp the log at -100, as PyTorch does)",
+    nan_grad_hint="NaN in the gradient: the log's gradient 1/p is infinite at p = 0; clamp p first",
+)
+
+MSE = Exercise(
+    name="mse",
+    title="mean squared error between sigmoid(logits) and the target, over all elements "
+          "(lossbench's MSE is on probabilities)",
+    signature="mse(logits, target) -> scalar tensor",
+    topic="losses",
+    output="scalar",
+    make_cases=cs.mse_cases,
+    forbidden=fb.Forbidden(fb.MSE_FUNCTIONS, fb.MSE_KERNELS, fb.LOSSBENCH_LOSSES),
+    allowed="torch.sigmoid, pow, mean",
+    mistakes=(
+        Mistake("forgot the sigmoid? lossbench's MSE compares sigmoid(logits) with the target",
+                reproduces(lambda z, y: ((z - y) ** 2).mean())),
+        Mistake(DOUBLE_SIGMOID, reproduces(lambda z, y: ref.mse(torch.sigmoid(z), y))),
+        Mistake("that is the root of the mean squared error (RMSE): drop the sqrt",
+                reproduces(lambda z, y: ref.mse(z, y).sqrt())),
+        Mistake("absolute instead of squared error?",
+                reproduces(lambda z, y: (torch.sigmoid(z) - y).abs().mean())),
+    ),
+    nan_hint="NaN/inf at large logits: 1 / (1 + exp(-z)) overflows; use torch.sigmoid",
+    sign_hint="the sign is flipped: a squared error is never negative",
+    nan_grad_hint="NaN in the gradient at large logits: 1 / (1 + exp(-z)) overflows in the backward pass; "
+                  "use torch.sigmoid",
+)
+
+DLOGITS = Exercise(
+    name="dlogits",
+    title="the gradient of the MEAN softmax cross-entropy w.r.t. the logits, by hand: (softmax(z) - onehot(y)) / N",
+    signature="dlogits(logits, target) -> tensor (N, C)",
+    topic="losses",
+    output="tensor",
+    make_cases=cs.dlogits_cases,
+    forbidden=fb.Forbidden(fb.SOFTMAX_CE_FUNCTIONS + fb.AUTOGRAD_FUNCTIONS,
+                           fb.SOFTMAX_CE_KERNELS + fb.AUTOGRAD_KERNELS, fb.LOSSBENCH_LOSSES),
+    allowed="torch.softmax, exp, max, F.one_hot, scatter",
+    mistakes=(
+        Mistake("softmax over the wrong axis? normalise over the classes (dim=1)",
+                reproduces(lambda z, y: (torch.softmax(z, dim=0) - F.one_hot(y, z.shape[1]).to(z.dtype)) / len(z))),
+        Mistake("sigmoid instead of softmax? the classes compete: softmax over each row",
+                reproduces(lambda z, y: (torch.sigmoid(z) - F.one_hot(y, z.shape[1]).to(z.dtype)) / len(z))),
+        Mistake("looks like you passed probabilities where logits were expected (softmax applied twice?)",
+                reproduces(lambda z, y: ref.dlogits(torch.softmax(z, dim=1), y))),
+        Mistake("that is softmax(z) without the one-hot: subtract onehot(y)",
+                reproduces(lambda z, y: torch.softmax(z, dim=1) / len(z))),
+    ),
+    nan_hint="NaN at large logits: subtract the row max before exp (softmax(z) = softmax(z - max z))",
+    sign_hint="the sign is flipped: the gradient is softmax(z) - onehot(y), not onehot(y) - softmax(z)",
+)
+
+ACCURACY_MULTI = Exercise(
+    name="accuracy_multi",
+    title="Hamming (per-label) accuracy of probs >= threshold against a multi-hot target, as a float",
+    signature="accuracy_multi(probs, target, threshold=0.5) -> float",
+    topic="thresholds",
+    output="number",
+    make_cases=cs.accuracy_multi_cases,
+    forbidden=fb.Forbidden(modules=fb.LOSSBENCH_THRESHOLDS),
+    allowed="everything in torch",
+    mistakes=(
+        Mistake("that is exact-match accuracy (every label of a row right); the exercise asks for "
+                "per-label (Hamming) accuracy: average over all N x K labels",
+                reproduces(lambda p, y, t=0.5: ((p >= t) == (y != 0)).all(dim=1).double().mean().item())),
+        Mistake("probabilities equal to the threshold count as positive: use p >= threshold, not p > threshold",
+                reproduces(lambda p, y, t=0.5: ((p > t) == (y != 0)).double().mean().item())),
+        Mistake("predictions inverted: branches of torch.where swapped? (p >= threshold means positive)",
+                reproduces(lambda p, y, t=0.5: ((p < t) == (y != 0)).double().mean().item())),
+        Mistake("the threshold argument seems ignored (this is the accuracy at 0.5)",
+                reproduces(lambda p, y, t=0.5: ref.accuracy_multi(p, y, 0.5))),
+        Mistake("a percentage? return a fraction between 0 and 1",
+                reproduces(lambda p, y, t=0.5: 100 * ref.accuracy_multi(p, y, t))),
+    ),
+    notes=("a probability equal to the threshold counts as positive (p >= threshold)",),
+)
+
+BEST_THRESHOLD = Exercise(
+    name="best_threshold",
+    title="the threshold (from the candidates given) that maximises accuracy of probs >= t; ties go to the smallest",
+    signature="best_threshold(probs, target, thresholds) -> float",
+    topic="thresholds",
+    output="number",
+    make_cases=cs.best_threshold_cases,
+    forbidden=fb.Forbidden(modules=fb.LOSSBENCH_THRESHOLDS),
+    allowed="everything in torch",
+    mistakes=(
+        Mistake("several thresholds reach the best accuracy: ties go to the smallest (the first in the sweep)",
+                reproduces(lambda p, y, ts: _tied(p, y, ts, p_ge=True).max().item())),
+        Mistake("probabilities equal to the threshold count as positive: use p >= t, not p > t",
+                reproduces(lambda p, y, ts: _tied(p, y, ts, p_ge=False).min().item())),
+        Mistake("predictions inverted (branches of torch.where swapped?): p >= t means positive",
+                reproduces(lambda p, y, ts: ref.best_threshold(p, 1 - y, ts))),
+        Mistake("returned the best accuracy, not the threshold that reaches it",
+                reproduces(lambda p, y, ts: max(((p >= t) == (y != 0)).double().mean().item() for t in ts))),
+        Mistake("returned the index of the best threshold: return thresholds[index]",
+                reproduces(lambda p, y, ts: float(torch.nonzero(ts == ref.best_threshold(p, y, ts))[0, 0]))),
+        Mistake("returned 0.5, the default: sweep the candidates and keep the one with the best accuracy",
+                lambda case, actual: close(actual, 0.5) and not close(case.expected, 0.5)),
+    ),
+    ratio_hints=False,
+    notes=("a probability equal to the threshold counts as positive (p >= t)",
+           "ties: the smallest of the thresholds that reach the best accuracy"),
+)
+
+
+EXERCISES: dict[str, Exercise] = {
+    ex.name: ex for ex in (SOFTMAX_CE, BCE, BCE_PROBS, MSE, DLOGITS, ACCURACY_MULTI, BEST_THRESHOLD)
+}
+
+
+def get_exercise(name: str) -> Exercise:
+    """The exercise called `name`, or a ValueError listing the valid names.
+
+    >>> get_exercise("bce").signature
+    'bce(logits, target) -> scalar tensor'
+    >>> get_exercise("bcee")
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `name` to be one of 'softmax_ce', 'bce', 'bce_probs', 'mse', 'dlogits', 'accuracy_multi', 'best_threshold', but got 'bcee'. List them with `lossbench exercises list`.
+    """
+    if name not in EXERCISES:
+        valid = ", ".join(repr(n) for n in EXERCISES)
+        raise ValueError(f"Expected `name` to be one of {valid}, but got {name!r}. "
+                         "List them with `lossbench exercises list`.")
+    return EXERCISES[name]

@@ -1,0 +1,411 @@
+"""Run a student's function on an exercise's cases and say, case by case, what is right and what is not.
+
+For each case the checker:
+
+1. calls the function on fresh copies of the inputs (float64 logits that require grad),
+   while `forbidden.CallRecorder` listens for the library's version of the answer;
+2. checks the answer's type, shape and dtype, and flags NaN or inf;
+3. compares the value with the reference: passes when
+   |actual - expected| <= atol + rtol * |expected| at the worst element;
+4. for losses, takes `torch.autograd.grad` of the student's loss and compares it with the
+   reference's gradient the same way (the gradient is what training uses);
+5. picks one hint from the symptom: a known mistake the answer reproduces, a constant
+   factor (sum instead of mean), NaN at large logits, a detached gradient, ...
+
+`report` prints the table and never raises for anything the function does; `check`
+raises `ExerciseFailed` (an AssertionError) carrying the table; `score` is the fraction
+of cases passed.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, TextIO
+
+import torch
+from torch import Tensor
+
+from lossbench.exercises.cases import GRAD_ATOL, GRAD_RTOL, Case
+from lossbench.exercises.catalog import Exercise, close, get_exercise
+from lossbench.exercises.forbidden import CallRecorder
+
+Status = Literal["pass", "fail", "error", "not attempted", "library"]
+
+_LABELS = {"pass": "pass", "fail": "FAIL", "error": "ERROR", "not attempted": "not attempted", "library": "LIBRARY"}
+
+
+@dataclass
+class CaseResult:
+    """What happened on one case: the numbers, the problems found and the hint."""
+
+    number: int
+    group: str
+    summary: str  # the inputs, one line
+    status: Status
+    expected: str  # formatted for the table
+    actual: str
+    abs_err: float | None = None
+    rel_err: float | None = None
+    grad_err: float | None = None  # relative error of the gradient, for loss exercises
+    problems: list[str] = field(default_factory=list)
+    hint: str | None = None
+    nonfinite: bool = False  # NaN or inf in the answer or its gradient
+    notes: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        """True when the case passed."""
+        return self.status == "pass"
+
+
+class ExerciseFailed(AssertionError):
+    """Raised by `check` when a case fails; `str(err)` is the full report."""
+
+    def __init__(self, name: str, results: list[CaseResult], text: str) -> None:
+        super().__init__(text)
+        self.name, self.results, self.report = name, results, text
+
+
+# --- 1. running one case -------------------------------------------------------------------------
+
+def _fresh_inputs(case: Case) -> tuple[Any, ...]:
+    """Copies of the case's inputs (so in-place edits cannot corrupt the case), grad enabled where compared."""
+    inputs = [x.detach().clone() if isinstance(x, Tensor) else x for x in case.inputs]
+    if case.grad_of is not None:
+        inputs[case.grad_of].requires_grad_(True)
+    return tuple(inputs)
+
+
+def _error_hint(ex: Exercise, case: Case, err: BaseException) -> str | None:
+    """The hint for an exception: the usual causes of the usual messages."""
+    message = str(err)
+    for group, hint in ex.error_hints:
+        if case.group == group:
+            return hint
+    if "in-place operation" in message or "inplace operation" in message:
+        return "in-place operation on an input: write x = x - m, not x -= m (the inputs require grad)"
+    if "numpy" in message and "requires grad" in message:
+        return "stay in torch (no .numpy()): the checker needs the gradient"
+    if isinstance(err, TypeError) and ("argument" in message or "positional" in message):
+        return f"check the signature: {ex.signature}"
+    if "dtype" in message or ("Float" in message and "Double" in message):
+        return "mixed dtypes: build new tensors with the input's dtype (torch.zeros_like, x.new_tensor, dtype=x.dtype)"
+    return None
+
+
+def _as_float_tensor(value: Any) -> Tensor | None:
+    """The answer as a float64 tensor for comparison, or None when it is not numeric."""
+    try:
+        return torch.as_tensor(value.detach() if isinstance(value, Tensor) else value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
+def _errors(actual: Tensor, expected: Tensor) -> tuple[float, float]:
+    """Worst absolute error and the same relative to the largest expected magnitude."""
+    abs_err = (actual - expected).abs().max().item()
+    scale = expected.abs().max().item()
+    if scale > 0:
+        return abs_err, abs_err / scale
+    return abs_err, (0.0 if abs_err == 0 else math.inf)
+
+
+def _within(actual: Tensor, expected: Tensor, rtol: float, atol: float) -> bool:
+    return bool(torch.isfinite(actual).all()) and bool(((actual - expected).abs() <= atol + rtol * expected.abs()).all())
+
+
+def ratio_hint(ex: Exercise, actual: Tensor, expected: Tensor) -> str | None:
+    """A hint when the answer is the expected one times a constant: sum for mean, a sign, a log base.
+
+    >>> from lossbench.exercises.catalog import get_exercise
+    >>> ratio_hint(get_exercise("bce"), torch.tensor(8 * 0.7), torch.tensor(0.7))
+    'about 8 times the expected value: sum instead of mean?'
+    """
+    a, e = actual.flatten(), expected.flatten()
+    if a.shape != e.shape or not torch.isfinite(a).all() or not e.abs().max() > 0:
+        return None
+    r = (a @ e / (e @ e)).item()  # least-squares factor: actual ~ r * expected
+    if not close(a, r * e) or abs(r - 1) <= 1e-6:
+        return None
+    k = round(r)
+    if k >= 2 and abs(r - k) <= 1e-6 * k:
+        return f"about {k} times the expected value: sum instead of mean?"
+    if abs(r + 1) <= 1e-6:
+        return ex.sign_hint
+    if r > 0:
+        k = round(1 / r)
+        if k >= 2 and abs(1 / r - k) <= 1e-6 * k:
+            return f"about 1/{k} of the expected value: divided by {k} once too often?"
+    for base, name in ((10.0, "log10"), (2.0, "log2")):
+        if abs(r * math.log(base) - 1) <= 1e-6:
+            return f"{name} instead of the natural log? use torch.log"
+    return f"off by a constant factor: {r:.6g} times the expected value"
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, Tensor):
+        if value.dim() == 0:
+            return f"{value.item():.10g}"
+        return "tensor (" + ", ".join(str(s) for s in value.shape) + ("," if value.dim() == 1 else "") + ")"
+    if isinstance(value, (int, float)):
+        return f"{value:.10g}"
+    return type(value).__name__
+
+
+def run_case(ex: Exercise, case: Case, fn: Callable[..., Any], number: int = 1) -> CaseResult:
+    """Run `fn` on one case and judge the answer; never raises for anything `fn` does."""
+    expected_text = (f"in [{case.accept[0]:.3g}, {case.accept[1]:.3g}]" if case.accept
+                     else _format_value(case.expected))
+    result = CaseResult(number, case.group, case.summary, "fail", expected_text, "-", notes=case.notes)
+    inputs = _fresh_inputs(case)
+    recorder = CallRecorder(ex.forbidden)
+    try:
+        with recorder:
+            out = fn(*inputs)
+    except NotImplementedError:
+        result.status = "not attempted"
+        return result
+    except (Exception, SystemExit) as err:
+        first_line = (str(err).strip().splitlines() or [""])[0][:200]
+        result.status = "error"
+        result.problems.append(f"raised {type(err).__name__}: {first_line}")
+        result.hint = _error_hint(ex, case, err)
+        if recorder.calls:
+            result.problems.append("called " + ", ".join(recorder.readable))
+        return result
+    result.actual = _format_value(out)
+
+    # 2. type, shape, dtype
+    hints: list[str] = []
+    value_ok = grad_ok = True
+    if recorder.calls:
+        result.status = "library"
+        result.problems.append("calls " + ", ".join(recorder.readable)
+                               + ": the library's version of what this exercise asks you to write")
+        hints.append(f"write it from building blocks ({ex.allowed})")
+    if out is None:
+        result.problems.append("returned None")
+        result.hint = "returned None: forgot `return`?"
+        return result
+    actual = _as_float_tensor(out)
+    expected = _as_float_tensor(case.expected)
+    if actual is None:
+        result.problems.append(f"returned a {type(out).__name__}, not a number or tensor")
+        result.hint = f"return {ex.signature.split('-> ')[1]}"
+        return result
+    if ex.output == "scalar":
+        if not isinstance(out, Tensor):
+            value_ok = False
+            result.problems.append(f"returned a Python {type(out).__name__}, expected a scalar tensor")
+            hints.append("return the tensor itself (no .item() or float()): the gradient must flow through it")
+        elif out.shape != ():
+            value_ok = False
+            result.problems.append(f"expected a scalar tensor (shape ()), got shape {tuple(out.shape)}")
+            if out.numel() > 1 and close(actual.mean(), expected):
+                hints.append("each element's loss looks right: take the mean over all elements with .mean()")
+            else:
+                hints.append("reduce to one number with .mean() over all elements")
+            actual = actual.reshape(-1)[:1].reshape(()) if out.numel() == 1 else None
+    elif ex.output == "tensor":
+        if not isinstance(out, Tensor) or out.shape != case.expected.shape:
+            value_ok = False
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            result.problems.append(f"expected shape {tuple(case.expected.shape)}, got {shape}")
+            hints.append("one gradient per logit: the answer has the logits' shape (N, C)")
+            actual = None
+    else:  # a number
+        if actual.numel() != 1:
+            value_ok = False
+            result.problems.append(f"expected a single number, got a tensor of shape {tuple(actual.shape)}")
+            hints.append("average over every element (all rows and all labels) to get one number")
+            actual = None
+        else:
+            actual = actual.reshape(())
+    if isinstance(out, Tensor) and isinstance(case.expected, Tensor) and out.dtype != case.expected.dtype:
+        value_ok = False
+        result.problems.append(f"dtype {str(out.dtype).replace('torch.', '')}, expected "
+                               f"{str(case.expected.dtype).replace('torch.', '')} (the input's)")
+        hints.append("keep the input's dtype: torch.tensor(...) and torch.zeros(...) make float32 unless you pass "
+                     "dtype=; use zeros_like, x.new_tensor or dtype=x.dtype")
+
+    # 3. the value
+    if actual is not None:
+        finite = bool(torch.isfinite(actual).all())
+        if not finite:
+            value_ok = False
+            result.nonfinite = True
+            kinds = [k for k, bad in (("NaN", torch.isnan(actual).any()), ("inf", torch.isinf(actual).any())) if bad]
+            result.problems.append(" and ".join(kinds) + " in the answer")
+            hints.insert(0, ex.nan_hint or "NaN/inf in the answer")
+        if case.accept is not None:
+            if not (finite and case.accept[0] <= actual.item() <= case.accept[1]):
+                value_ok = False
+        else:
+            result.abs_err, result.rel_err = _errors(actual, expected)
+            if not _within(actual, expected, case.rtol, case.atol):
+                value_ok = False
+                if finite:
+                    hints.append(_value_hint(ex, case, out, actual, expected))
+
+    # 4. the gradient
+    if case.expected_grad is not None and isinstance(out, Tensor) and out.numel() == 1:
+        grad_ok, grad_hint = _check_gradient(ex, case, inputs, out, result)
+        if grad_hint and value_ok:
+            hints.append(grad_hint)
+    elif case.expected_grad is not None:
+        grad_ok = False
+
+    if result.status != "library":
+        result.status = "pass" if value_ok and grad_ok and not result.problems else "fail"
+    hints = [h for h in hints if h]
+    if result.status == "library":  # the value may well be right: the library is the reason
+        hints = hints[:1] + [h for h in hints[1:] if h.startswith("write it")]
+    result.hint = hints[0] if hints else None
+    return result
+
+
+def _value_hint(ex: Exercise, case: Case, out: Any, actual: Tensor, expected: Tensor) -> str | None:
+    """The hint for a finite but wrong value: a known mistake, else a constant factor."""
+    answer = out.detach() if isinstance(out, Tensor) else out
+    for mistake in ex.mistakes:
+        try:
+            if mistake.matches(case, answer):
+                return mistake.hint
+        except Exception:  # a matcher must never break the report
+            continue
+    if ex.ratio_hints:
+        return ratio_hint(ex, actual, expected)
+    return None
+
+
+def _check_gradient(ex: Exercise, case: Case, inputs: tuple[Any, ...], out: Tensor,
+                    result: CaseResult) -> tuple[bool, str | None]:
+    """Compare autograd of the student's loss with the reference gradient; returns (ok, hint)."""
+    x = inputs[case.grad_of]
+    if not out.requires_grad:
+        result.problems.append("no gradient reaches the input")
+        return False, "the loss is cut off from the logits: .detach(), .item(), .numpy(), .data or torch.no_grad inside?"
+    try:
+        (grad,) = torch.autograd.grad(out.reshape(()), x, allow_unused=True)
+    except Exception as err:  # the student's graph may fail in backward
+        result.problems.append(f"backward raised {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+        return False, None
+    if grad is None:
+        result.problems.append("no gradient reaches the input")
+        return False, "the loss does not depend on the logits through autograd (.detach() or a new tensor?)"
+    grad = grad.detach().to(torch.float64)
+    reference = case.expected_grad.to(torch.float64)
+    if not torch.isfinite(grad).all():
+        result.nonfinite = True
+        result.grad_err = math.nan
+        result.problems.append("NaN/inf in the gradient")
+        return False, ex.nan_grad_hint or "NaN/inf in the gradient"
+    abs_err, rel_err = _errors(grad, reference)
+    result.grad_err = rel_err
+    if bool(((grad - reference).abs() <= GRAD_ATOL + GRAD_RTOL * reference.abs().max()).all()):
+        return True, None
+    result.problems.append("the gradient differs from the reference's")
+    return False, ("the value is right but the gradient is not: something detaches or clamps the logits "
+                   "(.detach(), .data, clamp on z?)")
+
+
+def evaluate(name: str, fn: Callable[..., Any], seed: int = 0) -> list[CaseResult]:
+    """Run `fn` on every case of exercise `name`; one `CaseResult` per case, never raises for `fn`'s faults.
+
+    >>> import torch
+    >>> results = evaluate("mse", lambda z, y: ((torch.sigmoid(z) - y) ** 2).mean())
+    >>> [r.status for r in results]
+    ['pass', 'pass', 'pass', 'pass', 'pass']
+    """
+    ex = get_exercise(name)
+    if not callable(fn):
+        raise ValueError(f"Expected `fn` to be a function {ex.signature}, but got {type(fn).__name__}. "
+                         f"Pass the function itself, e.g. report({name!r}, {name}).")
+    results = []
+    for number, case in enumerate(ex.make_cases(seed), start=1):
+        results.append(run_case(ex, case, fn, number))
+    return results
+
+
+# --- 2. the table --------------------------------------------------------------------------------
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.1e}" if math.isfinite(x) else str(x)
+
+
+def format_report(name: str, results: list[CaseResult]) -> str:
+    """The report as text: a header, one row per case with its input, problems and hint, and a total."""
+    ex = get_exercise(name)
+    lines = [f"{ex.name}: {ex.title}",
+             f"  write: {ex.signature}",
+             "  pass: |actual - expected| <= 1e-9 + 1e-6 |expected| (float32 cases: 1e-6 + 1e-4 |expected|)"
+             + ("; gradient likewise, relative 1e-6" if ex.output == "scalar" else "")]
+    lines += [f"  rule: {note}" for note in ex.notes]
+    header = f"{'case':>4}  {'group':<22} {'expected':>16} {'actual':>16} {'abs err':>8} {'rel err':>8} " \
+             f"{'grad err':>8}  result"
+    lines += ["", header]
+    for r in results:
+        lines.append(f"{r.number:>4}  {r.group:<22} {r.expected:>16} {r.actual:>16} {_num(r.abs_err):>8} "
+                     f"{_num(r.rel_err):>8} {_num(r.grad_err):>8}  {_LABELS[r.status]}")
+        lines.append(f"{'':6}input: {r.summary}")
+        lines += [f"{'':6}note: {note}" for note in r.notes if not r.passed]
+        lines += [f"{'':6}problem: {p}" for p in r.problems]
+        if r.hint:
+            lines.append(f"{'':6}hint: {r.hint}")
+    passed = sum(r.passed for r in results)
+    lines.append("")
+    if results and all(r.status == "not attempted" for r in results):
+        lines.append(f"{name}: not attempted (the function raises NotImplementedError): write it and run again")
+    else:
+        lines.append(f"{name}: {passed} of {len(results)} cases pass")
+    return "\n".join(lines)
+
+
+def report(name: str, fn: Callable[..., Any], seed: int = 0, file: TextIO | None = None) -> None:
+    """Print the table of cases for `fn` on exercise `name`; raises only for an unknown name or a non-function.
+
+    >>> def bce(logits, target):
+    ...     raise NotImplementedError
+    >>> report("bce", bce)  # doctest: +ELLIPSIS
+    bce: mean binary cross-entropy from logits ...
+    ...
+       1  basic ...  not attempted
+    ...
+    bce: not attempted (the function raises NotImplementedError): write it and run again
+    """
+    text = format_report(name, evaluate(name, fn, seed))
+    print(text, file=file if file is not None else sys.stdout)
+
+
+def check(name: str, fn: Callable[..., Any], seed: int = 0) -> None:
+    """Return None when `fn` passes every case of exercise `name`; else raise `ExerciseFailed` with the report.
+
+    >>> import torch
+    >>> check("mse", lambda z, y: ((torch.sigmoid(z) - y) ** 2).mean())
+    >>> check("mse", lambda z, y: ((torch.sigmoid(z) - y) ** 2).sum())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    lossbench.exercises.checker.ExerciseFailed: mse: ...
+    ...
+          hint: about 12 times the expected value: sum instead of mean?
+    ...
+    mse: 0 of 5 cases pass
+    """
+    results = evaluate(name, fn, seed)
+    if not all(r.passed for r in results):
+        raise ExerciseFailed(name, results, format_report(name, results))
+
+
+def score(name: str, fn: Callable[..., Any], seed: int = 0) -> float:
+    """The fraction of the cases of exercise `name` that `fn` passes, between 0 and 1.
+
+    >>> score("mse", lambda z, y: ((torch.sigmoid(z) - y) ** 2).mean())
+    1.0
+    """
+    results = evaluate(name, fn, seed)
+    return sum(r.passed for r in results) / len(results)

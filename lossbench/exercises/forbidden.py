@@ -1,0 +1,188 @@
+"""Which library functions a student's function calls: the guard that keeps an exercise an exercise.
+
+An exercise asks a student to write, say, binary cross-entropy themselves. Calling
+`torch.nn.functional.binary_cross_entropy_with_logits` would pass every value check
+without teaching anything, so the checker runs the student's function while three
+recorders listen, and a call to a forbidden function fails the case:
+
+1. a `torch.overrides.TorchFunctionMode` sees every call of a torch function at the
+   Python level, under whatever name the student imported it: `F.cross_entropy`,
+   `from torch.nn.functional import cross_entropy as ce`, `nn.CrossEntropyLoss()(...)`
+   (the module calls `F.cross_entropy`), `torch.log_softmax`, `x.log_softmax(1)`;
+2. a `torch.utils._python_dispatch.TorchDispatchMode` sees the ATen kernel that finally
+   runs (`aten::_log_softmax`, `aten::binary_cross_entropy_with_logits`), so
+   `torch.ops.aten...`, `torch._C._nn...` and library code that calls them are seen too;
+3. a `sys.setprofile` hook sees calls of Python functions in forbidden modules
+   (lossbench's own `lossbench.losses`).
+
+This is a learning aid, not a security boundary: a determined student can switch the
+modes off, copy PyTorch's source, or call code the recorders do not see (numpy, a C
+extension). It catches the honest shortcut, not an attack.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from types import FrameType, TracebackType
+from typing import Any, Callable
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+
+@dataclass(frozen=True)
+class Forbidden:
+    """What one exercise may not call: torch functions by dotted name, ATen kernels, Python modules."""
+
+    functions: tuple[str, ...] = ()  # e.g. "torch.nn.functional.cross_entropy", "torch.Tensor.log_softmax"
+    aten_ops: tuple[str, ...] = ()  # e.g. "aten::_log_softmax": the kernel, whichever alias reached it
+    modules: tuple[str, ...] = ()  # e.g. "lossbench.losses": any Python function defined under it
+
+    def __bool__(self) -> bool:
+        return bool(self.functions or self.aten_ops or self.modules)
+
+
+def _resolve(dotted: str) -> Any | None:
+    """The object a dotted name such as `torch.Tensor.log_softmax` points to, or None if absent."""
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):  # longest importable module prefix first
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attr in parts[split:]:
+            obj = getattr(obj, attr, None)
+            if obj is None:
+                return None
+        return obj
+    return None
+
+
+class _FunctionRecorder(TorchFunctionMode):
+    """Records every torch function called at the Python level, then lets it run."""
+
+    def __init__(self, watched: dict[Any, str], seen: list[str]) -> None:
+        super().__init__()
+        self.watched, self.seen = watched, seen
+
+    def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        try:
+            name = self.watched.get(func)
+        except TypeError:  # an unhashable callable cannot be a watched one
+            name = None
+        if name is not None and name not in self.seen:
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+class _KernelRecorder(TorchDispatchMode):
+    """Records every ATen kernel that runs (below autograd, after every alias is resolved)."""
+
+    def __init__(self, watched: frozenset[str], seen: list[str]) -> None:
+        super().__init__()
+        self.watched, self.seen = watched, seen
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        name = func._schema.name  # "aten::_log_softmax"
+        if name in self.watched and name not in self.seen:
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+class CallRecorder:
+    """Context manager: while active, records calls of the functions that `forbidden` names.
+
+    After the block, `calls` lists what was called, Python names first (as the student
+    would recognise them), then ATen kernels and Python functions of forbidden modules.
+
+    >>> import torch.nn.functional as F
+    >>> rule = Forbidden(functions=("torch.nn.functional.cross_entropy",), aten_ops=("aten::_log_softmax",))
+    >>> with CallRecorder(rule) as recorder:
+    ...     loss = F.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 2]))
+    >>> recorder.calls
+    ['torch.nn.functional.cross_entropy', 'aten::_log_softmax']
+    >>> with CallRecorder(rule) as recorder:
+    ...     lse = torch.logsumexp(torch.zeros(2, 3), dim=1)
+    >>> recorder.calls
+    []
+    """
+
+    def __init__(self, forbidden: Forbidden) -> None:
+        self.forbidden = forbidden
+        self._functions: list[str] = []
+        self._kernels: list[str] = []
+        self._python: list[str] = []
+        watched: dict[Any, str] = {}
+        for dotted in forbidden.functions:
+            obj = _resolve(dotted)
+            if obj is not None:  # a name this torch version lacks cannot be called either
+                watched[obj] = dotted
+        self._function_mode = _FunctionRecorder(watched, self._functions)
+        self._kernel_mode = _KernelRecorder(frozenset(forbidden.aten_ops), self._kernels)
+        self._previous_profiler: Any = None
+
+    @property
+    def calls(self) -> list[str]:
+        """Forbidden functions called inside the block, in the order first seen (Python names first)."""
+        return self._functions + self._kernels + self._python
+
+    @property
+    def readable(self) -> list[str]:
+        """The calls as the student wrote them: Python names when seen, else the kernels that ran."""
+        return self._functions + self._python or self._kernels
+
+    def _profile(self, frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call":
+            module = frame.f_globals.get("__name__", "")
+            if any(module == m or module.startswith(m + ".") for m in self.forbidden.modules):
+                code = frame.f_code
+                name = f"{module}.{getattr(code, 'co_qualname', code.co_name)}"
+                if name not in self._python:
+                    self._python.append(name)
+
+    def __enter__(self) -> "CallRecorder":
+        if self.forbidden.modules:
+            self._previous_profiler = sys.getprofile()
+            sys.setprofile(self._profile)
+        self._function_mode.__enter__()
+        self._kernel_mode.__enter__()
+        return self
+
+    def __exit__(self, kind: type | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        self._kernel_mode.__exit__(kind, err, tb)
+        self._function_mode.__exit__(kind, err, tb)
+        if self.forbidden.modules:
+            sys.setprofile(self._previous_profiler)
+
+
+# The shared lists. Each exercise forbids the library's version of what it asks for.
+SOFTMAX_CE_FUNCTIONS = (
+    "torch.nn.functional.cross_entropy",
+    "torch.nn.functional.nll_loss",
+    "torch.nn.functional.log_softmax",
+    "torch.log_softmax",
+    "torch._log_softmax",
+    "torch.Tensor.log_softmax",
+    "torch.special.log_softmax",
+    "torch._C._nn.cross_entropy_loss",
+    "torch._C._nn.nll_loss",
+    "torch._C._nn.nll_loss_nd",
+)
+SOFTMAX_CE_KERNELS = ("aten::_log_softmax", "aten::nll_loss_forward", "aten::nll_loss2d_forward")
+BCE_FUNCTIONS = (
+    "torch.nn.functional.binary_cross_entropy_with_logits",
+    "torch.binary_cross_entropy_with_logits",
+    "torch.nn.functional.binary_cross_entropy",
+    "torch._C._nn.binary_cross_entropy",
+    "torch.nn.functional.soft_margin_loss",  # log(1 + exp(-y z)): BCE from logits with y in {-1, 1}
+    "torch._C._nn.soft_margin_loss",
+)
+BCE_KERNELS = ("aten::binary_cross_entropy_with_logits", "aten::binary_cross_entropy", "aten::soft_margin_loss")
+MSE_FUNCTIONS = ("torch.nn.functional.mse_loss", "torch._C._nn.mse_loss")
+MSE_KERNELS = ("aten::mse_loss",)
+AUTOGRAD_FUNCTIONS = ("torch.autograd.grad", "torch.autograd.backward", "torch.Tensor.backward")
+AUTOGRAD_KERNELS = ("aten::_softmax_backward_data", "aten::_log_softmax_backward_data", "aten::nll_loss_backward")
+LOSSBENCH_LOSSES = ("lossbench.losses",)
+LOSSBENCH_THRESHOLDS = ("lossbench.thresholds",)
