@@ -3,4 +3,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from lossbench.results import Result, load  # noqa: E402
+from lossbench.runner import compare  # noqa: E402
+
+__all__ = ["Result", "__version__", "compare", "load"]

@@ -1,7 +1,23 @@
-"""The shared model families (an MLP and a small CNN), written for a stack of models at once."""
+"""The shared model families (an MLP and a small CNN), written for a stack of models at once.
+
+Every tensor of parameters carries a leading *models* dimension M: model m's first-layer weight is
+``params["w1"][m]``. The forward functions run all M models in one call (batched matmuls and grouped
+convolutions), each model on its own minibatch: ``x`` is ``(models, batch, ...)``.
+
+A model is a *body* (the same for every loss) followed by a *head* (chosen by the loss, see
+:class:`Head`). The body turns one example into ``P`` positions of ``F`` features, ``h``; the head is one
+linear map applied at every position (a 1x1 convolution for a grid of areas).
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+Params = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -11,6 +27,14 @@ class MLPBody:
     in_features: int
     hidden: int = 128
     bias: bool = True  # bias in the hidden layer and in the head
+
+    @property
+    def features(self) -> int:
+        return self.hidden
+
+    @property
+    def positions(self) -> int:
+        return 1
 
 
 @dataclass(frozen=True)
@@ -27,3 +51,210 @@ class CNNBody:
     channels: tuple[int, ...] = (16, 32, 64)
     grid: int | None = None
     bias: bool = True
+
+    @property
+    def features(self) -> int:
+        return self.channels[-1]
+
+    @property
+    def positions(self) -> int:
+        return 1 if self.grid is None else self.grid * self.grid
+
+
+BodySpec = MLPBody | CNNBody
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation: PyTorch's default for nn.Linear / nn.Conv2d, drawn from a given generator
+# ---------------------------------------------------------------------------------------------
+
+
+def _uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Generator) -> torch.Tensor:
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): what nn.Linear and nn.Conv2d draw by default."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return (torch.rand(shape, generator=generator) * 2 - 1) * bound
+
+
+def init_body(spec: BodySpec, generator: torch.Generator) -> Params:
+    """One model's body parameters (no models dimension), float32, on the CPU.
+
+    >>> p = init_body(MLPBody(in_features=3, hidden=4), torch.Generator().manual_seed(0))
+    >>> {k: tuple(v.shape) for k, v in p.items()}
+    {'w1': (3, 4), 'b1': (4,)}
+    """
+    params: Params = {}
+    if isinstance(spec, MLPBody):
+        params["w1"] = _uniform((spec.in_features, spec.hidden), spec.in_features, generator)
+        if spec.bias:
+            params["b1"] = _uniform((spec.hidden,), spec.in_features, generator)
+        return params
+    c_in = spec.in_channels
+    for i, c_out in enumerate(spec.channels):
+        fan_in = c_in * 9
+        params[f"conv{i}.w"] = _uniform((c_out, c_in, 3, 3), fan_in, generator)
+        if spec.bias:
+            params[f"conv{i}.b"] = _uniform((c_out,), fan_in, generator)
+        c_in = c_out
+    return params
+
+
+def init_head(features: int, units: int, bias: bool, generator: torch.Generator) -> Params:
+    """One model's head: a linear map features -> units, as nn.Linear initialises it."""
+    params = {"w": _uniform((features, units), features, generator)}
+    if bias:
+        params["b"] = _uniform((units,), features, generator)
+    return params
+
+
+def stack(models: list[Params]) -> Params:
+    """Stack the parameters of several models along a new leading models dimension."""
+    return {k: torch.stack([p[k] for p in models]) for k in models[0]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward passes for M models at once
+# ---------------------------------------------------------------------------------------------
+
+
+def body_forward(spec: BodySpec, params: Params, x: torch.Tensor) -> torch.Tensor:
+    """Run M bodies, each on its own minibatch: x (models, batch, ...) -> h (models, batch, positions, features).
+
+    >>> spec = MLPBody(in_features=3, hidden=4)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> params = stack([init_body(spec, g), init_body(spec, g)])
+    >>> body_forward(spec, params, torch.randn(2, 5, 3)).shape
+    torch.Size([2, 5, 1, 4])
+    """
+    if isinstance(spec, MLPBody):
+        h = torch.bmm(x, params["w1"])  # (models, batch, hidden)
+        if "b1" in params:
+            h = h + params["b1"].unsqueeze(1)
+        return torch.relu(h).unsqueeze(2)  # (models, batch, 1, hidden)
+    return _cnn_forward(spec, params, x)
+
+
+def _cnn_forward(spec: CNNBody, params: Params, x: torch.Tensor) -> torch.Tensor:
+    """M CNNs as one grouped convolution: model m owns channel group m."""
+    m, b = x.shape[:2]
+    # 1. put the models side by side in the channel dimension: (batch, models * channels, H, W)
+    h = x.transpose(0, 1).reshape(b, m * x.shape[2], *x.shape[3:])
+    for i in range(len(spec.channels)):
+        w = params[f"conv{i}.w"]  # (models, c_out, c_in, 3, 3)
+        bias = params.get(f"conv{i}.b")
+        h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), None if bias is None else bias.reshape(-1), padding=1, groups=m)
+        h = F.max_pool2d(torch.relu(h), 2)  # (batch, models * c_out, H/2, W/2)
+    # 2. pool to the positions of the head: one (global average) or grid x grid areas
+    g = spec.grid or 1
+    h = F.adaptive_avg_pool2d(h, g)  # (batch, models * features, g, g)
+    # 3. back to (models, batch, positions, features), positions row-major
+    return h.reshape(b, m, spec.features, g * g).permute(1, 0, 3, 2)
+
+
+def head_forward(params: Params, h: torch.Tensor) -> torch.Tensor:
+    """The same linear map at every position: h (models, batch, positions, features) -> z (models, batch, positions, units)."""
+    m, b, p, f = h.shape
+    z = torch.bmm(h.reshape(m, b * p, f), params["w"])  # (models, batch * positions, units)
+    if "b" in params:
+        z = z + params["b"].unsqueeze(1)
+    return z.reshape(m, b, p, -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads: the loss decides the head (DESIGN.md, "Heads")
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Head:
+    """How a loss family's head turns the body's features into outputs, scores and targets.
+
+    ``style`` comes from the loss family: ``"two_logit"`` (softmax cross-entropy) or ``"one_logit"``
+    (binary cross-entropy, MSE, focal). ``kind`` and ``k`` come from the task: K scored outputs.
+
+    | kind       | two_logit                                  | one_logit              |
+    |------------|--------------------------------------------|------------------------|
+    | binary     | 2 logits, class-index target, score p[1]   | 1 logit, score sigmoid |
+    | multilabel | K logits, softmax across labels, target    | K logits, K sigmoids   |
+    |            | multi-hot / count, score p[k]              |                        |
+    | grid       | 2 logits per area ("negative unit" head)   | 1 logit per area       |
+    """
+
+    style: Literal["two_logit", "one_logit"]
+    kind: Literal["binary", "multilabel", "grid"]
+    k: int  # scored outputs per example: 1, K labels, or A areas
+
+    @property
+    def units(self) -> int:
+        """Units of the linear head per position."""
+        if self.kind == "multilabel":
+            return self.k
+        return 2 if self.style == "two_logit" else 1
+
+    @property
+    def negative_unit(self) -> bool:
+        """Whether the head has a unit for the negative class (a 2-logit head per decision)."""
+        return self.style == "two_logit" and self.kind != "multilabel"
+
+    def output(self, z: torch.Tensor) -> torch.Tensor:
+        """What the loss receives, in torch.nn.functional's layout, from z (models, batch, positions, units)."""
+        m, b = z.shape[:2]
+        if self.kind == "multilabel":
+            return z.reshape(m, b, self.k)  # (models, batch, K)
+        if self.kind == "binary":
+            return z.reshape(m, b, 2) if self.negative_unit else z.reshape(m, b)
+        # grid: areas are positions
+        if self.negative_unit:
+            return z.permute(0, 1, 3, 2)  # (models, batch, 2, areas): class dimension 1 per model
+        return z.reshape(m, b, self.k)  # (models, batch, areas)
+
+    def scores(self, output: torch.Tensor) -> torch.Tensor:
+        """Predicted probability of each scored output being positive: (models, batch, K)."""
+        m, b = output.shape[:2]
+        if self.style == "one_logit":
+            return torch.sigmoid(output).reshape(m, b, self.k)
+        if self.kind == "multilabel":
+            return torch.softmax(output, dim=-1)
+        return torch.softmax(output, dim=2)[:, :, 1].reshape(m, b, self.k)
+
+    def target(self, y: torch.Tensor) -> torch.Tensor:
+        """The target in the form the loss expects, from multi-hot y (N, K)."""
+        if self.style == "one_logit":
+            return y.reshape(-1) if self.kind == "binary" else y
+        if self.kind == "multilabel":
+            return y / y.sum(dim=1, keepdim=True)  # a distribution over labels
+        idx = y.round().long()
+        return idx.reshape(-1) if self.kind == "binary" else idx  # class 1 = positive
+
+    def decision_gradient(self, d_output: torch.Tensor) -> torch.Tensor:
+        """The gradient on the logit of each scored output, (models, batch, K).
+
+        For a 2-logit head this is the positive unit's gradient, which equals the gradient with respect to
+        the difference z1 - z0 (the negative unit carries the same number with the opposite sign).
+        """
+        m, b = d_output.shape[:2]
+        if self.negative_unit:
+            return d_output[:, :, 1].reshape(m, b, self.k)
+        return d_output.reshape(m, b, self.k)
+
+    def negative_unit_gradient(self, d_output: torch.Tensor) -> torch.Tensor:
+        """The gradient on the negative units, (models, batch, K); only for a 2-logit head."""
+        assert self.negative_unit
+        m, b = d_output.shape[:2]
+        return d_output[:, :, 0].reshape(m, b, self.k)
+
+    def from_one_logit(self, one: Params) -> Params:
+        """A head whose first predictions equal those of the 1-logit head ``one`` (function matching).
+
+        For a 2-logit head: w1 = w / 2 and w0 = -w / 2, so z1 - z0 = w.h and softmax p[1] = sigmoid(w.h).
+        Otherwise the same weights.
+        """
+        if not self.negative_unit:
+            return {k: v.clone() for k, v in one.items()}
+        return {k: torch.cat([-v / 2, v / 2], dim=-1) for k, v in one.items()}
+
+    def decision_weight(self, params: Params) -> torch.Tensor:
+        """The weights that decide the score, (models, features, K): w for a 1-logit head, w1 - w0 for a 2-logit head."""
+        w = params["w"]
+        if self.negative_unit:
+            return w[..., 1:2] - w[..., 0:1]
+        return w

@@ -1,0 +1,90 @@
+"""Gradient allocation: where each loss sends its gradient, measured on a fixed probe set.
+
+All measurements start from two gradients of the probe loss (the mean over the probe set), taken for M
+models at once:
+
+- ``d_output``: dL/dz at the head's output (what the loss itself sends back);
+- ``d_h``: dL/dh at the body's features (the signal the shared body actually learns from).
+
+Both are multiplied by the number of probe examples N, so that they are *per-example* gradients: for a
+binary decision with BCE, an example's entry is exactly ``p - y``.
+
+What is reported per model (DESIGN.md, "Gradient allocation"):
+
+1. ``negative_unit_share``: for a 2-logit head, the share of sum |dL/dz| on the negative units. Softmax
+   makes the two logit gradients equal and opposite, so this is always one half, and it is *not* wasted:
+   the gradient into the body is w1 g - w0 g = (w1 - w0) g, that of a sigmoid head with w = w1 - w0.
+2. ``label_share``: the share of sum |g| that each of the K scored outputs receives (per label, per area).
+3. ``body``: the mean over examples of ||dl_i/dh_i||, the size of the signal into the body.
+4. ``positive_share``: the share of sum |g| coming from positive targets (y = 1) rather than negative ones.
+5. ``confidence``: mean |g| of the predictions in each confidence bin (confidence = max(p, 1 - p)),
+   separately for correct and for wrong predictions at threshold 0.5. MSE's gradient vanishes on
+   confident mistakes; cross-entropy's does not.
+
+Here g is the *decision gradient*: per example and scored output, the gradient on that output's logit
+(for a 2-logit head, the positive unit, which equals the gradient with respect to z1 - z0).
+"""
+from __future__ import annotations
+
+import torch
+
+from lossbench.models import Head
+
+CONFIDENCE_EDGES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+"""Confidence bins [0.5, 0.6), ..., [0.9, 1.0]."""
+
+
+def allocation(
+    head: Head, d_output: torch.Tensor, d_h: torch.Tensor, scores: torch.Tensor, y: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Gradient-allocation measurements of M models on one probe set.
+
+    ``d_output`` and ``d_h`` are dL/dz and dL/dh of the *mean* probe loss, shaped like the head's output
+    ``(models, N, ...)`` and the features ``(models, N, positions, features)``; ``scores`` is
+    ``(models, N, K)`` and ``y`` is ``(N, K)``. Returns ``(models,)`` tensors, except ``label_share``
+    ``(models, K)`` and ``confidence_correct`` / ``confidence_wrong`` / their ``_count`` ``(models, bins)``.
+
+    >>> head = Head("one_logit", "binary", 1)
+    >>> p = torch.tensor([[[0.9], [0.2], [0.6]]])  # one model, three examples
+    >>> y = torch.tensor([[1.0], [1.0], [0.0]])
+    >>> d_out = (p - y).reshape(1, 3) / 3  # BCE: dL/dz = (p - y) / N
+    >>> a = allocation(head, d_out, torch.zeros(1, 3, 1, 4), p, y)
+    >>> round(a["positive_share"].item(), 4)  # (0.1 + 0.8) / (0.1 + 0.8 + 0.6)
+    0.6
+    """
+    n = d_output.shape[1]
+    y = y.to(d_output.dtype)
+    g = head.decision_gradient(d_output).abs() * n  # (models, N, K) per-example |dl/dz|
+    total = g.sum(dim=(1, 2))  # (models,)
+    out: dict[str, torch.Tensor] = {}
+
+    # 1. the negative unit of a 2-logit head
+    if head.negative_unit:
+        neg = head.negative_unit_gradient(d_output).abs().sum(dim=(1, 2)) * n
+        out["negative_unit_share"] = neg / (neg + total)
+    else:
+        out["negative_unit_share"] = torch.full_like(total, torch.nan)
+
+    # 2. per scored output (label or area)
+    out["label_share"] = g.sum(dim=1) / total.unsqueeze(1)  # (models, K)
+
+    # 3. into the body: per-example norm over positions and features
+    out["body"] = (d_h * n).flatten(2).norm(dim=2).mean(dim=1)  # (models,)
+
+    # 4. positive vs negative examples
+    out["positive_share"] = (g * y).sum(dim=(1, 2)) / total
+
+    # 5. by confidence bin, for correct and for wrong predictions
+    confidence = torch.maximum(scores, 1 - scores)  # (models, N, K) in [0.5, 1]
+    correct = (scores >= 0.5) == y.bool()
+    edges = torch.tensor(CONFIDENCE_EDGES[1:-1], dtype=confidence.dtype, device=confidence.device)
+    bin_of = torch.bucketize(confidence.contiguous(), edges, right=True)  # 0 .. bins-1
+    bins = len(CONFIDENCE_EDGES) - 1
+    one_hot = torch.nn.functional.one_hot(bin_of, bins).to(g.dtype)  # (models, N, K, bins)
+    for name, mask in (("correct", correct), ("wrong", ~correct)):
+        weights = one_hot * mask.unsqueeze(-1)
+        count = weights.sum(dim=(1, 2))  # (models, bins)
+        summed = (weights * g.unsqueeze(-1)).sum(dim=(1, 2))
+        out[f"confidence_{name}"] = summed / count  # NaN where a bin is empty
+        out[f"confidence_{name}_count"] = count
+    return out

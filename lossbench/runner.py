@@ -1,0 +1,815 @@
+"""The shared runner: trains M = losses x seeds identical models as one batched program; ``compare()`` is the entry point.
+
+What "identical" means (DESIGN.md): for one seed, every loss starts from the same body weights, sees the
+same minibatches in the same order and uses the same optimizer and hyperparameters. Only the head
+differs, because the loss decides the head, and by default the heads are *function-matched*: a 2-logit
+head starts at w1 = w/2, w0 = -w/2, so its first predictions equal those of the 1-logit head.
+
+One training step, for all M models at once:
+
+1. gather each seed's minibatch: ``x`` is ``(seeds, batch, ...)``, repeated for every loss -> ``(models, ...)``;
+2. run the M bodies (batched matmuls / grouped convolutions) -> ``h (models, batch, positions, features)``;
+3. for each loss (a loop over the handful of losses, never over models): its heads on its slice of ``h``,
+   then its loss function vectorised over seeds with ``torch.func.vmap`` -> one loss per model ``(models,)``;
+4. a model whose loss is not finite is frozen from now on (its gradient is zeroed and its parameters are
+   put back after the optimizer step), and flagged; the others go on;
+5. one backward pass through the sum of the M losses (each model's gradient depends on its own loss only)
+   and one optimizer step over the stacked parameters.
+
+After each epoch the models are probed on the validation split (losses, accuracy, AUC and the gradient
+allocation of :mod:`lossbench.gradients`), with one transfer to the host per epoch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import subprocess
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lossbench import gradients, losses as loss_registry, stats, thresholds as thr
+from lossbench.models import Head, Params, body_forward, head_forward, init_body, init_head, stack
+from lossbench.results import Result
+from lossbench.tasks import TaskData, TrainingDefaults, get as get_task
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+BUILT_IN_IMPLS = ("handwritten", "naive", "reference")
+
+OVERRIDE_KEYS = ("head_lr_scale",)
+"""Per-loss settings besides the loss family's own options (``pos_weight``, ``gamma``, ...)."""
+
+_TENSOR_OPTIONS = ("pos_weight", "weight")
+
+
+@dataclass(frozen=True)
+class LossSetup:
+    """One loss of a comparison, resolved: its family, implementation, options and head."""
+
+    name: str  # as given: "bce", or "bce@weighted" for a second variant of the same family
+    family: str  # "softmax_ce", "bce", "mse", "focal"
+    impl: str  # "handwritten", "naive", "reference" or "package.module:function"
+    fn: LossFn  # fn(output, target) -> scalar, options already bound
+    options: dict  # the family options bound into fn (as given, for the record)
+    head_lr_scale: float  # the head's learning rate is lr * head_lr_scale
+    head: Head
+
+
+@dataclass
+class ProgressReport:
+    """What a progress callback receives after each epoch."""
+
+    epoch: int
+    epochs: int
+    val_accuracy: dict[str, float]  # mean over seeds, per loss
+    diverged: dict[str, int]  # models frozen so far, per loss
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolving a comparison: task config, losses, devices
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_config(task: str, quick: bool = False, config: Mapping | None = None, **training) -> TrainingDefaults:
+    """The task's config dataclass with the quick preset, then ``config`` overrides, then training arguments applied.
+
+    Overrides may only name fields that exist. ``training`` holds compare()'s own arguments (``epochs``,
+    ``lr``, ...); ``None`` keeps the task default.
+
+    >>> resolve_config("titanic", epochs=3).epochs
+    3
+    >>> resolve_config("titanic", config={"epoch": 3})
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected config keys among ..., but got 'epoch'.
+    """
+    module = get_task(task)
+    cfg = module.Config()
+    fields = [f.name for f in dataclasses.fields(cfg)]
+    changes: dict = dict(module.QUICK) if quick else {}
+    for key, value in (config or {}).items():
+        if key not in fields:
+            raise ValueError(f"Expected config keys among {', '.join(fields)}, but got {key!r}.")
+        changes[key] = value
+    changes.update({k: v for k, v in training.items() if v is not None})
+    cfg = dataclasses.replace(cfg, **changes)
+    validate_training(cfg)
+    return cfg
+
+
+def validate_training(cfg: TrainingDefaults) -> None:
+    """Raise ValueError for impossible training settings (zero epochs, a negative learning rate, ...)."""
+    for name in ("epochs", "batch_size"):
+        value = getattr(cfg, name)
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"Expected `{name}` to be a positive whole number, but got {value!r}.")
+    seeds = cfg.seeds
+    if isinstance(seeds, (int, np.integer)):
+        if seeds < 1:
+            raise ValueError(f"Expected `seeds` to be a positive whole number or a list of seeds, but got {seeds!r}.")
+    elif len(seeds) == 0 or len(set(seeds)) != len(seeds) or any(int(s) < 0 for s in seeds):
+        raise ValueError(f"Expected `seeds` to be distinct non-negative integers, but got {list(seeds)!r}.")
+    if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise ValueError(f"Expected `lr` to be a positive number, but got {cfg.lr!r}.")
+    if cfg.optimizer not in ("adam", "sgd"):
+        raise ValueError(f"Expected `optimizer` to be 'adam' or 'sgd', but got {cfg.optimizer!r}.")
+    if cfg.weight_decay < 0 or cfg.momentum < 0:
+        raise ValueError("Expected `weight_decay` and `momentum` to be non-negative.")
+
+
+def seed_list(seeds: int | Sequence[int]) -> list[int]:
+    """Seeds 0..n-1 for a count, or the given seeds.
+
+    >>> seed_list(3), seed_list([7, 11])
+    ([0, 1, 2], [7, 11])
+    """
+    if isinstance(seeds, (int, np.integer)):
+        return list(range(int(seeds)))
+    return [int(s) for s in seeds]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` picks CUDA when present, else the CPU; asking for CUDA without it is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"Expected a CUDA device for `device={device!r}`, but CUDA is not available here; use 'cpu' or 'auto'.")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"Expected `device` to be 'auto', 'cpu' or 'cuda', but got {device!r}.") from None
+
+
+def resolve_losses(
+    losses: Sequence[str],
+    impl: str | Mapping[str, str],
+    overrides: Mapping[str, Mapping] | None,
+    task: TaskData,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> list[LossSetup]:
+    """Turn loss names, implementations and per-loss overrides into :class:`LossSetup` records.
+
+    A name is a family (``"bce"``) or a labelled variant of one (``"bce@weighted"``), so that one
+    comparison can hold two settings of the same family. ``impl`` is one implementation for all losses or
+    a mapping from loss name to implementation. ``overrides[name]`` may hold ``head_lr_scale`` and the
+    family's options (``pos_weight``, ``weight``, ``label_smoothing``, ``alpha``, ``gamma``).
+    """
+    if isinstance(losses, str):
+        losses = [losses]
+    if len(losses) == 0:
+        raise ValueError("Expected at least one loss, but got none.")
+    if len(set(losses)) != len(losses):
+        raise ValueError(f"Expected distinct loss names, but got {list(losses)!r}.")
+    impls = {name: impl for name in losses} if isinstance(impl, str) else dict(impl)
+    overrides = dict(overrides or {})
+    for name in list(impls) + list(overrides):
+        if name not in losses:
+            raise ValueError(f"Expected an implementation or override for one of the losses {list(losses)}, but got {name!r}.")
+    setups = []
+    for name in losses:
+        family_name = name.split("@", 1)[0]
+        family = loss_registry.family(family_name)
+        chosen = impls.get(name, "handwritten")
+        settings = dict(overrides.get(name, {}))
+        head_lr_scale = float(settings.pop("head_lr_scale", 1.0))
+        if not (math.isfinite(head_lr_scale) and head_lr_scale > 0):
+            raise ValueError(f"Expected `head_lr_scale` of {name!r} to be a positive number, but got {head_lr_scale!r}.")
+        unknown = [k for k in settings if k not in family.options]
+        if unknown:
+            valid = ", ".join(OVERRIDE_KEYS + tuple(family.options))
+            raise ValueError(f"Expected overrides of {name!r} among {valid}, but got {', '.join(map(repr, unknown))}.")
+        bound = {k: _as_tensor(v, device, dtype) if k in _TENSOR_OPTIONS else v for k, v in settings.items()}
+        if chosen in BUILT_IN_IMPLS:
+            fn = loss_registry.get(f"{family_name}:{chosen}", **bound)
+        elif ":" in chosen:
+            if bound:
+                raise ValueError(f"Expected no options for a user's loss function {chosen!r}, but got {', '.join(bound)}.")
+            fn = loss_registry.get(chosen)  # a user's package.module:function
+        else:
+            raise ValueError(
+                f"Expected the implementation of {name!r} to be one of {', '.join(BUILT_IN_IMPLS)} "
+                f"or an import path 'package.module:function', but got {chosen!r}."
+            )
+        head = Head(family.head, task.kind, task.n_outputs)
+        setups.append(LossSetup(name, family_name, chosen, fn, settings, head_lr_scale, head))
+    return setups
+
+
+def _as_tensor(value, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.as_tensor(value, dtype=dtype, device=device)
+
+
+# ---------------------------------------------------------------------------------------------
+# The models: one stack of bodies (models, ...) and one stack of heads per loss (seeds, ...)
+# ---------------------------------------------------------------------------------------------
+
+
+def _generator(seed: int, stream: str) -> torch.Generator:
+    """A CPU generator for one purpose of one seed, independent of every other purpose and seed."""
+    return torch.Generator().manual_seed(zlib.crc32(f"{stream}:{seed}".encode()))
+
+
+@dataclass
+class Models:
+    """The parameters of M = losses x seeds models, loss-major: model ``l * S + s`` is loss l, seed s."""
+
+    body: Params  # each tensor (models, ...)
+    heads: list[Params]  # per loss, each tensor (seeds, ...)
+
+
+def init_models(
+    task: TaskData, setups: list[LossSetup], seeds: list[int], head_init: str, device: torch.device, dtype: torch.dtype
+) -> Models:
+    """Initial parameters: one body per seed, copied for every loss; heads matched or independent.
+
+    ``head_init="matched"`` draws one 1-logit head per seed and derives every loss's head from it
+    (:meth:`Head.from_one_logit`); ``"independent"`` draws each loss's head on its own, as a naive
+    comparison would.
+    """
+    if head_init not in ("matched", "independent"):
+        raise ValueError(f"Expected `head_init` to be 'matched' or 'independent', but got {head_init!r}.")
+    spec = task.body
+    bodies = [init_body(spec, _generator(seed, "body")) for seed in seeds]
+    body = stack(bodies * len(setups))  # the same start for every loss
+    one_logit = Head("one_logit", task.kind, task.n_outputs)
+    heads = []
+    for setup in setups:
+        per_seed = []
+        for seed in seeds:
+            if head_init == "matched":
+                one = init_head(spec.features, one_logit.units, spec.bias, _generator(seed, "head"))
+                per_seed.append(setup.head.from_one_logit(one))
+            else:
+                gen = _generator(seed, f"head:{setup.name}")
+                per_seed.append(init_head(spec.features, setup.head.units, spec.bias, gen))
+        heads.append(stack(per_seed))
+
+    def place(p: Params) -> Params:
+        return {k: v.to(device=device, dtype=dtype).requires_grad_() for k, v in p.items()}
+
+    return Models(place(body), [place(h) for h in heads])
+
+
+def batch_order(seeds: list[int], epochs: int, n: int, device: torch.device) -> torch.Tensor:
+    """Every epoch's shuffled example order for every seed, built at once: ``(epochs, seeds, n)``.
+
+    The order depends on the seed only, so every loss sees the same minibatches in the same order.
+    """
+    orders = [torch.rand(epochs, n, generator=_generator(seed, "batches")).argsort(dim=1) for seed in seeds]
+    return torch.stack(orders, dim=1).to(device)
+
+
+def forward(
+    task: TaskData, models: Models, setups: list[LossSetup], x: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """All models on their inputs: x (models, batch, ...) -> (h, [each loss's head output (seeds, batch, ...)])."""
+    h = body_forward(task.body, models.body, x)  # (models, batch, positions, features)
+    s = h.shape[0] // len(setups)
+    outputs = [setup.head.output(head_forward(head, h[i * s : (i + 1) * s])) for i, (setup, head) in enumerate(zip(setups, models.heads))]
+    return h, outputs
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses for many models at once
+# ---------------------------------------------------------------------------------------------
+
+
+def vectorise(fn: LossFn, name: str, output: torch.Tensor, target: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``fn`` for a stack of models: (seeds, batch, ...) outputs and targets -> (seeds,) losses.
+
+    The loss is first called once, plainly, on one model's minibatch with every check switched on, so a
+    wrong target or a broken user function fails here with its own message. Then it runs under
+    ``torch.func.vmap``; a user's function that cannot be vectorised (``.item()``, an ``if`` on a tensor)
+    falls back to one call per model, with a warning.
+    """
+    value = fn(output[0], target[0])
+    if not isinstance(value, torch.Tensor) or value.ndim != 0:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(f"Expected loss {name!r} to return a scalar tensor (the mean over the batch), but got {shape}.")
+    batched = torch.func.vmap(fn)
+    try:
+        with loss_registry.value_checks(False):
+            batched(output, target)
+        return batched
+    except Exception as err:  # noqa: BLE001 - any failure to vectorise falls back to the plain loop
+        warnings.warn(
+            f"loss {name!r} could not be vectorised over models ({type(err).__name__}: {err}); "
+            "calling it once per model instead, which is slower.",
+            stacklevel=2,
+        )
+
+        def one_at_a_time(out: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+            return torch.stack([fn(o, t) for o, t in zip(out, tgt)])
+
+        return one_at_a_time
+
+
+# ---------------------------------------------------------------------------------------------
+# Training and probing
+# ---------------------------------------------------------------------------------------------
+
+
+def make_optimizer(models: Models, setups: list[LossSetup], cfg: TrainingDefaults) -> torch.optim.Optimizer:
+    """One optimizer over the stacked parameters; each loss's head is a parameter group (its own lr scale)."""
+    groups = [{"params": list(models.body.values()), "lr": cfg.lr}]
+    groups += [{"params": list(head.values()), "lr": cfg.lr * s.head_lr_scale} for head, s in zip(models.heads, setups)]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+
+
+def _masks(models: Models, alive: torch.Tensor) -> list[torch.Tensor]:
+    """For each parameter tensor, the alive flag of its models, shaped to broadcast over the tensor."""
+    s = alive.shape[0] // len(models.heads)
+    out = [alive.view(-1, *[1] * (p.ndim - 1)) for p in models.body.values()]
+    for i, head in enumerate(models.heads):
+        out += [alive[i * s : (i + 1) * s].view(-1, *[1] * (p.ndim - 1)) for p in head.values()]
+    return out
+
+
+def _parameters(models: Models) -> list[torch.Tensor]:
+    return list(models.body.values()) + [p for head in models.heads for p in head.values()]
+
+
+def probe(
+    task: TaskData, models: Models, setups: list[LossSetup], loss_fns: list, x: torch.Tensor, y: torch.Tensor, targets: list[torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Validation losses, scores and the gradient allocation of every model on one probe set (no parameter update)."""
+    m = models.body[next(iter(models.body))].shape[0]
+    s = m // len(setups)
+    body = {k: v.detach() for k, v in models.body.items()}
+    heads = [{k: v.detach() for k, v in h.items()} for h in models.heads]
+    with torch.enable_grad():
+        h = body_forward(task.body, body, x.unsqueeze(0).expand(m, *x.shape)).detach().requires_grad_()
+        outputs = [setup.head.output(head_forward(head, h[i * s : (i + 1) * s])) for i, (setup, head) in enumerate(zip(setups, heads))]
+        per_model = torch.cat([fn(out, tgt.unsqueeze(0).expand(s, *tgt.shape)) for fn, out, tgt in zip(loss_fns, outputs, targets)])
+        d_h, *d_outputs = torch.autograd.grad(per_model.sum(), [h, *outputs])
+    record: dict[str, list[torch.Tensor]] = {"scores": []}
+    for i, (setup, out, d_out) in enumerate(zip(setups, outputs, d_outputs)):
+        scores = setup.head.scores(out.detach())
+        record["scores"].append(scores)
+        for key, value in gradients.allocation(setup.head, d_out, d_h[i * s : (i + 1) * s], scores, y).items():
+            record.setdefault(f"grad_{key}", []).append(value)
+    result = {key: torch.cat(values) for key, values in record.items()}
+    result["val_loss"] = per_model.detach()
+    return result
+
+
+@dataclass
+class Prepared:
+    """What both training engines start from: data on the device, targets, initial models, batch order, losses."""
+
+    xs: dict[str, torch.Tensor]  # "train", "val": (N, ...)
+    ys: dict[str, torch.Tensor]  # "train", "val": (N, K)
+    targets: dict[str, list[torch.Tensor]]  # per split, each loss's target in the form it expects
+    models: Models
+    order: torch.Tensor  # (epochs, seeds, N_train)
+    loss_fns: list  # each loss vectorised over seeds
+
+
+def prepare(
+    task: TaskData, setups: list[LossSetup], cfg: TrainingDefaults, seeds: list[int], head_init: str, device: torch.device, dtype: torch.dtype
+) -> Prepared:
+    """Move the data to the device once, build the initial models and every epoch's batch order, check the losses."""
+    xs = {name: getattr(task, name).x.to(device=device, dtype=dtype) for name in ("train", "val")}
+    ys = {name: getattr(task, name).y.to(device=device, dtype=dtype) for name in ("train", "val")}
+    targets = {name: [s.head.target(ys[name]) for s in setups] for name in ("train", "val")}
+    models = init_models(task, setups, seeds, head_init, device, dtype)
+    order = batch_order(seeds, cfg.epochs, xs["train"].shape[0], device)
+    first = order[0, :, : cfg.batch_size]  # each seed's first minibatch
+    with torch.no_grad():
+        _, outputs = forward(task, models, setups, xs["train"][first].repeat(len(setups), *[1] * xs["train"].ndim))
+    loss_fns = [vectorise(s.fn, s.name, out, tgt[first]) for s, out, tgt in zip(setups, outputs, targets["train"])]
+    return Prepared(xs, ys, targets, models, order, loss_fns)
+
+
+class Recorder:
+    """Probes every model after each epoch and keeps the records, moving them to the host once per epoch."""
+
+    def __init__(
+        self, task: TaskData, setups: list[LossSetup], prepared: Prepared, epochs: int, progress: Callable[[ProgressReport], None] | None
+    ) -> None:
+        self.task, self.setups, self.prepared, self.epochs, self.progress = task, setups, prepared, epochs, progress
+        self.history: dict[str, list[np.ndarray]] = {}
+        self.initial = [s.head.decision_weight(h).detach().clone() for s, h in zip(setups, prepared.models.heads)]
+
+    def __call__(self, epoch: int, models: Models, train_loss: torch.Tensor, diverged_epoch: torch.Tensor) -> None:
+        p = self.prepared
+        probed = probe(self.task, models, self.setups, p.loss_fns, p.xs["val"], p.ys["val"], p.targets["val"])
+        scores, y = probed.pop("scores"), p.ys["val"]
+        row = {
+            "train_loss": train_loss,
+            "val_loss": probed.pop("val_loss"),
+            "val_accuracy": ((scores >= 0.5) == y.bool()).to(scores.dtype).mean(dim=(1, 2)),
+            "val_auc": thr.auc(scores, y, average="micro" if self.task.kind == "grid" else "macro"),
+            **probed,
+            "decision_weight_change": torch.cat(
+                [(s.head.decision_weight(h).detach() - w0).flatten(1).norm(dim=1) for s, h, w0 in zip(self.setups, models.heads, self.initial)]
+            ),
+        }
+        host = {k: v.detach().to("cpu", torch.float64).numpy() for k, v in row.items()}  # one transfer per epoch
+        for k, v in host.items():
+            self.history.setdefault(k, []).append(v)
+        if self.progress is not None:
+            n_losses = len(self.setups)
+            accuracy = host["val_accuracy"].reshape(n_losses, -1)
+            dead = (diverged_epoch.cpu().numpy() > 0).reshape(n_losses, -1).sum(axis=1)
+            names = [s.name for s in self.setups]
+            self.progress(
+                ProgressReport(epoch, self.epochs, {n: float(np.nanmean(a)) for n, a in zip(names, accuracy)}, dict(zip(names, dead.tolist())))
+            )
+
+    def records(self) -> dict[str, np.ndarray]:
+        """Every record, ``(epochs + 1, models, ...)``."""
+        return {k: np.stack(v) for k, v in self.history.items()}
+
+
+def train(
+    task: TaskData,
+    setups: list[LossSetup],
+    cfg: TrainingDefaults,
+    seeds: list[int],
+    head_init: str = "matched",
+    device: torch.device = torch.device("cpu"),
+    dtype: torch.dtype = torch.float32,
+    progress: Callable[[ProgressReport], None] | None = None,
+) -> dict:
+    """Train every model of the comparison as one batched program (see the module docstring for one step).
+
+    Returns the per-epoch records (``history[name]`` is ``(epochs + 1, models, ...)``, epoch 0 before
+    training), ``diverged_epoch`` ``(models,)`` (0 where a model never diverged) and the final models.
+    """
+    prepared = prepare(task, setups, cfg, seeds, head_init, device, dtype)
+    models, order, loss_fns = prepared.models, prepared.order, prepared.loss_fns
+    x_train, targets = prepared.xs["train"], prepared.targets["train"]
+    n_losses, m, n = len(setups), len(setups) * len(seeds), x_train.shape[0]
+    optimizer = make_optimizer(models, setups, cfg)
+    params = _parameters(models)
+    alive = torch.ones(m, dtype=torch.bool, device=device)
+    diverged_epoch = torch.zeros(m, dtype=torch.long, device=device)
+    recorder = Recorder(task, setups, prepared, cfg.epochs, progress)
+
+    with loss_registry.value_checks(False):
+        recorder(0, models, torch.full((m,), torch.nan, dtype=dtype, device=device), diverged_epoch)
+        for epoch in range(1, cfg.epochs + 1):
+            loss_sum = torch.zeros(m, dtype=dtype, device=device)
+            steps = torch.zeros(m, dtype=dtype, device=device)
+            for start in range(0, n, cfg.batch_size):
+                # 1. each seed's minibatch, repeated for every loss
+                idx = order[epoch - 1, :, start : start + cfg.batch_size]  # (seeds, batch)
+                x = x_train[idx].repeat(n_losses, *[1] * x_train.ndim)  # (models, batch, ...)
+                # 2.-3. bodies, heads and one loss per model
+                _, outputs = forward(task, models, setups, x)
+                per_model = torch.cat([fn(out, tgt[idx]) for fn, out, tgt in zip(loss_fns, outputs, targets)])  # (models,)
+                # 4. freeze models whose loss is no longer finite
+                finite = torch.isfinite(per_model.detach())
+                diverged_epoch = torch.where(alive & ~finite, epoch, diverged_epoch)
+                alive = alive & finite
+                loss_sum += torch.where(alive, per_model.detach(), 0)
+                steps += alive
+                # 5. one backward pass and one optimizer step for all models
+                optimizer.zero_grad(set_to_none=True)
+                torch.where(alive, per_model, 0).sum().backward()
+                masks = _masks(models, alive)
+                before = [p.detach().clone() for p in params]
+                for p, mask in zip(params, masks):
+                    p.grad = torch.where(mask, p.grad, 0)
+                optimizer.step()
+                with torch.no_grad():
+                    for p, b, mask in zip(params, before, masks):
+                        p.copy_(torch.where(mask, p, b))
+            recorder(epoch, models, loss_sum / steps, diverged_epoch)
+    return {"history": recorder.records(), "diverged_epoch": diverged_epoch.cpu().numpy(), "models": models}
+
+
+@torch.no_grad()
+def predict(task: TaskData, models: Models, setups: list[LossSetup], x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Scores of every model on the same examples: (models, N, K)."""
+    m = models.body[next(iter(models.body))].shape[0]
+    parts = []
+    for start in range(0, x.shape[0], chunk):
+        xb = x[start : start + chunk]
+        _, outputs = forward(task, models, setups, xb.unsqueeze(0).expand(m, *xb.shape))
+        parts.append(torch.cat([s.head.scores(o) for s, o in zip(setups, outputs)]))
+    return torch.cat(parts, dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# compare(): the one entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def compare(
+    task: str | TaskData = "titanic",
+    losses: Sequence[str] = ("softmax_ce", "bce", "mse"),
+    impl: str | Mapping[str, str] = "handwritten",
+    *,
+    seeds: int | Sequence[int] | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    optimizer: Literal["adam", "sgd"] | None = None,
+    weight_decay: float | None = None,
+    momentum: float | None = None,
+    head_init: Literal["matched", "independent"] = "matched",
+    overrides: Mapping[str, Mapping] | None = None,
+    baseline: str | None = None,
+    data: str | None = None,
+    config: Mapping | None = None,
+    quick: bool = False,
+    device: str = "auto",
+    dtype: Literal["float32", "float64"] = "float32",
+    threshold_points: int = 99,
+    progress: bool | Callable[[ProgressReport], None] = False,
+    engine: Literal["batched", "loop"] = "batched",
+) -> Result:
+    """Train every loss on identical models over several seeds and return the :class:`~lossbench.results.Result`.
+
+    ``task`` is a task name (its defaults come from the task's ``Config`` dataclass, then ``quick``, then
+    ``config`` overrides, then the explicit training arguments) or a ready :class:`TaskData`.
+    ``losses`` are family names (``"softmax_ce"``, ``"bce"``, ``"mse"``, ``"focal"``), optionally labelled
+    (``"bce@weighted"``) to compare two settings of one family. ``impl`` is ``"handwritten"``, ``"naive"``,
+    ``"reference"`` or a user's ``"package.module:function"``, for all losses or per loss (a mapping).
+    ``overrides`` sets per-loss options, e.g. ``{"softmax_ce": {"head_lr_scale": 0.5}}`` or
+    ``{"bce@weighted": {"pos_weight": 4.0}}``. ``baseline`` is the loss that paired differences refer to
+    (default: ``"bce"`` when compared, else the first loss). ``engine="loop"`` trains one model at a time
+    with plain ``torch.nn`` modules instead: the slow reference the tests and benchmarks hold the batched
+    program against.
+
+    >>> result = compare("titanic", quick=True, seeds=2, epochs=2, device="cpu")  # doctest: +SKIP
+    >>> result.summary.query("metric == 'test_accuracy'")[["loss", "mean", "ci_low", "ci_high"]]  # doctest: +SKIP
+    """
+    if isinstance(task, TaskData):
+        task_data = task
+        cfg = dataclasses.replace(
+            TrainingDefaults(),
+            **{k: v for k, v in dict(config or {}).items()},
+            **{k: v for k, v in dict(seeds=seeds, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay, momentum=momentum).items() if v is not None},
+        )
+        validate_training(cfg)
+    else:
+        cfg = resolve_config(
+            task, quick, config, seeds=seeds, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay, momentum=momentum
+        )
+        task_data = get_task(task).load(cfg, data)
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"Expected `dtype` to be 'float32' or 'float64', but got {dtype!r}.")
+    torch_dtype = getattr(torch, dtype)
+    dev = resolve_device(device)
+    losses = [losses] if isinstance(losses, str) else list(losses)
+    setups = resolve_losses(losses, impl, overrides, task_data, dev, torch_dtype)
+    if baseline is None:
+        baseline = "bce" if "bce" in losses else losses[0]
+    if baseline not in losses:
+        raise ValueError(f"Expected `baseline` to be one of the losses {losses}, but got {baseline!r}.")
+    if any(s.head.style == "two_logit" for s in setups) and task_data.kind == "multilabel":
+        empty = int((task_data.train.y.sum(dim=1) == 0).sum())
+        if empty:
+            raise ValueError(f"Expected every training example to have a label for softmax across labels, but {empty} have none.")
+    seed_values = seed_list(cfg.seeds)
+    if threshold_points < 2:
+        raise ValueError(f"Expected `threshold_points` to be at least 2, but got {threshold_points}.")
+
+    if engine not in ("batched", "loop"):
+        raise ValueError(f"Expected `engine` to be 'batched' or 'loop', but got {engine!r}.")
+    if engine == "loop":
+        from lossbench.loop import train_one_at_a_time as trainer
+    else:
+        trainer = train
+    callback = _progress_bar(cfg.epochs) if progress is True else (progress or None)
+    try:
+        trained = trainer(task_data, setups, cfg, seed_values, head_init, dev, torch_dtype, callback)
+    finally:
+        if progress is True and callback is not None:
+            callback.close()
+    options = dict(
+        losses=losses, impl=impl, overrides=overrides, head_init=head_init, device=str(dev), dtype=dtype, data=data,
+        quick=quick, threshold_points=threshold_points, baseline=baseline, engine=engine,
+    )
+    return _assemble(task_data, setups, cfg, seed_values, trained, dev, torch_dtype, threshold_points, baseline, options)
+
+
+class _progress_bar:
+    """A tqdm bar over epochs showing the current mean validation accuracy per loss."""
+
+    def __init__(self, epochs: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=epochs, desc="training", unit="epoch", leave=False)
+
+    def __call__(self, report: ProgressReport) -> None:
+        if report.epoch == 0:
+            return
+        self.bar.set_postfix({k: f"{v:.3f}" for k, v in report.val_accuracy.items()}, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# From trained models to the Result frames
+# ---------------------------------------------------------------------------------------------
+
+_BIN_LABELS = [f"{lo:.1f}-{hi:.1f}" for lo, hi in zip(gradients.CONFIDENCE_EDGES[:-1], gradients.CONFIDENCE_EDGES[1:])]
+
+
+def _history_frame(setups: list[LossSetup], seeds: list[int], task: TaskData, history: dict[str, np.ndarray]) -> pd.DataFrame:
+    epochs, m = history["val_loss"].shape[:2]
+    index = pd.MultiIndex.from_product([range(epochs), range(m)], names=["epoch", "model"])
+    columns: dict[str, np.ndarray] = {
+        "loss": np.tile(np.repeat([s.name for s in setups], len(seeds)), epochs),
+        "seed": np.tile(np.tile(seeds, len(setups)), epochs),
+    }
+    for key, values in history.items():
+        if values.ndim == 2:
+            columns[key] = values.reshape(-1)
+        elif key == "grad_label_share":
+            if task.n_outputs > 1:
+                for k, label in enumerate(task.label_names):
+                    columns[f"grad_label_share[{label}]"] = values[:, :, k].reshape(-1)
+        else:  # confidence bins
+            for b, label in enumerate(_BIN_LABELS):
+                columns[f"{key}[{label}]"] = values[:, :, b].reshape(-1)
+    frame = pd.DataFrame(columns, index=index).reset_index()
+    first = ["loss", "seed", "epoch", "model"]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+def _assemble(
+    task: TaskData,
+    setups: list[LossSetup],
+    cfg: TrainingDefaults,
+    seeds: list[int],
+    trained: dict,
+    device: torch.device,
+    dtype: torch.dtype,
+    threshold_points: int,
+    baseline: str,
+    options: dict,
+) -> Result:
+    models: Models = trained["models"]
+    history = _history_frame(setups, seeds, task, trained["history"])
+    grid = thr.threshold_grid(threshold_points)
+    splits = {}
+    for name in ("val", "test"):
+        split = getattr(task, name)
+        y = split.y.to(device=device, dtype=dtype)
+        scores = predict(task, models, setups, split.x.to(device=device, dtype=dtype))
+        splits[name] = {"y": y, "scores": scores, "sweep": thr.sweep(scores, y, grid)}
+    best = thr.best_threshold_index(splits["val"]["sweep"]["accuracy"], grid).cpu().numpy()
+    multi = task.n_outputs > 1
+    average = "micro" if task.kind == "grid" else "macro"
+    m = len(setups) * len(seeds)
+    rows = np.arange(m)
+    test_sweep = {k: v.cpu().numpy() for k, v in splits["test"]["sweep"].items()}
+    val_sweep = {k: v.cpu().numpy() for k, v in splits["val"]["sweep"].items()}
+    half = int(np.argmin(np.abs(grid.numpy() - 0.5)))
+    test_scores, test_y = splits["test"]["scores"], splits["test"]["y"]
+    calib = thr.calibration(test_scores, test_y)
+    last = history.groupby("model")["train_loss"].apply(lambda v: v.dropna().iloc[-1] if v.notna().any() else np.nan)
+    final = history[history["epoch"] == history["epoch"].max()].set_index("model")
+
+    runs = pd.DataFrame(
+        {
+            "loss": np.repeat([s.name for s in setups], len(seeds)),
+            "family": np.repeat([s.family for s in setups], len(seeds)),
+            "impl": np.repeat([s.impl for s in setups], len(seeds)),
+            "seed": np.tile(seeds, len(setups)),
+            "model": rows,
+            "diverged": trained["diverged_epoch"] > 0,
+            "diverged_epoch": np.where(trained["diverged_epoch"] > 0, trained["diverged_epoch"], np.nan),
+            "final_train_loss": last.reindex(rows).to_numpy(),
+            "val_loss": final["val_loss"].reindex(rows).to_numpy(),
+            "val_accuracy": val_sweep["accuracy"][rows, half],
+            "val_auc": thr.auc(splits["val"]["scores"], splits["val"]["y"], average).cpu().numpy(),
+            "best_threshold": grid.numpy()[best],
+            "val_accuracy_best": val_sweep["accuracy"][rows, best],
+            "test_accuracy": test_sweep["accuracy"][rows, half],
+            "test_accuracy_best": test_sweep["accuracy"][rows, best],
+            "test_auc": thr.auc(test_scores, test_y, average).cpu().numpy(),
+            "test_f1": test_sweep["f1"][rows, half],
+            "test_f1_best": test_sweep["f1"][rows, best],
+            "test_sensitivity": test_sweep["sensitivity"][rows, half],
+            "test_specificity": test_sweep["specificity"][rows, half],
+            "test_sensitivity_best": test_sweep["sensitivity"][rows, best],
+            "test_specificity_best": test_sweep["specificity"][rows, best],
+            "test_ece": calib["ece"].cpu().numpy(),
+        }
+    )
+    if multi:
+        runs["test_exact_match"] = test_sweep["exact_match"][rows, half]
+        runs["test_exact_match_best"] = test_sweep["exact_match"][rows, best]
+
+    threshold_frames = []
+    for split_name, sweep in (("val", val_sweep), ("test", test_sweep)):
+        t = len(grid)
+        frame = pd.DataFrame(
+            {
+                "loss": np.repeat(runs["loss"].to_numpy(), t),
+                "seed": np.repeat(runs["seed"].to_numpy(), t),
+                "split": split_name,
+                "threshold": np.tile(grid.numpy(), m),
+            }
+        )
+        for metric in thr.METRICS:
+            if metric == "exact_match" and not multi:
+                continue
+            frame[metric] = sweep[metric].reshape(-1)
+        threshold_frames.append(frame)
+    thresholds_frame = pd.concat(threshold_frames, ignore_index=True)
+
+    bins = calib["count"].shape[1]
+    edges = np.linspace(0, 1, bins + 1)
+    calibration_frame = pd.DataFrame(
+        {
+            "loss": np.repeat(runs["loss"].to_numpy(), bins),
+            "seed": np.repeat(runs["seed"].to_numpy(), bins),
+            "bin": np.tile(np.arange(bins), m),
+            "bin_low": np.tile(edges[:-1], m),
+            "bin_high": np.tile(edges[1:], m),
+            "mean_predicted": calib["mean_predicted"].cpu().numpy().reshape(-1),
+            "fraction_positive": calib["fraction_positive"].cpu().numpy().reshape(-1),
+            "count": calib["count"].cpu().numpy().reshape(-1).astype(int),
+        }
+    )
+    summary_metrics = [c for c in runs.columns if c not in ("loss", "family", "impl", "seed", "model", "diverged_epoch")]
+    runs_numeric = runs.assign(diverged=runs["diverged"].astype(float))
+    summary = stats.summarize(runs_numeric, summary_metrics, baseline)
+
+    config = {
+        "task": task.name,
+        "task_kind": task.kind,
+        "task_description": task.description,
+        "task_provenance": task.provenance,
+        "label_names": list(task.label_names),
+        "task_config": _jsonable(dataclasses.asdict(cfg)) if dataclasses.is_dataclass(cfg) else {},
+        "task_notes": _jsonable(task.notes),
+        "body": {"type": type(task.body).__name__, **_jsonable(dataclasses.asdict(task.body))},
+        "seeds": seeds,
+        "losses": [s.name for s in setups],
+        "loss_setups": {s.name: {"family": s.family, "impl": s.impl, "options": _jsonable(s.options), "head_lr_scale": s.head_lr_scale, "head": s.head.style, "units": s.head.units} for s in setups},
+        "sizes": {name: len(getattr(task, name)) for name in ("train", "val", "test")},
+        **_jsonable(options),
+        "environment": environment(device),
+    }
+    predictions = {
+        "models_loss": runs["loss"].to_numpy().astype(str),
+        "models_seed": runs["seed"].to_numpy(),
+        "val_scores": splits["val"]["scores"].cpu().numpy().astype(np.float32),
+        "val_targets": task.val.y.numpy().astype(np.float32),
+        "test_scores": test_scores.cpu().numpy().astype(np.float32),
+        "test_targets": task.test.y.numpy().astype(np.float32),
+    }
+    return Result(runs, history, thresholds_frame, calibration_frame, summary, config, predictions)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def environment(device: torch.device) -> dict:
+    """Package versions, the device and the git commit, for config.json."""
+    import matplotlib
+    import sklearn
+
+    import lossbench
+
+    env = {
+        "lossbench": lossbench.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "matplotlib": matplotlib.__version__,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    try:
+        repo = Path(lossbench.__file__).resolve().parent.parent
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        env["git_commit"] = commit.stdout.strip() if commit.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        env["git_commit"] = None
+    return env

@@ -1,0 +1,82 @@
+"""Aggregation over seeds: means with 95% confidence intervals, and paired differences to a baseline loss.
+
+Seeds are the unit of replication: each seed gives one model per loss, all trained from the same start
+on the same batches, so the difference between two losses *on the same seed* is a paired measurement.
+The interval is Student's t: mean +- t(0.975, n - 1) * sd / sqrt(n), with the sample standard deviation.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as _scipy_stats
+
+CONFIDENCE = 0.95
+
+
+def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float, int]:
+    """Mean and t-interval of the finite values: ``(mean, low, high, n)``; the interval is NaN when n < 2.
+
+    >>> mean, low, high, n = mean_ci([1.0, 2.0, 3.0])
+    >>> mean, round(low, 4), round(high, 4), n   # 2 -+ 4.3027 * 1 / sqrt(3)
+    (2.0, -0.4841, 4.4841, 3)
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    mean = float(x.mean())
+    if n < 2:
+        return mean, float("nan"), float("nan"), n
+    half = float(_scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) * x.std(ddof=1) / np.sqrt(n))
+    return mean, mean - half, mean + half, n
+
+
+def summarize(
+    runs: pd.DataFrame, metrics: Iterable[str], baseline: str | None, confidence: float = CONFIDENCE
+) -> pd.DataFrame:
+    """One row per (loss, metric): mean and interval over seeds, and the paired difference to ``baseline``.
+
+    ``runs`` has one row per model with columns ``loss``, ``seed`` and the metrics. The difference is
+    loss minus baseline, seed by seed (seeds where either value is missing are left out).
+
+    >>> runs = pd.DataFrame({"loss": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1], "acc": [0.8, 0.9, 0.7, 0.7]})
+    >>> s = summarize(runs, ["acc"], baseline="b")
+    >>> s[["loss", "metric", "mean", "diff_mean"]]
+      loss metric  mean  diff_mean
+    0    a    acc  0.85       0.15
+    1    b    acc  0.70       0.00
+    """
+    rows = []
+    losses = list(dict.fromkeys(runs["loss"]))
+    for loss in losses:
+        mine = runs[runs["loss"] == loss].set_index("seed")
+        base = runs[runs["loss"] == baseline].set_index("seed") if baseline is not None else None
+        for metric in metrics:
+            mean, low, high, n = mean_ci(mine[metric].to_numpy(dtype=float), confidence)
+            row = {"loss": loss, "metric": metric, "n": n, "mean": mean, "ci_low": low, "ci_high": high}
+            if base is not None:
+                paired = mine[metric].astype(float) - base[metric].astype(float).reindex(mine.index)
+                d_mean, d_low, d_high, d_n = mean_ci(paired.to_numpy(), confidence)
+                row.update(baseline=baseline, diff_mean=d_mean, diff_low=d_low, diff_high=d_high, diff_n=d_n)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def band(frame: pd.DataFrame, value: str, by: Sequence[str], confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Mean and interval of ``value`` over seeds for each group of ``by`` (e.g. loss and epoch), for plot bands.
+
+    >>> f = pd.DataFrame({"loss": ["a"] * 4, "epoch": [0, 0, 1, 1], "seed": [0, 1, 0, 1], "v": [1.0, 3.0, 2.0, 2.0]})
+    >>> band(f, "v", ["loss", "epoch"])[["loss", "epoch", "mean", "n"]]
+      loss  epoch  mean  n
+    0    a      0   2.0  2
+    1    a      1   2.0  2
+    """
+    rows = []
+    for key, group in frame.groupby(list(by), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        mean, low, high, n = mean_ci(group[value].to_numpy(dtype=float), confidence)
+        rows.append({**dict(zip(by, key)), "mean": mean, "ci_low": low, "ci_high": high, "n": n})
+    return pd.DataFrame(rows)

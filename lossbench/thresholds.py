@@ -1,0 +1,126 @@
+"""Threshold sweeps and the metrics of a yes/no decision: accuracy, F1, sensitivity, specificity, AUC, calibration.
+
+Every function takes the scores of M models at once: ``scores`` is ``(models, examples, K)``, the
+predicted probability that each of the K outputs is positive, and ``y`` is the multi-hot ``(examples, K)``
+target shared by all models. An output is predicted positive when ``score >= threshold``.
+"""
+from __future__ import annotations
+
+import torch
+
+METRICS = ("accuracy", "f1", "sensitivity", "specificity", "exact_match")
+
+
+def threshold_grid(points: int = 99, low: float = 0.01, high: float = 0.99) -> torch.Tensor:
+    """The thresholds to sweep: ``points`` evenly spaced values from ``low`` to ``high``.
+
+    >>> threshold_grid(5)
+    tensor([0.0100, 0.2550, 0.5000, 0.7450, 0.9900], dtype=torch.float64)
+    """
+    if points < 2:
+        raise ValueError(f"Expected `points` to be at least 2, but got {points}.")
+    return torch.linspace(low, high, points, dtype=torch.float64)
+
+
+def sweep(scores: torch.Tensor, y: torch.Tensor, thresholds: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every metric of :data:`METRICS` at every threshold: a dict of ``(models, thresholds)`` tensors.
+
+    1. count true/false positives/negatives over all examples and outputs (Hamming counting);
+    2. accuracy = (TP + TN) / all, sensitivity = TP / (TP + FN), specificity = TN / (TN + FP),
+       F1 = 2 TP / (2 TP + FP + FN) (NaN where a denominator is zero);
+    3. exact match: the fraction of examples whose K outputs are all right (equals accuracy when K = 1).
+
+    >>> s = torch.tensor([[[0.2], [0.6], [0.9]]])  # one model, three examples
+    >>> m = sweep(s, torch.tensor([[0.0], [1.0], [0.0]]), torch.tensor([0.5, 0.95]))
+    >>> m["accuracy"], m["sensitivity"]
+    (tensor([[0.6667, 0.6667]], dtype=torch.float64), tensor([[1., 0.]], dtype=torch.float64))
+    """
+    scores = scores.detach().to(torch.float64)
+    y = y.to(scores.device, torch.float64).bool()  # (examples, K)
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in METRICS}
+    pos = y.sum().double()
+    neg = (~y).sum().double()
+    for t in thresholds.tolist():
+        pred = scores >= t  # (models, examples, K)
+        tp = (pred & y).sum(dim=(1, 2)).double()
+        fp = (pred & ~y).sum(dim=(1, 2)).double()
+        tn = neg - fp
+        fn = pos - tp
+        out["accuracy"].append((tp + tn) / (pos + neg))
+        out["sensitivity"].append(tp / pos if pos > 0 else torch.full_like(tp, float("nan")))
+        out["specificity"].append(tn / neg if neg > 0 else torch.full_like(tn, float("nan")))
+        denom = 2 * tp + fp + fn
+        out["f1"].append(torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.nan))
+        out["exact_match"].append((pred == y).all(dim=2).double().mean(dim=1))
+    return {name: torch.stack(values, dim=1) for name, values in out.items()}
+
+
+def best_threshold_index(metric: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """For each model, the index of the threshold that maximises ``metric`` (models, thresholds).
+
+    Ties go to the threshold closest to 0.5, so a flat curve keeps the usual threshold.
+
+    >>> best_threshold_index(torch.tensor([[0.7, 0.8, 0.8, 0.6]]), torch.tensor([0.2, 0.4, 0.6, 0.8]))
+    tensor([1])
+    """
+    metric = torch.nan_to_num(metric.to(torch.float64), nan=-1.0)
+    best = metric.max(dim=1, keepdim=True).values
+    distance = (thresholds.to(metric.device, torch.float64) - 0.5).abs()  # (thresholds,)
+    penalty = torch.where(metric >= best - 1e-12, distance, torch.inf)  # only the maxima compete
+    return penalty.argmin(dim=1)
+
+
+def auc(scores: torch.Tensor, y: torch.Tensor, average: str = "macro") -> torch.Tensor:
+    """Area under the ROC curve per model, (models,), by the rank-sum (Mann-Whitney) formula.
+
+    AUC = (sum of the ranks of the positives - P (P + 1) / 2) / (P N), with tied scores sharing their
+    average rank, which is what scikit-learn's ``roc_auc_score`` computes. ``average="macro"`` takes the
+    mean over the K outputs that have both classes; ``"micro"`` pools all outputs first.
+
+    >>> auc(torch.tensor([[[0.1], [0.4], [0.35], [0.8]]]), torch.tensor([[0.], [0.], [1.], [1.]]))
+    tensor([0.7500], dtype=torch.float64)
+    """
+    scores = scores.detach().to(torch.float64)
+    y = y.to(scores.device, torch.float64)
+    if average == "micro":
+        scores = scores.reshape(scores.shape[0], -1, 1)
+        y = y.reshape(-1, 1)
+    # 1. ranks along the examples, ties averaged: (models, K, examples)
+    s = scores.transpose(1, 2).contiguous()
+    ordered = s.sort(dim=2).values
+    below = torch.searchsorted(ordered, s, right=False).double()  # how many scores are smaller
+    upto = torch.searchsorted(ordered, s, right=True).double()  # how many are smaller or equal
+    ranks = (below + upto + 1) / 2
+    # 2. the rank-sum statistic per output
+    yt = y.T  # (K, examples)
+    p = yt.sum(dim=1)
+    n = yt.shape[1] - p
+    rank_sum = (ranks * yt).sum(dim=2)  # (models, K)
+    per_output = (rank_sum - p * (p + 1) / 2) / (p * n)
+    per_output = torch.where((p > 0) & (n > 0), per_output, torch.nan)
+    return per_output.nanmean(dim=1)
+
+
+def calibration(scores: torch.Tensor, y: torch.Tensor, bins: int = 10) -> dict[str, torch.Tensor]:
+    """Reliability bins and expected calibration error, pooling all outputs of each model.
+
+    The bins split [0, 1] into ``bins`` equal intervals (the last one closed), as scikit-learn's
+    ``calibration_curve(strategy="uniform")``. Per bin: the mean predicted probability, the fraction of
+    positives and the count, each ``(models, bins)`` (NaN for an empty bin).
+    ECE = sum over bins of count / total * |fraction positive - mean predicted|, ``(models,)``.
+
+    >>> c = calibration(torch.tensor([[[0.1], [0.2], [0.8], [0.9]]]), torch.tensor([[0.], [1.], [1.], [1.]]), bins=2)
+    >>> c["fraction_positive"], c["ece"]
+    (tensor([[0.5000, 1.0000]], dtype=torch.float64), tensor([0.2500], dtype=torch.float64))
+    """
+    scores = scores.detach().to(torch.float64).reshape(scores.shape[0], -1)  # (models, examples * K)
+    y = y.to(scores.device, torch.float64).reshape(1, -1).expand_as(scores)
+    index = (scores * bins).long().clamp(0, bins - 1)  # bin of each prediction
+    count = torch.zeros(scores.shape[0], bins, dtype=torch.float64, device=scores.device)
+    count.scatter_add_(1, index, torch.ones_like(scores))
+    sum_p = torch.zeros_like(count).scatter_add_(1, index, scores)
+    sum_y = torch.zeros_like(count).scatter_add_(1, index, y)
+    mean_p = sum_p / count
+    frac = sum_y / count
+    ece = (count / scores.shape[1] * (frac - mean_p).abs()).nansum(dim=1)
+    return {"mean_predicted": mean_p, "fraction_positive": frac, "count": count, "ece": ece}

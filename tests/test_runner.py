@@ -1,0 +1,353 @@
+"""The shared runner: batched training equals the plain loop, identical models, divergence, determinism, save/load."""
+from __future__ import annotations
+
+import dataclasses
+import filecmp
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats as scipy_stats
+
+import lossbench
+from lossbench import results, runner
+from lossbench.models import Head
+from lossbench.tasks import TrainingDefaults
+from tests.conftest import tiny_task
+
+SMALL = dict(seeds=2, epochs=3, batch_size=16, device="cpu", dtype="float64")
+LOSSES = ("softmax_ce", "bce", "mse")
+
+
+def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.select_dtypes(include=[np.number, bool]).astype(float)
+
+
+def assert_same_numbers(a: pd.DataFrame, b: pd.DataFrame, atol: float = 1e-6) -> None:
+    assert list(a.columns) == list(b.columns)
+    assert (a.select_dtypes(exclude=[np.number, bool]) == b.select_dtypes(exclude=[np.number, bool])).all().all()
+    np.testing.assert_allclose(_numeric(a).to_numpy(), _numeric(b).to_numpy(), atol=atol, rtol=1e-9, equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    "kind, image, options",
+    [
+        pytest.param("binary", False, dict(optimizer="adam", lr=0.01), id="binary-mlp-adam"),
+        pytest.param("binary", False, dict(optimizer="sgd", lr=0.3, momentum=0.9, weight_decay=1e-3), id="binary-mlp-sgd-momentum"),
+        pytest.param("multilabel", True, dict(optimizer="adam", lr=0.01), id="multilabel-cnn-adam"),
+        pytest.param("grid", True, dict(optimizer="adam", lr=0.01), id="grid-cnn-adam"),
+    ],
+)
+def test_batched_run_equals_the_plain_one_model_at_a_time_loop(kind, image, options):
+    task = tiny_task(kind, image=image)
+    kwargs = dict(SMALL, **options, overrides={"softmax_ce": {"head_lr_scale": 0.5}})
+    batched = lossbench.compare(task, LOSSES, **kwargs)
+    loop = lossbench.compare(task, LOSSES, engine="loop", **kwargs)
+    for name in ("history", "runs", "thresholds", "calibration", "summary"):
+        assert_same_numbers(getattr(batched, name), getattr(loop, name))
+    # the training really moved the models (so the equality above is not about untouched weights)
+    h = batched.history
+    assert (h[h.epoch == 3].decision_weight_change > 0).all()
+
+
+def test_batched_equals_loop_when_a_model_diverges():
+    task = tiny_task("binary")
+    kwargs = dict(SMALL, epochs=4, optimizer="sgd", lr=10.0, impl={"bce@naive": "naive"})
+    batched = lossbench.compare(task, ("bce", "bce@naive"), **kwargs)
+    loop = lossbench.compare(task, ("bce", "bce@naive"), engine="loop", **kwargs)
+    assert batched.runs.diverged.any()
+    assert_same_numbers(batched.history, loop.history)
+    assert_same_numbers(batched.runs, loop.runs)
+
+
+def test_matched_heads_give_identical_first_predictions_for_every_loss():
+    task = tiny_task("binary")
+    result = lossbench.compare(task, LOSSES, **dict(SMALL, epochs=1))
+    start = result.history[result.history.epoch == 0]
+    for column in ("val_accuracy", "val_auc"):
+        per_seed = start.pivot(index="seed", columns="loss", values=column)
+        np.testing.assert_allclose(per_seed.to_numpy(), per_seed[["bce"]].to_numpy().repeat(3, axis=1), atol=1e-12)
+    # and the scores themselves, straight from the initial models
+    setups = runner.resolve_losses(LOSSES, "handwritten", None, task, torch.device("cpu"), torch.float64)
+    models = runner.init_models(task, setups, [0, 1], "matched", torch.device("cpu"), torch.float64)
+    scores = runner.predict(task, models, setups, task.val.x.double()).reshape(3, 2, -1)
+    torch.testing.assert_close(scores[0], scores[1], atol=1e-12, rtol=0)
+    torch.testing.assert_close(scores[2], scores[1], atol=1e-12, rtol=0)
+
+
+def test_independent_heads_start_from_different_predictions():
+    task = tiny_task("binary")
+    setups = runner.resolve_losses(LOSSES, "handwritten", None, task, torch.device("cpu"), torch.float64)
+    models = runner.init_models(task, setups, [0], "independent", torch.device("cpu"), torch.float64)
+    scores = runner.predict(task, models, setups, task.val.x.double())
+    assert not torch.allclose(scores[0], scores[1])
+    # but the bodies are the same for every loss
+    torch.testing.assert_close(models.body["w1"][0], models.body["w1"][2])
+
+
+def test_every_loss_sees_the_same_batches_so_two_copies_of_one_loss_train_identically():
+    task = tiny_task("binary")
+    result = lossbench.compare(task, ("bce", "bce@copy", "mse"), **dict(SMALL, lr=0.05, optimizer="adam"))
+    h = result.history
+    a = h[h.loss == "bce"].drop(columns=["loss", "model"]).reset_index(drop=True)
+    b = h[h.loss == "bce@copy"].drop(columns=["loss", "model"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    # while different seeds see different batches and start from different weights
+    assert not np.allclose(a[a.seed == 0].val_loss.to_numpy(), a[a.seed == 1].val_loss.to_numpy())
+
+
+def test_batch_order_depends_on_the_seed_only():
+    both = runner.batch_order([3, 5], epochs=4, n=10, device=torch.device("cpu"))
+    alone = runner.batch_order([5], epochs=4, n=10, device=torch.device("cpu"))
+    assert both.shape == (4, 2, 10)
+    assert torch.equal(both[:, 1], alone[:, 0])
+    assert all(sorted(row.tolist()) == list(range(10)) for row in both.reshape(-1, 10))
+
+
+def test_sgd_at_half_the_head_lr_makes_softmax_ce_follow_bce_exactly():
+    """A 2-logit head moves its decision weight w1 - w0 twice as fast; halving its lr removes the difference."""
+    task = tiny_task("binary")
+    kwargs = dict(SMALL, epochs=5, optimizer="sgd", lr=0.5)
+    halved = lossbench.compare(task, ("softmax_ce", "bce"), overrides={"softmax_ce": {"head_lr_scale": 0.5}}, **kwargs)
+    h = halved.history
+    for column in ("val_loss", "train_loss", "val_accuracy", "grad_body", "decision_weight_change"):
+        ce = h[h.loss == "softmax_ce"][column].to_numpy()
+        bce = h[h.loss == "bce"][column].to_numpy()
+        np.testing.assert_allclose(ce, bce, atol=1e-9, rtol=0, equal_nan=True, err_msg=column)
+    # at the full learning rate they part ways: after one epoch the 2-logit decision weight moved further
+    full = lossbench.compare(task, ("softmax_ce", "bce"), **dict(kwargs, epochs=1)).history
+    moved = full[full.epoch == 1].pivot(index="seed", columns="loss", values="decision_weight_change")
+    assert (moved.softmax_ce > 1.5 * moved.bce).all()
+
+
+def test_two_logit_gradient_halves_on_units_but_the_body_receives_the_same_signal():
+    task = tiny_task("binary")
+    h = lossbench.compare(task, ("softmax_ce", "bce"), **dict(SMALL, epochs=1)).history
+    start = h[h.epoch == 0]
+    assert np.allclose(start[start.loss == "softmax_ce"].grad_negative_unit_share, 0.5)
+    assert start[start.loss == "bce"].grad_negative_unit_share.isna().all()
+    body = start.pivot(index="seed", columns="loss", values="grad_body")
+    np.testing.assert_allclose(body.softmax_ce, body.bce, atol=1e-12)
+
+
+def test_naive_bce_diverges_at_a_high_learning_rate_while_the_handwritten_one_trains():
+    task = tiny_task("binary", n=64)
+    result = lossbench.compare(
+        task, ("bce", "bce@naive"), impl={"bce@naive": "naive"}, seeds=3, epochs=6, batch_size=16, optimizer="sgd", lr=10.0, device="cpu"
+    )
+    runs = result.runs.set_index(["loss", "seed"])
+    assert runs.loc["bce@naive"].diverged.all()
+    assert (runs.loc["bce@naive"].diverged_epoch >= 1).all()
+    assert not runs.loc["bce"].diverged.any()
+    assert np.isfinite(runs.loc["bce"].final_train_loss).all()
+    h = result.history
+    dead = h[(h.loss == "bce@naive") & (h.epoch > runs.loc["bce@naive"].diverged_epoch.max())]
+    assert dead.train_loss.isna().all()  # a frozen model no longer trains
+    # the frozen model's weights stop moving
+    after = h[(h.loss == "bce@naive") & (h.epoch >= runs.loc["bce@naive"].diverged_epoch.max())]
+    assert after.groupby("seed").decision_weight_change.nunique().eq(1).all()
+
+
+def test_same_config_gives_byte_identical_csv_files(tmp_path):
+    task = tiny_task("binary")
+    a = lossbench.compare(task, LOSSES, seeds=2, epochs=2, batch_size=16, device="cpu").save(tmp_path / "a")
+    b = lossbench.compare(task, LOSSES, seeds=2, epochs=2, batch_size=16, device="cpu").save(tmp_path / "b")
+    for name in results.FRAMES:
+        assert filecmp.cmp(a / f"{name}.csv", b / f"{name}.csv", shallow=False), name
+
+
+def test_save_and_load_round_trip(tmp_path):
+    result = lossbench.compare(tiny_task("multilabel"), LOSSES, seeds=2, epochs=2, batch_size=16, device="cpu")
+    path = result.save(tmp_path / "run")
+    loaded = lossbench.load(path)
+    for name in results.FRAMES:
+        pd.testing.assert_frame_equal(getattr(result, name).reset_index(drop=True), getattr(loaded, name), check_dtype=False, atol=1e-12)
+    assert loaded.config["losses"] == list(LOSSES)
+    assert loaded.config["environment"]["torch"] == torch.__version__
+    np.testing.assert_array_equal(loaded.predictions["test_scores"], result.predictions["test_scores"])
+    assert loaded.predictions["test_scores"].shape == (6, 48, 4)
+
+
+def test_interrupted_save_leaves_no_directory_that_looks_complete(tmp_path, monkeypatch):
+    result = lossbench.compare(tiny_task("binary"), LOSSES, seeds=2, epochs=1, batch_size=16, device="cpu")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        result.save(tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="does not exist"):
+        lossbench.load(tmp_path / "run")
+
+
+def test_save_refuses_to_overwrite_a_run(tmp_path):
+    result = lossbench.compare(tiny_task("binary"), LOSSES, seeds=2, epochs=1, batch_size=16, device="cpu")
+    result.save(tmp_path / "run")
+    with pytest.raises(ValueError, match="already holds files"):
+        result.save(tmp_path / "run")
+
+
+def test_summary_matches_a_hand_computation():
+    result = lossbench.compare(tiny_task("binary"), LOSSES, seeds=4, epochs=2, batch_size=16, device="cpu")
+    runs, summary = result.runs, result.summary.set_index(["loss", "metric"])
+    mse = runs[runs.loss == "mse"].sort_values("seed").test_auc.to_numpy()
+    bce = runs[runs.loss == "bce"].sort_values("seed").test_auc.to_numpy()
+    half = scipy_stats.t.ppf(0.975, 3) * mse.std(ddof=1) / 2
+    row = summary.loc[("mse", "test_auc")]
+    assert row["mean"] == pytest.approx(mse.mean())
+    assert row["ci_low"] == pytest.approx(mse.mean() - half)
+    assert row["ci_high"] == pytest.approx(mse.mean() + half)
+    d = mse - bce
+    assert row["diff_mean"] == pytest.approx(d.mean())
+    assert row["diff_high"] - row["diff_mean"] == pytest.approx(scipy_stats.t.ppf(0.975, 3) * d.std(ddof=1) / 2)
+    assert row["baseline"] == "bce"
+
+
+def test_runs_frame_has_one_row_per_loss_and_seed_with_test_metrics_at_both_thresholds():
+    result = lossbench.compare(tiny_task("multilabel"), LOSSES, seeds=3, epochs=2, batch_size=16, device="cpu")
+    runs = result.runs
+    assert len(runs) == 9 and set(runs.loss) == set(LOSSES) and set(runs.seed) == {0, 1, 2}
+    for column in ("test_accuracy", "test_accuracy_best", "best_threshold", "test_auc", "test_exact_match", "test_exact_match_best"):
+        assert runs[column].between(0, 1).all(), column
+    # the threshold chosen on validation maximises validation accuracy
+    sweep = result.thresholds[result.thresholds.split == "val"]
+    best = sweep.groupby(["loss", "seed"]).accuracy.max()
+    chosen = runs.set_index(["loss", "seed"]).val_accuracy_best
+    pd.testing.assert_series_equal(best.sort_index(), chosen.sort_index(), check_names=False)
+
+
+def test_probe_measurements_match_a_direct_autograd_computation():
+    task = tiny_task("binary")
+    setups = runner.resolve_losses(("softmax_ce", "bce"), "reference", None, task, torch.device("cpu"), torch.float64)
+    prepared = runner.prepare(task, setups, dataclasses.replace(TrainingDefaults(), seeds=1, epochs=1), [0], "matched", torch.device("cpu"), torch.float64)
+    probed = runner.probe(task, prepared.models, setups, prepared.loss_fns, prepared.xs["val"], prepared.ys["val"], prepared.targets["val"])
+    # by hand, for the BCE model: p - y per example, and the body gradient w * (p - y)
+    w1, b1 = prepared.models.body["w1"][1], prepared.models.body["b1"][1]
+    w, b = prepared.models.heads[1]["w"][0], prepared.models.heads[1]["b"][0]
+    x, y = prepared.xs["val"], prepared.ys["val"][:, 0]
+    h = torch.relu(x @ w1 + b1)
+    p = torch.sigmoid(h @ w[:, 0] + b[0])
+    g = p - y
+    assert probed["val_loss"][1].item() == pytest.approx(torch.nn.functional.binary_cross_entropy(p, y).item())
+    assert probed["grad_positive_share"][1].item() == pytest.approx((g.abs() * y).sum().item() / g.abs().sum().item())
+    assert probed["grad_body"][1].item() == pytest.approx((g.abs() * w[:, 0].norm()).mean().item())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        pytest.param(dict(losses=("hinge",)), "Expected `family` to be one of", id="unknown-loss"),
+        pytest.param(dict(impl="fancy"), "Expected the implementation of", id="unknown-impl"),
+        pytest.param(dict(head_init="random"), "Expected `head_init`", id="unknown-head-init"),
+        pytest.param(dict(epochs=0), "Expected `epochs` to be a positive whole number", id="zero-epochs"),
+        pytest.param(dict(seeds=-2), "Expected `seeds`", id="negative-seeds"),
+        pytest.param(dict(lr=-1.0), "Expected `lr` to be a positive number", id="negative-lr"),
+        pytest.param(dict(optimizer="rmsprop"), "Expected `optimizer`", id="unknown-optimizer"),
+        pytest.param(dict(overrides={"bce": {"head_lr": 0.5}}), "Expected overrides of 'bce' among head_lr_scale", id="unknown-override"),
+        pytest.param(dict(overrides={"focal": {"gamma": 1}}), "Expected an implementation or override for one of the losses", id="override-of-absent-loss"),
+        pytest.param(dict(baseline="focal"), "Expected `baseline`", id="absent-baseline"),
+        pytest.param(dict(device="cuda:0"), "CUDA", id="cuda-without-cuda"),
+        pytest.param(dict(engine="turbo"), "Expected `engine`", id="unknown-engine"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, message):
+    if kwargs.get("device", "").startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    args = dict(losses=LOSSES, seeds=1, epochs=1, device="cpu")
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        lossbench.compare(tiny_task("binary"), **args)
+
+
+def test_unknown_config_key_for_a_named_task_lists_the_valid_keys():
+    with pytest.raises(ValueError, match="Expected config keys among .*epochs"):
+        lossbench.compare("titanic", config={"epoch": 3})
+
+
+USER_MODULE = '''
+import torch
+
+def my_bce(output, target):
+    p = torch.sigmoid(output)
+    return -(target * torch.log(p) + (1 - target) * torch.log(1 - p)).mean()
+
+def not_vectorisable(output, target):
+    if (target.sum() > 0).item():  # a Python branch on a tensor value: vmap cannot run it
+        pass
+    return torch.nn.functional.binary_cross_entropy_with_logits(output, target)
+
+def not_a_mean(output, target):
+    return torch.nn.functional.binary_cross_entropy_with_logits(output, target, reduction="none")
+'''
+
+
+def test_a_users_loss_plugs_in_by_import_path(tmp_path, monkeypatch):
+    (tmp_path / "student_losses.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    task = tiny_task("binary")
+    mine = lossbench.compare(task, ("bce",), impl={"bce": "student_losses:my_bce"}, **SMALL)
+    ref = lossbench.compare(task, ("bce",), impl="reference", **SMALL)
+    assert mine.runs.impl.eq("student_losses:my_bce").all()
+    np.testing.assert_allclose(mine.history.val_loss, ref.history.val_loss, atol=1e-9)
+
+
+def test_a_users_loss_that_cannot_be_vectorised_still_trains_one_model_at_a_time(tmp_path, monkeypatch):
+    (tmp_path / "student_losses.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    task = tiny_task("binary")
+    with pytest.warns(UserWarning, match="could not be vectorised"):
+        mine = lossbench.compare(task, ("bce",), impl={"bce": "student_losses:not_vectorisable"}, **SMALL)
+    ref = lossbench.compare(task, ("bce",), impl="reference", **SMALL)
+    np.testing.assert_allclose(mine.history.val_loss, ref.history.val_loss, atol=1e-9)
+
+
+def test_a_loss_that_does_not_return_a_scalar_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "student_losses.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="to return a scalar tensor"):
+        lossbench.compare(tiny_task("binary"), ("bce",), impl={"bce": "student_losses:not_a_mean"}, **SMALL)
+
+
+def test_progress_reports_every_epoch_with_mean_accuracy_per_loss():
+    seen = []
+    lossbench.compare(tiny_task("binary"), LOSSES, seeds=2, epochs=3, batch_size=16, device="cpu", progress=seen.append)
+    assert [r.epoch for r in seen] == [0, 1, 2, 3]
+    assert set(seen[-1].val_accuracy) == set(LOSSES)
+    assert all(0 <= v <= 1 for v in seen[-1].val_accuracy.values())
+
+
+@pytest.mark.parametrize("kind", ["binary", "multilabel", "grid"])
+def test_heads_follow_the_design_table(kind):
+    k = {"binary": 1, "multilabel": 4, "grid": 4}[kind]
+    two, one = Head("two_logit", kind, k), Head("one_logit", kind, k)
+    z2 = torch.randn(2, 3, 1 if kind != "grid" else k, two.units)
+    z1 = torch.randn(2, 3, 1 if kind != "grid" else k, one.units)
+    expected_two = {"binary": (2, 3, 2), "multilabel": (2, 3, k), "grid": (2, 3, 2, k)}[kind]
+    expected_one = {"binary": (2, 3), "multilabel": (2, 3, k), "grid": (2, 3, k)}[kind]
+    assert two.output(z2).shape == expected_two
+    assert one.output(z1).shape == expected_one
+    assert two.scores(two.output(z2)).shape == one.scores(one.output(z1)).shape == (2, 3, k)
+    # a matched 2-logit head predicts what the 1-logit head predicts
+    params = {"w": torch.randn(5, one.units), "b": torch.randn(one.units)}
+    h = torch.randn(1, 3, 1 if kind != "grid" else k, 5)
+    from lossbench.models import head_forward
+
+    one_scores = one.scores(one.output(head_forward({k_: v[None] for k_, v in params.items()}, h)))
+    two_params = two.from_one_logit(params)
+    two_scores = two.scores(two.output(head_forward({k_: v[None] for k_, v in two_params.items()}, h)))
+    if kind == "multilabel":  # same logits, softmax across labels instead of sigmoids
+        torch.testing.assert_close(two_scores.log().diff(dim=-1), torch.log_softmax(head_forward({k_: v[None] for k_, v in params.items()}, h)[:, :, 0], -1).diff(dim=-1))
+    else:
+        torch.testing.assert_close(one_scores, two_scores)
+
+
+def test_quick_titanic_comparison_runs_end_to_end():
+    result = lossbench.compare("titanic", quick=True, device="cpu")
+    assert set(result.runs.loss) == set(LOSSES)
+    assert result.config["task"] == "titanic"
+    acc = result.summary.set_index(["loss", "metric"]).loc[("bce", "test_accuracy"), "mean"]
+    assert 0.6 < acc <= 1.0  # well above the 62% of always guessing "died"
