@@ -26,6 +26,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -55,10 +56,12 @@ class Result:
     def baseline(self) -> str | None:
         return self.config.get("baseline")
 
-    def save(self, directory: str | os.PathLike) -> Path:
+    def save(self, directory: str | os.PathLike, extra: Callable[[Path], object] | None = None) -> Path:
         """Write the run directory atomically and return its path.
 
-        The directory must not exist yet (or be empty): a saved run is never overwritten.
+        The directory must not exist yet (or be empty): a saved run is never overwritten. ``extra`` is
+        called with the temporary directory before it is renamed into place, to add files (the plots)
+        that must appear together with the rest or not at all.
         """
         target = Path(directory)
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -72,6 +75,8 @@ class Result:
             with open(tmp / "config.json", "w") as fh:
                 json.dump(self.config, fh, indent=2, sort_keys=True, default=str)
                 fh.write("\n")
+            if extra is not None:
+                extra(tmp)
             if target.exists():
                 target.rmdir()
             os.replace(tmp, target)
