@@ -21,7 +21,7 @@ from lossbench.losses.checks import (
     check_unit_interval,
     reduce,
 )
-from lossbench.losses.stable import logsumexp
+from lossbench.losses.stable import log_softmax
 
 
 def _shape(shape: torch.Size | tuple[int, ...]) -> str:
@@ -82,7 +82,7 @@ def cross_entropy(
 
     ``output`` is ``(N, C)`` or ``(N, C, d1, ...)`` logits (or ``(C,)`` for one example); ``target`` is class
     indices ``(N,)`` / ``(N, d1, ...)`` or class probabilities of the output's shape. Same semantics as
-    ``torch.nn.functional.cross_entropy`` (without ``ignore_index``). With
+    ``torch.nn.functional.cross_entropy`` (without ``ignore_index``). With the log-softmax
     :math:`\log p_c = z_c - \mathrm{LSE}(z)` and :math:`\varepsilon` = ``label_smoothing``:
 
     - class indices: :math:`\ell_n = (1-\varepsilon)\, w_{y_n} (-\log p_{n,y_n})
@@ -112,8 +112,8 @@ def cross_entropy(
     eps = float(label_smoothing)
     w = None if weight is None else weight.view((1, n_classes) + (1,) * (output.ndim - 2))  # broadcasts on dim 1
 
-    # 1. log-softmax through log-sum-exp: log p_c = z_c - LSE(z), finite for any finite logits.
-    log_p = output - logsumexp(output, dim=1).unsqueeze(1)  # (N, C, d1, ...)
+    # 1. log-softmax through log-sum-exp: log p_c = (z_c - m) - log sum_k e^(z_k - m), m = max_k z_k.
+    log_p = log_softmax(output, dim=1)  # (N, C, d1, ...), finite for any finite logits
 
     if _is_probability_target(output, target):
         check_unit_interval(target)

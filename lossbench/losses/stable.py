@@ -1,4 +1,4 @@
-r"""Numerically stable building blocks, written out: log-sum-exp and log-sigmoid.
+r"""Numerically stable building blocks, written out: log-sum-exp, log-softmax and log-sigmoid.
 
 Both rest on one trick. ``exp`` overflows for arguments above about 88 (float32) or 709 (float64),
 but ``log(sum(exp(x)))`` does not change when the same number ``m`` is taken out of every term:
@@ -34,6 +34,21 @@ def logsumexp(x: Tensor, dim: int) -> Tensor:
     """
     m = x.amax(dim=dim, keepdim=True).detach()  # the largest term, so that every exp(x - m) <= 1
     return (m + torch.log(torch.exp(x - m).sum(dim=dim, keepdim=True))).squeeze(dim)
+
+
+def log_softmax(x: Tensor, dim: int) -> Tensor:
+    r"""``log(softmax(x))`` along ``dim``: the logits shifted by their max, minus the log of the shifted sum.
+
+    .. math:: \log p_c = (x_c - m) - \log \sum_k e^{x_k - m}, \quad m = \max_k x_k
+
+    This is ``x - LSE(x)``, with ``m`` taken out *before* the subtraction: for logits near 1000 in
+    float32, ``LSE(x)`` is only known to about 1e-4, while ``x - m`` is exact.
+
+    >>> log_softmax(torch.tensor([1000.0, 1000.0, -1000.0]), dim=0)   # log 1/2, log 1/2, -2000 - log 2
+    tensor([-6.9315e-01, -6.9315e-01, -2.0007e+03])
+    """
+    shifted = x - x.amax(dim=dim, keepdim=True).detach()  # <= 0, with one 0 along dim
+    return shifted - torch.log(torch.exp(shifted).sum(dim=dim, keepdim=True))
 
 
 def log_sigmoid(z: Tensor) -> Tensor:
