@@ -15,6 +15,6 @@ def value_and_grad(fn: Callable, output: Tensor, target: Tensor, **options) -> t
     """
     z = output.detach().clone().requires_grad_(True)
     value = fn(z, target, **options)
-    upstream = torch.linspace(0.5, 1.5, value.numel(), dtype=value.dtype).reshape(value.shape)
+    upstream = torch.linspace(0.5, 1.5, value.numel(), dtype=value.dtype).reshape(value.shape) if value.ndim else 1.0
     (grad,) = torch.autograd.grad((value * upstream).sum(), z)
     return value.detach(), grad
