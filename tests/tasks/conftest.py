@@ -24,6 +24,12 @@ PASCAL_ROWS = [
 
 
 @pytest.fixture
+def pascal_rows() -> list[tuple]:
+    """The rows :func:`pascal_folder` writes by default."""
+    return list(PASCAL_ROWS)
+
+
+@pytest.fixture
 def titanic_fixture() -> Callable[[str], Path]:
     """The path of a committed Titanic fixture file: ``titanic_fixture("kaggle_train")``."""
 
