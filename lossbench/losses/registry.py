@@ -29,7 +29,7 @@ class LossFamily:
     summary: str  # one line for `lossbench losses`
     head: Literal["two_logit", "one_logit"]  # softmax_ce: 2 logits per binary decision; the others: 1 logit
     implementations: Mapping[str, Callable]  # "handwritten", "naive", "reference" -> fn(output, target, ...)
-    options: tuple[str, ...]  # keyword options the handwritten and reference implementations accept
+    options: tuple[str, ...]  # the settings the handwritten and reference implementations accept (besides `reduction`)
     probability_loss: Callable = field(repr=False)  # the family module's loss_of_probability(p, y, ...)
     logit_gradient: Callable = field(repr=False)  # the family module's grad_wrt_logit(p, y, ...)
 
@@ -72,7 +72,7 @@ _FAMILIES: dict[str, LossFamily] = {
                 "naive": softmax_ce.cross_entropy_naive,
                 "reference": softmax_ce.cross_entropy_reference,
             },
-            options=("weight", "label_smoothing", "reduction"),
+            options=("weight", "label_smoothing"),
             probability_loss=softmax_ce.loss_of_probability,
             logit_gradient=softmax_ce.grad_wrt_logit,
         ),
@@ -85,7 +85,7 @@ _FAMILIES: dict[str, LossFamily] = {
                 "naive": bce.binary_cross_entropy_naive,
                 "reference": bce.binary_cross_entropy_reference,
             },
-            options=("pos_weight", "weight", "reduction"),
+            options=("pos_weight", "weight"),
             probability_loss=bce.loss_of_probability,
             logit_gradient=bce.grad_wrt_logit,
         ),
@@ -98,7 +98,7 @@ _FAMILIES: dict[str, LossFamily] = {
                 "naive": mse.mse_naive,
                 "reference": mse.mse_reference,
             },
-            options=("on", "reduction"),
+            options=("on",),
             probability_loss=mse.loss_of_probability,
             logit_gradient=mse.grad_wrt_logit,
         ),
@@ -111,7 +111,7 @@ _FAMILIES: dict[str, LossFamily] = {
                 "naive": focal.focal_loss_naive,
                 "reference": focal.focal_loss_reference,
             },
-            options=("alpha", "gamma", "reduction"),
+            options=("alpha", "gamma"),
             probability_loss=focal.loss_of_probability,
             logit_gradient=focal.grad_wrt_logit,
         ),
@@ -234,7 +234,7 @@ def load_user_function(path: str) -> Callable:
         raise _usage_error(path, f"module {module_name!r} has no attribute {attr!r}")
     fn = getattr(module, attr)
     if not callable(fn):
-        raise _usage_error(path, f"{module_name}.{attr} is a {type(fn).__name__}, not a function")
+        raise _usage_error(path, f"{module_name}.{attr} is not a function, it is of type {type(fn).__name__}")
     return fn
 
 
@@ -277,7 +277,7 @@ def describe() -> list[str]:
     """One line per family for ``lossbench losses``: name, head, implementations, options, summary.
 
     >>> print(describe()[1])
-    bce  one_logit  bce, bce:naive, bce:reference  options: pos_weight, weight, reduction  binary cross-entropy on logits, ...
+    bce  one_logit  bce, bce:naive, bce:reference  options: pos_weight, weight  binary cross-entropy on logits, ...
     """
     rows = [
         (

@@ -1,0 +1,161 @@
+"""The registry: every name resolves, options are checked, a user's function loads by import path, errors are clear."""
+from __future__ import annotations
+
+import functools
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from lossbench import losses
+from lossbench.losses import bce, focal, mse, softmax_ce
+from lossbench.losses.registry import accepted_options
+
+FAMILY_NAMES = ["softmax_ce", "bce", "mse", "focal"]
+USAGE = "Expected `loss` to be one of 'softmax_ce', 'bce', 'mse', 'focal', 'softmax_ce:handwritten', "
+HINT = "; `lossbench losses` lists them."
+
+
+def test_families_names_and_heads():
+    assert [f.name for f in losses.families()] == FAMILY_NAMES
+    assert {f.name: f.head for f in losses.families()} == {
+        "softmax_ce": "two_logit", "bce": "one_logit", "mse": "one_logit", "focal": "one_logit"
+    }
+    assert losses.names() == [f"{f}:{impl}" for f in FAMILY_NAMES for impl in ("handwritten", "naive", "reference")]
+
+
+@pytest.mark.parametrize("name", losses.names())
+def test_every_name_resolves_to_the_registered_function(name):
+    family_name, impl = name.split(":")
+    assert losses.get(name) is losses.family(family_name).implementations[impl]
+
+
+def test_a_bare_family_name_is_the_handwritten_implementation():
+    assert losses.get("bce") is bce.binary_cross_entropy_with_logits
+    assert losses.get("softmax_ce") is softmax_ce.cross_entropy
+    assert losses.get("mse") is mse.mse
+    assert losses.get("focal") is focal.focal_loss
+    assert losses.get("bce:reference") is bce.binary_cross_entropy_reference
+    assert losses.get("softmax_ce:naive") is softmax_ce.cross_entropy_naive
+
+
+@pytest.mark.parametrize("family", losses.families(), ids=lambda f: f.name)
+def test_declared_options_are_what_the_implementations_accept(family):
+    for impl in ("handwritten", "reference"):
+        assert accepted_options(family.implementations[impl]) == family.options + ("reduction",)
+    assert accepted_options(family.implementations["naive"]) == ()
+
+
+def test_options_are_bound_with_partial():
+    loss = losses.get("bce", pos_weight=4.0)
+    assert isinstance(loss, functools.partial) and loss.keywords == {"pos_weight": 4.0}
+    z, y = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])
+    torch.testing.assert_close(loss(z, y), bce.binary_cross_entropy_with_logits(z, y, pos_weight=4.0))
+    ref = losses.get("softmax_ce:reference", label_smoothing=0.1, reduction="sum")
+    logits, index = torch.randn(3, 2), torch.tensor([0, 1, 1])
+    torch.testing.assert_close(ref(logits, index), torch.nn.functional.cross_entropy(logits, index, label_smoothing=0.1, reduction="sum"))
+
+
+def test_unknown_options_are_rejected_with_the_accepted_ones():
+    with pytest.raises(ValueError) as info:
+        losses.get("bce", gamma=2.0)
+    assert str(info.value) == (
+        "Expected the options of `bce:handwritten` to be among 'pos_weight', 'weight', 'reduction', but got 'gamma'."
+    )
+    with pytest.raises(ValueError) as info:
+        losses.get("focal:naive", alpha=0.5)
+    assert str(info.value) == "Expected the options of `focal:naive` to be among none (it takes no options), but got 'alpha'."
+
+
+def test_family_curves_check_their_options():
+    p = torch.tensor([0.3])
+    torch.testing.assert_close(losses.family("bce").grad_wrt_logit(p, 1.0, pos_weight=2.0), 2.0 * (p - 1))
+    with pytest.raises(ValueError, match=r"Expected the options of `bce.loss_of_probability` to be among 'pos_weight', 'weight', but got 'gamma'"):
+        losses.family("bce").loss_of_probability(p, 1.0, gamma=2.0)
+
+
+def test_unknown_family():
+    with pytest.raises(ValueError) as info:
+        losses.family("hinge")
+    assert str(info.value) == (
+        "Expected `family` to be one of 'softmax_ce', 'bce', 'mse', 'focal', but got 'hinge'; `lossbench losses` lists them."
+    )
+
+
+STUDENT = textwrap.dedent(
+    '''
+    """A student's own loss, next to where they run lossbench."""
+    import torch
+
+    NOT_A_FUNCTION = 3
+
+
+    def my_bce(output, target, scale=1.0):
+        p = torch.sigmoid(output)
+        return -scale * (target * torch.log(p) + (1 - target) * torch.log(1 - p)).mean()
+    '''
+)
+
+
+@pytest.fixture
+def student_dir(tmp_path, monkeypatch):
+    """A temporary working directory holding the student's module, removed from sys.modules afterwards."""
+    (tmp_path / "lossbench_student_solution.py").write_text(STUDENT)
+    (tmp_path / "lossbench_student_broken.py").write_text("import a_dependency_that_is_not_installed\n")
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    for name in ("lossbench_student_solution", "lossbench_student_broken"):
+        sys.modules.pop(name, None)
+
+
+def test_a_user_function_loads_from_the_current_directory(student_dir):
+    before = list(sys.path)
+    fn = losses.get("lossbench_student_solution:my_bce")
+    assert sys.path == before  # the working directory was on sys.path only for the import
+    z, y = torch.tensor([0.5, -1.0], dtype=torch.float64), torch.tensor([1.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(fn(z, y), bce.binary_cross_entropy_with_logits(z, y))
+    scaled = losses.get("lossbench_student_solution:my_bce", scale=2.0)
+    torch.testing.assert_close(scaled(z, y), 2 * bce.binary_cross_entropy_with_logits(z, y))
+    with pytest.raises(ValueError, match="Expected the options of `lossbench_student_solution:my_bce` to be among 'scale', but got 'pos_weight'"):
+        losses.get("lossbench_student_solution:my_bce", pos_weight=2.0)
+
+
+def test_a_user_function_loads_from_the_import_path():
+    assert losses.load_user_function("lossbench.losses.mse:mse_naive") is mse.mse_naive
+    assert losses.get("lossbench.losses.focal:focal_loss_reference") is focal.focal_loss_reference
+
+
+@pytest.mark.parametrize(
+    "name, detail",
+    [
+        pytest.param("hinge", "'hinge'; ", id="unknown-name"),
+        pytest.param("bce:fast", "'bce:fast' ('bce' has the implementations handwritten, naive, reference)", id="unknown-impl"),
+        pytest.param("lossbench_no_such_module:fn", "'lossbench_no_such_module:fn' (no module named 'lossbench_no_such_module' on the import path or in the current directory", id="no-module"),
+        pytest.param("lossbench_student_solution:nothing", "'lossbench_student_solution:nothing' (module 'lossbench_student_solution' has no attribute 'nothing')", id="no-attribute"),
+        pytest.param("lossbench_student_solution:NOT_A_FUNCTION", "'lossbench_student_solution:NOT_A_FUNCTION' (lossbench_student_solution.NOT_A_FUNCTION is not a function, it is of type int)", id="not-callable"),
+        pytest.param("lossbench_student_broken:fn", "'lossbench_student_broken:fn' (module 'lossbench_student_broken' was found but failed to import: No module named 'a_dependency_that_is_not_installed')", id="broken-module"),
+        pytest.param("a:b:c", "'a:b:c' (an import path has exactly one ':' between module and function)", id="two-colons"),
+        pytest.param("mysolution:", "'mysolution:' (module and function must be Python names, as in 'mysolution:my_loss')", id="no-function"),
+        pytest.param(":my_loss", "':my_loss' (module and function must be Python names", id="no-module-name"),
+        pytest.param("my-solution:my_loss", "'my-solution:my_loss' (module and function must be Python names", id="dash"),
+    ],
+)
+def test_bad_names_give_one_clear_error(student_dir, name, detail):
+    with pytest.raises(ValueError) as info:
+        losses.get(name)
+    message = str(info.value)
+    assert message.startswith(USAGE)
+    assert "or an import path 'package.module:function', but got " + detail in message
+    assert message.endswith(HINT)
+
+
+def test_describe_has_one_line_per_family_with_head_implementations_and_options():
+    lines = losses.describe()
+    assert len(lines) == 4
+    for line, family in zip(lines, losses.families()):
+        assert "\n" not in line
+        assert line.startswith(family.name + " ")
+        assert family.head in line and family.summary in line
+        assert all((family.name if impl == "handwritten" else f"{family.name}:{impl}") in line for impl in family.implementations)
+        assert "options: " + ", ".join(family.options) in line
