@@ -171,6 +171,9 @@ def cross_entropy_reference(
 ) -> Tensor:
     """``torch.nn.functional.cross_entropy`` with the same options: the reference the handwritten form must equal.
 
+    One limit (torch 2.x): with class indices, ``weight`` and ``label_smoothing`` together, torch's
+    function cannot run under ``torch.func.vmap`` (it calls ``masked_select``); :func:`cross_entropy` can.
+
     >>> cross_entropy_reference(torch.tensor([[2.0, 0.0], [-1000.0, 1000.0]]), torch.tensor([0, 0]))
     tensor(1000.0635)
     """
