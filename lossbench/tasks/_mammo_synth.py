@@ -204,9 +204,10 @@ def generate_patches(
     in the sequence) and, among them, masses (``mass_fraction``, half of them spiculated) and
     calcification clusters; (2) background: power-law noise on a ``2 size`` field, the top-left
     ``size x size`` crop scaled to mean 0 and standard deviation 1, plus white noise of standard
-    deviation ``quantum_noise``; (3) lesions with centres uniform in the middle 60% of the patch,
-    mass radii 8% to 15% of the side, cluster radii 6% to 12% of the side (at least 1.5 pixels);
-    (4) ``image = background + contrast * profile``.
+    deviation ``quantum_noise``; (3) lesions with centres uniform in the middle 80% of the patch (a
+    lesion may be cut by the edge), mass radii 8% to 15% of the side, cluster radii 6% to 12% of the
+    side (at least 1.5 pixels); (4) ``image = background + contrast * gain * profile``, with gain
+    ``CALCIFICATION_GAIN`` (2.5) for calcifications and 1 for masses.
 
     Deterministic in ``seed``: the same arguments give the same arrays.
 
@@ -234,7 +235,7 @@ def generate_patches(
     images = background + quantum_noise * rng.standard_normal((n, size, size), dtype=np.float32)
 
     # 3. one lesion per abnormal patch (parameters drawn for every patch, so each draw keeps its meaning)
-    centre = rng.uniform(0.2 * size, 0.8 * size, size=(n, 2))
+    centre = rng.uniform(0.1 * size, 0.9 * size, size=(n, 2))
     mass_radius = rng.uniform(0.08, 0.15, size=n) * size
     cluster_radius = np.maximum(rng.uniform(0.06, 0.12, size=n) * size, 1.5)
     profiles = np.zeros((n, size, size), dtype=np.float32)
