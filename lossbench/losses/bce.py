@@ -58,6 +58,10 @@ def binary_cross_entropy_with_logits(
     check_broadcasts_to(pos_weight, target, "pos_weight", _POS_WEIGHT_FORMS)
     check_broadcasts_to(weight, target, "weight", _WEIGHT_FORMS)
 
+    if isinstance(pos_weight, Tensor):
+        pos_weight = pos_weight.to(output.dtype)  # a float64 pos_weight must not turn float32 losses into float64
+    if isinstance(weight, Tensor):
+        weight = weight.to(output.dtype)
     positive = target * log_sigmoid(output)  # y log sigma(z)
     if pos_weight is not None:
         positive = pos_weight * positive

@@ -62,8 +62,13 @@ def value_checks(enabled: bool) -> Iterator[None]:
         _VALUE_CHECKS.reset(token)
 
 
-def _shape(t: Tensor) -> str:
-    return "(" + ", ".join(str(s) for s in t.shape) + ")" if t.ndim != 1 else f"({t.shape[0]},)"
+def format_shape(shape: torch.Size | tuple[int, ...]) -> str:
+    """A shape as Python writes a tuple, for error messages.
+
+    >>> format_shape(torch.Size([4])), format_shape((4, 2)), format_shape(())
+    ('(4,)', '(4, 2)', '()')
+    """
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def check_logits(output: Tensor) -> None:
@@ -83,7 +88,7 @@ def check_logits(output: Tensor) -> None:
         )
     if output.numel() == 0:
         raise ValueError(
-            f"Expected `output` to be a non-empty batch, but got shape {_shape(output)}; "
+            f"Expected `output` to be a non-empty batch, but got shape {format_shape(output.shape)}; "
             "a mean over zero examples is undefined."
         )
 
@@ -127,7 +132,8 @@ def check_same_shape(output: Tensor, target: Tensor, what: str = "labels or prob
         raise ValueError(f"Expected `target` to be a torch.Tensor, but got {type(target).__name__}.")
     if target.shape != output.shape:
         raise ValueError(
-            f"Expected `target` to have the shape of `output`, {_shape(output)}, but got {_shape(target)}; "
+            f"Expected `target` to have the shape of `output`, {format_shape(output.shape)}, "
+            f"but got {format_shape(target.shape)}; "
             "one target per logit."
         )
     if not target.is_floating_point():
@@ -189,6 +195,6 @@ def check_broadcasts_to(value: Tensor | float | None, target: Tensor, name: str,
         ok = False
     if not ok:
         raise ValueError(
-            f"Expected `{name}` to be {expected} and to broadcast to the target's shape {_shape(target)}, "
-            f"but got shape {_shape(value)}."
+            f"Expected `{name}` to be {expected} and to broadcast to the target's shape {format_shape(target.shape)}, "
+            f"but got shape {format_shape(value.shape)}."
         )

@@ -91,7 +91,8 @@ _FAMILIES: dict[str, LossFamily] = {
         ),
         LossFamily(
             name="mse",
-            summary="mean squared error on the probability, (sigmoid(z) - y)^2: its gradient vanishes on confident mistakes",
+            summary="mean squared error on the probability, (sigmoid(z) - y)^2: "
+            "its gradient vanishes on confident mistakes",
             head="one_logit",
             implementations={
                 "handwritten": mse.mse,
@@ -104,7 +105,8 @@ _FAMILIES: dict[str, LossFamily] = {
         ),
         LossFamily(
             name="focal",
-            summary="focal loss (Lin et al. 2017), -alpha_t (1-p_t)^gamma log p_t: cross-entropy that down-weights easy examples",
+            summary="focal loss (Lin et al. 2017), -alpha_t (1-p_t)^gamma log p_t: "
+            "cross-entropy that down-weights easy examples",
             head="one_logit",
             implementations={
                 "handwritten": focal.focal_loss,

@@ -19,13 +19,10 @@ from lossbench.losses.checks import (
     check_logits,
     check_reduction,
     check_unit_interval,
+    format_shape,
     reduce,
 )
 from lossbench.losses.stable import log_softmax
-
-
-def _shape(shape: torch.Size | tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _check_options(output: Tensor, weight: Tensor | None, label_smoothing: float) -> None:
@@ -33,7 +30,9 @@ def _check_options(output: Tensor, weight: Tensor | None, label_smoothing: float
     n_classes = output.shape[1]
     if weight is not None:
         if not isinstance(weight, Tensor) or weight.shape != (n_classes,) or not weight.is_floating_point():
-            got = f"shape {_shape(weight.shape)}, dtype {weight.dtype}" if isinstance(weight, Tensor) else repr(weight)
+            got = repr(weight)
+            if isinstance(weight, Tensor):
+                got = f"shape {format_shape(weight.shape)}, dtype {weight.dtype}"
             raise ValueError(
                 f"Expected `weight` to be a floating-point tensor of shape ({n_classes},), one weight per class, "
                 f"but got {got}."
@@ -54,19 +53,20 @@ def _is_probability_target(output: Tensor, target: Tensor) -> bool:
     if target.shape == output.shape:
         if not target.is_floating_point():
             raise ValueError(
-                f"Expected `target` of the output's shape {_shape(output.shape)} to hold class probabilities "
-                f"(floating point), but got dtype {target.dtype}; class indices have shape {_shape(index_shape)}."
+                f"Expected `target` of the output's shape {format_shape(output.shape)} to hold class probabilities "
+                f"(floating point), but got dtype {target.dtype}; class indices have shape {format_shape(index_shape)}."
             )
         return True
     if target.shape != index_shape:
         raise ValueError(
-            f"Expected `target` to be class indices of shape {_shape(index_shape)} or class probabilities of "
-            f"shape {_shape(output.shape)} (the output's), but got shape {_shape(target.shape)}."
+            f"Expected `target` to be class indices of shape {format_shape(index_shape)} or class probabilities of "
+            f"shape {format_shape(output.shape)} (the output's), but got shape {format_shape(target.shape)}."
         )
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise ValueError(
-            f"Expected `target` of shape {_shape(index_shape)} to hold integer class indices, but got dtype "
-            f"{target.dtype}; convert it with `target.long()`, or give probabilities of shape {_shape(output.shape)}."
+            f"Expected `target` of shape {format_shape(index_shape)} to hold integer class indices, but got dtype "
+            f"{target.dtype}; convert it with `target.long()`, or give probabilities of shape "
+            f"{format_shape(output.shape)}."
         )
     return False
 
@@ -110,6 +110,8 @@ def cross_entropy(
     n_classes = output.shape[1]
     _check_options(output, weight, label_smoothing)
     eps = float(label_smoothing)
+    if weight is not None:
+        weight = weight.to(output.dtype)
     w = None if weight is None else weight.view((1, n_classes) + (1,) * (output.ndim - 2))  # broadcasts on dim 1
 
     # 1. log-softmax through log-sum-exp: log p_c = (z_c - m) - log sum_k e^(z_k - m), m = max_k z_k.

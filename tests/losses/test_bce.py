@@ -218,3 +218,9 @@ def test_bad_inputs_raise_a_clear_value_error(output, target, options, message):
     with pytest.raises(ValueError) as info:
         binary_cross_entropy_with_logits(output, target, **options)
     assert str(info.value).startswith(message)
+
+
+def test_float64_weights_keep_a_float32_loss_float32():
+    output, target = torch.zeros(4, 2), torch.ones(4, 2)
+    loss = binary_cross_entropy_with_logits(output, target, pos_weight=torch.ones(2, dtype=F64), weight=torch.ones(2, dtype=F64))
+    assert loss.dtype == torch.float32

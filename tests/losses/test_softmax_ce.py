@@ -200,3 +200,8 @@ def test_bad_inputs_raise_a_clear_value_error(output, target, options, message):
     with pytest.raises(ValueError) as info:
         cross_entropy(output, target, **options)
     assert str(info.value).startswith(message)
+
+
+def test_float64_class_weights_keep_a_float32_loss_float32():
+    loss = cross_entropy(torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), weight=torch.ones(3, dtype=F64), label_smoothing=0.1)
+    assert loss.dtype == torch.float32
