@@ -22,6 +22,7 @@ from lossbench.exercises import references as ref
 RTOL64, ATOL64 = 1e-6, 1e-9
 RTOL32, ATOL32 = 1e-4, 1e-6
 GRAD_RTOL, GRAD_ATOL = 1e-6, 1e-12
+NUMBER_ATOL = 1e-6  # accuracies and thresholds: float32 arithmetic (a .float().mean()) is fine
 
 # bce_probs at p exactly 0 or 1: the confident mistake's true loss is infinite. Clamping p to
 # [eps, 1 - eps] gives -log(eps) per element; PyTorch clamps log at -100. Both are accepted for
@@ -226,7 +227,7 @@ def dlogits_cases(seed: int = 0) -> list[Case]:
 
 def _number_case(group: str, names: tuple[str, ...], inputs: tuple[Any, ...], expected: float, **extra: Any) -> Case:
     return Case(group=group, inputs=inputs, expected=float(expected), summary=_summary(names, inputs),
-                rtol=0.0, atol=1e-9, **extra)
+                rtol=0.0, atol=NUMBER_ATOL, **extra)
 
 
 def accuracy_multi_cases(seed: int = 0) -> list[Case]:

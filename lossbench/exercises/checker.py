@@ -94,6 +94,10 @@ def _error_hint(ex: Exercise, case: Case, err: BaseException) -> str | None:
     return None
 
 
+def _library_problem(recorder: CallRecorder) -> str:
+    return "calls " + ", ".join(recorder.readable) + ": the library's version of what this exercise asks you to write"
+
+
 def _as_float_tensor(value: Any) -> Tensor | None:
     """The answer as a float64 tensor for comparison, or None when it is not numeric."""
     try:
@@ -140,7 +144,9 @@ def ratio_hint(ex: Exercise, actual: Tensor, expected: Tensor) -> str | None:
     for base, name in ((10.0, "log10"), (2.0, "log2")):
         if abs(r * math.log(base) - 1) <= 1e-6:
             return f"{name} instead of the natural log? use torch.log"
-    return f"off by a constant factor: {r:.6g} times the expected value"
+    if a.numel() > 1:  # for one number any ratio "fits"; for a tensor a common factor is a finding
+        return f"off by a constant factor: {r:.6g} times the expected value"
+    return None
 
 
 def _format_value(value: Any) -> str:
@@ -170,11 +176,14 @@ def run_case(ex: Exercise, case: Case, fn: Callable[..., Any], number: int = 1) 
         return result
     except (Exception, SystemExit) as err:
         first_line = (str(err).strip().splitlines() or [""])[0][:200]
-        result.status = "error"
+        if recorder.calls:  # the library was called before the error: that is the finding
+            result.status = "library"
+            result.problems.append(_library_problem(recorder))
+            result.hint = f"write it from building blocks ({ex.allowed})"
+        else:
+            result.status = "error"
+            result.hint = _error_hint(ex, case, err)
         result.problems.append(f"raised {type(err).__name__}: {first_line}")
-        result.hint = _error_hint(ex, case, err)
-        if recorder.calls:
-            result.problems.append("called " + ", ".join(recorder.readable))
         return result
     result.actual = _format_value(out)
 
@@ -183,8 +192,7 @@ def run_case(ex: Exercise, case: Case, fn: Callable[..., Any], number: int = 1) 
     value_ok = grad_ok = True
     if recorder.calls:
         result.status = "library"
-        result.problems.append("calls " + ", ".join(recorder.readable)
-                               + ": the library's version of what this exercise asks you to write")
+        result.problems.append(_library_problem(recorder))
         hints.append(f"write it from building blocks ({ex.allowed})")
     if out is None:
         result.problems.append("returned None")
@@ -243,6 +251,8 @@ def run_case(ex: Exercise, case: Case, fn: Callable[..., Any], number: int = 1) 
         if case.accept is not None:
             if not (finite and case.accept[0] <= actual.item() <= case.accept[1]):
                 value_ok = False
+                if finite:
+                    hints.append(_value_hint(ex, case, out, actual, expected))
         else:
             result.abs_err, result.rel_err = _errors(actual, expected)
             if not _within(actual, expected, case.rtol, case.atol):

@@ -1,8 +1,129 @@
-"""The exercise commands of the `lossbench` command line: check, grade, exercises export."""
+"""The exercise commands of the `lossbench` command line: check, grade, exercises list and export.
+
+    lossbench check EXERCISE package.module:function      # exit 0 pass, 1 fail, 2 usage error
+    lossbench grade SUBMISSIONS_DIR --exercise NAME [--timeout S] [--memory-mb MB] --out grades.csv
+    lossbench exercises list
+    lossbench exercises export --flavor plain|nbgrader|otter [--source DIR] OUTDIR
+
+Heavy imports (torch, pandas, nbformat) happen inside the commands, so that registering
+them costs nothing to the other `lossbench` commands.
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from lossbench.cli import EXIT_FAIL, EXIT_OK, UsageError
+
+
+def load_function(target: str) -> Callable[..., Any]:
+    """Import `package.module:function`, looking in the current directory first; UsageError if it fails."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"Expected the function as package.module:function (e.g. mysolution:bce), but got {target!r}.")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # a syntax error or a failing import in the student's file: one line, no traceback
+        detail = str(err).splitlines()[0] if str(err) else ""
+        raise UsageError(f"could not import {module_name!r}: {type(err).__name__}: {detail}") from None
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise UsageError(f"module {module_name!r} has no {attr!r}; define `def {attr}(...)` in "
+                         f"{getattr(module, '__file__', module_name)}")
+    if not callable(fn):
+        raise UsageError(f"Expected {target!r} to be a function, but got a {type(fn).__name__}.")
+    return fn
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from lossbench.exercises.catalog import get_exercise
+    from lossbench.exercises.checker import evaluate, format_report
+
+    get_exercise(args.exercise)  # an unknown exercise is a ValueError: exit 2 before importing anything
+    fn = load_function(args.function)
+    results = evaluate(args.exercise, fn, seed=args.seed)
+    print(format_report(args.exercise, results))
+    return EXIT_OK if all(r.passed for r in results) else EXIT_FAIL
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from lossbench.exercises import grading
+
+    timeout = grading.DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
+    memory_mb = grading.DEFAULT_MEMORY_MB if args.memory_mb is None else args.memory_mb
+    frame = grading.grade(args.submissions, args.exercise, timeout=timeout, memory_mb=memory_mb,
+                          function=args.function, seed=args.seed, progress=not args.quiet)
+    path = grading.write_gradebook(frame, args.out)
+    totals = frame[frame["group"] == "total"]
+    width = max([len("submission")] + [len(s) for s in totals["submission"]])
+    print(f"{'submission':<{width}}  score  reason")
+    for row in totals.itertuples():
+        print(f"{row.submission:<{width}}  {row.score:5.2f}  {row.reason}")
+    print(f"wrote {path} ({len(frame)} rows: a row per case group and a total per submission)")
+    return EXIT_OK
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from lossbench.exercises.catalog import EXERCISES
+
+    for ex in EXERCISES.values():
+        print(f"{ex.name:<15} {ex.signature:<55} {ex.topic}")
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from lossbench.exercises.notebooks import export
+
+    for path in export(args.flavor, args.outdir, source=args.source):
+        print(f"wrote {path}")
+    return EXIT_OK
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the exercise subcommands on the `lossbench` parser."""
+    p = sub.add_parser("check", help="check your function for an exercise: prints a report, exit 0 when all pass",
+                       description="Run the cases of EXERCISE on your function and print the report. "
+                                   "Exit code 0 when every case passes, 1 otherwise, 2 for a usage error.")
+    p.add_argument("exercise", metavar="EXERCISE", help="the exercise name (see `lossbench exercises list`)")
+    p.add_argument("function", metavar="FUNCTION",
+                   help="your function as package.module:function; the current directory is searched first")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated cases (default 0)")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("grade", help="grade a folder of submissions into a CSV gradebook",
+                       description="Run every .py or .ipynb file in SUBMISSIONS_DIR in its own process with time and "
+                                   "memory limits, and write one row per submission per case group plus a total.")
+    p.add_argument("submissions", metavar="SUBMISSIONS_DIR", type=Path)
+    p.add_argument("--exercise", required=True, help="the exercise name (see `lossbench exercises list`)")
+    p.add_argument("--function", default=None,
+                   help="the function each submission defines (default: the exercise name, e.g. bce)")
+    # The defaults live in grading.py (importing it here would import torch for every command).
+    p.add_argument("--timeout", type=float, default=None, help="seconds per submission (default 60)")
+    p.add_argument("--memory-mb", type=int, default=None,
+                   help="address-space limit per submission in MiB (default 2048)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated cases (default 0)")
+    p.add_argument("--out", required=True, type=Path, help="the gradebook CSV to write")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_grade)
+
+    p = sub.add_parser("exercises", help="list the exercises, or export them as an assignment")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    q = actions.add_parser("list", help="the exercises, a line each: name, signature, notebook")
+    q.set_defaults(func=_cmd_list)
+    q = actions.add_parser("export", help="write the assignment notebooks: plain (student), nbgrader or otter",
+                           description="Make the assignment from the solution notebooks: `plain` writes the student "
+                                       "notebooks, `nbgrader` the nbgrader source notebooks, `otter` the otter-grader "
+                                       "master notebooks (assign format v1).")
+    q.add_argument("--flavor", required=True, choices=["plain", "nbgrader", "otter"])
+    q.add_argument("--source", type=Path, default=None,
+                   help="folder of *_solutions.ipynb (default: notebooks/exercises of this checkout)")
+    q.add_argument("outdir", metavar="OUTDIR", type=Path)
+    q.set_defaults(func=_cmd_export)

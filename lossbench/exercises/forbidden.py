@@ -84,6 +84,12 @@ class _KernelRecorder(TorchDispatchMode):
         super().__init__()
         self.watched, self.seen = watched, seen
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps __torch_dispatch__ in torch._disable_dynamo by default, and the first call then
+        # imports torch._dynamo: 4 s per process. The recorder is never compiled, so the wrapper is not needed.
+        return False
+
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         name = func._schema.name  # "aten::_log_softmax"
         if name in self.watched and name not in self.seen:

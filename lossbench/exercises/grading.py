@@ -1,0 +1,256 @@
+"""Grade a folder of submissions: each in its own process, with a time and a memory limit, into a gradebook.
+
+A submission is a `.py` file or a notebook (`.ipynb`) in the folder that defines the
+exercise's function under the exercise's name (`def bce(logits, target)` for `bce`;
+`function=` picks another name). Each one runs in a child process:
+
+1. the child is forked from a server that has already imported torch and the checker
+   (multiprocessing's forkserver), so a submission costs a fraction of a second, not the
+   seconds of importing torch;
+2. the child sets its limits with `resource.setrlimit`: address space (`memory_mb`, default
+   2048 MiB; importing torch alone maps about 0.6 GiB, the forked child with lossbench about
+   0.87 GiB, so a submission has more than 1 GiB to itself) and CPU time (the timeout plus one
+   second, a backstop); the parent kills it when the wall-clock `timeout` runs out;
+3. it sends its stdout to /dev/null and its stderr to a file, loads the submission (a
+   notebook's code cells run in order; a cell that raises is skipped and noted), and runs
+   the checker; the results come back as JSON.
+
+A crash, a hang, a missing function, NaN output, a library call or text on stderr gives the
+submission a reason in its rows and never stops the batch. Text on stderr (a warning, a
+debug print) is reported but does not cost points; the cases decide the score.
+
+The gradebook has one row per submission per case group, plus a `total` row:
+`submission, exercise, group, passed, cases, score, reason`.
+Grading needs a POSIX system (fork, `resource`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch  # imported here so that the forkserver holds it before any child forks
+
+from lossbench.exercises.catalog import get_exercise
+from lossbench.exercises.checker import evaluate
+
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_MEMORY_MB = 2048  # measured: a child forked after importing torch and lossbench maps ~870 MiB
+MIN_MEMORY_MB = 1024
+COLUMNS = ["submission", "exercise", "group", "passed", "cases", "score", "reason"]
+SUFFIXES = (".py", ".ipynb")
+
+
+def find_submissions(folder: Path | str) -> list[Path]:
+    """The `.py` and `.ipynb` files directly in `folder`, sorted by name (hidden files skipped)."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise ValueError(f"Expected `submissions` to be a folder of .py or .ipynb files, but got {str(path)!r}, "
+                         "which is not a folder.")
+    return sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file() and not p.name.startswith("."))
+
+
+# --- the child: load one submission and run the checker ------------------------------------------
+
+def _load_python(path: Path) -> dict[str, Any]:
+    """Run a .py submission as a module; returns its namespace."""
+    namespace: dict[str, Any] = {"__name__": f"submission_{path.stem}", "__file__": str(path)}
+    code = compile(path.read_text(encoding="utf-8"), str(path), "exec")
+    exec(code, namespace)
+    return namespace
+
+
+def _load_notebook(path: Path, notes: list[str]) -> dict[str, Any]:
+    """Run a notebook's code cells in order in one namespace; a cell that raises is skipped and noted."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    namespace: dict[str, Any] = {"__name__": f"submission_{path.stem}"}
+    for number, cell in enumerate(nb.cells, start=1):
+        if cell.cell_type != "code":
+            continue
+        lines = [("# " + line) if line.lstrip().startswith(("%", "!")) else line for line in cell.source.splitlines()]
+        try:
+            exec(compile("\n".join(lines), f"{path.name}, cell {number}", "exec"), namespace)
+        except Exception as err:  # a failing check cell, a typo: the function may still be defined
+            notes.append(f"cell {number} raised {type(err).__name__}")
+    return namespace
+
+
+def _set_limits(timeout: float, memory_mb: int) -> None:
+    import resource
+
+    limit = memory_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    cpu = int(math.ceil(timeout)) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+
+
+def _child(path: str, exercise: str, function: str, seed: int, timeout: float, memory_mb: int,
+           stderr_path: str, result_path: str) -> None:
+    """Entry point of the child process: limits, redirections, load, check, write JSON."""
+    os.setsid()  # its own process group, so that the parent can kill whatever it starts
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(err, 2)
+    torch.set_num_threads(1)
+    _set_limits(timeout, memory_mb)
+    outcome: dict[str, Any] = {"error": None, "notes": [], "results": []}
+    try:
+        source = Path(path)
+        namespace = _load_notebook(source, outcome["notes"]) if source.suffix == ".ipynb" else _load_python(source)
+        fn = namespace.get(function)
+        if not callable(fn):
+            signature = get_exercise(exercise).signature.split(" ->")[0].replace(exercise, function, 1)
+            outcome["error"] = f"no function `{function}`: define `def {signature}`"
+        else:
+            results = evaluate(exercise, fn, seed)
+            outcome["results"] = [{"group": r.group, "status": r.status, "hint": r.hint, "problems": r.problems,
+                                   "nonfinite": r.nonfinite} for r in results]
+    except BaseException as exc:  # import-time errors of the submission, SystemExit, MemoryError
+        outcome["error"] = f"raised {type(exc).__name__} while loading: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(result_path, "w", encoding="utf-8") as fh:
+        json.dump(outcome, fh)
+    os._exit(0)  # skip interpreter teardown: nothing the submission registered runs after this
+
+
+# --- the parent: one child per submission, rows for the gradebook ---------------------------------
+
+def _context() -> Any:
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in methods:
+        ctx.set_forkserver_preload(["lossbench.exercises.grading"])
+    return ctx
+
+
+def _run_child(ctx: Any, path: Path, exercise: str, function: str, seed: int, timeout: float,
+               memory_mb: int) -> tuple[dict[str, Any] | None, str, str | None]:
+    """Run one submission; returns (outcome or None, text on stderr, failure reason or None)."""
+    with tempfile.TemporaryDirectory(prefix="lossbench-grade-") as tmp:
+        stderr_path, result_path = os.path.join(tmp, "stderr.txt"), os.path.join(tmp, "result.json")
+        proc = ctx.Process(target=_child, args=(str(path.resolve()), exercise, function, seed, timeout, memory_mb,
+                                                 stderr_path, result_path), daemon=True)
+        proc.start()
+        proc.join(timeout)
+        failure = None
+        if proc.is_alive():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                proc.kill()
+            proc.join()
+            failure = f"timed out after {timeout:g} s"
+        stderr = Path(stderr_path).read_text(errors="replace") if os.path.exists(stderr_path) else ""
+        outcome = None
+        if os.path.exists(result_path):
+            try:
+                outcome = json.loads(Path(result_path).read_text())
+            except json.JSONDecodeError:
+                outcome = None
+        if outcome is None and failure is None:
+            code = proc.exitcode
+            if code is not None and code < 0:
+                name = signal.Signals(-code).name
+                why = {"SIGXCPU": " (CPU time limit)", "SIGKILL": " (memory or time limit?)",
+                       "SIGSEGV": " (segmentation fault)"}.get(name, "")
+                failure = f"crashed: killed by {name}{why}"
+            else:
+                last = stderr.strip().splitlines()[-1][:200] if stderr.strip() else "no output"
+                failure = f"crashed: exit code {code}: {last}"
+        return outcome, stderr, failure
+
+
+def _rows(name: str, exercise: str, sizes: dict[str, int], outcome: dict[str, Any] | None, stderr: str,
+          failure: str | None) -> list[dict[str, Any]]:
+    """The gradebook rows of one submission: one per case group and a total."""
+    results = (outcome or {}).get("results", [])
+    reasons: list[str] = []
+    if failure:
+        reasons.append(failure)
+    if outcome and outcome.get("error"):
+        reasons.append(outcome["error"])
+    if results and all(r["status"] == "not attempted" for r in results):
+        reasons.append("not attempted")
+    library = sorted({p for r in results if r["status"] == "library" for p in r["problems"] if p.startswith("calls ")})
+    if library:
+        reasons.append(library[0].split(":")[0].replace("calls ", "calls the library: "))
+    nonfinite = sum(r["nonfinite"] for r in results)
+    if nonfinite:
+        reasons.append(f"NaN/inf output in {nonfinite} case{'s' if nonfinite > 1 else ''}")
+    errors = sorted({p for r in results if r["status"] == "error" for p in r["problems"]})
+    if errors:
+        reasons.append(errors[0])
+    if stderr.strip():
+        reasons.append(f"wrote to stderr: {stderr.strip().splitlines()[0][:120]}")
+    if outcome and outcome.get("notes"):
+        reasons.append("; ".join(outcome["notes"]))
+    rows = []
+    for group, size in sizes.items():
+        in_group = [r for r in results if r["group"] == group]
+        total = len(in_group) or size  # a submission that never ran still owes every case
+        passed = sum(r["status"] == "pass" for r in in_group)
+        hints = list(dict.fromkeys(r["hint"] for r in in_group if r["status"] != "pass" and r["hint"]))
+        why = "; ".join(hints) if in_group else "; ".join(reasons)
+        rows.append({"submission": name, "exercise": exercise, "group": group, "passed": passed, "cases": total,
+                     "score": passed / total, "reason": why})
+    passed = sum(row["passed"] for row in rows)
+    cases = sum(row["cases"] for row in rows)
+    rows.append({"submission": name, "exercise": exercise, "group": "total", "passed": passed, "cases": cases,
+                 "score": passed / cases, "reason": "; ".join(reasons)})
+    return rows
+
+
+def _group_sizes(exercise: str) -> dict[str, int]:
+    """How many cases each group of an exercise has, in the order the cases come."""
+    sizes: dict[str, int] = {}
+    for case in get_exercise(exercise).make_cases(0):
+        sizes[case.group] = sizes.get(case.group, 0) + 1
+    return sizes
+
+
+def grade(submissions: Path | str, exercise: str, timeout: float = DEFAULT_TIMEOUT_S,
+          memory_mb: int = DEFAULT_MEMORY_MB, function: str | None = None, seed: int = 0,
+          progress: bool = True) -> "pandas.DataFrame":  # noqa: F821
+    """Grade every `.py`/`.ipynb` file in `submissions` on `exercise`; returns the gradebook frame.
+
+    The frame has the columns `submission, exercise, group, passed, cases, score, reason`:
+    a row per case group and a `total` row per submission, in submission order.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    get_exercise(exercise)  # an unknown name is a ValueError listing the valid ones
+    if not timeout > 0:
+        raise ValueError(f"Expected `timeout` to be a positive number of seconds, but got {timeout!r}.")
+    if memory_mb < MIN_MEMORY_MB:
+        raise ValueError(f"Expected `memory_mb` to be at least {MIN_MEMORY_MB} (a child starts at about 0.9 GiB "
+                         f"of address space: torch and lossbench), but got {memory_mb!r}.")
+    files = find_submissions(submissions)
+    function = function or exercise
+    sizes = _group_sizes(exercise)  # {group: number of cases}, in case order
+    ctx = _context()
+    rows: list[dict[str, Any]] = []
+    for path in tqdm(files, desc=f"grading {exercise}", unit="submission", disable=not progress):
+        outcome, stderr, failure = _run_child(ctx, path, exercise, function, seed, timeout, memory_mb)
+        rows += _rows(path.name, exercise, sizes, outcome, stderr, failure)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write_gradebook(frame: "pandas.DataFrame", path: Path | str) -> Path:  # noqa: F821
+    """Write the gradebook CSV atomically (a temporary file renamed into place); returns the path."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=target.parent, suffix=".tmp", delete=False, newline="") as fh:
+        frame.to_csv(fh, index=False)
+    os.replace(fh.name, target)
+    return target

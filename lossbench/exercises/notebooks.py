@@ -1,0 +1,260 @@
+"""Assignments from solution notebooks: the student version, and nbgrader and otter-grader sources.
+
+The instructor edits one kind of notebook, `notebooks/exercises/<topic>_solutions.ipynb`,
+in which each exercise is three cells:
+
+1. a markdown cell with the question (the cell just before the answer);
+2. a code cell defining the function, its answer between `# BEGIN SOLUTION` and
+   `# END SOLUTION` lines;
+3. a check cell whose whole source is `check("<exercise>", <function>)`.
+
+Every other cell passes through unchanged. From that notebook come three flavours:
+
+- `plain`: the student notebook. Answers become `raise NotImplementedError()`, check cells
+  become `report(...)` cells, so the notebook runs top to bottom and says "not attempted"
+  until the student writes the answer. It is committed next to the solutions as
+  `notebooks/exercises/<topic>.ipynb`; a test keeps it identical to what this module makes.
+- `nbgrader`: the source notebook for `nbgrader generate_assignment`. Answer cells are
+  solution cells, check cells are locked autograder test cells worth `points`, the setup
+  cell is read-only (cell metadata `nbgrader`, schema version 3). nbgrader itself replaces
+  the `BEGIN SOLUTION` regions.
+- `otter`: the master notebook for `otter assign` (v1 format): an `# ASSIGNMENT CONFIG` raw
+  cell, and per exercise raw cells `# BEGIN QUESTION` (name, points), `# BEGIN SOLUTION`,
+  `# END SOLUTION`, `# BEGIN TESTS`, `# END TESTS`, `# END QUESTION` around the question,
+  answer and check cells. The check cell is an OK-format test: `check` prints nothing and
+  returns None on success, so its expected output is empty.
+
+The solution notebooks live in the repository, not in the installed package: students who
+`pip install` lossbench get the checker, not the answers.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import nbformat
+from nbformat import NotebookNode
+
+from lossbench.exercises.catalog import get_exercise
+
+Flavor = Literal["plain", "nbgrader", "otter"]
+FLAVORS: tuple[str, ...] = ("plain", "nbgrader", "otter")
+
+BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
+STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")  # what nbgrader's ClearSolutions writes, too
+CHECK_CELL = re.compile(r"""^\s*check\(\s*["'](?P<name>\w+)["']\s*,\s*(?P<fn>\w+)\s*\)\s*$""")
+SOLUTIONS_SUFFIX = "_solutions.ipynb"
+NBGRADER_SCHEMA_VERSION = 3
+
+
+@dataclass(frozen=True)
+class ExerciseCells:
+    """Where one exercise sits in a solution notebook: indices of its question, answer and check cells."""
+
+    name: str
+    function: str
+    question: int | None  # the markdown cell just before the answer, if any
+    answer: int
+    check: int
+
+
+def default_source() -> Path:
+    """The folder of solution notebooks in a checkout of the repository: notebooks/exercises."""
+    return Path(__file__).resolve().parents[2] / "notebooks" / "exercises"
+
+
+def solution_notebooks(source: Path | str | None = None) -> list[Path]:
+    """The solution notebooks (`*_solutions.ipynb`) in `source`, sorted; a ValueError if there are none.
+
+    >>> [p.name for p in solution_notebooks()]
+    ['losses_solutions.ipynb', 'thresholds_solutions.ipynb']
+    """
+    folder = Path(source) if source is not None else default_source()
+    found = sorted(folder.glob(f"*{SOLUTIONS_SUFFIX}"))
+    if not found:
+        raise ValueError(f"Expected `source` to be a folder holding *{SOLUTIONS_SUFFIX} notebooks, but got "
+                         f"{str(folder)!r}, which has none. Pass --source with the repository's "
+                         "notebooks/exercises folder.")
+    return found
+
+
+def topic_of(path: Path | str) -> str:
+    """The topic of a solution notebook: `losses` for `losses_solutions.ipynb`.
+
+    >>> topic_of("notebooks/exercises/losses_solutions.ipynb")
+    'losses'
+    """
+    name = Path(path).name
+    if not name.endswith(SOLUTIONS_SUFFIX):
+        raise ValueError(f"Expected a notebook named <topic>{SOLUTIONS_SUFFIX}, but got {name!r}.")
+    return name[: -len(SOLUTIONS_SUFFIX)]
+
+
+def has_solution(source: str) -> bool:
+    """True when a cell's source holds a `# BEGIN SOLUTION` line."""
+    return any(line.strip() == BEGIN for line in source.splitlines())
+
+
+def strip_solution(source: str) -> str:
+    """Replace every BEGIN/END SOLUTION region by `raise NotImplementedError()`, indented like the markers.
+
+    >>> print(strip_solution("def f(x):\\n    # BEGIN SOLUTION\\n    return 2 * x\\n    # END SOLUTION"))
+    def f(x):
+        # YOUR CODE HERE
+        raise NotImplementedError()
+    """
+    out: list[str] = []
+    inside = False
+    for number, line in enumerate(source.splitlines(), start=1):
+        marker = line.strip()
+        if marker == BEGIN:
+            if inside:
+                raise ValueError(f"Expected `# END SOLUTION` before line {number}, but got a second `# BEGIN SOLUTION`.")
+            inside = True
+            indent = line[: len(line) - len(line.lstrip())]
+            out += [indent + stub for stub in STUB]
+        elif marker == END:
+            if not inside:
+                raise ValueError(f"Expected `# BEGIN SOLUTION` before line {number}, but got `# END SOLUTION` alone.")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ValueError("Expected `# END SOLUTION` after `# BEGIN SOLUTION`, but the cell ended first.")
+    return "\n".join(out)
+
+
+def find_exercises(nb: NotebookNode) -> list[ExerciseCells]:
+    """The exercises of a solution notebook, each an answer cell followed (later) by its check cell."""
+    found: list[ExerciseCells] = []
+    pending: tuple[int, str] | None = None  # (answer cell index, function name) waiting for its check
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if has_solution(cell.source):
+            match = re.search(r"^def (\w+)\(", cell.source, flags=re.MULTILINE)
+            if match is None:
+                raise ValueError(f"Expected cell {i} to define the answer's function (`def name(...)`), "
+                                 "but it has no top-level def.")
+            pending = (i, match.group(1))
+            continue
+        check = CHECK_CELL.match(cell.source)
+        if check is None:
+            continue
+        name, function = check.group("name"), check.group("fn")
+        get_exercise(name)  # an unknown name is a ValueError listing the valid ones
+        if pending is None or pending[1] != function:
+            raise ValueError(f"Expected a cell defining `{function}` with a BEGIN SOLUTION region before the "
+                             f"check cell {i} (`{cell.source.strip()}`), but found none.")
+        answer = pending[0]
+        question = answer - 1 if answer > 0 and nb.cells[answer - 1].cell_type == "markdown" else None
+        found.append(ExerciseCells(name, function, question, answer, i))
+        pending = None
+    return found
+
+
+def _blank_outputs(nb: NotebookNode) -> NotebookNode:
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
+def _raw(text: str, cell_id: str) -> NotebookNode:
+    cell = nbformat.v4.new_raw_cell(text)
+    cell.id = cell_id  # deterministic ids keep exports reproducible
+    return cell
+
+
+def student_notebook(solution: NotebookNode) -> NotebookNode:
+    """The plain student version: answers replaced by `raise NotImplementedError()`, checks by reports."""
+    nb = _blank_outputs(copy.deepcopy(solution))
+    for ex in find_exercises(nb):
+        nb.cells[ex.answer].source = strip_solution(nb.cells[ex.answer].source)
+        nb.cells[ex.check].source = f'report("{ex.name}", {ex.function})'
+    return nb
+
+
+def nbgrader_notebook(solution: NotebookNode) -> NotebookNode:
+    """The nbgrader source: solution cells, locked test cells worth points, a read-only setup cell."""
+    nb = _blank_outputs(copy.deepcopy(solution))
+
+    def meta(grade: bool, solution_cell: bool, locked: bool, grade_id: str, points: int | None = None) -> dict:
+        data = {"grade": grade, "solution": solution_cell, "locked": locked, "grade_id": grade_id,
+                "schema_version": NBGRADER_SCHEMA_VERSION}
+        if points is not None:
+            data["points"] = points
+        return data
+
+    exercises = find_exercises(nb)
+    for ex in exercises:
+        nb.cells[ex.answer].metadata["nbgrader"] = meta(False, True, False, f"{ex.name}_answer")
+        nb.cells[ex.check].metadata["nbgrader"] = meta(True, False, True, f"{ex.name}_check",
+                                                       get_exercise(ex.name).points)
+    first = min((ex.question if ex.question is not None else ex.answer) for ex in exercises) if exercises else 0
+    for i in range(first):  # the setup before the first exercise: read-only for students
+        if nb.cells[i].cell_type == "code":
+            nb.cells[i].metadata["nbgrader"] = meta(False, False, True, f"setup_{i}")
+    return nb
+
+
+def otter_notebook(solution: NotebookNode, assignment: str) -> NotebookNode:
+    """The otter-grader master notebook (assign format v1): config, question, solution and test blocks."""
+    nb = _blank_outputs(copy.deepcopy(solution))
+    exercises = find_exercises(nb)
+    starts = {(ex.question if ex.question is not None else ex.answer): ex for ex in exercises}
+    cells: list[NotebookNode] = [_raw(f"# ASSIGNMENT CONFIG\nname: {assignment}\nexport_cell: false\n"
+                                      "check_all_cell: false", "assignment-config")]
+    current = None
+    for i, cell in enumerate(nb.cells):
+        if i in starts:
+            current = starts[i]
+            points = get_exercise(current.name).points
+            cells.append(_raw(f"# BEGIN QUESTION\nname: {current.name}\npoints: {points}", f"{current.name}-question"))
+        if current is not None and i == current.answer:
+            cells += [_raw("# BEGIN SOLUTION", f"{current.name}-solution"), cell,
+                      _raw("# END SOLUTION", f"{current.name}-solution-end")]
+        elif current is not None and i == current.check:
+            cells += [_raw("# BEGIN TESTS", f"{current.name}-tests"), cell,
+                      _raw("# END TESTS", f"{current.name}-tests-end"),
+                      _raw("# END QUESTION", f"{current.name}-question-end")]
+            current = None
+        else:
+            cells.append(cell)
+    nb.cells = cells
+    return nb
+
+
+def export(flavor: Flavor, outdir: Path | str, source: Path | str | None = None) -> list[Path]:
+    """Write every solution notebook of `source` in the chosen flavour to `outdir`; returns the paths.
+
+    Files are named `<topic>.ipynb` (plain, otter) or `<topic>.ipynb` under `outdir` for nbgrader
+    too: copy them into your course's `source/<assignment>/` folder.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     [p.name for p in export("plain", tmp)]
+    ['losses.ipynb', 'thresholds.ipynb']
+    """
+    if flavor not in FLAVORS:
+        raise ValueError(f"Expected `flavor` to be one of {', '.join(map(repr, FLAVORS))}, but got {flavor!r}.")
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in solution_notebooks(source):
+        solution = nbformat.read(path, as_version=4)
+        topic = topic_of(path)
+        if flavor == "plain":
+            nb = student_notebook(solution)
+        elif flavor == "nbgrader":
+            nb = nbgrader_notebook(solution)
+        else:
+            nb = otter_notebook(solution, topic)
+        nbformat.validate(nb)
+        target = out / f"{topic}.ipynb"
+        target.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+        written.append(target)
+    return written

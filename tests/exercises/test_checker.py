@@ -1,0 +1,523 @@
+"""Mutation tests: every checker accepts a right answer and rejects known-wrong ones, with the right hint."""
+from __future__ import annotations
+
+import io
+import math
+import types
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.functional import binary_cross_entropy_with_logits as aliased_bce_with_logits
+from torch.nn.functional import cross_entropy as aliased_cross_entropy
+
+from lossbench.exercises import ExerciseFailed, check, evaluate, format_report, report, score
+
+# --- right answers, written as a student would ----------------------------------------------------
+
+
+def ce_right(z, y):
+    m = z.max(dim=1, keepdim=True).values
+    log_p = z - m - torch.log(torch.exp(z - m).sum(dim=1, keepdim=True))
+    if y.dtype == torch.int64:
+        return -log_p.gather(1, y.view(-1, 1)).mean()
+    return -(y * log_p).sum(dim=1).mean()
+
+
+def ce_logsumexp(z, y):
+    log_p = z - torch.logsumexp(z, dim=1, keepdim=True)
+    q = F.one_hot(y, z.shape[1]).to(z.dtype) if y.dtype == torch.int64 else y
+    return -(q * log_p).sum(dim=1).mean()
+
+
+def bce_right(z, y):
+    return -(y * F.logsigmoid(z) + (1 - y) * F.logsigmoid(-z)).mean()
+
+
+def bce_softplus(z, y):
+    return (F.softplus(z) - y * z).mean()
+
+
+def bce_probs_right(p, y):
+    p = p.clamp(1e-7, 1 - 1e-7)
+    return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+
+
+def bce_probs_log_clamp(p, y):  # PyTorch's way: clamp each log at -100
+    return -(y * torch.log(p).clamp(min=-100) + (1 - y) * torch.log(1 - p).clamp(min=-100)).mean()
+
+
+def mse_right(z, y):
+    return ((torch.sigmoid(z) - y) ** 2).mean()
+
+
+def dlogits_right(z, y):
+    e = torch.exp(z - z.max(dim=1, keepdim=True).values)
+    return (e / e.sum(dim=1, keepdim=True) - F.one_hot(y, z.shape[1]).to(z.dtype)) / z.shape[0]
+
+
+def accuracy_right(p, y, threshold=0.5):
+    return ((p >= threshold) == y.bool()).float().mean().item()  # float32 arithmetic is accepted
+
+
+def accuracy_tensor(p, y, threshold=0.5):
+    return ((p >= threshold) == (y == 1)).double().mean()  # a 0-dim tensor is accepted
+
+
+def best_right(p, y, thresholds):
+    best_t, best_acc = None, -1.0
+    for t in thresholds:
+        acc = ((p >= t) == y.bool()).double().mean().item()
+        if acc > best_acc:
+            best_t, best_acc = t.item(), acc
+    return best_t
+
+
+RIGHT = [
+    pytest.param("softmax_ce", ce_right, id="softmax_ce-max-subtraction"),
+    pytest.param("softmax_ce", ce_logsumexp, id="softmax_ce-logsumexp-allowed"),
+    pytest.param("bce", bce_right, id="bce-logsigmoid"),
+    pytest.param("bce", bce_softplus, id="bce-softplus-allowed"),
+    pytest.param("bce_probs", bce_probs_right, id="bce_probs-clamp-1e-7"),
+    pytest.param("bce_probs", bce_probs_log_clamp, id="bce_probs-log-clamp-100"),
+    pytest.param("mse", mse_right, id="mse"),
+    pytest.param("dlogits", dlogits_right, id="dlogits"),
+    pytest.param("accuracy_multi", accuracy_right, id="accuracy-float32"),
+    pytest.param("accuracy_multi", accuracy_tensor, id="accuracy-0dim-tensor"),
+    pytest.param("best_threshold", best_right, id="best_threshold"),
+]
+
+
+@pytest.mark.parametrize("name, fn", RIGHT)
+def test_a_right_answer_passes_every_case(name, fn):
+    assert check(name, fn) is None
+    assert score(name, fn) == 1.0
+
+
+# --- known-wrong answers and the hint each must produce ------------------------------------------
+
+
+def naive_softmax_ce(z, y):  # no max-subtraction
+    log_p = torch.log(torch.exp(z) / torch.exp(z).sum(dim=1, keepdim=True))
+    q = F.one_hot(y, z.shape[1]).to(z.dtype) if y.dtype == torch.int64 else y
+    return -(q * log_p).sum(dim=1).mean()
+
+
+def naive_bce(z, y):
+    p = torch.sigmoid(z)
+    return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+
+
+def where_swapped_bce(z, y):  # stable, but the branches are the wrong way round
+    return -torch.where(y == 1, F.logsigmoid(-z), F.logsigmoid(z)).mean()
+
+
+def where_bce(z, y):  # right branches, but soft targets are not 0 or 1
+    return -torch.where(y == 1, F.logsigmoid(z), F.logsigmoid(-z)).mean()
+
+
+def clamped_probability_bce(z, y):
+    p = torch.sigmoid(z).clamp(1e-7, 1 - 1e-7)
+    return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+
+
+def own_sigmoid_mse(z, y):
+    return ((1 / (1 + torch.exp(-z)) - y) ** 2).mean()
+
+
+def bce_probs_no_clamp(p, y):
+    return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+
+
+def bce_probs_add_eps(p, y):
+    return -(y * torch.log(p + 1e-7) + (1 - y) * torch.log(1 - p + 1e-7)).mean()
+
+
+def bce_probs_big_eps(p, y):
+    return bce_probs_right(p.clamp(1e-3, 1 - 1e-3), y)
+
+
+def bce_probs_where_swapped(p, y):
+    p = p.clamp(1e-7, 1 - 1e-7)
+    return -torch.where(y == 1, torch.log(1 - p), torch.log(p)).mean()
+
+
+def naive_dlogits(z, y):
+    e = torch.exp(z)
+    return (e / e.sum(dim=1, keepdim=True) - F.one_hot(y, z.shape[1]).to(z.dtype)) / z.shape[0]
+
+
+def exact_match(p, y, threshold=0.5):
+    return ((p >= threshold) == y.bool()).all(dim=1).double().mean().item()
+
+
+def best_last_of_ties(p, y, thresholds):
+    best_t, best_acc = None, -1.0
+    for t in thresholds:
+        acc = ((p >= t) == y.bool()).double().mean().item()
+        if acc >= best_acc:  # >= keeps the last of tied thresholds
+            best_t, best_acc = t.item(), acc
+    return best_t
+
+
+def best_strict(p, y, thresholds):
+    counts = torch.stack([((p > t) == y.bool()).sum() for t in thresholds])
+    return thresholds[counts.argmax()].item()
+
+
+def best_index(p, y, thresholds):
+    counts = torch.stack([((p >= t) == y.bool()).sum() for t in thresholds])
+    return int(counts.argmax())
+
+
+def best_accuracy_value(p, y, thresholds):
+    return max(((p >= t) == y.bool()).double().mean().item() for t in thresholds)
+
+
+WRONG = [
+    # softmax_ce
+    pytest.param("softmax_ce", lambda z, y: ce_right(z, y) * len(z), "sum instead of mean?", id="ce-sum"),
+    pytest.param("softmax_ce", naive_softmax_ce, "subtract the max", id="ce-no-max-subtraction"),
+    pytest.param("softmax_ce", lambda z, y: ce_right(torch.softmax(z, dim=1), y), "softmax applied twice?",
+                 id="ce-probabilities-for-logits"),
+    pytest.param("softmax_ce", lambda z, y: ce_right(z.T, y) if z.shape[0] == z.shape[1] else
+                 _wrong_axis_ce(z, y), "softmax over the wrong axis?", id="ce-wrong-axis"),
+    pytest.param("softmax_ce", lambda z, y: -ce_right(z, y), "the sign is flipped", id="ce-sign"),
+    pytest.param("softmax_ce", lambda z, y: -z.gather(1, y.view(-1, 1)).mean() if y.dtype == torch.int64
+                 else -(y * z).sum(1).mean(), "forgot to normalise", id="ce-no-normalisation"),
+    pytest.param("softmax_ce", lambda z, y: ce_right(z, y if y.dtype == torch.int64 else y.argmax(dim=1)),
+                 "treated as hard labels", id="ce-argmax-of-soft-targets"),
+    pytest.param("softmax_ce", lambda z, y: -torch.log(torch.softmax(z, 1)).gather(1, y.view(-1, 1)).mean(),
+                 "class probabilities", id="ce-index-targets-only"),
+    # bce
+    pytest.param("bce", lambda z, y: bce_right(z, y) * z.numel(), "sum instead of mean?", id="bce-sum"),
+    pytest.param("bce", naive_bce, "use log-sigmoid", id="bce-naive-overflows"),
+    pytest.param("bce", where_swapped_bce, "branches of torch.where swapped?", id="bce-where-swapped"),
+    pytest.param("bce", lambda z, y: bce_right(torch.sigmoid(z), y), "(double sigmoid?)", id="bce-double-sigmoid"),
+    pytest.param("bce", where_bce, "soft labels", id="bce-where-fails-soft-targets"),
+    pytest.param("bce", clamped_probability_bce, "caps each loss at -log(eps)", id="bce-clamped-probability"),
+    pytest.param("bce", lambda z, y: -bce_right(z, y), "the sign is flipped", id="bce-sign"),
+    pytest.param("bce", lambda z, y: bce_right(z, y) / math.log(10), "log10", id="bce-log10"),
+    # bce_probs
+    pytest.param("bce_probs", bce_probs_no_clamp, "clamp p to [eps, 1 - eps]", id="bce_probs-log-of-zero"),
+    pytest.param("bce_probs", bce_probs_add_eps, "log(p + eps) shifts every value", id="bce_probs-added-eps"),
+    pytest.param("bce_probs", bce_probs_big_eps, "eps too large", id="bce_probs-eps-too-large"),
+    pytest.param("bce_probs", bce_probs_where_swapped, "branches of torch.where swapped?", id="bce_probs-where"),
+    pytest.param("bce_probs", lambda p, y: bce_right(p, y), "applied sigmoid to probabilities?",
+                 id="bce_probs-sigmoid-of-probabilities"),
+    pytest.param("bce_probs", lambda p, y: bce_probs_right(p, y) * p.numel(), "sum instead of mean?",
+                 id="bce_probs-sum"),
+    # mse
+    pytest.param("mse", lambda z, y: ((z - y) ** 2).mean(), "forgot the sigmoid?", id="mse-no-sigmoid"),
+    pytest.param("mse", lambda z, y: mse_right(torch.sigmoid(z), y), "(double sigmoid?)", id="mse-double-sigmoid"),
+    pytest.param("mse", lambda z, y: mse_right(z, y) * z.numel(), "sum instead of mean?", id="mse-sum"),
+    pytest.param("mse", lambda z, y: mse_right(z, y).sqrt(), "(RMSE)", id="mse-root"),
+    pytest.param("mse", lambda z, y: 0.5 * mse_right(z, y), "about 1/2 of the expected value", id="mse-half"),
+    pytest.param("mse", own_sigmoid_mse, "use torch.sigmoid", id="mse-own-sigmoid-nan-gradient"),
+    # dlogits
+    pytest.param("dlogits", lambda z, y: dlogits_right(z, y) * len(z), "sum instead of mean?", id="dlogits-no-1/N"),
+    pytest.param("dlogits", lambda z, y: -dlogits_right(z, y), "not onehot(y) - softmax(z)", id="dlogits-sign"),
+    pytest.param("dlogits", lambda z, y: (torch.softmax(z, 0) - F.one_hot(y, z.shape[1]).to(z.dtype)) / len(z),
+                 "softmax over the wrong axis?", id="dlogits-wrong-axis"),
+    pytest.param("dlogits", naive_dlogits, "subtract the row max", id="dlogits-no-max-subtraction"),
+    pytest.param("dlogits", lambda z, y: dlogits_right(torch.softmax(z, 1), y), "softmax applied twice?",
+                 id="dlogits-probabilities-for-logits"),
+    pytest.param("dlogits", lambda z, y: (torch.sigmoid(z) - F.one_hot(y, z.shape[1]).to(z.dtype)) / len(z),
+                 "sigmoid instead of softmax?", id="dlogits-sigmoid"),
+    # accuracy_multi
+    pytest.param("accuracy_multi", exact_match, "exact-match accuracy", id="accuracy-exact-match"),
+    pytest.param("accuracy_multi", lambda p, y, t=0.5: ((p > t) == y.bool()).double().mean().item(),
+                 "use p >= threshold", id="accuracy-strict-threshold"),
+    pytest.param("accuracy_multi", lambda p, y, t=0.5: ((p < t) == y.bool()).double().mean().item(),
+                 "branches of torch.where swapped?", id="accuracy-inverted"),
+    pytest.param("accuracy_multi", lambda p, y, t=0.5: ((p >= 0.5) == y.bool()).double().mean().item(),
+                 "threshold argument seems ignored", id="accuracy-ignores-threshold"),
+    pytest.param("accuracy_multi", lambda p, y, t=0.5: 100 * ((p >= t) == y.bool()).double().mean().item(),
+                 "a percentage?", id="accuracy-percent"),
+    pytest.param("accuracy_multi", lambda p, y, t=0.5: ((p >= t) == y.bool()).double().sum().item(),
+                 "sum instead of mean?", id="accuracy-count"),
+    pytest.param("accuracy_multi", lambda p, y, t=0.5: ((p >= t) == y.bool()).double().mean(dim=1),
+                 "average over every element", id="accuracy-per-row"),
+    # best_threshold
+    pytest.param("best_threshold", best_last_of_ties, "ties go to the smallest", id="best-last-of-ties"),
+    pytest.param("best_threshold", best_strict, "use p >= t", id="best-strict-threshold"),
+    pytest.param("best_threshold", best_index, "returned the index", id="best-index"),
+    pytest.param("best_threshold", best_accuracy_value, "returned the best accuracy", id="best-accuracy"),
+    pytest.param("best_threshold", lambda p, y, ts: 0.5, "returned 0.5, the default", id="best-constant"),
+    pytest.param("best_threshold", lambda p, y, ts: best_right(p, 1 - y, ts), "predictions inverted",
+                 id="best-inverted"),
+]
+
+
+def _wrong_axis_ce(z, y):
+    log_p = z - torch.logsumexp(z, dim=0, keepdim=True)  # normalised over the batch, not the classes
+    q = F.one_hot(y, z.shape[1]).to(z.dtype) if y.dtype == torch.int64 else y
+    return -(q * log_p).sum(dim=1).mean()
+
+
+def hints_of(results):
+    return [r.hint or "" for r in results if not r.passed]
+
+
+@pytest.mark.parametrize("name, fn, hint", WRONG)
+def test_a_known_wrong_answer_fails_with_its_hint(name, fn, hint):
+    results = evaluate(name, fn)
+    assert not all(r.passed for r in results)
+    assert any(hint in h for h in hints_of(results)), hints_of(results)
+    with pytest.raises(ExerciseFailed):
+        check(name, fn)
+
+
+def test_the_sum_hint_names_the_factor():
+    results = evaluate("bce", lambda z, y: bce_right(z, y) * z.numel())
+    assert results[0].hint == "about 12 times the expected value: sum instead of mean?"  # 12 logits
+    assert results[1].hint == "about 24 times the expected value: sum instead of mean?"  # 6 x 4 logits
+
+
+def test_the_wrong_axis_is_caught_on_a_square_batch_too():
+    ce_dim0 = evaluate("softmax_ce", _wrong_axis_ce)
+    square = ce_dim0[1]  # logits (3, 3): a wrong axis gives a plausible shape
+    assert "(3, 3)" in square.summary and not square.passed
+    assert square.hint.startswith("softmax over the wrong axis?")
+
+
+def test_a_naive_loss_passes_ordinary_cases_and_fails_only_the_large_logits():
+    results = evaluate("bce", naive_bce)
+    assert [r.group for r in results if not r.passed] == ["stability", "stability"]
+    assert all(r.nonfinite and "NaN in the answer" in r.problems for r in results if not r.passed)
+
+
+def test_a_nan_gradient_with_a_finite_value_is_caught():
+    results = evaluate("mse", own_sigmoid_mse)
+    failed = [r for r in results if not r.passed]
+    assert [r.group for r in failed] == ["stability"]
+    assert math.isnan(failed[0].grad_err) and failed[0].abs_err == 0.0  # the value is exact, the gradient NaN
+    assert "NaN/inf in the gradient" in failed[0].problems
+
+
+# --- calling the library, under any alias ---------------------------------------------------------
+
+def _fake_lossbench_loss():
+    """A function defined in a module named like lossbench's own losses."""
+    module = types.ModuleType("lossbench.losses.fake")
+    exec("import torch.nn.functional as F\n"
+         "def bce(z, y):\n"
+         "    return -(y * F.logsigmoid(z) + (1 - y) * F.logsigmoid(-z)).mean()\n", module.__dict__)
+    return module.bce
+
+
+def _autograd_dlogits(z, y):
+    z = z.detach().requires_grad_(True)
+    return torch.autograd.grad(F.cross_entropy(z, y), z)[0]
+
+
+def _backward_dlogits(z, y):
+    z = z.detach().requires_grad_(True)
+    ce_right(z, y).backward()
+    return z.grad
+
+
+def _func_grad_dlogits(z, y):
+    return torch.func.grad(lambda t: ce_right(t, y))(z.detach())
+
+
+LIBRARY = [
+    pytest.param("bce", lambda z, y: F.binary_cross_entropy_with_logits(z, y),
+                 "torch.nn.functional.binary_cross_entropy_with_logits", id="bce-F"),
+    pytest.param("bce", lambda z, y: aliased_bce_with_logits(z, y),
+                 "torch.nn.functional.binary_cross_entropy_with_logits", id="bce-from-import-as"),
+    pytest.param("bce", lambda z, y: nn.BCEWithLogitsLoss()(z, y),
+                 "torch.nn.functional.binary_cross_entropy_with_logits", id="bce-module"),
+    pytest.param("bce", lambda z, y: torch.binary_cross_entropy_with_logits(z, y, None, None, 1),
+                 "torch.binary_cross_entropy_with_logits", id="bce-torch-namespace"),
+    pytest.param("bce", lambda z, y: torch.ops.aten.binary_cross_entropy_with_logits(z, y),
+                 "aten::binary_cross_entropy_with_logits", id="bce-aten-op"),
+    pytest.param("bce", lambda z, y: F.binary_cross_entropy(torch.sigmoid(z), y),
+                 "torch.nn.functional.binary_cross_entropy", id="bce-from-probabilities"),
+    pytest.param("bce", lambda z, y: -torch.distributions.Bernoulli(logits=z).log_prob(y).mean(),
+                 "torch.nn.functional.binary_cross_entropy_with_logits", id="bce-bernoulli"),
+    pytest.param("bce", lambda z, y: F.soft_margin_loss(z, 2 * y - 1),
+                 "torch.nn.functional.soft_margin_loss", id="bce-soft-margin"),
+    pytest.param("bce", _fake_lossbench_loss(), "lossbench.losses.fake.bce", id="bce-lossbench-losses"),
+    pytest.param("softmax_ce", lambda z, y: F.cross_entropy(z, y), "torch.nn.functional.cross_entropy", id="ce-F"),
+    pytest.param("softmax_ce", lambda z, y: aliased_cross_entropy(z, y), "torch.nn.functional.cross_entropy",
+                 id="ce-from-import-as"),
+    pytest.param("softmax_ce", lambda z, y: nn.CrossEntropyLoss()(z, y), "torch.nn.functional.cross_entropy",
+                 id="ce-module"),
+    pytest.param("softmax_ce", lambda z, y: ce_logsumexp_from(torch.log_softmax(z, 1), y), "torch.log_softmax",
+                 id="ce-torch-log_softmax"),
+    pytest.param("softmax_ce", lambda z, y: ce_logsumexp_from(z.log_softmax(1), y), "torch.Tensor.log_softmax",
+                 id="ce-tensor-method"),
+    pytest.param("softmax_ce", lambda z, y: ce_logsumexp_from(F.log_softmax(z, dim=1), y),
+                 "torch.nn.functional.log_softmax", id="ce-F-log_softmax"),
+    pytest.param("softmax_ce", lambda z, y: ce_logsumexp_from(torch.special.log_softmax(z, 1), y),
+                 "torch.special.log_softmax", id="ce-special"),
+    pytest.param("softmax_ce", lambda z, y: ce_logsumexp_from(nn.LogSoftmax(dim=1)(z), y),
+                 "torch.nn.functional.log_softmax", id="ce-LogSoftmax-module"),
+    pytest.param("softmax_ce", lambda z, y: ce_logsumexp_from(torch.ops.aten._log_softmax(z, 1, False), y),
+                 "aten::_log_softmax", id="ce-aten-op"),
+    pytest.param("softmax_ce", lambda z, y: F.nll_loss(torch.log(torch.softmax(z, 1)), y),
+                 "torch.nn.functional.nll_loss", id="ce-nll_loss"),
+    pytest.param("bce_probs", lambda p, y: F.binary_cross_entropy(p, y),
+                 "torch.nn.functional.binary_cross_entropy", id="bce_probs-F"),
+    pytest.param("bce_probs", lambda p, y: nn.BCELoss()(p, y), "torch.nn.functional.binary_cross_entropy",
+                 id="bce_probs-module"),
+    pytest.param("bce_probs", lambda p, y: F.binary_cross_entropy_with_logits(torch.logit(p, eps=1e-7), y),
+                 "torch.nn.functional.binary_cross_entropy_with_logits", id="bce_probs-via-logit"),
+    pytest.param("mse", lambda z, y: F.mse_loss(torch.sigmoid(z), y), "torch.nn.functional.mse_loss", id="mse-F"),
+    pytest.param("mse", lambda z, y: nn.MSELoss()(torch.sigmoid(z), y), "torch.nn.functional.mse_loss",
+                 id="mse-module"),
+    pytest.param("dlogits", _autograd_dlogits, "torch.nn.functional.cross_entropy", id="dlogits-autograd-of-F"),
+    pytest.param("dlogits", _backward_dlogits, "torch.Tensor.backward", id="dlogits-backward"),
+    pytest.param("dlogits", _func_grad_dlogits, "torch.autograd.grad", id="dlogits-torch-func"),
+]
+
+
+def ce_logsumexp_from(log_p, y):
+    q = F.one_hot(y, log_p.shape[1]).to(log_p.dtype) if y.dtype == torch.int64 else y
+    return -(q * log_p).sum(dim=1).mean()
+
+
+@pytest.mark.parametrize("name, fn, called", LIBRARY)
+def test_calling_the_library_is_flagged_under_any_alias(name, fn, called):
+    results = evaluate(name, fn)
+    # Bernoulli refuses soft targets before it reaches the loss: that case is an error, not a library call
+    assert {r.status for r in results} <= {"library", "error"}, [r.status for r in results]
+    assert score(name, fn) == 0.0
+    first = results[0]
+    assert first.status == "library"
+    assert any(called in p and "the library's version" in p for p in first.problems), first.problems
+    assert first.hint.startswith("write it from building blocks (")
+
+
+def test_a_library_call_fails_even_when_every_value_is_right():
+    results = evaluate("bce", lambda z, y: F.binary_cross_entropy_with_logits(z, y))
+    assert all(r.abs_err is not None and r.abs_err <= 1e-12 for r in results)
+    assert not any(r.passed for r in results)
+
+
+# --- what any function can do wrong ---------------------------------------------------------------
+
+def not_written(z, y):
+    raise NotImplementedError
+
+
+def test_not_implemented_is_reported_as_not_attempted():
+    results = evaluate("bce", not_written)
+    assert {r.status for r in results} == {"not attempted"}
+    text = format_report("bce", results)
+    assert text.endswith("bce: not attempted (the function raises NotImplementedError): write it and run again")
+    assert score("bce", not_written) == 0.0
+
+
+def test_another_exception_is_reported_with_its_type_and_message():
+    def broken(z, y):
+        raise KeyError("no such label")
+
+    results = evaluate("bce", broken)
+    assert {r.status for r in results} == {"error"}
+    assert results[0].problems == ["raised KeyError: 'no such label'"]
+
+
+def test_system_exit_inside_the_function_does_not_stop_the_report():
+    def leaves(z, y):
+        raise SystemExit(3)
+
+    out = io.StringIO()
+    report("mse", leaves, file=out)
+    assert "raised SystemExit: 3" in out.getvalue()
+
+
+def test_an_in_place_edit_of_the_input_is_explained_and_cannot_corrupt_the_cases():
+    def in_place(z, y):
+        z -= z.max()
+        return bce_right(z, y)
+
+    results = evaluate("bce", in_place)
+    grad_cases = [r for r in results if r.group != "float32"]
+    assert all(r.status == "error" for r in grad_cases)
+    assert grad_cases[0].hint.startswith("in-place operation on an input")
+    assert check("bce", bce_right) is None  # the cases themselves are untouched
+
+
+def test_returning_none_asks_for_return():
+    results = evaluate("mse", lambda z, y: None)
+    assert results[0].problems == ["returned None"]
+    assert results[0].hint == "returned None: forgot `return`?"
+
+
+def test_a_python_float_fails_because_the_gradient_cannot_flow():
+    results = evaluate("mse", lambda z, y: mse_right(z, y).item())
+    assert results[0].abs_err == 0.0 and not results[0].passed
+    assert results[0].problems[0] == "returned a Python float, expected a scalar tensor"
+    assert "no .item()" in results[0].hint
+
+
+def test_a_detached_loss_is_told_the_gradient_is_cut_off():
+    results = evaluate("mse", lambda z, y: mse_right(z.detach(), y))
+    assert results[0].abs_err == 0.0 and not results[0].passed
+    assert results[0].problems == ["no gradient reaches the input"]
+    assert results[0].hint.startswith("the loss is cut off from the logits")
+
+
+def test_per_element_losses_are_told_to_take_the_mean():
+    results = evaluate("bce", lambda z, y: -(y * F.logsigmoid(z) + (1 - y) * F.logsigmoid(-z)))
+    assert results[0].problems[0] == "expected a scalar tensor (shape ()), got shape (12,)"
+    assert results[0].hint.startswith("each element's loss looks right")
+
+
+def test_a_float32_answer_to_float64_inputs_is_a_dtype_problem():
+    results = evaluate("mse", lambda z, y: mse_right(z.float(), y.float()))
+    assert not results[0].passed
+    assert "dtype float32, expected float64 (the input's)" in results[0].problems
+    float32_case = next(r for r in results if r.group == "float32")
+    assert float32_case.passed
+
+
+def test_a_wrong_signature_points_to_the_expected_one():
+    results = evaluate("bce", lambda z: z.mean())
+    assert results[0].status == "error"
+    assert results[0].hint == "check the signature: bce(logits, target) -> scalar tensor"
+
+
+def test_check_raises_an_assertion_error_carrying_the_report():
+    with pytest.raises(AssertionError) as info:
+        check("bce", naive_bce)
+    err = info.value
+    assert isinstance(err, ExerciseFailed)
+    assert err.report == str(err) == format_report("bce", err.results)
+    assert err.report.splitlines()[-1] == "bce: 4 of 6 cases pass"
+
+
+def test_score_is_the_fraction_of_cases_passed():
+    assert score("bce", naive_bce) == pytest.approx(4 / 6)
+
+
+def test_report_prints_a_row_per_case_with_its_input_and_errors():
+    out = io.StringIO()
+    report("bce", naive_bce, file=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("bce: mean binary cross-entropy from logits")
+    header = next(line for line in lines if line.lstrip().startswith("case"))
+    for column in ("group", "expected", "actual", "abs err", "rel err", "grad err", "result"):
+        assert column in header
+    stability = [line for line in lines if "stability" in line]
+    assert all(line.rstrip().endswith("FAIL") and "nan" in line for line in stability)
+    assert "      input: logits (12,) float64 in [-3.02, 2.91], target (12,) float64 in {0, 1}" in lines
+    assert sum(line.startswith("      input: logits (10,) float32") for line in lines) == 1
+    assert any(line.strip().startswith("hint: NaN/inf at large logits") for line in lines)
+
+
+def test_unknown_exercises_and_non_functions_are_value_errors():
+    with pytest.raises(ValueError, match=r"^Expected `name` to be one of 'softmax_ce', .* but got 'bcee'\."):
+        report("bcee", bce_right)
+    with pytest.raises(ValueError, match=r"^Expected `fn` to be a function bce\(logits, target\) -> scalar tensor, "
+                                         r"but got int\."):
+        check("bce", 3)
+
+
+def test_cases_follow_the_seed():
+    other = evaluate("bce", bce_right, seed=1)
+    assert all(r.passed for r in other)
+    assert [r.summary for r in other] != [r.summary for r in evaluate("bce", bce_right)]
