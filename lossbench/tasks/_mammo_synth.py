@@ -183,7 +183,7 @@ class Patches:
 
     images: np.ndarray  # (n, size, size) float32: background + quantum noise + contrast * lesion
     masks: np.ndarray  # (n, size, size) bool: pixels where the lesion is visible (profile >= MASK_LEVEL)
-    centres: np.ndarray  # (n, size, size) bool: the one pixel holding the lesion's centre (none if normal)
+    centres: np.ndarray  # (n, size, size) bool: the lesion's centre pixel, always one of its mask's (none if normal)
     lesion: np.ndarray  # (n,) str: "none", "mass", "spiculated mass" or "calcifications"
 
 
@@ -248,8 +248,12 @@ def generate_patches(
     gain = np.where(calcs, CALCIFICATION_GAIN, 1.0).astype(np.float32)[:, None, None]
     images = (images + contrast * gain * profiles).astype(np.float32)
     masks = profiles >= MASK_LEVEL
-    centres = np.zeros((n, size, size), dtype=bool)
+    # the centre pixel; where it falls between the specks of a cluster, the cluster's brightest pixel instead
     idx = np.flatnonzero(abnormal)
-    centre_pixel = np.floor(centre[idx]).astype(int)
-    centres[idx, centre_pixel[:, 0], centre_pixel[:, 1]] = True
+    rows, cols = np.floor(centre[idx]).astype(int).T
+    brightest = profiles[idx].reshape(len(idx), size * size).argmax(axis=1)
+    off = ~masks[idx, rows, cols]
+    rows[off], cols[off] = np.divmod(brightest[off], size)
+    centres = np.zeros((n, size, size), dtype=bool)
+    centres[idx, rows, cols] = True
     return Patches(images=images, masks=masks, centres=centres, lesion=lesion.astype(str))
