@@ -47,8 +47,6 @@ def _check_options(output: Tensor, weight: Tensor | None, label_smoothing: float
 
 def _is_probability_target(output: Tensor, target: Tensor) -> bool:
     """Torch's rule: a target with the output's shape holds class probabilities, any other holds indices."""
-    if not isinstance(target, Tensor):
-        raise ValueError(f"Expected `target` to be a torch.Tensor, but got {type(target).__name__}.")
     index_shape = output.shape[:1] + output.shape[2:]
     if target.shape == output.shape:
         if not target.is_floating_point():
@@ -104,6 +102,8 @@ def cross_entropy(
         raise ValueError(
             "Expected `output` to be logits of shape (N, C), (N, C, d1, ...) or (C,), but got a 0-dim tensor."
         )
+    if not isinstance(target, Tensor):
+        raise ValueError(f"Expected `target` to be a torch.Tensor, but got {type(target).__name__}.")
     if output.ndim == 1:  # one example, (C,): a batch of one, as torch allows
         loss = cross_entropy(output.unsqueeze(0), target.unsqueeze(0), weight, label_smoothing, reduction)
         return loss.squeeze(0) if reduction == "none" else loss

@@ -186,6 +186,7 @@ BAD = [
                  "Expected `target` to hold class indices in 0..2 (3 classes), but got values from -1 to 2", id="index-negative"),
     pytest.param(torch.zeros(2, 2), torch.tensor([[0.5, 0.5], [1.5, -0.5]]), {},
                  "Expected `target` to hold values in [0, 1] (labels or probabilities), but got values from -0.5 to 1.5", id="prob-out-of-range"),
+    pytest.param(torch.zeros(3), [0, 1, 2], {}, "Expected `target` to be a torch.Tensor, but got list.", id="list-target"),
     pytest.param(torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), {"reduction": "avg"},
                  "Expected `reduction` to be one of 'mean', 'sum', 'none', but got 'avg'", id="unknown-reduction"),
     pytest.param(torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), {"weight": torch.ones(2)},
