@@ -70,7 +70,7 @@ def test_without_jitter_each_cell_holds_one_scan_exactly(upscale):
 
 
 def test_jitter_moves_digits_by_at_most_jitter_pixels():
-    config = small(jitter=2, min_digits=1, max_digits=1)
+    config = small(jitter=2, min_digits=1, max_digits=1, grid=3)  # a 24 x 24 canvas, cells at 0, 8, 16
     train, _, _ = generate(config)
     moved = 0
     for x, source in zip(train.x[:60].numpy(), train.source[:60]):
