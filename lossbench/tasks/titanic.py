@@ -52,7 +52,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -180,7 +180,7 @@ def _is_missing(cells: pd.Series) -> pd.Series:
     return cells.str.lower().isin(MISSING)
 
 
-def _first_bad(table: CsvTable, bad: pd.Series) -> int | None:
+def _first_bad(bad: pd.Series) -> int | None:
     """The row number of the first True in ``bad``, or None."""
     rows = bad.index[bad.to_numpy()]
     return int(rows[0]) if len(rows) else None
@@ -191,12 +191,12 @@ def _numbers(table: CsvTable, cells: pd.Series, name: str) -> pd.Series:
     missing = _is_missing(cells)
     values = pd.to_numeric(cells.where(~missing, None), errors="coerce").astype(np.float64)
     bad = ~missing & ~np.isfinite(values)
-    if (row := _first_bad(table, bad)) is not None:
+    if (row := _first_bad(bad)) is not None:
         raise DataError(
             f"{table.where(row)}: expected `{name}` to be a number (or empty when unknown), "
             f"but got {cells[row]!r}."
         )
-    if (row := _first_bad(table, values < 0)) is not None:
+    if (row := _first_bad(values < 0)) is not None:
         raise DataError(f"{table.where(row)}: expected `{name}` to be 0 or more, but got {cells[row]!r}.")
     return values
 
@@ -204,7 +204,7 @@ def _numbers(table: CsvTable, cells: pd.Series, name: str) -> pd.Series:
 def _integers(table: CsvTable, cells: pd.Series, name: str, allowed: tuple[int, ...] | None = None) -> pd.Series:
     """Parse a column of required whole numbers (>= 0, or one of ``allowed``)."""
     expected = " or ".join(map(str, allowed)) if allowed else "a whole number, 0 or more"
-    if (row := _first_bad(table, _is_missing(cells))) is not None:
+    if (row := _first_bad(_is_missing(cells))) is not None:
         raise DataError(
             f"{table.where(row)}: `{name}` is empty ({cells[row]!r}), but every passenger needs one; "
             f"expected {expected}."
@@ -213,21 +213,26 @@ def _integers(table: CsvTable, cells: pd.Series, name: str, allowed: tuple[int, 
     ok = np.isfinite(values) & (values == np.round(values)) & (values >= 0)
     if allowed:
         ok &= values.isin(allowed)
-    if (row := _first_bad(table, ~ok)) is not None:
+    if (row := _first_bad(~ok)) is not None:
         raise DataError(f"{table.where(row)}: expected `{name}` to be {expected}, but got {cells[row]!r}.")
     return values.astype(np.int64)
 
 
 def _choices(
-    table: CsvTable, cells: pd.Series, name: str, options: tuple[str, ...], normalise, required: bool
+    table: CsvTable,
+    cells: pd.Series,
+    name: str,
+    options: tuple[str, ...],
+    normalise: Callable[[str], str],
+    required: bool,
 ) -> pd.Series:
     """Parse a categorical column into one of ``options`` (compared after ``normalise``), or None."""
     missing = _is_missing(cells)
-    if required and (row := _first_bad(table, missing)) is not None:
+    if required and (row := _first_bad(missing)) is not None:
         raise DataError(f"{table.where(row)}: `{name}` is empty; expected {' or '.join(options)}.")
     values = cells.map(normalise).where(~missing, None)
     bad = ~missing & ~values.isin(options)
-    if (row := _first_bad(table, bad)) is not None:
+    if (row := _first_bad(bad)) is not None:
         raise DataError(
             f"{table.where(row)}: unknown `{name}` value {cells[row]!r}; expected {', '.join(options[:-1])} "
             f"or {options[-1]}{'' if required else ' (or empty when unknown)'}."
