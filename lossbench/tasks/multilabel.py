@@ -4,8 +4,9 @@ Default data: canvases of real handwriting
 -------------------------------------------
 Composed deterministically at run time from scikit-learn's bundled scanned digits
 (:func:`sklearn.datasets.load_digits`: 1,797 8x8 scans, values 0 to 16). Each canvas is a ``grid x grid``
-board of 8-pixel cells (2 x 2 by default, a 16 x 16 canvas) holding 1 to 4 digits of DISTINCT classes in random cells; its label
-is the multi-hot vector over the 10 digit classes, so K = 10 and ``label_names = ("0", ..., "9")``.
+board of 8-pixel cells (2 x 2 by default, a 16 x 16 canvas) holding 1 to 4 digits of DISTINCT classes
+in random cells; its label is the multi-hot vector over the 10 digit classes, so K = 10 and
+``label_names = ("0", ..., "9")``.
 
 1. The scans are split into train/val/test FIRST (stratified by digit class, from ``split_seed``), and
    each split's canvases use only that split's scans: no scan appears in two splits.
@@ -334,7 +335,10 @@ def load(config: Config, data: str | Path | None = None) -> TaskData:
         folder = Path(data)
         label_names, train, val, test = _pascal_splits(config, folder)
         description = f"photos from {folder.name} ({side}x{side} RGB), which of {len(label_names)} labels are present"
-        provenance = f"{folder} (fastai PASCAL_2007 layout: train.csv + train/), test carved with split_seed={config.split_seed}"
+        provenance = (
+            f"{folder} (fastai PASCAL_2007 layout: train.csv + train/), "
+            f"test rows carved with split_seed={config.split_seed}"
+        )
         notes = {"folder": str(folder), "image_size": side, "rows": len(train) + len(val) + len(test)}
     return TaskData(
         name="multilabel",
