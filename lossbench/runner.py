@@ -273,9 +273,8 @@ def forward(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """All models on their inputs: x (models, batch, ...) -> (h, [each loss's head output (seeds, batch, ...)])."""
     h = body_forward(task.body, models.body, x)  # (models, batch, positions, features)
-    s = h.shape[0] // len(setups)
-    outputs = [setup.head.output(head_forward(head, h[i * s : (i + 1) * s])) for i, (setup, head) in enumerate(zip(setups, models.heads))]
-    return h, outputs
+    per_loss = h.split(h.shape[0] // len(setups))  # each (seeds, batch, positions, features)
+    return h, [setup.head.output(head_forward(head, part)) for setup, head, part in zip(setups, models.heads, per_loss)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,8 +322,13 @@ def make_optimizer(models: Models, setups: list[LossSetup], cfg: TrainingDefault
     groups = [{"params": list(models.body.values()), "lr": cfg.lr}]
     groups += [{"params": list(head.values()), "lr": cfg.lr * s.head_lr_scale} for head, s in zip(models.heads, setups)]
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+        make = lambda **kind: torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kind)  # noqa: E731
+    else:
+        make = lambda **kind: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kind)  # noqa: E731
+    try:
+        return make(fused=True)  # one kernel per tensor (CPU since torch 2.4, CUDA)
+    except (RuntimeError, TypeError):
+        return make(foreach=True)
 
 
 def _masks(models: Models, alive: torch.Tensor) -> list[torch.Tensor]:
@@ -350,7 +354,7 @@ def probe(
     heads = [{k: v.detach() for k, v in h.items()} for h in models.heads]
     with torch.enable_grad():
         h = body_forward(task.body, body, x.unsqueeze(0).expand(m, *x.shape)).detach().requires_grad_()
-        outputs = [setup.head.output(head_forward(head, h[i * s : (i + 1) * s])) for i, (setup, head) in enumerate(zip(setups, heads))]
+        outputs = [setup.head.output(head_forward(head, part)) for setup, head, part in zip(setups, heads, h.split(s))]
         per_model = torch.cat([fn(out, tgt.unsqueeze(0).expand(s, *tgt.shape)) for fn, out, tgt in zip(loss_fns, outputs, targets)])
         d_h, *d_outputs = torch.autograd.grad(per_model.sum(), [h, *outputs])
     record: dict[str, list[torch.Tensor]] = {"scores": []}

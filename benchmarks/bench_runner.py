@@ -1,0 +1,162 @@
+"""Time the batched runner against the plain one-model-at-a-time loop, side by side in one process.
+
+    python benchmarks/bench_runner.py --task titanic --device cpu
+    python benchmarks/bench_runner.py --task multilabel --device cuda --seeds 5 --epochs 3
+
+Both engines train the same models (same initial weights, seeds, minibatches, optimizer, epochs and
+batch size) and record the same per-epoch measurements. For each engine it prints the median wall time of
+several repeats (after a warm-up run, whose time is reported and excluded), the throughput in
+model-epochs/s (and model-images/s for image tasks: training images seen per second, summed over models),
+the ratio of the two, the share of the batched time spent recording (the per-epoch probe) and the peak
+memory (RSS; CUDA memory when on a GPU).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lossbench import runner  # noqa: E402
+from lossbench.loop import train_one_at_a_time  # noqa: E402
+from lossbench.tasks import get as get_task  # noqa: E402
+
+GRIDS = {  # the grids the performance targets are stated for
+    "titanic": dict(seeds=10, epochs=100, batch_size=64),
+    "multilabel": dict(seeds=5, epochs=3, batch_size=128),
+    "mammography": dict(seeds=5, epochs=3, batch_size=128),
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def time_engine(engine, task, setups, cfg, seeds, device, dtype, repeats: int) -> dict:
+    """Warm up once, then time ``repeats`` runs; also time the recording (the per-epoch probe) of each run."""
+    record_time = [0.0]
+    original = runner.Recorder.__call__
+
+    def timed_record(self, *args, **kwargs):
+        _sync(device)
+        start = time.perf_counter()
+        original(self, *args, **kwargs)
+        _sync(device)
+        record_time[0] += time.perf_counter() - start
+
+    runner.Recorder.__call__ = timed_record
+    try:
+        _sync(device)
+        start = time.perf_counter()
+        engine(task, setups, cfg, seeds, "matched", device, dtype)
+        _sync(device)
+        warmup = time.perf_counter() - start
+        walls, records = [], []
+        for _ in range(repeats):
+            record_time[0] = 0.0
+            _sync(device)
+            start = time.perf_counter()
+            engine(task, setups, cfg, seeds, "matched", device, dtype)
+            _sync(device)
+            walls.append(time.perf_counter() - start)
+            records.append(record_time[0])
+    finally:
+        runner.Recorder.__call__ = original
+    return {"warmup_s": warmup, "median_s": statistics.median(walls), "walls_s": walls, "record_share": statistics.median(r / w for r, w in zip(records, walls))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="titanic", choices=list(GRIDS))
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--losses", default="softmax_ce,bce,mse")
+    parser.add_argument("--seeds", type=int, default=None, help="models per loss (default: the target grid's)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the target grid's)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--loop-epochs", type=int, default=None, help="time the plain loop on fewer epochs (its throughput is per epoch); default: the same epochs")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of the batched runner (median reported)")
+    parser.add_argument("--loop-repeats", type=int, default=1, help="timed repeats of the plain loop")
+    parser.add_argument("--skip-loop", action="store_true", help="time the batched runner only")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+
+    grid = dict(GRIDS[args.task])
+    for key in ("seeds", "epochs", "batch_size"):
+        if getattr(args, key) is not None:
+            grid[key] = getattr(args, key)
+    device = runner.resolve_device(args.device)
+    dtype = getattr(torch, args.dtype)
+    cfg = runner.resolve_config(args.task, **grid)
+    task = get_task(args.task).load(cfg)
+    losses = args.losses.split(",")
+    setups = runner.resolve_losses(losses, "handwritten", None, task, device, dtype)
+    seeds = list(range(cfg.seeds))
+    models = len(losses) * len(seeds)
+    images = task.train.x.ndim == 4
+    n_train = len(task.train)
+
+    figures: dict = {
+        "task": args.task,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "models": models,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "train_examples": n_train,
+        "command": "python benchmarks/bench_runner.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    batched = time_engine(runner.train, task, setups, cfg, seeds, device, dtype, args.repeats)
+    figures["batched"] = batched
+    figures["batched"]["model_epochs_per_s"] = models * cfg.epochs / batched["median_s"]
+    if images:
+        figures["batched"]["model_images_per_s"] = models * cfg.epochs * n_train / batched["median_s"]
+    figures["peak_rss_mb_after_batched"] = _peak_rss_mb()
+    if device.type == "cuda":
+        figures["cuda_peak_mb_batched"] = torch.cuda.max_memory_allocated(device) / 2**20
+
+    if not args.skip_loop:
+        loop_cfg = dataclasses.replace(cfg, epochs=args.loop_epochs or cfg.epochs)
+        loop = time_engine(train_one_at_a_time, task, setups, loop_cfg, seeds, device, dtype, args.loop_repeats)
+        loop["epochs"] = loop_cfg.epochs
+        loop["model_epochs_per_s"] = models * loop_cfg.epochs / loop["median_s"]
+        if images:
+            loop["model_images_per_s"] = models * loop_cfg.epochs * n_train / loop["median_s"]
+        figures["loop"] = loop
+        figures["speedup"] = figures["batched"]["model_epochs_per_s"] / loop["model_epochs_per_s"]
+    figures["peak_rss_mb"] = _peak_rss_mb()
+
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    print(f"{args.task} on {figures['device_name']} (torch {figures['torch']}, {figures['threads']} threads): "
+          f"{models} models x {cfg.epochs} epochs, batch {cfg.batch_size}, {n_train} training examples")
+    rows = [("batched", figures["batched"])] + ([("plain loop", figures["loop"])] if "loop" in figures else [])
+    for name, f in rows:
+        extra = f", {f['model_images_per_s']:,.0f} model-images/s" if images else ""
+        epochs = f" ({f['epochs']} epochs)" if "epochs" in f and f["epochs"] != cfg.epochs else ""
+        print(f"  {name:<10} median {f['median_s']:.3f} s of {len(f['walls_s'])}{epochs}, warm-up {f['warmup_s']:.3f} s: "
+              f"{f['model_epochs_per_s']:,.0f} model-epochs/s{extra}; recording {100 * f['record_share']:.1f}% of the time")
+    if "speedup" in figures:
+        print(f"  batched / plain loop: {figures['speedup']:.1f}x")
+    print(f"  peak RSS {figures['peak_rss_mb']:.0f} MB" + (f", CUDA peak {figures['cuda_peak_mb_batched']:.0f} MB" if "cuda_peak_mb_batched" in figures else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
