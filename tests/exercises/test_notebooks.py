@@ -1,0 +1,236 @@
+"""Solution notebooks, the generated student notebooks, and the nbgrader and otter exports, read back."""
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lossbench.exercises import EXERCISES
+from lossbench.exercises import notebooks as nbx
+
+SOLUTIONS = nbx.solution_notebooks()
+NBGRADER_KEYS = {"schema_version", "grade", "locked", "solution", "task", "grade_id", "points", "checksum",
+                 "cell_type"}  # nbgrader's cell metadata schema v3 ("additionalProperties": false)
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def run_cells(nb: nbformat.NotebookNode) -> str:
+    """Execute a notebook's code cells in one namespace, in order; returns what they printed."""
+    namespace: dict = {}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                exec(compile(cell.source, "<cell>", "exec"), namespace)
+    return out.getvalue()
+
+
+# --- the solution notebooks ----------------------------------------------------------------------
+
+def test_every_exercise_sits_in_exactly_one_solution_notebook():
+    found = [ex.name for path in SOLUTIONS for ex in nbx.find_exercises(read(path))]
+    assert sorted(found) == sorted(EXERCISES)
+    for path in SOLUTIONS:
+        topic = nbx.topic_of(path)
+        assert {ex.name for ex in nbx.find_exercises(read(path))} == \
+            {name for name, ex in EXERCISES.items() if ex.topic == topic}
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_solution_notebooks_have_a_python3_kernel_and_no_outputs(path):
+    nb = read(path)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == "python3"
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_the_solutions_pass_their_checks(path):
+    assert run_cells(read(path)) == ""  # every check(...) returns None silently
+
+
+# --- the plain (student) flavour -----------------------------------------------------------------
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_the_committed_student_notebook_is_what_the_generator_makes(path):
+    committed = path.with_name(nbx.topic_of(path) + ".ipynb")
+    generated = nbformat.writes(nbx.student_notebook(read(path))) + "\n"
+    assert committed.read_text(encoding="utf-8") == generated, \
+        "regenerate with: lossbench exercises export --flavor plain notebooks/exercises"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_student_notebooks_hold_no_answer_and_report_not_attempted(path):
+    solution = read(path)
+    student = nbx.student_notebook(solution)
+    nbformat.validate(student)
+    text = "\n".join(c.source for c in student.cells)
+    assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
+    for ex in nbx.find_exercises(solution):
+        answer, check = student.cells[ex.answer].source, student.cells[ex.check].source
+        assert answer.splitlines()[-2:] == ["    # YOUR CODE HERE", "    raise NotImplementedError()"]
+        assert check == f'report("{ex.name}", {ex.function})'
+        assert solution.cells[ex.answer].source.splitlines()[:2] == answer.splitlines()[:2]  # def and docstring kept
+    printed = run_cells(student)  # runs top to bottom
+    for ex in nbx.find_exercises(solution):
+        assert f"{ex.name}: not attempted (the function raises NotImplementedError)" in printed
+    assert [c.id for c in student.cells] == [c.id for c in solution.cells]  # stable ids: reproducible files
+
+
+def test_strip_solution_keeps_the_indentation_of_the_markers():
+    source = "def f(x):\n    y = 1\n    # BEGIN SOLUTION\n    return x + y\n    # END SOLUTION\n"
+    assert nbx.strip_solution(source) == "def f(x):\n    y = 1\n    # YOUR CODE HERE\n    raise NotImplementedError()"
+
+
+@pytest.mark.parametrize("source, message", [
+    ("# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION",
+     "Expected `# END SOLUTION` before line 2, but got a second `# BEGIN SOLUTION`."),
+    ("x = 1\n# END SOLUTION", "Expected `# BEGIN SOLUTION` before line 2, but got `# END SOLUTION` alone."),
+    ("# BEGIN SOLUTION\nx = 1", "Expected `# END SOLUTION` after `# BEGIN SOLUTION`, but the cell ended first."),
+])
+def test_unbalanced_solution_markers_are_errors(source, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        nbx.strip_solution(source)
+
+
+def _notebook(*sources: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+
+
+def test_a_check_cell_without_its_answer_is_an_error():
+    nb = _notebook("import torch", 'check("bce", bce)')
+    with pytest.raises(ValueError, match=r"^Expected a cell defining `bce` with a BEGIN SOLUTION region"):
+        nbx.find_exercises(nb)
+
+
+def test_a_check_cell_naming_an_unknown_exercise_is_an_error():
+    nb = _notebook("def bce(z, y):\n    # BEGIN SOLUTION\n    pass\n    # END SOLUTION", 'check("bcee", bce)')
+    with pytest.raises(ValueError, match=r"^Expected `name` to be one of .* but got 'bcee'"):
+        nbx.find_exercises(nb)
+
+
+# --- the nbgrader flavour ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_nbgrader_metadata_follows_the_schema(path):
+    solution = read(path)
+    nb = nbx.nbgrader_notebook(solution)
+    nbformat.validate(nb)
+    ids = []
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader")
+        if meta is None:
+            continue
+        assert set(meta) <= NBGRADER_KEYS
+        assert {"schema_version", "grade", "locked", "solution"} <= set(meta)
+        assert meta["schema_version"] == 3
+        assert all(isinstance(meta[k], bool) for k in ("grade", "locked", "solution"))
+        assert re.fullmatch(r"[a-zA-Z0-9_\-]+", meta["grade_id"])
+        ids.append(meta["grade_id"])
+        if meta["grade"]:
+            assert isinstance(meta["points"], (int, float)) and meta["points"] > 0
+        if cell.cell_type == "markdown":
+            assert meta["grade"] == meta["solution"]
+    assert len(ids) == len(set(ids))
+    for ex in nbx.find_exercises(solution):
+        answer, check = nb.cells[ex.answer], nb.cells[ex.check]
+        assert answer.metadata.nbgrader == {"grade": False, "solution": True, "locked": False,
+                                            "grade_id": f"{ex.name}_answer", "schema_version": 3}
+        assert "# BEGIN SOLUTION" in answer.source  # nbgrader replaces the region itself
+        assert check.metadata.nbgrader == {"grade": True, "solution": False, "locked": True, "points": 1,
+                                           "grade_id": f"{ex.name}_check", "schema_version": 3}
+        assert check.source == f'check("{ex.name}", {ex.function})'
+    setup = nb.cells[1]
+    assert "from lossbench.exercises import" in setup.source and setup.metadata.nbgrader["locked"] is True
+
+
+def test_nbgrader_itself_accepts_the_export_and_clears_the_solutions():
+    pytest.importorskip("nbgrader")
+    from nbgrader.nbgraderformat.v3 import MetadataValidatorV3
+    from nbgrader.preprocessors import ClearSolutions
+
+    for path in SOLUTIONS:
+        nb = nbx.nbgrader_notebook(read(path))
+        MetadataValidatorV3().validate_nb(nb)
+        broken = nbx.nbgrader_notebook(read(path))  # the validator is not vacuous: a grade cell needs points
+        check_cell = next(c for c in broken.cells if c.metadata.get("nbgrader", {}).get("grade"))
+        del check_cell.metadata.nbgrader["points"]
+        with pytest.raises(Exception, match="does not have points"):
+            MetadataValidatorV3().validate_nb(broken)
+        cleared, _ = ClearSolutions().preprocess(nb, {})
+        assert "BEGIN SOLUTION" not in "\n".join(c.source for c in cleared.cells)
+        for ex in nbx.find_exercises(read(path)):  # nbgrader's stub is the plain flavour's stub
+            assert cleared.cells[ex.answer].source == nbx.student_notebook(read(path)).cells[ex.answer].source
+
+
+# --- the otter flavour ---------------------------------------------------------------------------
+
+def _config(cell) -> dict[str, str]:
+    lines = cell.source.splitlines()[1:]
+    return dict(line.split(": ", 1) for line in lines if line.strip())
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_otter_export_has_the_v1_assign_blocks(path):
+    solution = read(path)
+    nb = nbx.otter_notebook(solution, nbx.topic_of(path))
+    nbformat.validate(nb)
+    first = nb.cells[0]
+    assert first.cell_type == "raw" and first.source.splitlines()[0] == "# ASSIGNMENT CONFIG"
+    assert _config(first) == {"name": nbx.topic_of(path), "export_cell": "false", "check_all_cell": "false"}
+    raw = [(i, c.source.splitlines()[0]) for i, c in enumerate(nb.cells) if c.cell_type == "raw"][1:]
+    exercises = nbx.find_exercises(solution)
+    expected = ["# BEGIN QUESTION", "# BEGIN SOLUTION", "# END SOLUTION", "# BEGIN TESTS", "# END TESTS",
+                "# END QUESTION"] * len(exercises)
+    assert [line for _, line in raw] == expected
+    for k, ex in enumerate(exercises):
+        (q, _), (s, _), (se, _), (t, _), (te, _), (qe, _) = raw[6 * k: 6 * k + 6]
+        assert _config(nb.cells[q]) == {"name": ex.name, "points": "1"}
+        assert nb.cells[q + 1].cell_type == "markdown"  # the question's prompt
+        assert se == s + 2 and "# BEGIN SOLUTION" in nb.cells[s + 1].source  # the answer, its region inside
+        assert te == t + 2 and nb.cells[t + 1].source == f'check("{ex.name}", {ex.function})'
+        assert qe == te + 1
+
+
+def test_otter_assign_accepts_the_export(tmp_path):
+    pytest.importorskip("otter")
+    otter = shutil.which("otter") or str(Path(sys.executable).with_name("otter"))
+    nbx.export("otter", tmp_path / "master")
+    result = subprocess.run([otter, "assign", "--no-run-tests", str(tmp_path / "master" / "losses.ipynb"),
+                             str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    student = read(tmp_path / "dist" / "student" / "losses.ipynb")
+    assert "BEGIN SOLUTION" not in "\n".join(c.source for c in student.cells)
+    tests = student.metadata["otter"]["tests"]
+    assert sorted(tests) == sorted(n for n, ex in EXERCISES.items() if ex.topic == "losses")
+    assert tests["bce"]["suites"][0]["cases"][0]["code"].strip() == ">>> check('bce', bce)"
+
+
+# --- export --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flavor", nbx.FLAVORS)
+def test_export_writes_a_valid_notebook_per_topic(flavor, tmp_path):
+    written = nbx.export(flavor, tmp_path / flavor)
+    assert [p.name for p in written] == ["losses.ipynb", "thresholds.ipynb"]
+    for p in written:
+        nbformat.validate(read(p))
+    again = nbx.export(flavor, tmp_path / "again")
+    assert [p.read_bytes() for p in written] == [p.read_bytes() for p in again]  # reproducible
+
+
+def test_export_errors_name_the_fix(tmp_path):
+    with pytest.raises(ValueError, match=r"^Expected `flavor` to be one of 'plain', 'nbgrader', 'otter', "
+                                         r"but got 'moodle'\.$"):
+        nbx.export("moodle", tmp_path)
+    with pytest.raises(ValueError, match=r"^Expected `source` to be a folder holding \*_solutions.ipynb notebooks"):
+        nbx.export("plain", tmp_path / "out", source=tmp_path)
