@@ -1,0 +1,167 @@
+"""Grading a folder of submissions: each in a limited child process, a row per case group, never stopping."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lossbench.exercises import grading
+from lossbench.exercises.notebooks import solution_notebooks
+
+TIMEOUT_S = 10.0  # a right submission takes well under a second once the forkserver holds torch
+
+SUBMISSIONS = {
+    "right.py": """
+import torch.nn.functional as F
+
+def bce(logits, target):
+    return -(target * F.logsigmoid(logits) + (1 - target) * F.logsigmoid(-logits)).mean()
+""",
+    "wrong.py": """
+import torch
+
+def bce(logits, target):  # sums instead of averaging, and overflows at large logits
+    p = torch.sigmoid(logits)
+    return -(target * torch.log(p) + (1 - target) * torch.log(1 - p)).sum()
+""",
+    "raises.py": """
+def bce(logits, target):
+    raise ValueError("I give up")
+""",
+    "loops.py": """
+def bce(logits, target):
+    while True:
+        pass
+""",
+    "library.py": """
+from torch.nn.functional import binary_cross_entropy_with_logits as f
+
+def bce(logits, target):
+    return f(logits, target)
+""",
+    "noisy.py": """
+import sys
+import torch.nn.functional as F
+
+def bce(logits, target):
+    print("debug: computing", file=sys.stderr)
+    return -(target * F.logsigmoid(logits) + (1 - target) * F.logsigmoid(-logits)).mean()
+""",
+    "hog.py": """
+import torch
+
+def bce(logits, target):
+    return torch.ones(2**29, dtype=torch.float64).sum()  # 4 GiB: over the 2 GiB address-space limit
+""",
+    "crash.py": """
+import os
+os._exit(3)
+""",
+    "missing.py": """
+def binary_cross_entropy(logits, target):
+    return logits.mean()
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def gradebook(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("submissions")
+    for name, source in SUBMISSIONS.items():
+        (folder / name).write_text(source)
+    shutil.copy(solution_notebooks()[0], folder / "notebook.ipynb")  # losses_solutions defines bce
+    (folder / "notes.txt").write_text("not a submission")
+    start = time.perf_counter()
+    frame = grading.grade(folder, "bce", timeout=TIMEOUT_S, progress=False)
+    return frame, time.perf_counter() - start
+
+
+def total(frame: pd.DataFrame, submission: str) -> pd.Series:
+    rows = frame[(frame.submission == submission) & (frame.group == "total")]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+def test_every_submission_gets_a_row_per_group_and_a_total_in_time(gradebook):
+    frame, seconds = gradebook
+    assert list(frame.columns) == ["submission", "exercise", "group", "passed", "cases", "score", "reason"]
+    names = sorted(list(SUBMISSIONS) + ["notebook.ipynb"])
+    assert frame.submission.unique().tolist() == names  # sorted, notes.txt ignored
+    groups = ["basic", "multi-label", "soft targets", "float32", "stability", "total"]
+    for name in names:
+        rows = frame[frame.submission == name]
+        assert rows.group.tolist() == groups
+        assert rows.cases.tolist() == [1, 1, 1, 1, 2, 6]  # a submission that never ran still owes every case
+        assert rows.passed.iloc[-1] == rows.passed.iloc[:-1].sum()
+    assert seconds < TIMEOUT_S + 40  # the hanging submission costs one timeout, the others about a second each
+
+
+def test_right_answers_score_full_marks(gradebook):
+    frame, _ = gradebook
+    for name in ("right.py", "notebook.ipynb"):
+        row = total(frame, name)
+        assert (row.passed, row.score, row.reason) == (6, 1.0, "")
+
+
+def test_a_wrong_answer_scores_its_passed_cases_with_hints(gradebook):
+    frame, _ = gradebook
+    row = total(frame, "wrong.py")
+    assert row.score == 0.0 and row.reason == "NaN/inf output in 2 cases"
+    basic = frame[(frame.submission == "wrong.py") & (frame.group == "basic")].iloc[0]
+    assert basic.reason == "about 12 times the expected value: sum instead of mean?"
+
+
+@pytest.mark.parametrize("submission, reason", [
+    ("raises.py", "raised ValueError: I give up"),
+    ("loops.py", f"timed out after {TIMEOUT_S:g} s"),
+    ("library.py", "calls the library: torch.nn.functional.binary_cross_entropy_with_logits"),
+    ("crash.py", "crashed: exit code 3: no output"),
+    ("missing.py", "no function `bce`: define `def bce(logits, target)`"),
+])
+def test_failures_give_zero_and_the_reason(gradebook, submission, reason):
+    frame, _ = gradebook
+    row = total(frame, submission)
+    assert row.score == 0.0 and row.reason == reason
+
+
+def test_the_memory_limit_stops_a_hog_without_stopping_the_batch(gradebook):
+    frame, _ = gradebook
+    row = total(frame, "hog.py")
+    assert row.score == 0.0
+    assert row.reason.startswith("raised RuntimeError:") and "can't allocate memory" in row.reason
+
+
+def test_writing_to_stderr_is_reported_but_costs_no_points(gradebook):
+    frame, _ = gradebook
+    row = total(frame, "noisy.py")
+    assert row.score == 1.0 and row.reason == "wrote to stderr: debug: computing"
+
+
+def test_a_timeout_fills_every_group_row_with_the_reason(gradebook):
+    frame, _ = gradebook
+    rows = frame[frame.submission == "loops.py"]
+    assert rows.reason.unique().tolist() == [f"timed out after {TIMEOUT_S:g} s"]
+    assert rows.passed.sum() == 0
+
+
+def test_the_gradebook_round_trips_through_csv(gradebook, tmp_path):
+    frame, _ = gradebook
+    path = grading.write_gradebook(frame, tmp_path / "out" / "grades.csv")
+    back = pd.read_csv(path, keep_default_na=False)
+    pd.testing.assert_frame_equal(back, frame, check_dtype=False)
+    assert [p.name for p in path.parent.iterdir()] == ["grades.csv"]  # no temporary file left
+
+
+def test_bad_arguments_are_value_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"^Expected `submissions` to be a folder of .py or .ipynb files"):
+        grading.grade(tmp_path / "absent", "bce")
+    with pytest.raises(ValueError, match=r"^Expected `timeout` to be a positive number of seconds, but got 0"):
+        grading.grade(tmp_path, "bce", timeout=0)
+    with pytest.raises(ValueError, match=r"^Expected `memory_mb` to be at least 1024"):
+        grading.grade(tmp_path, "bce", memory_mb=512)
+    with pytest.raises(ValueError, match=r"^Expected `name` to be one of"):
+        grading.grade(tmp_path, "bcee")
+    assert grading.grade(tmp_path, "bce", progress=False).empty  # an empty folder is an empty gradebook
