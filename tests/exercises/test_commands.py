@@ -1,0 +1,147 @@
+"""The exercise commands: `lossbench check` exit codes, `exercises list/export`, `grade` to a CSV."""
+from __future__ import annotations
+
+import sys
+
+import nbformat
+import pandas as pd
+import pytest
+
+from lossbench.cli import main as cli_main
+
+
+def main(argv: list[str]) -> int:
+    """The command line's exit code, whether argparse exits (SystemExit) or main returns it."""
+    try:
+        return cli_main(argv)
+    except SystemExit as done:
+        return done.code
+
+RIGHT = """
+import torch.nn.functional as F
+
+def bce(logits, target):
+    return -(target * F.logsigmoid(logits) + (1 - target) * F.logsigmoid(-logits)).mean()
+"""
+NAIVE = """
+import torch
+
+def bce(logits, target):
+    p = torch.sigmoid(logits)
+    return -(target * torch.log(p) + (1 - target) * torch.log(1 - p)).mean()
+"""
+
+
+@pytest.fixture
+def student_dir(tmp_path, monkeypatch):
+    """A fresh working directory holding the student's modules; sys.path and sys.modules restored after."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        if name.startswith("student_"):
+            del sys.modules[name]
+
+
+def test_check_exits_0_when_every_case_passes(student_dir, capsys):
+    (student_dir / "student_right.py").write_text(RIGHT)
+    assert main(["check", "bce", "student_right:bce"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "bce: 6 of 6 cases pass"
+
+
+def test_check_exits_1_and_prints_the_report_when_a_case_fails(student_dir, capsys):
+    (student_dir / "student_naive.py").write_text(NAIVE)
+    assert main(["check", "bce", "student_naive:bce"]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "bce: 4 of 6 cases pass"
+    assert "hint: NaN/inf at large logits: use log-sigmoid" in out
+
+
+def test_check_finds_a_module_in_a_package_of_the_current_directory(student_dir, capsys):
+    (student_dir / "student_pkg").mkdir()
+    (student_dir / "student_pkg" / "__init__.py").write_text("")
+    (student_dir / "student_pkg" / "losses.py").write_text(RIGHT)
+    assert main(["check", "bce", "student_pkg.losses:bce"]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["check", "bcee", "student_right:bce"],
+     "lossbench check: error: Expected `name` to be one of 'softmax_ce', 'bce', 'bce_probs', 'mse', 'dlogits', "
+     "'accuracy_multi', 'best_threshold', but got 'bcee'. List them with `lossbench exercises list`."),
+    (["check", "bce", "student_absent:bce"],
+     "lossbench check: error: could not import 'student_absent': ModuleNotFoundError: "
+     "No module named 'student_absent'"),
+    (["check", "bce", "student_right"],
+     "lossbench check: error: Expected the function as package.module:function (e.g. mysolution:bce), "
+     "but got 'student_right'."),
+    (["check", "bce", "student_right:binary_cross_entropy"],
+     "lossbench check: error: module 'student_right' has no 'binary_cross_entropy'; define "
+     "`def binary_cross_entropy(...)` in {dir}/student_right.py"),
+    (["check", "bce", "student_broken:bce"],
+     "lossbench check: error: could not import 'student_broken': SyntaxError: "),  # the rest varies with Python
+    (["check", "bce", "student_right:LIMIT"],
+     "lossbench check: error: Expected 'student_right:LIMIT' to be a function, but got a int."),
+])
+def test_check_exits_2_with_one_line_for_usage_errors(student_dir, capsys, argv, message):
+    (student_dir / "student_right.py").write_text(RIGHT + "\nLIMIT = 3\n")
+    (student_dir / "student_broken.py").write_text("def bce(logits, target) return 0\n")
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(message.format(dir=student_dir))
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+
+
+def test_exercises_list_prints_a_line_per_exercise(capsys):
+    assert main(["exercises", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["softmax_ce", "bce", "bce_probs", "mse", "dlogits",
+                                                   "accuracy_multi", "best_threshold"]
+    assert lines[1].split(None, 1)[1].startswith("bce(logits, target) -> scalar tensor")
+
+
+@pytest.mark.parametrize("flavor", ["plain", "nbgrader", "otter"])
+def test_exercises_export_writes_the_flavor(tmp_path, capsys, flavor):
+    assert main(["exercises", "export", "--flavor", flavor, str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"wrote {tmp_path / 'losses.ipynb'}",
+                                                    f"wrote {tmp_path / 'thresholds.ipynb'}"]
+    nb = nbformat.read(tmp_path / "losses.ipynb", as_version=4)
+    nbformat.validate(nb)
+    sources = [c.source for c in nb.cells]
+    if flavor == "plain":
+        assert 'report("bce", bce)' in sources
+    elif flavor == "nbgrader":
+        assert any("nbgrader" in c.metadata for c in nb.cells)
+    else:
+        assert sources[0].startswith("# ASSIGNMENT CONFIG")
+
+
+def test_exercises_export_rejects_an_unknown_flavor_and_a_missing_source(tmp_path, capsys):
+    assert main(["exercises", "export", "--flavor", "moodle", str(tmp_path)]) == 2
+    assert main(["exercises", "export", "--flavor", "plain", "--source", str(tmp_path), str(tmp_path / "o")]) == 2
+    assert "Expected `source` to be a folder holding *_solutions.ipynb notebooks" in capsys.readouterr().err
+
+
+def test_grade_writes_the_gradebook_and_prints_the_totals(tmp_path, capsys):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    (folder / "a_right.py").write_text(RIGHT)
+    (folder / "b_naive.py").write_text(NAIVE)
+    out = tmp_path / "grades.csv"
+    assert main(["grade", str(folder), "--exercise", "bce", "--timeout", "30", "--out", str(out), "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:3] == ["submission  score  reason", "a_right.py   1.00  ", "b_naive.py   0.67  NaN/inf output in 2 cases"]
+    assert lines[3] == f"wrote {out} (12 rows: a row per case group and a total per submission)"
+    frame = pd.read_csv(out, keep_default_na=False)
+    assert frame[frame.group == "total"].score.tolist() == [1.0, 4 / 6]
+
+
+def test_grade_help_states_the_defaults_of_the_grading_module(capsys):
+    from lossbench.exercises import grading
+
+    assert main(["grade", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {grading.DEFAULT_TIMEOUT_S:g})" in text
+    assert f"(default {grading.DEFAULT_MEMORY_MB})" in text
