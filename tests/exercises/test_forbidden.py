@@ -1,0 +1,107 @@
+"""The library-call recorder: what it sees, under which name, and that it leaves no trace behind."""
+from __future__ import annotations
+
+import sys
+import types
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.functional import cross_entropy as ce
+
+from lossbench.exercises.forbidden import (
+    BCE_FUNCTIONS,
+    BCE_KERNELS,
+    SOFTMAX_CE_FUNCTIONS,
+    SOFTMAX_CE_KERNELS,
+    CallRecorder,
+    Forbidden,
+)
+
+SOFTMAX = Forbidden(SOFTMAX_CE_FUNCTIONS, SOFTMAX_CE_KERNELS)
+BCE = Forbidden(BCE_FUNCTIONS, BCE_KERNELS)
+Z = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+Y = torch.tensor([0, 2, 1, 1])
+
+
+def calls(rule: Forbidden, fn) -> list[str]:
+    with CallRecorder(rule) as recorder:
+        fn()
+    return recorder.calls
+
+
+def test_the_same_function_is_named_the_same_under_every_alias():
+    for fn in (lambda: F.cross_entropy(Z, Y), lambda: ce(Z, Y), lambda: nn.CrossEntropyLoss()(Z, Y)):
+        assert calls(SOFTMAX, fn) == ["torch.nn.functional.cross_entropy", "aten::_log_softmax",
+                                      "aten::nll_loss_forward"]
+
+
+def test_methods_and_namespaces_are_told_apart_by_name():
+    assert calls(SOFTMAX, lambda: Z.log_softmax(1)) == ["torch.Tensor.log_softmax", "aten::_log_softmax"]
+    assert calls(SOFTMAX, lambda: torch.log_softmax(Z, 1)) == ["torch.log_softmax", "aten::_log_softmax"]
+    assert calls(SOFTMAX, lambda: torch.special.log_softmax(Z, 1)) == ["torch.special.log_softmax",
+                                                                       "aten::_log_softmax"]
+
+
+def test_the_kernel_recorder_sees_what_has_no_python_name():
+    with CallRecorder(BCE) as recorder:
+        torch.ops.aten.binary_cross_entropy_with_logits(Z, torch.ones_like(Z))
+    assert recorder.calls == ["aten::binary_cross_entropy_with_logits"]
+    assert recorder.readable == ["aten::binary_cross_entropy_with_logits"]  # no Python name to prefer
+
+
+def test_readable_prefers_the_name_the_student_wrote():
+    with CallRecorder(BCE) as recorder:
+        F.binary_cross_entropy_with_logits(Z, torch.ones_like(Z))
+    assert recorder.readable == ["torch.nn.functional.binary_cross_entropy_with_logits"]
+
+
+def test_building_blocks_are_not_recorded():
+    def blocks():
+        lse = torch.logsumexp(Z, dim=1)
+        F.logsigmoid(Z), F.softplus(Z), torch.softmax(Z, 1), torch.sigmoid(Z)
+        (lse - Z.gather(1, Y.view(-1, 1)).squeeze(1)).mean().backward()
+
+    assert calls(SOFTMAX, blocks) == []
+    assert calls(BCE, blocks) == []
+
+
+def test_functions_of_forbidden_modules_are_recorded_with_their_qualified_name():
+    module = types.ModuleType("lossbench.losses.fake")
+    exec("def helper(x):\n    return x * 2\ndef loss(x):\n    return helper(x).sum()\n", module.__dict__)
+    rule = Forbidden(modules=("lossbench.losses",))
+    assert calls(rule, lambda: module.loss(Z)) == ["lossbench.losses.fake.loss", "lossbench.losses.fake.helper"]
+    assert calls(Forbidden(modules=("lossbench.thresholds",)), lambda: module.loss(Z)) == []
+
+
+def test_the_previous_profiler_comes_back_after_the_block():
+    seen = []
+
+    def profiler(frame, event, arg):
+        seen.append(event)
+
+    sys.setprofile(profiler)
+    try:
+        with CallRecorder(Forbidden(modules=("lossbench.losses",))):
+            pass
+        assert sys.getprofile() is profiler
+    finally:
+        sys.setprofile(None)
+
+
+def test_the_modes_are_gone_after_the_block_even_after_an_error():
+    try:
+        with CallRecorder(SOFTMAX):
+            raise RuntimeError("student bug")
+    except RuntimeError:
+        pass
+    with CallRecorder(Forbidden()) as outer:  # nothing is left recording outside the block
+        F.cross_entropy(Z, Y)
+    assert outer.calls == []
+    assert not torch._C._is_torch_function_mode_enabled()
+
+
+def test_names_missing_from_this_torch_are_skipped():
+    rule = Forbidden(functions=("torch.nn.functional.no_such_loss", "torch.no_such_module.f"))
+    assert calls(rule, lambda: F.cross_entropy(Z, Y)) == []
+    assert not Forbidden() and rule
