@@ -114,7 +114,12 @@ def _large(g: torch.Generator, *shape: int) -> Tensor:
 
 
 def softmax_ce_cases(seed: int = 0) -> list[Case]:
-    """Cases for `softmax_ce(logits (N, C), target)`: index targets, probability targets, large logits."""
+    """Cases for `softmax_ce(logits (N, C), target)`: index targets, probability targets, large logits.
+
+    >>> [c.group for c in softmax_ce_cases()]  # doctest: +NORMALIZE_WHITESPACE
+    ['basic', 'basic', 'binary', 'probability targets', 'probability targets', 'float32', 'stability',
+     'stability']
+    """
     g = torch.Generator().manual_seed(seed)
     names = ("logits", "target")
     rows = torch.tensor([[1e4, -1e4, 0.5], [-1e3, 1e3 + 1.0, 1e3], [1e4, 1e4, -1e4], [0.3, -1e3, 2.0]])
@@ -141,7 +146,11 @@ def softmax_ce_cases(seed: int = 0) -> list[Case]:
 
 
 def bce_cases(seed: int = 0) -> list[Case]:
-    """Cases for `bce(logits, target)`: vectors, multi-label matrices, soft targets, large logits."""
+    """Cases for `bce(logits, target)`: vectors, multi-label matrices, soft targets, large logits.
+
+    >>> [c.group for c in bce_cases()]
+    ['basic', 'multi-label', 'soft targets', 'float32', 'stability', 'stability']
+    """
     g = torch.Generator().manual_seed(seed)
     names = ("logits", "target")
     z = _large(g, 10)
@@ -158,7 +167,11 @@ def bce_cases(seed: int = 0) -> list[Case]:
 
 
 def bce_probs_cases(seed: int = 0) -> list[Case]:
-    """Cases for `bce_probs(probs, target)`: ordinary probabilities, near 0 and 1, exactly 0 and 1."""
+    """Cases for `bce_probs(probs, target)`: ordinary probabilities, near 0 and 1, exactly 0 and 1.
+
+    >>> [c.accept for c in bce_probs_cases() if c.group == "p exactly 0 or 1"]
+    [None, (13.815510557964274, 100.0)]
+    """
     g = torch.Generator().manual_seed(seed)
     names = ("probs", "target")
     near = torch.tensor([1e-6, 1e-4, 0.01, 0.99, 1 - 1e-4, 1 - 1e-6], dtype=torch.float64)
@@ -189,7 +202,11 @@ def bce_probs_cases(seed: int = 0) -> list[Case]:
 
 
 def mse_cases(seed: int = 0) -> list[Case]:
-    """Cases for `mse(logits, target)`: vectors, multi-label matrices, soft targets, large logits."""
+    """Cases for `mse(logits, target)`: vectors, multi-label matrices, soft targets, large logits.
+
+    >>> [c.grad_of for c in mse_cases()]  # the gradient w.r.t. the logits, except for the float32 case
+    [0, 0, 0, None, 0]
+    """
     g = torch.Generator().manual_seed(seed)
     names = ("logits", "target")
     return [
@@ -211,7 +228,11 @@ def _gradient_case(group: str, logits: Tensor, target: Tensor) -> Case:
 
 
 def dlogits_cases(seed: int = 0) -> list[Case]:
-    """Cases for `dlogits(logits (N, C), target (N,)) -> (N, C)`: ordinary, square, binary, large logits."""
+    """Cases for `dlogits(logits (N, C), target (N,)) -> (N, C)`: ordinary, square, binary, large logits.
+
+    >>> [tuple(c.expected.shape) for c in dlogits_cases()]
+    [(8, 5), (3, 3), (6, 2), (8, 5), (4, 3)]
+    """
     g = torch.Generator().manual_seed(seed)
     return [
         _gradient_case("basic", 2 * torch.randn(8, 5, generator=g, dtype=torch.float64),
@@ -231,7 +252,11 @@ def _number_case(group: str, names: tuple[str, ...], inputs: tuple[Any, ...], ex
 
 
 def accuracy_multi_cases(seed: int = 0) -> list[Case]:
-    """Cases for `accuracy_multi(probs (N, K), target (N, K), threshold=0.5) -> float`."""
+    """Cases for `accuracy_multi(probs (N, K), target (N, K), threshold=0.5) -> float`.
+
+    >>> [len(c.inputs) for c in accuracy_multi_cases()]  # the first case relies on the default threshold
+    [2, 3, 3, 3, 3, 3, 3, 3]
+    """
     g = torch.Generator().manual_seed(seed)
     names = ("probs", "target", "threshold")
 
@@ -259,7 +284,12 @@ def accuracy_multi_cases(seed: int = 0) -> list[Case]:
 
 
 def best_threshold_cases(seed: int = 0) -> list[Case]:
-    """Cases for `best_threshold(probs (N,), target (N,), thresholds (T,)) -> float`."""
+    """Cases for `best_threshold(probs (N,), target (N,), thresholds (T,)) -> float`.
+
+    >>> [(c.group, c.expected) for c in best_threshold_cases()]  # doctest: +NORMALIZE_WHITESPACE
+    [('basic', 0.4), ('ties', 0.26), ('far from 0.5', 0.08), ('p equal to a threshold', 0.31),
+     ('short list', 0.2)]
+    """
     g = torch.Generator().manual_seed(seed)
     names = ("probs", "target", "thresholds")
     grid = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)

@@ -62,7 +62,14 @@ def close(actual: Any, expected: Any, rtol: float = 1e-6, atol: float = 1e-9) ->
 
 
 def reproduces(wrong: Callable[..., Any]) -> Callable[[cs.Case, Any], bool]:
-    """A matcher: the actual answer equals what `wrong` gives on the case's inputs."""
+    """A matcher: the actual answer equals what `wrong` gives on the case's inputs (and differs from the right one).
+
+    >>> case = cs.Case("basic", (torch.tensor([2.0]), torch.tensor([1.0])), ref.bce(torch.tensor([2.0]),
+    ...                torch.tensor([1.0])), "one logit")
+    >>> swapped = reproduces(lambda z, y: ref.bce(z, 1 - y))
+    >>> swapped(case, ref.bce(torch.tensor([2.0]), torch.tensor([0.0]))), swapped(case, case.expected)
+    (True, False)
+    """
 
     def matches(case: cs.Case, actual: Any) -> bool:
         try:
@@ -78,7 +85,12 @@ def reproduces(wrong: Callable[..., Any]) -> Callable[[cs.Case, Any], bool]:
 
 
 def in_group(group: str, test: Callable[[cs.Case, Any], bool]) -> Callable[[cs.Case, Any], bool]:
-    """A matcher that only fires on cases of one group."""
+    """A matcher that only fires on cases of one group.
+
+    >>> always = in_group("stability", lambda case, actual: True)
+    >>> always(cs.Case("stability", (), 0.0, ""), 1.0), always(cs.Case("basic", (), 0.0, ""), 1.0)
+    (True, False)
+    """
     return lambda case, actual: case.group == group and test(case, actual)
 
 

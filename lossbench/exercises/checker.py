@@ -162,7 +162,16 @@ def _format_value(value: Any) -> str:
 
 
 def run_case(ex: Exercise, case: Case, fn: Callable[..., Any], number: int = 1) -> CaseResult:
-    """Run `fn` on one case and judge the answer; never raises for anything `fn` does."""
+    """Run `fn` on one case and judge the answer; never raises for anything `fn` does.
+
+    >>> ex = get_exercise("mse")
+    >>> stability = ex.make_cases(0)[-1]
+    >>> result = run_case(ex, stability, lambda z, y: ((1 / (1 + torch.exp(-z)) - y) ** 2).mean())
+    >>> result.status, result.abs_err, result.problems
+    ('fail', 0.0, ['NaN/inf in the gradient'])
+    >>> result.hint
+    'NaN in the gradient at large logits: 1 / (1 + exp(-z)) overflows in the backward pass; use torch.sigmoid'
+    """
     expected_text = (f"in [{case.accept[0]:.3g}, {case.accept[1]:.3g}]" if case.accept
                      else _format_value(case.expected))
     result = CaseResult(number, case.group, case.summary, "fail", expected_text, "-", notes=case.notes)
@@ -349,7 +358,12 @@ def _num(x: float | None) -> str:
 
 
 def format_report(name: str, results: list[CaseResult]) -> str:
-    """The report as text: a header, one row per case with its input, problems and hint, and a total."""
+    """The report as text: a header, one row per case with its input, problems and hint, and a total.
+
+    >>> text = format_report("mse", evaluate("mse", lambda z, y: ((torch.sigmoid(z) - y) ** 2).mean()))
+    >>> print(text.splitlines()[-1])
+    mse: 5 of 5 cases pass
+    """
     ex = get_exercise(name)
     lines = [f"{ex.name}: {ex.title}",
              f"  write: {ex.signature}",

@@ -21,7 +21,15 @@ from lossbench.cli import EXIT_FAIL, EXIT_OK, UsageError
 
 
 def load_function(target: str) -> Callable[..., Any]:
-    """Import `package.module:function`, looking in the current directory first; UsageError if it fails."""
+    """Import `package.module:function`, looking in the current directory first; UsageError if it fails.
+
+    >>> load_function("lossbench.exercises.references:bce").__name__
+    'bce'
+    >>> load_function("lossbench.exercises.references")
+    Traceback (most recent call last):
+    ...
+    lossbench.cli.UsageError: Expected the function as package.module:function (e.g. mysolution:bce), but got 'lossbench.exercises.references'.
+    """
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise UsageError(f"Expected the function as package.module:function (e.g. mysolution:bce), but got {target!r}.")
@@ -87,7 +95,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register the exercise subcommands on the `lossbench` parser."""
+    """Register the exercise subcommands on the `lossbench` parser.
+
+    >>> parser = argparse.ArgumentParser(prog="lossbench")
+    >>> add_commands(parser.add_subparsers(dest="command"))
+    >>> args = parser.parse_args(["check", "bce", "mysolution:bce"])
+    >>> args.exercise, args.function, args.func.__name__
+    ('bce', 'mysolution:bce', '_cmd_check')
+    """
     p = sub.add_parser("check", help="check your function for an exercise: prints a report, exit 0 when all pass",
                        description="Run the cases of EXERCISE on your function and print the report. "
                                    "Exit code 0 when every case passes, 1 otherwise, 2 for a usage error.")

@@ -33,12 +33,15 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch  # imported here so that the forkserver holds it before any child forks
 
 from lossbench.exercises.catalog import get_exercise
 from lossbench.exercises.checker import evaluate
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MEMORY_MB = 2048  # measured: a child forked after importing torch and lossbench maps ~870 MiB
@@ -48,7 +51,15 @@ SUFFIXES = (".py", ".ipynb")
 
 
 def find_submissions(folder: Path | str) -> list[Path]:
-    """The `.py` and `.ipynb` files directly in `folder`, sorted by name (hidden files skipped)."""
+    """The `.py` and `.ipynb` files directly in `folder`, sorted by name (hidden files skipped).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for name in ("b.py", "a.ipynb", "notes.txt", ".hidden.py"):
+    ...         _ = (Path(tmp) / name).write_text("")
+    ...     [p.name for p in find_submissions(tmp)]
+    ['a.ipynb', 'b.py']
+    """
     path = Path(folder)
     if not path.is_dir():
         raise ValueError(f"Expected `submissions` to be a folder of .py or .ipynb files, but got {str(path)!r}, "
@@ -220,11 +231,24 @@ def _group_sizes(exercise: str) -> dict[str, int]:
 
 def grade(submissions: Path | str, exercise: str, timeout: float = DEFAULT_TIMEOUT_S,
           memory_mb: int = DEFAULT_MEMORY_MB, function: str | None = None, seed: int = 0,
-          progress: bool = True) -> "pandas.DataFrame":  # noqa: F821
-    """Grade every `.py`/`.ipynb` file in `submissions` on `exercise`; returns the gradebook frame.
+          progress: bool = True) -> pd.DataFrame:
+    r"""Grade every `.py`/`.ipynb` file in `submissions` on `exercise`; returns the gradebook frame.
 
     The frame has the columns `submission, exercise, group, passed, cases, score, reason`:
-    a row per case group and a `total` row per submission, in submission order.
+    a row per case group and a `total` row per submission, in submission order. The score of
+    a row is passed / cases.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "ada.py").write_text("import torch\n"
+    ...                                           "def mse(z, y):\n"
+    ...                                           "    return ((torch.sigmoid(z) - y) ** 2).sum()\n")
+    ...     book = grade(tmp, "mse", timeout=30, progress=False)
+    >>> [(row.group, row.passed, row.cases) for row in book.itertuples()]  # doctest: +NORMALIZE_WHITESPACE
+    [('basic', 0, 1), ('multi-label', 0, 1), ('soft targets', 0, 1), ('float32', 0, 1), ('stability', 0, 1),
+     ('total', 0, 5)]
+    >>> book.reason[0]
+    'about 12 times the expected value: sum instead of mean?'
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -246,8 +270,16 @@ def grade(submissions: Path | str, exercise: str, timeout: float = DEFAULT_TIMEO
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def write_gradebook(frame: "pandas.DataFrame", path: Path | str) -> Path:  # noqa: F821
-    """Write the gradebook CSV atomically (a temporary file renamed into place); returns the path."""
+def write_gradebook(frame: pd.DataFrame, path: Path | str) -> Path:
+    """Write the gradebook CSV atomically (a temporary file renamed into place); returns the path.
+
+    >>> import pandas as pd, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = write_gradebook(pd.DataFrame({"submission": ["ada.py"], "score": [1.0]}), Path(tmp) / "g.csv")
+    ...     print(path.read_text().strip())
+    submission,score
+    ada.py,1.0
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=target.parent, suffix=".tmp", delete=False, newline="") as fh:

@@ -62,7 +62,11 @@ class ExerciseCells:
 
 
 def default_source() -> Path:
-    """The folder of solution notebooks in a checkout of the repository: notebooks/exercises."""
+    """The folder of solution notebooks in a checkout of the repository: notebooks/exercises.
+
+    >>> default_source().parts[-2:]
+    ('notebooks', 'exercises')
+    """
     return Path(__file__).resolve().parents[2] / "notebooks" / "exercises"
 
 
@@ -94,7 +98,11 @@ def topic_of(path: Path | str) -> str:
 
 
 def has_solution(source: str) -> bool:
-    """True when a cell's source holds a `# BEGIN SOLUTION` line."""
+    """True when a cell's source holds a `# BEGIN SOLUTION` line.
+
+    >>> has_solution("def f():\\n    # BEGIN SOLUTION\\n    return 1\\n    # END SOLUTION"), has_solution("x = 1")
+    (True, False)
+    """
     return any(line.strip() == BEGIN for line in source.splitlines())
 
 
@@ -128,7 +136,12 @@ def strip_solution(source: str) -> str:
 
 
 def find_exercises(nb: NotebookNode) -> list[ExerciseCells]:
-    """The exercises of a solution notebook, each an answer cell followed (later) by its check cell."""
+    """The exercises of a solution notebook, each an answer cell followed (later) by its check cell.
+
+    >>> nb = nbformat.read(solution_notebooks()[1], as_version=4)
+    >>> find_exercises(nb)[0]
+    ExerciseCells(name='accuracy_multi', function='accuracy_multi', question=2, answer=3, check=4)
+    """
     found: list[ExerciseCells] = []
     pending: tuple[int, str] | None = None  # (answer cell index, function name) waiting for its check
     for i, cell in enumerate(nb.cells):
@@ -170,7 +183,17 @@ def _raw(text: str, cell_id: str) -> NotebookNode:
 
 
 def student_notebook(solution: NotebookNode) -> NotebookNode:
-    """The plain student version: answers replaced by `raise NotImplementedError()`, checks by reports."""
+    """The plain student version: answers replaced by `raise NotImplementedError()`, checks by reports.
+
+    >>> student = student_notebook(nbformat.read(solution_notebooks()[1], as_version=4))
+    >>> print(student.cells[3].source)  # doctest: +NORMALIZE_WHITESPACE
+    def accuracy_multi(probs, target, threshold=0.5):
+        \"\"\"Fraction of all N x K labels predicted right by probs >= threshold.\"\"\"
+        # YOUR CODE HERE
+        raise NotImplementedError()
+    >>> student.cells[4].source
+    'report("accuracy_multi", accuracy_multi)'
+    """
     nb = _blank_outputs(copy.deepcopy(solution))
     for ex in find_exercises(nb):
         nb.cells[ex.answer].source = strip_solution(nb.cells[ex.answer].source)
@@ -179,7 +202,13 @@ def student_notebook(solution: NotebookNode) -> NotebookNode:
 
 
 def nbgrader_notebook(solution: NotebookNode) -> NotebookNode:
-    """The nbgrader source: solution cells, locked test cells worth points, a read-only setup cell."""
+    """The nbgrader source: solution cells, locked test cells worth points, a read-only setup cell.
+
+    >>> nb = nbgrader_notebook(nbformat.read(solution_notebooks()[1], as_version=4))
+    >>> dict(nb.cells[4].metadata.nbgrader)  # doctest: +NORMALIZE_WHITESPACE
+    {'grade': True, 'solution': False, 'locked': True, 'grade_id': 'accuracy_multi_check', 'schema_version': 3,
+     'points': 1}
+    """
     nb = _blank_outputs(copy.deepcopy(solution))
 
     def meta(grade: bool, solution_cell: bool, locked: bool, grade_id: str, points: int | None = None) -> dict:
@@ -202,7 +231,13 @@ def nbgrader_notebook(solution: NotebookNode) -> NotebookNode:
 
 
 def otter_notebook(solution: NotebookNode, assignment: str) -> NotebookNode:
-    """The otter-grader master notebook (assign format v1): config, question, solution and test blocks."""
+    """The otter-grader master notebook (assign format v1): config, question, solution and test blocks.
+
+    >>> nb = otter_notebook(nbformat.read(solution_notebooks()[1], as_version=4), "thresholds")
+    >>> [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "raw"][:7]  # doctest: +NORMALIZE_WHITESPACE
+    ['# ASSIGNMENT CONFIG', '# BEGIN QUESTION', '# BEGIN SOLUTION', '# END SOLUTION', '# BEGIN TESTS',
+     '# END TESTS', '# END QUESTION']
+    """
     nb = _blank_outputs(copy.deepcopy(solution))
     exercises = find_exercises(nb)
     starts = {(ex.question if ex.question is not None else ex.answer): ex for ex in exercises}
