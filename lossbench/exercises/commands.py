@@ -87,7 +87,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from lossbench.exercises.notebooks import export
+    try:
+        from lossbench.exercises.notebooks import export
+    except ImportError as err:  # nbformat comes with the dev extra, not with the core install
+        raise UsageError(f"exporting notebooks needs nbformat ({err}): pip install nbformat") from None
 
     for path in export(args.flavor, args.outdir, source=args.source):
         print(f"wrote {path}")

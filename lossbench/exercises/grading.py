@@ -10,7 +10,8 @@ exercise's function under the exercise's name (`def bce(logits, target)` for `bc
 2. the child sets its limits with `resource.setrlimit`: address space (`memory_mb`, default
    2048 MiB; importing torch alone maps about 0.6 GiB, the forked child with lossbench about
    0.87 GiB, so a submission has more than 1 GiB to itself) and CPU time (the timeout plus one
-   second, a backstop); the parent kills it when the wall-clock `timeout` runs out;
+   second, a backstop); the parent kills its process group when the wall-clock `timeout` runs
+   out, counted from the moment the child is ready (so a slow start is never the student's);
 3. it sends its stdout to /dev/null and its stderr to a file, loads the submission (a
    notebook's code cells run in order; a cell that raises is skipped and noted), and runs
    the checker; the results come back as JSON.
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MEMORY_MB = 2048  # measured: a child forked after importing torch and lossbench maps ~870 MiB
 MIN_MEMORY_MB = 1024
+STARTUP_LIMIT_S = 120.0  # for a child to start (forked: milliseconds; spawned where fork is missing: an import of torch)
 COLUMNS = ["submission", "exercise", "group", "passed", "cases", "score", "reason"]
 SUFFIXES = (".py", ".ipynb")
 
@@ -99,14 +101,17 @@ def _set_limits(timeout: float, memory_mb: int) -> None:
 
     limit = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    cpu = int(math.ceil(timeout)) + 1
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = int(math.ceil(usage.ru_utime + usage.ru_stime + timeout)) + 1  # on top of what starting up used
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
 
 
 def _child(path: str, exercise: str, function: str, seed: int, timeout: float, memory_mb: int,
-           stderr_path: str, result_path: str) -> None:
+           stderr_path: str, result_path: str, ready: Any) -> None:
     """Entry point of the child process: limits, redirections, load, check, write JSON."""
     os.setsid()  # its own process group, so that the parent can kill whatever it starts
+    ready.send(True)  # torch is imported: the submission's time starts now
+    ready.close()
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -149,10 +154,14 @@ def _run_child(ctx: Any, path: Path, exercise: str, function: str, seed: int, ti
     """Run one submission; returns (outcome or None, text on stderr, failure reason or None)."""
     with tempfile.TemporaryDirectory(prefix="lossbench-grade-") as tmp:
         stderr_path, result_path = os.path.join(tmp, "stderr.txt"), os.path.join(tmp, "result.json")
+        receive, send = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_child, args=(str(path.resolve()), exercise, function, seed, timeout, memory_mb,
-                                                 stderr_path, result_path), daemon=True)
+                                                 stderr_path, result_path, send), daemon=True)
         proc.start()
-        proc.join(timeout)
+        send.close()
+        if receive.poll(STARTUP_LIMIT_S):  # a child that never gets going is judged like one that hangs
+            proc.join(timeout)
+        receive.close()
         failure = None
         if proc.is_alive():
             try:
