@@ -136,12 +136,14 @@ def body_forward(spec: BodySpec, params: Params, x: torch.Tensor) -> torch.Tenso
 def _cnn_forward(spec: CNNBody, params: Params, x: torch.Tensor) -> torch.Tensor:
     """M CNNs as one grouped convolution: model m owns channel group m."""
     m, b = x.shape[:2]
-    # 1. put the models side by side in the channel dimension: (batch, models * channels, H, W)
-    h = x.transpose(0, 1).reshape(b, m * x.shape[2], *x.shape[3:])
+    # 1. put the models side by side in the channel dimension: (batch, models * channels, H, W);
+    #    channels-last memory makes grouped convolutions about twice as fast on a CPU
+    h = x.transpose(0, 1).reshape(b, m * x.shape[2], *x.shape[3:]).contiguous(memory_format=torch.channels_last)
     for i in range(len(spec.channels)):
         w = params[f"conv{i}.w"]  # (models, c_out, c_in, 3, 3)
+        w = w.reshape(-1, *w.shape[2:]).contiguous(memory_format=torch.channels_last)  # (models * c_out, c_in, 3, 3)
         bias = params.get(f"conv{i}.b")
-        h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), None if bias is None else bias.reshape(-1), padding=1, groups=m)
+        h = F.conv2d(h, w, None if bias is None else bias.reshape(-1), padding=1, groups=m)
         h = F.max_pool2d(torch.relu(h), 2)  # (batch, models * c_out, H/2, W/2)
     # 2. pool to the positions of the head: one (global average) or grid x grid areas
     g = spec.grid or 1
