@@ -19,6 +19,9 @@ What each exercise forbids is the library's version of the thing it asks for (se
 | dlogits | cross_entropy, nll_loss, log_softmax, autograd (grad, backward, torch.func) | softmax, one_hot |
 | accuracy_multi, best_threshold | lossbench's own threshold code | everything in torch |
 
+The loss exercises also forbid lossbench's own `lossbench.losses` (its hand-written
+losses are this lesson's answers).
+
 `torch.logsumexp` is allowed for softmax_ce: it is the max-subtraction trick the exercise
 teaches, packaged; the notebook writes the trick out and then names the function.
 """
