@@ -1,0 +1,565 @@
+"""The figures of a comparison: matplotlib drawings of a Result's frames, one colour per loss, 95% bands over seeds.
+
+This module draws and computes nothing itself: every band is :func:`lossbench.stats.band` (the mean and
+t-interval over seeds of one column, per group), every other number is read from the Result's frames,
+and the analytic curves come from the loss families' own ``loss_of_probability`` and ``grad_wrt_logit``.
+Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so drawing needs no screen,
+leaves no global state behind, and matplotlib is imported only when a plot is drawn.
+
+:func:`save_plots` writes every figure into a folder (``RUN_DIR/plots/``):
+
+1. ``gradient_allocation.png``: where each loss sends its gradient (:func:`gradient_allocation`);
+2. ``accuracy_vs_threshold.png``: accuracy against the decision threshold (:func:`accuracy_vs_threshold`);
+3. ``training_curves.png``: losses and validation accuracy per epoch (:func:`training_curves`);
+4. ``calibration.png``: reliability diagrams on the test split (:func:`calibration`);
+5. ``loss_and_gradient_shapes.png``: loss(p) and dL/dz(p) of each loss (:func:`loss_and_gradient_shapes`,
+   which needs no run).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lossbench import losses as loss_registry
+from lossbench import stats
+from lossbench.results import Result
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+FAMILY_COLORS = {"softmax_ce": "tab:blue", "bce": "tab:orange", "mse": "tab:green", "focal": "tab:red"}
+"""Each loss family's colour, the same in every figure."""
+
+SPARE_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+"""Colours for a second variant of a family (``bce@weighted``) or a family without its own colour."""
+
+PLOT_NAMES = ("gradient_allocation", "accuracy_vs_threshold", "training_curves", "calibration", "loss_and_gradient_shapes")
+"""The figures :func:`save_plots` writes, as ``<name>.png``."""
+
+DPI = 110
+BAND_ALPHA = 0.2  # light enough that the mean lines stay visible through overlapping bands
+
+
+# ---------------------------------------------------------------------------------------------
+# Colours, panels, bands
+# ---------------------------------------------------------------------------------------------
+
+
+def loss_colors(losses: Sequence[str]) -> dict[str, str]:
+    """One colour per loss, by position in the run's loss list: the family's colour when it is still free.
+
+    >>> loss_colors(["softmax_ce", "bce", "mse"])
+    {'softmax_ce': 'tab:blue', 'bce': 'tab:orange', 'mse': 'tab:green'}
+    >>> loss_colors(["bce", "bce@weighted"])          # a second bce gets a spare colour
+    {'bce': 'tab:orange', 'bce@weighted': 'tab:purple'}
+    """
+    colors: dict[str, str] = {}
+    for name in losses:
+        own = FAMILY_COLORS.get(name.split("@", 1)[0])
+        if own is not None and own not in colors.values():
+            colors[name] = own
+            continue
+        free = [c for c in SPARE_COLORS + tuple(FAMILY_COLORS.values()) if c not in colors.values()]
+        colors[name] = free[0] if free else SPARE_COLORS[len(colors) % len(SPARE_COLORS)]
+    return colors
+
+
+def _panels(axes: Sequence[Axes] | None, names: Sequence[str], ncols: int, panel_size: tuple[float, float], what: str) -> tuple[Figure, list[Axes]]:
+    """The figure and one Axes per panel: new ones in a grid of ``ncols`` columns, or the caller's ``axes``."""
+    if axes is not None:
+        axes = list(np.ravel(axes))
+        if len(axes) != len(names):
+            raise ValueError(
+                f"Expected `axes` to hold {len(names)} axes for the {what} ({', '.join(names)}), but got {len(axes)}."
+            )
+        return axes[0].figure, axes
+    from matplotlib.figure import Figure
+
+    ncols = min(ncols, len(names))
+    nrows = -(-len(names) // ncols)
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows + 0.6), layout="constrained")
+    grid = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for ax in grid[len(names) :]:
+        ax.remove()
+    return fig, list(grid[: len(names)])
+
+
+def _suptitle(fig: Figure, own_figure: bool, text: str) -> None:
+    if own_figure:
+        fig.suptitle(text, fontsize=12)
+
+
+def _seeds_text(result: Result) -> str:
+    n = len(result.config.get("seeds", [])) or int(result.runs["seed"].nunique())
+    return f"mean and 95% CI over {n} seed{'s' if n != 1 else ''}"
+
+
+def _task_text(result: Result) -> str:
+    return result.config.get("task_description") or result.config.get("task", "")
+
+
+def _loss_band(frame: pd.DataFrame, value: str, by: str) -> dict[str, pd.DataFrame]:
+    """stats.band of ``value`` per (loss, ``by``), split into one frame per loss, ordered by ``by``."""
+    b = stats.band(frame, value, ["loss", by])
+    return {loss: part.sort_values(by) for loss, part in b.groupby("loss", sort=False)}
+
+
+def _line_with_band(
+    ax: Axes, x, band: pd.DataFrame, color: str, label: str | None = None, limits: tuple[float, float] | None = None, **line
+) -> None:
+    """The mean as a line on top, the 95% interval as a light band beneath it (no band where n < 2).
+
+    ``limits`` is the range the quantity can take (a rate lies in [0, 1]): a t-interval can reach past it,
+    and the band is drawn only within it.
+    """
+    low, high = band["ci_low"], band["ci_high"]
+    if limits is not None:
+        low, high = low.clip(*limits), high.clip(*limits)
+    ax.fill_between(x, low, high, color=color, alpha=BAND_ALPHA, linewidth=0, zorder=1)
+    ax.plot(x, band["mean"], color=color, label=label, zorder=3, **{"linewidth": 2, **line})
+
+
+def _auto_log(ax: Axes, values: np.ndarray, decades: float = 1.5) -> None:
+    """A log scale when the plotted positive values span more than ``decades`` powers of ten."""
+    values = values[np.isfinite(values)]
+    if len(values) and values.min() > 0 and np.log10(values.max() / values.min()) > decades:
+        ax.set_yscale("log")
+
+
+def _decorate(ax: Axes, title: str, xlabel: str, ylabel: str, legend: bool = True, **legend_kw) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if legend:
+        ax.legend(**{"fontsize": 8, "loc": "best", **legend_kw})
+
+
+def _head_style(result: Result, loss: str) -> str:
+    return result.config.get("loss_setups", {}).get(loss, {}).get("head", "one_logit")
+
+
+def _accuracy_label(result: Result) -> str:
+    """"accuracy", or Hamming accuracy (the share of all outputs right) when an example has several outputs."""
+    if len(result.config.get("label_names", [])) <= 1:
+        return "accuracy"
+    return "Hamming accuracy (per area)" if result.config.get("task_kind") == "grid" else "Hamming accuracy (per label)"
+
+
+def _bin_centre(label: str) -> float:
+    low, high = (float(v) for v in label.split("-"))
+    return (low + high) / 2
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Gradient allocation
+# ---------------------------------------------------------------------------------------------
+
+
+def _gradient_panels(result: Result) -> list[str]:
+    kind = result.config.get("task_kind", "binary")
+    panels = ["positive_share", "confidence_correct", "confidence_wrong"]
+    if kind != "multilabel" and any(_head_style(result, loss) == "two_logit" for loss in result.losses):
+        panels.append("unit_share")
+    panels.append("body")
+    if len(result.config.get("label_names", [])) > 1:
+        panels.append("label_share")
+    return panels
+
+
+def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence[Axes] | None = None) -> Figure:
+    """Where each loss sends its gradient, measured on the validation split (the probe set), in panels.
+
+    1. the share of sum |dL/dz| that comes from positive examples, per epoch (the rest comes from negatives);
+    2. the mean per-example |dL/dz| in each confidence bin, max(p, 1 - p), for correct predictions and
+       3. for wrong ones, at ``epoch`` (default: the last): MSE's gradient vanishes on confident mistakes;
+    4. for a 2-logit softmax head, each unit's share of |dL/dz| (the negative unit gets half) ...
+    5. ... beside the gradient that reaches the body, ||dL/dh|| per example, per epoch: a 2-logit head
+       sends the body the same signal as a 1-logit head, since dL/dh = (w1 - w0) dL/dz1;
+    6. for multi-label and grid tasks, each label's (area's) share of |dL/dz|.
+
+    >>> import lossbench
+    >>> result = lossbench.compare("titanic", seeds=2, epochs=2, device="cpu")
+    >>> fig = gradient_allocation(result)
+    >>> [ax.get_title().split(",")[0] for ax in fig.axes[:4]]
+    ['Share of |dL/dz| from positive examples', '|dL/dz| on correct predictions', '|dL/dz| on wrong predictions', 'Share of |dL/dz| per output unit']
+    """
+    history = result.history
+    epochs = sorted(history["epoch"].unique())
+    epoch = int(epochs[-1]) if epoch is None else epoch
+    if epoch not in epochs:
+        raise ValueError(f"Expected `epoch` to be a recorded epoch, {epochs[0]} to {epochs[-1]}, but got {epoch!r}.")
+    names = _gradient_panels(result)
+    fig, axs = _panels(axes, names, ncols=3, panel_size=(5.0, 3.9), what="gradient-allocation panels")
+    ax_of = dict(zip(names, axs))
+    colors = loss_colors(result.losses)
+    at_epoch = history[history["epoch"] == epoch]
+
+    # 1. positive vs negative examples, per epoch
+    ax = ax_of["positive_share"]
+    for loss, b in _loss_band(history, "grad_positive_share", "epoch").items():
+        _line_with_band(ax, b["epoch"], b, colors[loss], loss, limits=(0, 1))
+    targets = result.predictions.get("val_targets")
+    if targets is not None and len(targets):
+        share = float(np.mean(targets))
+        ax.axhline(share, color="0.3", linestyle=":", linewidth=1.2, label=f"positives' share of the examples ({share:.0%})")
+    ax.set_ylim(0, 1)
+    _decorate(ax, "Share of |dL/dz| from positive examples, per epoch", "epoch", "share of sum |dL/dz| (rest: negatives)", fontsize=7)
+
+    # 2, 3. by confidence bin, correct and wrong
+    for which in ("correct", "wrong"):
+        ax = ax_of[f"confidence_{which}"]
+        columns = [c for c in history.columns if c.startswith(f"grad_confidence_{which}[")]
+        long = at_epoch.melt(id_vars=["loss", "seed"], value_vars=columns, var_name="bin", value_name="grad")
+        long["confidence"] = long["bin"].map(lambda c: _bin_centre(c[c.index("[") + 1 : -1]))
+        for loss, b in _loss_band(long, "grad", "confidence").items():
+            _line_with_band(ax, b["confidence"], b, colors[loss], loss, marker="o", markersize=4)
+        ax.set_xticks([_bin_centre(c[c.index("[") + 1 : -1]) for c in columns])
+        ax.set_xticklabels([c[c.index("[") + 1 : -1] for c in columns], fontsize=8)
+        ax.set_ylim(bottom=0)
+        _decorate(
+            ax, f"|dL/dz| on {which} predictions, epoch {epoch}", "confidence max(p, 1 - p)", "mean |dL/dz| per example",
+            legend=which == "correct",
+        )
+    top = max(ax_of[f"confidence_{w}"].get_ylim()[1] for w in ("correct", "wrong"))
+    for which in ("correct", "wrong"):  # one scale for both, so their sizes compare at a glance
+        ax_of[f"confidence_{which}"].set_ylim(0, top)
+
+    # 4. per output unit (2-logit heads)
+    if "unit_share" in ax_of:
+        ax = ax_of["unit_share"]
+        negative = stats.band(at_epoch, "grad_negative_unit_share", ["loss"]).set_index("loss")
+        for i, loss in enumerate(result.losses):
+            share = negative.loc[loss, "mean"]
+            if np.isfinite(share):
+                err = np.array([[share - negative.loc[loss, "ci_low"]], [negative.loc[loss, "ci_high"] - share]])
+                ax.bar(i, 1 - share, color=colors[loss], edgecolor="black", linewidth=0.6)
+                ax.bar(i, share, bottom=1 - share, color=colors[loss], alpha=0.45, hatch="//", edgecolor="black", linewidth=0.6,
+                       yerr=np.nan_to_num(err), capsize=3)  # fmt: skip
+                ax.text(i, (1 - share) / 2, f"z1\n{1 - share:.2f}", ha="center", va="center", fontsize=8)
+                ax.text(i, 1 - share / 2, f"z0\n{share:.2f}", ha="center", va="center", fontsize=8)
+            else:
+                ax.bar(i, 1.0, color=colors[loss], edgecolor="black", linewidth=0.6)
+                ax.text(i, 0.5, "z\n1.00", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(result.losses)))
+        ax.set_xticklabels(result.losses, fontsize=8)
+        ax.set_ylim(0, 1.4)  # room above the bars for the legend
+        ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+        from matplotlib.patches import Patch
+
+        handles = [
+            Patch(facecolor="white", edgecolor="black", label="positive unit z1 (or the only unit z)"),
+            Patch(facecolor="white", edgecolor="black", hatch="//", label="negative unit z0"),
+        ]
+        ax.legend(handles=handles, fontsize=7, loc="upper center", ncol=2)
+        _decorate(
+            ax, f"Share of |dL/dz| per output unit, epoch {epoch}",
+            "z0's gradient is minus z1's, so the body gets (w1 - w0) dL/dz1:\n"
+            "the signal of a 1-logit head (next panel), not half of it",
+            "share of sum |dL/dz|", legend=False,
+        )  # fmt: skip
+
+    # 5. into the body, per epoch: wide lines first, so that curves lying on top of each other stay visible
+    ax = ax_of["body"]
+    values = []
+    for i, (loss, b) in enumerate(_loss_band(history, "grad_body", "epoch").items()):
+        _line_with_band(ax, b["epoch"], b, colors[loss], loss, linewidth=max(4.0 - 1.2 * i, 1.2))
+        values.append(b["mean"].to_numpy())
+    _auto_log(ax, np.concatenate(values))
+    _decorate(ax, "Gradient into the shared body, per epoch", "epoch", "mean ||dL/dh|| per example")
+
+    # 6. per label / area
+    if "label_share" in ax_of:
+        ax = ax_of["label_share"]
+        labels = list(result.config["label_names"])
+        width = 0.8 / len(result.losses)
+        for i, loss in enumerate(result.losses):
+            mine = at_epoch[at_epoch["loss"] == loss]
+            bands = [stats.band(mine, f"grad_label_share[{label}]", ["loss"]).iloc[0] for label in labels]
+            means = np.array([b["mean"] for b in bands])
+            low = np.array([max(b["ci_low"], 0.0) for b in bands])  # a share is never below 0
+            err = np.nan_to_num(np.array([means - low, [b["ci_high"] - b["mean"] for b in bands]]))
+            x = np.arange(len(labels)) - 0.4 + width * (i + 0.5)
+            ax.bar(x, means, width, yerr=err, color=colors[loss], label=loss, capsize=2, error_kw={"linewidth": 0.8})
+        ax.axhline(1 / len(labels), color="0.3", linestyle=":", linewidth=1.2, label=f"equal share (1/{len(labels)})")
+        ax.set_xticks(range(len(labels)))
+        short = [label.replace("area ", "") for label in labels]
+        ax.set_xticklabels(short, fontsize=7, rotation=90 if len(labels) > 10 else 0)
+        what = "area" if result.config.get("task_kind") == "grid" else "label"
+        _decorate(ax, f"Share of |dL/dz| per {what}, epoch {epoch}", what, "share of sum |dL/dz|", fontsize=7)
+
+    _suptitle(fig, axes is None, f"Where each loss sends its gradient (validation split, {_seeds_text(result)})\n{_task_text(result)}")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Accuracy against the decision threshold
+# ---------------------------------------------------------------------------------------------
+
+
+def _threshold_panels(result: Result) -> list[str]:
+    kind = result.config.get("task_kind", "binary")
+    panels = ["accuracy"]
+    if kind == "multilabel":
+        panels.append("exact_match")
+    if kind in ("binary", "grid"):
+        panels.append("sensitivity_specificity")
+    return panels
+
+
+def accuracy_vs_threshold(result: Result, split: Literal["val", "test"] = "val", axes: Sequence[Axes] | None = None) -> Figure:
+    """Accuracy against the decision threshold, one curve per loss with its band over seeds.
+
+    A prediction is positive when its score >= threshold. Each curve has a marker at the loss's
+    best-validation threshold (the mean over seeds, with its 95% CI as a horizontal bar) and the usual
+    threshold 0.5 is a dashed vertical line. Multi-label tasks add exact-match accuracy beside Hamming
+    (per-label) accuracy; binary and grid tasks add sensitivity and specificity.
+
+    >>> import lossbench
+    >>> result = lossbench.compare("titanic", seeds=2, epochs=2, device="cpu")
+    >>> fig = accuracy_vs_threshold(result)
+    >>> [ax.get_title().split(" (")[0] for ax in fig.axes]
+    ['Accuracy against the threshold', 'Sensitivity and specificity against the threshold']
+    """
+    if split not in ("val", "test"):
+        raise ValueError(f"Expected `split` to be 'val' or 'test', but got {split!r}.")
+    frame = result.thresholds[result.thresholds["split"] == split]
+    names = _threshold_panels(result)
+    fig, axs = _panels(axes, names, ncols=len(names), panel_size=(5.6, 4.2), what="threshold panels")
+    ax_of = dict(zip(names, axs))
+    colors = loss_colors(result.losses)
+    split_name = "validation" if split == "val" else "test"
+
+    for name in ("accuracy", "exact_match"):
+        if name not in ax_of:
+            continue
+        ax = ax_of[name]
+        curves = _loss_band(frame, name, "threshold")
+        for loss, b in curves.items():
+            _line_with_band(ax, b["threshold"], b, colors[loss], loss, limits=(0, 1))
+        ax.axvline(0.5, color="0.35", linestyle="--", linewidth=1, label="threshold 0.5")
+        if name == "accuracy":  # the best-validation threshold, where this accuracy peaks on validation data
+            best = result.summary[result.summary["metric"] == "best_threshold"].set_index("loss")
+            for loss, b in curves.items():
+                t, low, high = best.loc[loss, ["mean", "ci_low", "ci_high"]]
+                y = np.interp(t, b["threshold"], b["mean"])
+                xerr = np.nan_to_num([[t - low], [high - t]])
+                ax.errorbar(t, y, xerr=xerr, fmt="o", color=colors[loss], markeredgecolor="black", markersize=7, capsize=4, zorder=4)
+            ax.errorbar([], [], xerr=[], fmt="o", color="white", markeredgecolor="black", capsize=4,
+                        label="best-validation threshold (mean, 95% CI)")  # fmt: skip
+        label = {"accuracy": _accuracy_label(result), "exact_match": "exact-match accuracy (all labels right)"}[name]
+        title = {"accuracy": "Accuracy against the threshold", "exact_match": "Exact match against the threshold"}[name]
+        _decorate(ax, f"{title} ({split_name})", "decision threshold", label, fontsize=7, loc="lower center")
+
+    if "sensitivity_specificity" in ax_of:
+        ax = ax_of["sensitivity_specificity"]
+        for metric, style in (("sensitivity", "-"), ("specificity", "--")):
+            for loss, b in _loss_band(frame, metric, "threshold").items():
+                _line_with_band(ax, b["threshold"], b, colors[loss], loss if metric == "sensitivity" else None, limits=(0, 1), linestyle=style)
+        ax.axvline(0.5, color="0.35", linestyle="--", linewidth=1)
+        ax.plot([], [], color="black", linestyle="-", label="sensitivity (true-positive rate)")
+        ax.plot([], [], color="black", linestyle="--", label="specificity (true-negative rate)")
+        ax.set_ylim(0, 1.02)
+        _decorate(ax, f"Sensitivity and specificity against the threshold ({split_name})", "decision threshold", "rate", fontsize=7, loc="lower center")
+
+    _suptitle(fig, axes is None, f"Accuracy against the decision threshold ({split_name} split, {_seeds_text(result)})\n{_task_text(result)}")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Training curves
+# ---------------------------------------------------------------------------------------------
+
+
+def training_curves(result: Result, axes: Sequence[Axes] | None = None) -> Figure:
+    """Training loss, validation loss and validation accuracy (threshold 0.5) per epoch, with bands over seeds.
+
+    Each loss is measured on its own scale (MSE is not comparable to cross-entropy in value), so the
+    accuracy panel is the one to compare losses on. Epoch 0 is before training.
+
+    >>> import lossbench
+    >>> result = lossbench.compare("titanic", seeds=2, epochs=2, device="cpu")
+    >>> [ax.get_title() for ax in training_curves(result).axes]
+    ['Training loss (mean over the epoch)', 'Validation loss', 'Validation accuracy at threshold 0.5']
+    """
+    names = ["train_loss", "val_loss", "val_accuracy"]
+    fig, axs = _panels(axes, names, ncols=3, panel_size=(5.0, 3.9), what="training-curve panels")
+    colors = loss_colors(result.losses)
+    titles = {
+        "train_loss": ("Training loss (mean over the epoch)", "loss, each on its own scale"),
+        "val_loss": ("Validation loss", "loss, each on its own scale"),
+        "val_accuracy": ("Validation accuracy at threshold 0.5", _accuracy_label(result)),
+    }
+    for ax, name in zip(axs, names):
+        values = []
+        for loss, b in _loss_band(result.history, name, "epoch").items():
+            _line_with_band(ax, b["epoch"], b, colors[loss], loss, limits=(0, 1) if name == "val_accuracy" else (0, np.inf))
+            values.append(b["mean"].to_numpy())
+        if name != "val_accuracy":
+            _auto_log(ax, np.concatenate(values))
+        _decorate(ax, titles[name][0], "epoch", titles[name][1], legend=name == "val_accuracy", fontsize=8)
+    _suptitle(fig, axes is None, f"Training curves ({_seeds_text(result)})\n{_task_text(result)}")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Calibration
+# ---------------------------------------------------------------------------------------------
+
+
+def calibration(result: Result, axes: Sequence[Axes] | None = None) -> Figure:
+    """A reliability diagram per loss on the test split: mean predicted probability against the fraction positive.
+
+    Per probability bin, the points are the mean over seeds of (mean predicted, fraction positive), the
+    band the 95% CI of the fraction positive, and the grey bars how many predictions fall in the bin. A
+    calibrated model lies on the diagonal. The legend gives the expected calibration error,
+    ECE = sum over bins of (count / total) * |fraction positive - mean predicted|.
+
+    >>> import lossbench
+    >>> result = lossbench.compare("titanic", seeds=2, epochs=2, device="cpu")
+    >>> [ax.get_title() for ax in calibration(result).axes if ax.get_title()]
+    ['softmax_ce', 'bce', 'mse']
+    """
+    losses = result.losses
+    fig, axs = _panels(axes, losses, ncols=min(len(losses), 4), panel_size=(4.2, 4.2), what="reliability diagrams, one per loss")
+    colors = loss_colors(losses)
+    frame = result.calibration
+    ece = result.summary[result.summary["metric"] == "test_ece"].set_index("loss")
+    for ax, loss in zip(axs, losses):
+        mine = frame[frame["loss"] == loss]
+        fraction = stats.band(mine, "fraction_positive", ["bin"]).sort_values("bin")
+        predicted = stats.band(mine, "mean_predicted", ["bin"]).sort_values("bin")
+        count = stats.band(mine, "count", ["bin"]).sort_values("bin")
+        lows = mine.groupby("bin")["bin_low"].first().reindex(count["bin"]).to_numpy()
+        highs = mine.groupby("bin")["bin_high"].first().reindex(count["bin"]).to_numpy()
+        # how many predictions fall in each bin, as light bars along the bottom (a quarter of the height)
+        scale = 0.25 / max(float(np.nanmax(count["mean"])), 1.0)
+        ax.bar(lows, count["mean"].to_numpy() * scale, width=highs - lows, align="edge", color="0.85", edgecolor="0.6",
+               linewidth=0.5, label="predictions per bin (scaled)", zorder=0)  # fmt: skip
+        ax.plot([0, 1], [0, 1], color="0.3", linestyle="--", linewidth=1, label="perfectly calibrated")
+        x = predicted["mean"].to_numpy()
+        e = ece.loc[loss] if loss in ece.index else None
+        text = f"ECE {e['mean']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]" if e is not None and np.isfinite(e["ci_low"]) else (
+            f"ECE {e['mean']:.3f}" if e is not None else "ECE n/a"
+        )
+        _line_with_band(ax, x, fraction, colors[loss], text, limits=(0, 1), marker="o", markersize=4)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        _decorate(ax, loss, "mean predicted probability", "fraction positive", fontsize=7, loc="upper left")
+    _suptitle(fig, axes is None, f"Calibration on the test split ({_seeds_text(result)})\n{_task_text(result)}")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. The analytic shapes of each loss (no run needed)
+# ---------------------------------------------------------------------------------------------
+
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _scalar_options(options: Mapping | None) -> tuple[dict, list[str]]:
+    """Options a curve of one binary decision can show (numbers), and the names of those it cannot (per-label lists)."""
+    shown, skipped = {}, []
+    for key, value in dict(options or {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) or value is None:
+            shown[key] = value
+        elif isinstance(value, str):
+            shown[key] = value
+        else:
+            skipped.append(key)
+    return shown, skipped
+
+
+def loss_and_gradient_shapes(
+    losses: Sequence[str] = ("softmax_ce", "bce", "mse"),
+    options: Mapping[str, Mapping] | None = None,
+    axes: Sequence[Axes] | None = None,
+) -> Figure:
+    """The analytic loss(p) and dL/dz(p) of each loss for y = 1 and y = 0, from the families' own functions.
+
+    p is the predicted probability of the positive class, p = sigmoid(z) (softmax_ce: softmax(z)[1], and
+    the gradient is on the positive unit z1; the negative unit gets the opposite). Cross-entropy's
+    gradient is p - y, largest on confident mistakes; MSE's is 2 (p - y) p (1 - p), which vanishes there.
+    ``losses`` may hold labelled variants (``"bce@weighted"``), with their ``options`` (e.g.
+    ``{"bce@weighted": {"pos_weight": 4.0}}``).
+
+    >>> fig = loss_and_gradient_shapes(["softmax_ce", "bce", "mse"])
+    >>> [ax.get_title() for ax in fig.axes]
+    ['Loss, true label y = 1', 'Loss, true label y = 0', 'dL/dz, true label y = 1', 'dL/dz, true label y = 0']
+    """
+    losses = list(losses)
+    families = {name: loss_registry.family(name.split("@", 1)[0]) for name in losses}
+    names = ["loss y=1", "loss y=0", "grad y=1", "grad y=0"]
+    fig, axs = _panels(axes, names, ncols=2, panel_size=(5.2, 3.6), what="loss and gradient panels")
+    colors = loss_colors(losses)
+    p = torch.linspace(0.001, 0.999, 999, dtype=torch.float64)
+    top = 5.0  # -log(p) reaches 6.9 at p = 0.001: cut the loss axis here so the bounded losses stay readable
+    for col, y in enumerate((1.0, 0.0)):
+        ax_loss, ax_grad = axs[col], axs[2 + col]
+        for i, name in enumerate(losses):
+            shown, skipped = _scalar_options((options or {}).get(name))
+            family = families[name]
+            label = name + (f" ({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else "")
+            label += f" [{', '.join(skipped)} per label: not drawn]" if skipped else ""
+            style = dict(color=colors[name], linestyle=_LINESTYLES[i % len(_LINESTYLES)], linewidth=max(3.2 - 0.7 * i, 1.3))
+            ax_loss.plot(p.numpy(), family.loss_of_probability(p, y, **shown).numpy(), label=label, **style)
+            grad_label = label + (" (on z1; z0 gets minus this)" if family.head == "two_logit" else "")
+            ax_grad.plot(p.numpy(), family.grad_wrt_logit(p, y, **shown).numpy(), label=grad_label, **style)
+        mistake = (0.0, 0.1) if y == 1.0 else (0.9, 1.0)
+        for ax in (ax_loss, ax_grad):
+            ax.axvspan(*mistake, color="tab:red", alpha=0.08, zorder=0)
+            ax.set_xlim(0, 1)
+        ax_grad.axhline(0, color="0.3", linewidth=0.8)
+        ax_loss.set_ylim(0, top)
+        x, align = (0.11, "left") if y == 1.0 else (0.89, "right")
+        note = dict(ha=align, va="center", fontsize=7, color="tab:red")
+        ax_loss.text(x, 0.9 * top, "confident mistakes", **note)
+        ax_grad.text(x, 0.5, "confident mistakes", transform=ax_grad.get_xaxis_transform(), **note)
+        target = "y = 1" if y == 1.0 else "y = 0"
+        _decorate(ax_loss, f"Loss, true label {target}", "predicted probability p of the positive class", "loss",
+                  fontsize=7, loc="upper center" if y == 1.0 else "upper center")  # fmt: skip
+        _decorate(ax_grad, f"dL/dz, true label {target}", "predicted probability p of the positive class", "dL/dz (gradient on the logit)",
+                  fontsize=7, loc="lower right" if y == 1.0 else "upper left")  # fmt: skip
+    _suptitle(fig, axes is None, "Loss and gradient as functions of the predicted probability (analytic, one example)")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# All of them
+# ---------------------------------------------------------------------------------------------
+
+
+def save_plots(result: Result, directory: str | os.PathLike, epoch: int | None = None) -> list[Path]:
+    """Draw every figure of :data:`PLOT_NAMES` once and write them as PNG files into ``directory``.
+
+    ``epoch`` picks the epoch of the gradient-allocation bars (default: the last). Returns the paths.
+
+    >>> import lossbench, tempfile
+    >>> result = lossbench.compare("titanic", seeds=2, epochs=2, device="cpu")
+    >>> [p.name for p in save_plots(result, tempfile.mkdtemp())]
+    ['gradient_allocation.png', 'accuracy_vs_threshold.png', 'training_curves.png', 'calibration.png', 'loss_and_gradient_shapes.png']
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    options = {name: setup.get("options", {}) for name, setup in result.config.get("loss_setups", {}).items()}
+    drawings = {
+        "gradient_allocation": lambda: gradient_allocation(result, epoch=epoch),
+        "accuracy_vs_threshold": lambda: accuracy_vs_threshold(result),
+        "training_curves": lambda: training_curves(result),
+        "calibration": lambda: calibration(result),
+        "loss_and_gradient_shapes": lambda: loss_and_gradient_shapes(result.losses, options),
+    }
+    paths = []
+    for name in PLOT_NAMES:
+        fig = drawings[name]()
+        path = directory / f"{name}.png"
+        fig.savefig(path, dpi=DPI)
+        paths.append(path)
+    return paths

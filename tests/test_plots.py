@@ -1,0 +1,292 @@
+"""The figures: what each panel draws equals the Result's bands, one colour per loss, titles, labels, legends, PNGs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.collections import PolyCollection
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+import lossbench
+from lossbench import losses as loss_registry
+from lossbench import plots, stats
+from tests.conftest import tiny_task
+
+LOSSES = ("softmax_ce", "bce", "mse")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, lossbench.Result]:
+    """One small run of each task kind (3 seeds, so that every band has an interval)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {
+            kind: lossbench.compare(tiny_task(kind, image=kind == "grid"), LOSSES, seeds=3, epochs=3, lr=0.01, device="cpu")
+            for kind in ("binary", "multilabel", "grid")
+        }
+    finally:
+        torch.set_num_threads(before)
+
+
+def titles(fig: Figure) -> list[str]:
+    return [ax.get_title() for ax in fig.axes]
+
+
+def axes_titled(fig: Figure, start: str):
+    found = [ax for ax in fig.axes if ax.get_title().startswith(start)]
+    assert len(found) == 1, (start, titles(fig))
+    return found[0]
+
+
+def line(ax, label: str) -> Line2D:
+    found = [ln for ln in ax.get_lines() if ln.get_label() == label]
+    assert len(found) == 1, (label, [ln.get_label() for ln in ax.get_lines()])
+    return found[0]
+
+
+def band_of(frame, value: str, by: str, loss: str):
+    b = stats.band(frame, value, ["loss", by])
+    return b[b["loss"] == loss].sort_values(by)
+
+
+FIGURES = {
+    "gradient_allocation": lambda r: plots.gradient_allocation(r),
+    "accuracy_vs_threshold": lambda r: plots.accuracy_vs_threshold(r),
+    "training_curves": lambda r: plots.training_curves(r),
+    "calibration": lambda r: plots.calibration(r),
+    "loss_and_gradient_shapes": lambda r: plots.loss_and_gradient_shapes(r.losses),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# What every figure has
+# ---------------------------------------------------------------------------------------------
+
+
+def test_loss_colors_are_the_family_colours_then_spares_by_position():
+    assert plots.loss_colors(["mse", "softmax_ce"]) == {"mse": "tab:green", "softmax_ce": "tab:blue"}
+    assert plots.loss_colors(["bce@weighted", "bce", "focal"]) == {"bce@weighted": "tab:orange", "bce": "tab:purple", "focal": "tab:red"}
+    many = plots.loss_colors([f"bce@{i}" for i in range(8)])
+    assert len(set(many.values())) == 8  # distinct as long as there are colours
+
+
+@pytest.mark.parametrize("kind", ["binary", "multilabel", "grid"])
+@pytest.mark.parametrize("figure", list(FIGURES))
+def test_every_panel_has_a_title_and_axis_labels_and_every_figure_a_legend(results, kind, figure):
+    fig = FIGURES[figure](results[kind])
+    assert fig.get_suptitle()
+    assert fig.axes
+    for ax in fig.axes:
+        assert ax.get_title(), figure
+        assert ax.get_xlabel() and ax.get_ylabel(), (figure, ax.get_title())
+    assert any(ax.get_legend() is not None for ax in fig.axes), figure
+
+
+@pytest.mark.parametrize("kind", ["binary", "multilabel", "grid"])
+def test_each_loss_has_one_colour_in_every_figure(results, kind):
+    result = results[kind]
+    colors = plots.loss_colors(result.losses)
+    seen = {loss: set() for loss in result.losses}
+    for draw in FIGURES.values():
+        for ax in draw(result).axes:
+            for ln in ax.get_lines():
+                label = ln.get_label().split(" (")[0]
+                if label in seen:
+                    seen[label].add(to_rgba(ln.get_color()))
+    for loss in result.losses:
+        assert seen[loss] == {to_rgba(colors[loss])}, loss
+
+
+def test_figures_show_bands_over_seeds(results):
+    result = results["binary"]
+    fig = plots.training_curves(result)
+    for ax in fig.axes:
+        bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+        assert len(bands) == len(result.losses), ax.get_title()
+
+
+# ---------------------------------------------------------------------------------------------
+# What each figure draws equals the Result
+# ---------------------------------------------------------------------------------------------
+
+
+def test_training_curves_draw_the_mean_over_seeds(results):
+    result = results["binary"]
+    fig = plots.training_curves(result)
+    assert titles(fig) == ["Training loss (mean over the epoch)", "Validation loss", "Validation accuracy at threshold 0.5"]
+    for ax, column in zip(fig.axes, ["train_loss", "val_loss", "val_accuracy"]):
+        for loss in result.losses:
+            expected = band_of(result.history, column, "epoch", loss)
+            ln = line(ax, loss)
+            np.testing.assert_array_equal(ln.get_xdata(), expected["epoch"])
+            np.testing.assert_allclose(ln.get_ydata(), expected["mean"], equal_nan=True)
+
+
+def test_gradient_allocation_panels_depend_on_the_task(results):
+    binary = titles(plots.gradient_allocation(results["binary"]))
+    multilabel = titles(plots.gradient_allocation(results["multilabel"]))
+    grid = titles(plots.gradient_allocation(results["grid"]))
+    unit, body = "Share of |dL/dz| per output unit", "Gradient into the shared body"
+    assert any(t.startswith(unit) for t in binary) and any(t.startswith(body) for t in binary)
+    assert not any("per label" in t or "per area" in t for t in binary)
+    assert not any(t.startswith(unit) for t in multilabel)  # softmax across labels has no negative unit
+    assert any(t.startswith("Share of |dL/dz| per label") for t in multilabel)
+    assert any(t.startswith(unit) for t in grid) and any(t.startswith("Share of |dL/dz| per area") for t in grid)
+
+
+def test_the_two_logit_head_splits_its_gradient_in_half_but_the_body_gets_the_full_signal(results):
+    result = results["binary"]
+    fig = plots.gradient_allocation(result)
+    bars = axes_titled(fig, "Share of |dL/dz| per output unit").patches
+    heights = [round(b.get_height(), 6) for b in bars]
+    assert heights == [0.5, 0.5, 1.0, 1.0]  # softmax_ce: z1 and z0; bce and mse: their only unit
+    body = axes_titled(fig, "Gradient into the shared body")
+    softmax, bce = line(body, "softmax_ce").get_ydata(), line(body, "bce").get_ydata()
+    # epoch 0: function-matched heads, so the body receives exactly the same gradient (not half of it)
+    assert softmax[0] == pytest.approx(bce[0], rel=1e-5)
+    expected = band_of(result.history, "grad_body", "epoch", "softmax_ce")["mean"]
+    np.testing.assert_allclose(softmax, expected)
+
+
+def test_confidence_panels_draw_the_per_bin_gradient_at_the_chosen_epoch(results):
+    result = results["binary"]
+    fig = plots.gradient_allocation(result, epoch=2)
+    ax = axes_titled(fig, "|dL/dz| on wrong predictions, epoch 2")
+    at = result.history[result.history["epoch"] == 2]
+    for loss in result.losses:
+        means = [stats.band(at[at["loss"] == loss], f"grad_confidence_wrong[{b}]", ["loss"])["mean"].iloc[0]
+                 for b in ("0.5-0.6", "0.6-0.7", "0.7-0.8", "0.8-0.9", "0.9-1.0")]  # fmt: skip
+        np.testing.assert_allclose(line(ax, loss).get_ydata(), means, equal_nan=True)
+        np.testing.assert_allclose(line(ax, loss).get_xdata(), [0.55, 0.65, 0.75, 0.85, 0.95])
+    with pytest.raises(ValueError, match=r"^Expected `epoch` to be a recorded epoch, 0 to 3, but got 7\.$"):
+        plots.gradient_allocation(result, epoch=7)
+
+
+def test_label_share_bars_hold_each_label_s_mean_share(results):
+    result = results["multilabel"]
+    fig = plots.gradient_allocation(result)
+    ax = axes_titled(fig, "Share of |dL/dz| per label")
+    labels = result.config["label_names"]
+    bars = ax.patches
+    assert len(bars) == len(labels) * len(result.losses)
+    last = result.history[result.history["epoch"] == 3]
+    for i, loss in enumerate(result.losses):
+        mine = last[last["loss"] == loss]
+        expected = [mine[f"grad_label_share[{label}]"].mean() for label in labels]
+        np.testing.assert_allclose([b.get_height() for b in bars[i * len(labels) : (i + 1) * len(labels)]], expected)
+        assert sum(expected) == pytest.approx(1.0)
+
+
+def test_accuracy_vs_threshold_marks_the_best_validation_threshold(results):
+    result = results["binary"]
+    fig = plots.accuracy_vs_threshold(result)
+    assert titles(fig) == [
+        "Accuracy against the threshold (validation)",
+        "Sensitivity and specificity against the threshold (validation)",
+    ]
+    ax = fig.axes[0]
+    val = result.thresholds[result.thresholds["split"] == "val"]
+    best = result.summary[result.summary["metric"] == "best_threshold"].set_index("loss")["mean"]
+    markers = [ln for ln in ax.get_lines() if ln.get_marker() == "o" and len(ln.get_xdata()) == 1]
+    assert len(markers) == len(result.losses)
+    for loss, marker in zip(result.losses, markers):
+        curve = band_of(val, "accuracy", "threshold", loss)
+        np.testing.assert_allclose(line(ax, loss).get_ydata(), curve["mean"])
+        assert marker.get_xdata()[0] == pytest.approx(best[loss])
+        assert marker.get_ydata()[0] == pytest.approx(np.interp(best[loss], curve["threshold"], curve["mean"]))
+        assert to_rgba(marker.get_color()) == to_rgba(plots.loss_colors(result.losses)[loss])
+    assert any(list(ln.get_xdata()) == [0.5, 0.5] for ln in ax.get_lines())  # the line at 0.5
+
+
+def test_accuracy_vs_threshold_panels_by_task(results):
+    assert [t.split(" (")[0] for t in titles(plots.accuracy_vs_threshold(results["multilabel"]))] == [
+        "Accuracy against the threshold",
+        "Exact match against the threshold",
+    ]
+    assert len(plots.accuracy_vs_threshold(results["grid"]).axes) == 2  # accuracy, sensitivity/specificity
+    fig = plots.accuracy_vs_threshold(results["multilabel"], split="test")
+    assert fig.axes[0].get_ylabel() == "Hamming accuracy (per label)"
+    with pytest.raises(ValueError, match=r"^Expected `split` to be 'val' or 'test', but got 'train'\.$"):
+        plots.accuracy_vs_threshold(results["binary"], split="train")
+
+
+def test_calibration_draws_reliability_per_loss_with_ece_in_the_legend(results):
+    result = results["binary"]
+    fig = plots.calibration(result)
+    assert [t for t in titles(fig) if t] == list(result.losses)
+    ece = result.summary[result.summary["metric"] == "test_ece"].set_index("loss")
+    for ax, loss in zip(fig.axes, result.losses):
+        texts = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert f"ECE {ece.loc[loss, 'mean']:.3f} [{ece.loc[loss, 'ci_low']:.3f}, {ece.loc[loss, 'ci_high']:.3f}]" in texts
+        assert any(list(ln.get_xdata()) == [0, 1] and list(ln.get_ydata()) == [0, 1] for ln in ax.get_lines())  # diagonal
+        mine = result.calibration[result.calibration["loss"] == loss]
+        curve = [ln for ln in ax.get_lines() if ln.get_label().startswith("ECE")][0]
+        np.testing.assert_allclose(curve.get_ydata(), stats.band(mine, "fraction_positive", ["bin"]).sort_values("bin")["mean"], equal_nan=True)
+
+
+def test_loss_and_gradient_shapes_come_from_the_families():
+    fig = plots.loss_and_gradient_shapes(["softmax_ce", "bce", "mse", "bce@weighted"], options={"bce@weighted": {"pos_weight": 4.0}})
+    loss_y1, loss_y0, grad_y1, grad_y0 = fig.axes
+    p = torch.tensor(line(grad_y0, "mse").get_xdata(), dtype=torch.float64)
+    for name, family in (("bce", "bce"), ("mse", "mse")):
+        f = loss_registry.family(family)
+        np.testing.assert_allclose(line(loss_y1, name).get_ydata(), f.loss_of_probability(p, 1.0).numpy())
+        np.testing.assert_allclose(line(grad_y0, name).get_ydata(), f.grad_wrt_logit(p, 0.0).numpy())
+    # a confident mistake (p = 0.999, y = 0): cross-entropy pushes with 0.999, MSE with 0.002
+    assert line(grad_y0, "bce").get_ydata()[-1] == pytest.approx(0.999)
+    assert line(grad_y0, "mse").get_ydata()[-1] == pytest.approx(2 * 0.999 * 0.999 * 0.001)
+    assert line(grad_y0, "softmax_ce (on z1; z0 gets minus this)").get_ydata()[-1] == pytest.approx(0.999)
+    weighted = line(loss_y1, "bce@weighted (pos_weight=4.0)").get_ydata()
+    np.testing.assert_allclose(weighted, 4 * line(loss_y1, "bce").get_ydata())
+    np.testing.assert_allclose(line(loss_y0, "bce@weighted (pos_weight=4.0)").get_ydata(), line(loss_y0, "bce").get_ydata())
+
+
+def test_axes_can_be_given(results):
+    result = results["binary"]
+    fig = Figure()
+    axes = fig.subplots(1, 3)
+    assert plots.training_curves(result, axes=axes) is fig
+    assert titles(fig)[2] == "Validation accuracy at threshold 0.5"
+    with pytest.raises(ValueError, match=r"^Expected `axes` to hold 4 axes for the loss and gradient panels .*, but got 3\.$"):
+        plots.loss_and_gradient_shapes(axes=axes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+
+def test_save_plots_writes_real_pngs_and_a_loaded_run_draws_the_same(results, tmp_path):
+    result = results["grid"]
+    paths = plots.save_plots(result, tmp_path / "plots")
+    assert [p.name for p in paths] == [f"{name}.png" for name in plots.PLOT_NAMES]
+    for path in paths:
+        data = path.read_bytes()
+        assert data[:8] == PNG_SIGNATURE and len(data) > 10_000, path
+    saved = result.save(tmp_path / "run")
+    loaded = lossbench.load(saved)
+    a, b = plots.training_curves(result), plots.training_curves(loaded)
+    for ax_a, ax_b in zip(a.axes, b.axes):
+        for la, lb in zip(ax_a.get_lines(), ax_b.get_lines()):
+            np.testing.assert_allclose(la.get_ydata(), lb.get_ydata(), rtol=1e-9, equal_nan=True)
+
+
+def test_importing_lossbench_does_not_import_matplotlib_and_plots_never_use_pyplot():
+    code = (
+        "import sys, lossbench, lossbench.cli, lossbench.report\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported at lossbench import time'\n"
+        "from lossbench import plots\n"
+        "plots.loss_and_gradient_shapes().savefig(__import__('io').BytesIO(), format='png')\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
+    )
+    root = Path(lossbench.__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert done.returncode == 0, done.stderr
