@@ -2,14 +2,366 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import shutil
 import sys
+import tempfile
+import time
+import types
+import typing
+from pathlib import Path
 from typing import Callable, Sequence
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UsageError(Exception):
     """A user's mistake on the command line: printed as one line, exit code 2."""
+
+    def __init__(self, message: str, prog: str | None = None) -> None:
+        super().__init__(message)
+        self.prog = prog  # the (sub)command whose options were wrong, when argparse found the mistake
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a mistake is one line (no usage block) and never exits the caller's process."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)", prog=self.prog)
+
+
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing the options of `lossbench compare`
+# ---------------------------------------------------------------------------------------------
+
+
+def _positive(kind: type, what: str) -> Callable[[str], float]:
+    """An argparse type: ``kind(text)`` if it is a finite number above 0, else a one-line error naming ``what``."""
+    expected = "a positive whole number" if kind is int else "a positive number"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not (0 < value < float("inf")):
+            raise argparse.ArgumentTypeError(f"Expected {what} to be {expected}, but got {text!r}.")
+        return value
+
+    return parse
+
+
+def parse_losses(text: str) -> list[str]:
+    """``"softmax_ce,bce,mse"`` -> the loss names, each a family or a labelled variant ``family@label``.
+
+    >>> parse_losses("bce, bce@weighted")
+    ['bce', 'bce@weighted']
+    >>> parse_losses("bce,hinge")
+    Traceback (most recent call last):
+    ...
+    lossbench.cli.UsageError: Expected --losses to name loss families among softmax_ce, bce, mse, focal (or labelled variants such as bce@weighted), but got 'hinge'; `lossbench losses` lists them.
+    """
+    from lossbench import losses as registry
+
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    valid = [f.name for f in registry.families()]
+    if not names:
+        raise UsageError(f"Expected --losses to name at least one loss among {', '.join(valid)}, but got {text!r}.")
+    for name in names:
+        if name.split("@", 1)[0] not in valid:
+            raise UsageError(
+                f"Expected --losses to name loss families among {', '.join(valid)} (or labelled variants such as "
+                f"bce@weighted), but got {name!r}; `lossbench losses` lists them."
+            )
+    if len(set(names)) != len(names):
+        raise UsageError(f"Expected --losses to name each loss once, but got {text!r}; label a second variant, as in bce,bce@weighted.")
+    return names
+
+
+def parse_impl(text: str, losses: Sequence[str]) -> str | dict[str, str]:
+    """``--impl``: one implementation for every loss, or comma-separated ``loss=impl`` pairs.
+
+    An implementation is ``handwritten``, ``naive``, ``reference`` or an import path
+    ``package.module:function`` (whose colon is no separator here).
+
+    >>> parse_impl("naive", ["bce", "mse"])
+    'naive'
+    >>> parse_impl("bce=lossbench.losses.bce:binary_cross_entropy_naive,mse=reference", ["bce", "mse"])
+    {'bce': 'lossbench.losses.bce:binary_cross_entropy_naive', 'mse': 'reference'}
+    """
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not any("=" in part for part in parts):
+        if len(parts) != 1:
+            raise UsageError(
+                f"Expected --impl to be one implementation for all losses or comma-separated loss=impl pairs, but got {text!r}."
+            )
+        return _check_impl(parts[0])
+    mapping: dict[str, str] = {}
+    for part in parts:
+        name, sep, impl = (s.strip() for s in part.partition("="))
+        if not sep or not impl:
+            raise UsageError(f"Expected --impl pairs of the form loss=impl, as in bce=naive, but got {part!r}.")
+        if name not in losses:
+            raise UsageError(f"Expected --impl to name one of the losses {', '.join(losses)}, but got {name!r} in {part!r}.")
+        mapping[name] = _check_impl(impl)
+    return mapping
+
+
+def _check_impl(impl: str) -> str:
+    """A built-in implementation name, or an import path whose function can be imported (checked now, before training)."""
+    from lossbench.losses import load_user_function
+    from lossbench.runner import BUILT_IN_IMPLS
+
+    if ":" in impl:
+        load_user_function(impl)  # a ValueError naming what is wrong: the module, the function
+    elif impl not in BUILT_IN_IMPLS:
+        raise UsageError(
+            f"Expected --impl to be one of {', '.join(BUILT_IN_IMPLS)} or an import path package.module:function, but got {impl!r}."
+        )
+    return impl
+
+
+def _parse_typed(text: str, hint, what: str):
+    """Parse ``text`` to the type ``hint`` of a config field (int, float, bool, str, Literal, tuple, optional)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        for choice in args:
+            if text == str(choice):
+                return choice
+        raise UsageError(f"Expected {what} to be one of {', '.join(map(str, args))}, but got {text!r}.")
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and text.lower() in ("none", "null"):
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _parse_typed(text, option, what)
+            except UsageError as err:
+                errors.append(str(err))
+        raise UsageError(errors[0] if errors else f"Expected {what} to be none, but got {text!r}.")
+    if origin in (tuple, list):
+        item = args[0] if args else str
+        values = [_parse_typed(part.strip(), item, what) for part in text.split(",") if part.strip()]
+        return tuple(values) if origin is tuple else values
+    if hint is bool:
+        lowered = text.lower()
+        if lowered in ("true", "yes", "1", "on"):
+            return True
+        if lowered in ("false", "no", "0", "off"):
+            return False
+        raise UsageError(f"Expected {what} to be true or false, but got {text!r}.")
+    if hint in (int, float):
+        try:
+            return hint(text)
+        except ValueError:
+            kind = "a whole number" if hint is int else "a number"
+            raise UsageError(f"Expected {what} to be {kind}, but got {text!r}.") from None
+    if hint is str:
+        return text
+    raise UsageError(f"Expected {what} to be a setting the command line can parse, but its type is {hint!r}.")
+
+
+def parse_settings(pairs: Sequence[str], config_class: type) -> dict:
+    """``--set KEY=VALUE`` pairs -> config overrides, each parsed to its field's type; unknown keys are an error.
+
+    >>> from lossbench.tasks import titanic
+    >>> parse_settings(["hidden=32", "val_fraction=0.25", "optimizer=sgd"], titanic.Config)
+    {'hidden': 32, 'val_fraction': 0.25, 'optimizer': 'sgd'}
+    >>> parse_settings(["hiden=32"], titanic.Config)
+    Traceback (most recent call last):
+    ...
+    lossbench.cli.UsageError: Expected --set to name a setting of the task, one of seeds, epochs, ..., but got 'hiden'.
+    """
+    hints = typing.get_type_hints(config_class)
+    fields = [f.name for f in dataclasses.fields(config_class)]
+    out: dict = {}
+    for pair in pairs:
+        key, sep, value = (s.strip() for s in pair.partition("="))
+        if not sep:
+            raise UsageError(f"Expected --set KEY=VALUE, as in --set epochs=20, but got {pair!r}.")
+        if key not in fields:
+            raise UsageError(f"Expected --set to name a setting of the task, one of {', '.join(fields)}, but got {key!r}.")
+        out[key] = _parse_typed(value, hints[key], f"--set {key}")
+    return out
+
+
+def _option_value(text: str):
+    """A per-loss option's value: a number, a comma-separated list of numbers, true/false, none, or text."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        if "," in text:
+            return [float(part) for part in text.split(",")]
+        return float(text)
+    except ValueError:
+        return text
+
+
+def parse_loss_options(pairs: Sequence[str], losses: Sequence[str]) -> dict[str, dict]:
+    """``--loss-option LOSS.KEY=VALUE`` pairs -> per-loss overrides for :func:`lossbench.compare`.
+
+    >>> parse_loss_options(["bce@weighted.pos_weight=4", "softmax_ce.head_lr_scale=0.5"], ["softmax_ce", "bce@weighted"])
+    {'bce@weighted': {'pos_weight': 4.0}, 'softmax_ce': {'head_lr_scale': 0.5}}
+    """
+    out: dict[str, dict] = {}
+    for pair in pairs:
+        left, sep, value = (s.strip() for s in pair.partition("="))
+        name, dot, key = left.rpartition(".")
+        if not sep or not dot or not name or not key:
+            raise UsageError(f"Expected --loss-option LOSS.KEY=VALUE, as in bce.pos_weight=4, but got {pair!r}.")
+        if name not in losses:
+            raise UsageError(f"Expected --loss-option to name one of the losses {', '.join(losses)}, but got {name!r} in {pair!r}.")
+        out.setdefault(name, {})[key] = _option_value(value)
+    return out
+
+
+def default_run_dir(task: str, root: Path = Path("runs")) -> Path:
+    """A new folder ``runs/<task>-<YYYYmmdd-HHMMSS>`` (with ``-2``, ``-3``, ... if that one exists)."""
+    stem = root / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = stem, 1
+    while path.exists():
+        n += 1
+        path = stem.with_name(f"{stem.name}-{n}")
+    return path
+
+
+def _check_new_dir(path: Path) -> None:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"Expected --out to be a new or empty directory, but {str(path)!r} already holds files; a saved run is never overwritten.")
+
+
+def _run_files(directory: Path) -> list[Path]:
+    """The files of a run directory, plots last."""
+    files = sorted(p for p in directory.iterdir() if p.is_file())
+    plots_dir = directory / "plots"
+    plots = sorted(plots_dir.glob("*.png")) if plots_dir.is_dir() else []
+    return files + plots
+
+
+# ---------------------------------------------------------------------------------------------
+# The commands
+# ---------------------------------------------------------------------------------------------
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from lossbench import tasks
+
+    # 1. everything that can be checked without data or training, so a typo costs no time
+    try:
+        module = tasks.get(args.task)
+    except ValueError as err:
+        raise UsageError(str(err).replace("`task`", "--task")) from None
+    losses = parse_losses(args.losses)
+    impl = parse_impl(args.impl, losses)
+    config = parse_settings(args.set, module.Config)
+    if args.target is not None:
+        if "target" not in {f.name for f in dataclasses.fields(module.Config)}:
+            having = [name for name in tasks.names() if _has_target(name)]
+            raise UsageError(
+                f"Expected --target only with a task that has one ({', '.join(having) or 'mammography'}), but got --task {args.task}."
+            )
+        config["target"] = args.target
+    overrides = parse_loss_options(args.loss_option, losses)
+    if args.baseline is not None and args.baseline not in losses:
+        raise UsageError(f"Expected --baseline to be one of the losses {', '.join(losses)}, but got {args.baseline!r}.")
+    from lossbench.runner import resolve_device
+
+    resolve_device(args.device)  # --device cuda on a machine without CUDA fails here, before any work
+    out = Path(args.out) if args.out is not None else default_run_dir(args.task)
+    _check_new_dir(out)
+
+    # 2. train
+    import lossbench
+
+    result = lossbench.compare(
+        args.task, losses, impl,
+        seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        head_init=args.head_init, overrides=overrides or None, baseline=args.baseline, data=args.data, config=config,
+        quick=args.quick, device=args.device, progress=True,
+    )  # fmt: skip
+
+    # 3. save, with the plots drawn into the temporary directory so they land together with the rest
+    def draw(tmp: Path) -> None:
+        from lossbench import plots
+
+        plots.save_plots(result, tmp / "plots")
+
+    result.save(out, extra=None if args.no_plots else draw)
+    _print_report(result, _run_files(out), args.json)
+    return EXIT_OK
+
+
+def _has_target(task: str) -> bool:
+    from lossbench import tasks
+
+    try:
+        return "target" in {f.name for f in dataclasses.fields(tasks.get(task).Config)}
+    except ImportError:
+        return False
+
+
+def _print_report(result, files: list[Path], as_json: bool, verb: str = "Wrote") -> None:
+    from lossbench import report
+
+    if as_json:
+        print(report.as_json(result, files))
+    else:
+        print(report.format_report(result, files, verb=verb))
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    import lossbench
+
+    result = lossbench.load(args.run_dir)
+    _print_report(result, _run_files(result.directory), args.json, verb="Files in")
+    return EXIT_OK
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    import lossbench
+    from lossbench import plots
+
+    result = lossbench.load(args.run_dir)
+    run_dir = Path(result.directory)
+    target = run_dir / "plots"
+    # draw into a hidden folder first: an interruption leaves the old plots as they were
+    tmp = Path(tempfile.mkdtemp(prefix=".plots.partial-", dir=run_dir))
+    try:
+        plots.save_plots(result, tmp, epoch=args.epoch)
+        old = None
+        if target.exists():
+            old = run_dir / f".plots.old-{os.getpid()}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for path in sorted(target.glob("*.png")):
+        print(path)
+    return EXIT_OK
+
+
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    from lossbench import tasks
+
+    names = tasks.names()
+    width = max(len(n) for n in names)
+    for name in names:
+        try:
+            summary = tasks.get(name).SUMMARY
+        except ImportError as err:
+            summary = f"(not available in this installation: {err})"
+        print(f"{name.ljust(width)}  {summary}")
+    return EXIT_OK
 
 
 def _cmd_losses(args: argparse.Namespace) -> int:
@@ -20,18 +372,120 @@ def _cmd_losses(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------------------------
+# The parser
+# ---------------------------------------------------------------------------------------------
+
+COMPARE_HELP = """\
+Train identical models (same initial body, same minibatches, same optimizer) with each loss over several
+seeds, then compare them on the test split with 95% confidence intervals over seeds.
+
+examples:
+  lossbench compare --task titanic
+  lossbench compare --task titanic --quick --losses softmax_ce,bce,mse --seeds 5
+  lossbench compare --task multilabel --impl naive --epochs 5
+  lossbench compare --task mammography --target grid --set patch_size=64
+  lossbench compare --task titanic --losses bce,bce@weighted --loss-option bce@weighted.pos_weight=4
+  lossbench compare --task titanic --impl bce=mysolution:binary_cross_entropy
+
+prints:
+  a progress bar while training (on stderr); then a table with one row per loss: test accuracy at the
+  threshold 0.5 and at the best-validation threshold (and that threshold), AUC, the final training loss
+  and how many seeds diverged, each as mean [95% CI]; then the paired differences to the baseline loss
+  with a plain reading ("interval excludes 0" or not); then the files written. --json prints all of it
+  as one JSON document instead, and nothing else on stdout.
+
+writes (never overwriting a run):
+  RUN_DIR/config.json, runs.csv, history.csv, thresholds.csv, calibration.csv, summary.csv,
+  predictions.npz and plots/*.png, where RUN_DIR is --out or runs/<task>-<YYYYmmdd-HHMMSS>.
+"""
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare", help="train every loss on identical models over seeds and compare them",
+        description=COMPARE_HELP, formatter_class=_FORMATTER,
+    )  # fmt: skip
+    from lossbench import tasks
+
+    g = p.add_argument_group("what to compare")
+    g.add_argument("--task", required=True, choices=tasks.names(), help="the task: data, splits and model body")
+    g.add_argument("--losses", default="softmax_ce,bce,mse", metavar="LIST",
+                   help="comma-separated loss families or labelled variants (bce@weighted); default: %(default)s")
+    g.add_argument("--impl", default="handwritten", metavar="IMPL",
+                   help="handwritten | naive | reference | package.module:function, for all losses, or loss=impl pairs "
+                        "separated by commas (bce=mysolution:my_bce); default: %(default)s")
+    g.add_argument("--baseline", metavar="LOSS", help="the loss that paired differences refer to (default: bce, else the first)")
+    g.add_argument("--loss-option", action="append", default=[], metavar="LOSS.KEY=VALUE",
+                   help="a per-loss setting, repeatable: bce.pos_weight=4, softmax_ce.head_lr_scale=0.5, focal.gamma=1")
+    t = p.add_argument_group("training (defaults: the task's Config, see `lossbench tasks`)")
+    t.add_argument("--seeds", type=_positive(int, "--seeds"), metavar="N", help="models per loss, seeds 0..N-1")
+    t.add_argument("--epochs", type=_positive(int, "--epochs"), metavar="N", help="passes over the training split")
+    t.add_argument("--lr", type=_positive(float, "--lr"), metavar="RATE", help="learning rate, the same for every loss")
+    t.add_argument("--batch-size", type=_positive(int, "--batch-size"), metavar="N", help="examples per minibatch")
+    t.add_argument("--optimizer", choices=("adam", "sgd"), help="torch.optim.Adam or plain SGD")
+    t.add_argument("--head-init", choices=("matched", "independent"), default="matched",
+                   help="matched: every head starts as the same function (default); independent: drawn separately")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any field of the task's Config, repeatable: --set hidden=64 --set val_fraction=0.25")
+    t.add_argument("--target", choices=("patch", "grid"), help="mammography only: one label per patch or one per area")
+    t.add_argument("--quick", action="store_true", help="the task's seconds-long smoke settings (fewer seeds and epochs)")
+    r = p.add_argument_group("where it runs and what it writes")
+    r.add_argument("--device", default="auto", metavar="DEVICE", help="auto | cpu | cuda; default: %(default)s (CUDA when present)")
+    r.add_argument("--data", metavar="PATH", help="your own data file or folder in the task's real format (default: the shipped data)")
+    r.add_argument("--out", metavar="DIR", help="the run directory to create (default: runs/<task>-<YYYYmmdd-HHMMSS>)")
+    r.add_argument("--json", action="store_true", help="print the results as JSON on stdout instead of the table")
+    r.add_argument("--no-plots", action="store_true", help="skip drawing the plots")  # fmt: skip
+    p.set_defaults(func=_cmd_compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The `lossbench` parser with every subcommand."""
+    parser = _Parser(
         prog="lossbench",
         description=(
             "Train identical models with different losses (softmax cross-entropy, binary cross-entropy, "
-            "MSE) and compare them with confidence intervals over seeds."
+            "MSE) and compare them with confidence intervals over seeds.\n\n"
+            "examples:\n"
+            "  lossbench compare --task titanic          a table of every loss, and plots in runs/titanic-<time>/\n"
+            "  lossbench compare --task titanic --quick  the same in a few seconds, with fewer seeds and epochs\n"
+            "  lossbench tasks                           what tasks there are\n"
+            "  lossbench COMMAND --help                  what a command does, prints and writes"
         ),
+        formatter_class=_FORMATTER,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    p = sub.add_parser("losses", help="list the loss families and their implementations, a line each")
+    _add_compare(sub)
+
+    p = sub.add_parser(
+        "tasks", help="list the tasks, a line each", formatter_class=_FORMATTER,
+        description="List the tasks `lossbench compare --task` accepts, a line each: name and what it is.\n\n"
+                    "example:\n  lossbench tasks",
+    )  # fmt: skip
+    p.set_defaults(func=_cmd_tasks)
+    p = sub.add_parser(
+        "losses", help="list the loss families and their implementations, a line each", formatter_class=_FORMATTER,
+        description="List the loss families, a line each: name, head, implementations, options and what it is.\n\n"
+                    "example:\n  lossbench losses",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_losses)
+    p = sub.add_parser(
+        "show", help="reprint the tables of a saved run", formatter_class=_FORMATTER,
+        description="Reprint the per-loss table and the paired differences of a saved run, and list its files.\n"
+                    "Nothing is recomputed or written.\n\nexample:\n  lossbench show runs/titanic-20250101-120000",
+    )  # fmt: skip
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `lossbench compare`")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of the tables")
+    p.set_defaults(func=_cmd_show)
+    p = sub.add_parser(
+        "plot", help="redraw the plots of a saved run", formatter_class=_FORMATTER,
+        description="Redraw every plot of a saved run into RUN_DIR/plots/ (replacing the old ones) and print\n"
+                    "their paths.\n\nexample:\n  lossbench plot runs/titanic-20250101-120000 --epoch 5",
+    )  # fmt: skip
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `lossbench compare`")
+    p.add_argument("--epoch", type=int, metavar="N", help="the epoch of the gradient-allocation bars (default: the last)")
+    p.set_defaults(func=_cmd_plot)
 
     from lossbench.exercises.commands import add_commands
 
@@ -40,9 +494,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 1 a check failed, 2 a usage or data error)."""
+    """Run the command line; returns the exit code (0 ok, 1 a check failed, 2 a usage or data error, 130 interrupted)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as err:
+        print(f"{err.prog or 'lossbench'}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as done:  # --help
+        return done.code if isinstance(done.code, int) else EXIT_OK
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
@@ -51,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"lossbench {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

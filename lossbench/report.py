@@ -1,0 +1,278 @@
+"""The tables of a comparison, as text for a terminal and as JSON: one row per loss, paired differences, files written.
+
+Every number comes from the Result: means and intervals from its ``summary`` frame (computed once, by
+:mod:`lossbench.stats`), divergence counts from its ``runs`` frame. The functions here only choose,
+arrange and word them.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from lossbench.results import Result
+
+HEADLINE = ("test_accuracy", "test_accuracy_best", "best_threshold", "test_auc")
+"""The summary metrics of the per-loss table, in column order (multi-label runs add ``test_exact_match``)."""
+
+DIFFERENCE_METRICS = ("test_accuracy", "test_accuracy_best", "test_auc")
+"""The metrics whose paired differences to the baseline are reported (multi-label runs add exact match)."""
+
+LABELS = {
+    "test_accuracy": "test acc @0.5",
+    "test_accuracy_best": "test acc @best thr",
+    "best_threshold": "best thr (val)",
+    "test_auc": "test AUC",
+    "test_exact_match": "exact match @0.5",
+    "final_train_loss": "train loss",
+    "diverged": "diverged",
+}
+"""Column headings of the text table."""
+
+
+def _multi(result: Result) -> bool:
+    return len(result.config.get("label_names", [])) > 1
+
+
+def _metrics(result: Result, base: Sequence[str]) -> list[str]:
+    extra = ["test_exact_match"] if _multi(result) and "test_exact_match" in set(result.summary["metric"]) else []
+    return list(base) + extra
+
+
+def loss_table(result: Result) -> pd.DataFrame:
+    """One row per loss: mean and 95% CI of the headline test metrics, the final train loss, divergences.
+
+    Columns: ``loss``, then ``<metric>``, ``<metric>_low``, ``<metric>_high`` for each metric of
+    :data:`HEADLINE` (and ``test_exact_match`` for multi-label and grid tasks), ``final_train_loss`` (mean),
+    ``diverged`` (how many seeds diverged) and ``seeds``.
+
+    >>> import lossbench
+    >>> table = loss_table(lossbench.compare("titanic", seeds=2, epochs=1, device="cpu"))
+    >>> table[["loss", "diverged", "seeds"]]
+             loss  diverged  seeds
+    0  softmax_ce         0      2
+    1         bce         0      2
+    2         mse         0      2
+    """
+    summary = result.summary.set_index(["loss", "metric"])
+    runs = result.runs
+    rows = []
+    for loss in result.losses:
+        row: dict = {"loss": loss}
+        for metric in _metrics(result, HEADLINE):
+            mean, low, high = summary.loc[(loss, metric), ["mean", "ci_low", "ci_high"]]
+            row.update({metric: mean, f"{metric}_low": low, f"{metric}_high": high})
+        row["final_train_loss"] = summary.loc[(loss, "final_train_loss"), "mean"]
+        mine = runs[runs["loss"] == loss]
+        row["diverged"] = int(mine["diverged"].astype(bool).sum())
+        row["seeds"] = len(mine)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def reading(low: float, high: float, loss: str) -> str:
+    """The plain-words reading of a 95% interval of a paired difference (loss minus baseline).
+
+    >>> reading(-0.02, 0.03, "mse")
+    'interval includes 0: no clear difference'
+    >>> reading(-0.08, -0.01, "mse")
+    'interval excludes 0: mse is lower'
+    >>> reading(float("nan"), float("nan"), "mse")
+    'no interval (fewer than 2 seeds)'
+    """
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "no interval (fewer than 2 seeds)"
+    if low > 0:
+        return f"interval excludes 0: {loss} is higher"
+    if high < 0:
+        return f"interval excludes 0: {loss} is lower"
+    return "interval includes 0: no clear difference"
+
+
+def differences(result: Result) -> pd.DataFrame:
+    """Paired differences to the baseline loss, seed by seed (loss minus baseline), with a plain-words reading.
+
+    One row per (loss, metric) for every loss but the baseline: ``diff_mean``, ``diff_low``,
+    ``diff_high`` (the 95% t-interval of the mean paired difference), ``n`` (paired seeds), ``reading``.
+
+    >>> import lossbench
+    >>> d = differences(lossbench.compare("titanic", seeds=2, epochs=1, device="cpu"))
+    >>> d[["loss", "metric"]].head(3)
+             loss              metric
+    0  softmax_ce       test_accuracy
+    1  softmax_ce  test_accuracy_best
+    2  softmax_ce            test_auc
+    """
+    baseline = result.baseline
+    summary = result.summary
+    rows = []
+    if baseline is None or "diff_mean" not in summary:
+        return pd.DataFrame(columns=["loss", "metric", "baseline", "diff_mean", "diff_low", "diff_high", "n", "reading"])
+    indexed = summary.set_index(["loss", "metric"])
+    for loss in result.losses:
+        if loss == baseline:
+            continue
+        for metric in _metrics(result, DIFFERENCE_METRICS):
+            mean, low, high, n = indexed.loc[(loss, metric), ["diff_mean", "diff_low", "diff_high", "diff_n"]]
+            rows.append(
+                {"loss": loss, "metric": metric, "baseline": baseline, "diff_mean": mean, "diff_low": low, "diff_high": high,
+                 "n": int(n), "reading": reading(low, high, loss)}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------------------------
+
+
+def _interval(mean: float, low: float, high: float, digits: int = 3, sign: bool = False) -> str:
+    """``0.785 [0.763, 0.807]``, or the mean alone when there is no interval."""
+    spec = f"{'+' if sign else ''}.{digits}f"
+    if not math.isfinite(mean):
+        return "n/a"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return format(mean, spec)
+    return f"{format(mean, spec)} [{format(low, spec)}, {format(high, spec)}]"
+
+
+def _align(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def format_table(result: Result) -> str:
+    """The per-loss table as aligned text, with a heading that says what the numbers are.
+
+    >>> import lossbench
+    >>> text = format_table(lossbench.compare("titanic", seeds=2, epochs=1, device="cpu"))
+    >>> print(text.splitlines()[3])
+      loss        test acc @0.5  ...  diverged
+    """
+    table = loss_table(result)
+    cfg = result.config
+    task_cfg = cfg.get("task_config", {})
+    n_seeds = len(cfg.get("seeds", [])) or int(table["seeds"].max())
+    sizes = cfg.get("sizes", {})
+    lines = [
+        f"{cfg.get('task', '')}: {cfg.get('task_description', '')}",
+        f"{len(result.losses)} losses x {n_seeds} seeds, {task_cfg.get('epochs', '?')} epochs, {task_cfg.get('optimizer', '?')} "
+        f"(lr {task_cfg.get('lr', '?')}, batch {task_cfg.get('batch_size', '?')}), device {cfg.get('device', '?')}; "
+        f"train/val/test {sizes.get('train', '?')}/{sizes.get('val', '?')}/{sizes.get('test', '?')}",
+        f"Test split, mean [95% CI] over {n_seeds} seeds; the best threshold is chosen on the validation split.",
+    ]
+    metrics = _metrics(result, HEADLINE)
+    header = ["loss"] + [LABELS[m] for m in metrics] + [LABELS["final_train_loss"], LABELS["diverged"]]
+    rows = [header]
+    for _, row in table.iterrows():
+        cells = [row["loss"]]
+        for m in metrics:
+            cells.append(_interval(row[m], row[f"{m}_low"], row[f"{m}_high"], digits=2 if m == "best_threshold" else 3))
+        cells += [f"{row['final_train_loss']:.3f}" if math.isfinite(row["final_train_loss"]) else "n/a", f"{row['diverged']}/{row['seeds']}"]
+        rows.append(cells)
+    lines += _align(rows)
+    if _multi(result):
+        k = len(cfg["label_names"])
+        what = "areas" if cfg.get("task_kind") == "grid" else "labels"
+        lines.append(
+            f"Accuracy is Hamming accuracy: the share of all {k} {what} of all examples predicted right. "
+            f"Exact match: the share of examples with all {k} {what} right."
+        )
+    lines.append("Train loss: the last epoch's mean, each loss on its own scale (not comparable across losses).")
+    return "\n".join(lines)
+
+
+def format_differences(result: Result) -> str:
+    """The paired differences to the baseline as aligned text, each with its plain-words reading.
+
+    >>> import lossbench
+    >>> text = format_differences(lossbench.compare("titanic", seeds=2, epochs=1, device="cpu"))
+    >>> print(text.splitlines()[0])
+    Paired differences to bce (loss minus bce on the same seeds, mean [95% CI]):
+    """
+    d = differences(result)
+    if d.empty:
+        return f"Paired differences: none (only the baseline {result.baseline} was trained)."
+    lines = [f"Paired differences to {result.baseline} (loss minus {result.baseline} on the same seeds, mean [95% CI]):"]
+    rows = [
+        [r["loss"], LABELS[r["metric"]], _interval(r["diff_mean"], r["diff_low"], r["diff_high"], sign=True), r["reading"]]
+        for _, r in d.iterrows()
+    ]
+    lines += _align(rows)
+    return "\n".join(lines)
+
+
+def format_files(directory: Path | None, files: Sequence[Path]) -> str:
+    """The run directory and the files in it, plots last, a line each.
+
+    >>> print(format_files(Path("runs/x"), [Path("runs/x/config.json"), Path("runs/x/plots/calibration.png")]))
+    Wrote runs/x:
+      runs/x/config.json
+      runs/x/plots/calibration.png
+    """
+    if directory is None:
+        return "Nothing was written (no run directory)."
+    return "\n".join([f"Wrote {directory}:"] + [f"  {f}" for f in files])
+
+
+def format_report(result: Result, files: Sequence[Path] = (), verb: str = "Wrote") -> str:
+    """The whole report of a run: the per-loss table, the paired differences, then the files."""
+    parts = [format_table(result), format_differences(result)]
+    if result.directory is not None:
+        parts.append(format_files(result.directory, files).replace("Wrote", verb, 1))
+    return "\n\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON
+# ---------------------------------------------------------------------------------------------
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as dicts of plain Python values, NaN as None (JSON has no NaN)."""
+    out = []
+    for row in frame.to_dict("records"):
+        out.append({k: _plain(v) for k, v in row.items()})
+    return out
+
+
+def _plain(value):
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def as_json(result: Result, files: Sequence[Path] = ()) -> str:
+    """The run as one JSON document: task, losses, the per-loss table, the differences, the summary, the files.
+
+    NaN (an interval from one seed) becomes ``null``, so the text is strict JSON.
+
+    >>> import json, lossbench
+    >>> doc = json.loads(as_json(lossbench.compare("titanic", seeds=2, epochs=1, device="cpu")))
+    >>> sorted(doc)
+    ['baseline', 'description', 'differences', 'epochs', 'files', 'kind', 'losses', 'plots', 'run_dir', 'seeds', 'summary', 'table', 'task']
+    """
+    cfg = result.config
+    files = [str(f) for f in files]
+    doc = {
+        "task": cfg.get("task"),
+        "kind": cfg.get("task_kind"),
+        "description": cfg.get("task_description"),
+        "losses": result.losses,
+        "baseline": result.baseline,
+        "seeds": cfg.get("seeds"),
+        "epochs": cfg.get("task_config", {}).get("epochs"),
+        "run_dir": str(result.directory) if result.directory is not None else None,
+        "files": [f for f in files if not Path(f).suffix == ".png"],
+        "plots": [f for f in files if Path(f).suffix == ".png"],
+        "table": _records(loss_table(result)),
+        "differences": _records(differences(result)),
+        "summary": _records(result.summary),
+    }
+    return json.dumps(doc, indent=2, allow_nan=False)

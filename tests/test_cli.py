@@ -1,0 +1,417 @@
+"""The `lossbench` command line: quick runs of every task, the table, --json, show and plot, bad input, Ctrl-C."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import lossbench
+from lossbench import cli, plots, runner
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FAST = ["--seeds", "2", "--epochs", "2", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models train faster on one thread than on two that wait for each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    """``lossbench ARGV`` in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG file"
+    assert len(data) > 10_000, f"{path} is only {len(data)} bytes"
+
+
+def leftovers(parent: Path) -> list[str]:
+    """Hidden partial directories that an interrupted save could leave behind."""
+    return [p.name for p in parent.iterdir() if p.name.startswith(".")]
+
+
+def table_rows(stdout: str) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the per-loss table (cells are separated by two or more spaces)."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("loss "))
+    header = re.split(r"\s{2,}", lines[start].strip())
+    rows = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("  "):
+            break
+        rows.append(re.split(r"\s{2,}", line.strip()))
+    return header, rows
+
+
+# ---------------------------------------------------------------------------------------------
+# A quick Titanic run, shared by the tests that read its output
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def titanic_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "titanic-run"
+    code, stdout, stderr = run(["compare", "--task", "titanic", "--quick", *FAST, "--out", out])
+    assert code == 0, stderr
+    return out, stdout, stderr
+
+
+def test_compare_prints_one_row_per_loss_with_the_run_s_numbers(titanic_run):
+    out, stdout, _ = titanic_run
+    header, rows = table_rows(stdout)
+    assert header == ["loss", "test acc @0.5", "test acc @best thr", "best thr (val)", "test AUC", "train loss", "diverged"]
+    assert [r[0] for r in rows] == ["softmax_ce", "bce", "mse"]
+    summary = pd.read_csv(out / "summary.csv").set_index(["loss", "metric"])
+    for row in rows:
+        loss = row[0]
+        for cell, metric in zip(row[1:5], ["test_accuracy", "test_accuracy_best", "best_threshold", "test_auc"]):
+            mean, low, high = (float(v) for v in re.findall(r"-?\d+\.\d+", cell))
+            digits = 2 if metric == "best_threshold" else 3
+            expected = summary.loc[(loss, metric), ["mean", "ci_low", "ci_high"]].to_numpy(dtype=float)
+            np.testing.assert_allclose([mean, low, high], expected, atol=0.51 * 10**-digits)
+        assert float(row[5]) == pytest.approx(summary.loc[(loss, "final_train_loss"), "mean"], abs=5e-4)
+        assert row[6] == "0/2"
+    assert "the best threshold is chosen on the validation split" in stdout
+    assert "2 seeds" in stdout
+
+
+def test_compare_prints_paired_differences_with_a_plain_reading(titanic_run):
+    out, stdout, _ = titanic_run
+    section = stdout.split("Paired differences to bce")[1].split("\n\n")[0].splitlines()[1:]
+    assert len(section) == 2 * 3  # softmax_ce and mse, three metrics each
+    summary = pd.read_csv(out / "summary.csv").set_index(["loss", "metric"])
+    for line in section:
+        loss, label, interval, words = re.split(r"\s{2,}", line.strip())
+        metric = {"test acc @0.5": "test_accuracy", "test acc @best thr": "test_accuracy_best", "test AUC": "test_auc"}[label]
+        low, high = summary.loc[(loss, metric), ["diff_low", "diff_high"]]
+        if low > 0 or high < 0:
+            assert words.startswith("interval excludes 0"), line
+        else:
+            assert words == "interval includes 0: no clear difference", line
+
+
+def test_compare_writes_the_run_directory_with_real_plots(titanic_run):
+    out, stdout, stderr = titanic_run
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "runs.csv", "history.csv", "thresholds.csv", "calibration.csv", "summary.csv", "predictions.npz", "plots"} <= names
+    pngs = sorted((out / "plots").iterdir())
+    assert [p.name for p in pngs] == sorted(f"{name}.png" for name in plots.PLOT_NAMES)
+    for png in pngs:
+        assert_png(png)
+        assert str(png) in stdout  # the paths are printed
+    assert f"Wrote {out}:" in stdout
+    assert leftovers(out.parent) == []
+    assert "Traceback" not in stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["seeds"] == [0, 1] and config["task_config"]["epochs"] == 2 and config["quick"] is True
+
+
+def test_show_reprints_the_table_of_a_saved_run(titanic_run):
+    out, stdout, _ = titanic_run
+    code, shown, stderr = run(["show", out])
+    assert code == 0, stderr
+    before, after = stdout.split("Paired differences")[0], shown.split("Paired differences")[0]
+    assert after == before  # the same table, read back from the CSV files
+    assert f"Files in {out}:" in shown
+
+
+def test_show_json_parses_and_holds_the_summary(titanic_run):
+    out, _, _ = titanic_run
+    code, shown, _ = run(["show", out, "--json"])
+    assert code == 0
+    doc = json.loads(shown)
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(doc["summary"]) == len(summary)
+    assert [row["loss"] for row in doc["table"]] == ["softmax_ce", "bce", "mse"]
+    assert doc["run_dir"] == str(out)
+    assert len(doc["plots"]) == len(plots.PLOT_NAMES)
+
+
+def test_plot_redraws_the_plots_of_a_saved_run(titanic_run, tmp_path):
+    out, _, _ = titanic_run
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in out.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    code, stdout, stderr = run(["plot", copy, "--epoch", "1"])
+    assert code == 0, stderr
+    pngs = sorted((copy / "plots").glob("*.png"))
+    assert len(pngs) == len(plots.PLOT_NAMES)
+    for png in pngs:
+        assert_png(png)
+    assert stdout.split() == [str(p) for p in pngs]
+    assert leftovers(copy) == []
+
+
+def test_plot_of_an_unrecorded_epoch_is_a_usage_error(titanic_run):
+    out, _, _ = titanic_run
+    code, _, stderr = run(["plot", out, "--epoch", "99"])
+    assert code == 2
+    assert stderr.strip() == "lossbench plot: error: Expected `epoch` to be a recorded epoch, 0 to 2, but got 99."
+
+
+def test_interrupted_redraw_keeps_the_old_plots(titanic_run, tmp_path, monkeypatch):
+    out, _, _ = titanic_run
+    copy = tmp_path / "copy"
+    (copy / "plots").mkdir(parents=True)
+    for f in out.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    for png in (out / "plots").iterdir():
+        (copy / "plots" / png.name).write_bytes(png.read_bytes())
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "calibration", interrupt)
+    code, _, stderr = run(["plot", copy])
+    assert code == 130 and stderr.strip() == "lossbench plot: interrupted"
+    assert sorted(p.name for p in (copy / "plots").iterdir()) == sorted(p.name for p in (out / "plots").iterdir())
+    assert leftovers(copy) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The other tasks, --json, and options that reach the run
+# ---------------------------------------------------------------------------------------------
+
+
+def test_multilabel_quick_run_with_json(tmp_path):
+    out = tmp_path / "ml"
+    code, stdout, stderr = run(["compare", "--task", "multilabel", "--quick", *FAST, "--json", "--out", out])
+    assert code == 0, stderr
+    doc = json.loads(stdout)  # nothing but JSON on stdout
+    assert doc["task"] == "multilabel" and doc["kind"] == "multilabel"
+    assert [row["loss"] for row in doc["table"]] == ["softmax_ce", "bce", "mse"]
+    assert all("test_exact_match" in row for row in doc["table"])
+    assert {Path(p).name for p in doc["plots"]} == {f"{name}.png" for name in plots.PLOT_NAMES}
+    for p in doc["plots"]:
+        assert_png(Path(p))
+    summary = pd.read_csv(out / "summary.csv")
+    row = summary[(summary.loss == "bce") & (summary.metric == "test_exact_match")].iloc[0]
+    table = {r["loss"]: r for r in doc["table"]}
+    assert table["bce"]["test_exact_match"] == pytest.approx(row["mean"])
+    # the text report of the same run says the accuracy is Hamming accuracy, and adds exact match
+    code, shown, _ = run(["show", out])
+    header, rows = table_rows(shown)
+    assert "exact match @0.5" in header
+    assert "Accuracy is Hamming accuracy" in shown
+
+
+def test_mammography_grid_quick_run(tmp_path):
+    out = tmp_path / "mammo"
+    code, stdout, stderr = run(["compare", "--task", "mammography", "--quick", *FAST, "--target", "grid", "--out", out])
+    assert code == 0, stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["task_kind"] == "grid" and config["task_config"]["target"] == "grid"
+    header, rows = table_rows(stdout)
+    assert [r[0] for r in rows] == ["softmax_ce", "bce", "mse"]
+    assert "areas" in stdout  # Hamming accuracy over areas
+    assert len(list((out / "plots").glob("*.png"))) == len(plots.PLOT_NAMES)
+
+
+def test_options_reach_the_run_and_the_default_folder_is_new(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "compare", "--task", "titanic", "--quick", *FAST, "--no-plots", "--json",
+        "--losses", "bce,bce@weighted", "--impl", "bce=reference", "--loss-option", "bce@weighted.pos_weight=4",
+        "--set", "hidden=16", "--lr", "0.01", "--optimizer", "sgd", "--baseline", "bce@weighted",
+    ]  # fmt: skip
+    code, stdout, stderr = run(argv)
+    assert code == 0, stderr
+    doc = json.loads(stdout)
+    run_dir = Path(doc["run_dir"])
+    assert run_dir.parent == Path("runs") and re.fullmatch(r"titanic-\d{8}-\d{6}", run_dir.name)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["loss_setups"]["bce"]["impl"] == "reference"
+    assert config["loss_setups"]["bce@weighted"] == {**config["loss_setups"]["bce@weighted"], "impl": "handwritten", "options": {"pos_weight": 4.0}}
+    assert config["task_config"]["hidden"] == 16 and config["body"]["hidden"] == 16
+    assert config["task_config"]["lr"] == 0.01 and config["task_config"]["optimizer"] == "sgd"
+    assert doc["baseline"] == "bce@weighted" and doc["plots"] == []
+    assert not (run_dir / "plots").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line on stderr, exit code 2, nothing written
+# ---------------------------------------------------------------------------------------------
+
+BAD_DATA = "name,age\nsomeone,3\n"
+
+BAD = [
+    pytest.param(["--task", "nope"], "invalid choice: 'nope' (choose from 'titanic', 'multilabel', 'mammography')", id="unknown-task"),
+    pytest.param(["--task", "titanic", "--losses", "bce,hinge"], "among softmax_ce, bce, mse, focal", id="unknown-loss"),
+    pytest.param(["--task", "titanic", "--impl", "bogus"], "one of handwritten, naive, reference", id="unknown-impl"),
+    pytest.param(["--task", "titanic", "--impl", "mse=no_such_module:fn"], "no module named 'no_such_module'", id="impl-not-importable"),
+    pytest.param(["--task", "titanic", "--impl", "hinge=naive"], "one of the losses softmax_ce, bce, mse, but got 'hinge'", id="impl-for-unknown-loss"),
+    pytest.param(["--task", "titanic", "--data", "{bad_data}"], "bad.csv is missing the required column(s) pclass, survived", id="bad-data-file"),
+    pytest.param(["--task", "titanic", "--data", "{missing}"], "there is no such file", id="missing-data-file"),
+    pytest.param(["--task", "titanic", "--epochs", "0"], "Expected --epochs to be a positive whole number, but got '0'", id="epochs-0"),
+    pytest.param(["--task", "titanic", "--seeds", "-1"], "Expected --seeds to be a positive whole number, but got '-1'", id="seeds-negative"),
+    pytest.param(["--task", "titanic", "--lr", "-1"], "Expected --lr to be a positive number, but got '-1'", id="lr-negative"),
+    pytest.param(["--task", "titanic", "--batch-size", "2.5"], "Expected --batch-size to be a positive whole number", id="batch-size-fraction"),
+    pytest.param(["--task", "titanic", "--target", "grid"], "Expected --target only with a task that has one (mammography)", id="target-on-titanic"),
+    pytest.param(["--task", "titanic", "--set", "hiden=3"], "one of seeds, epochs, batch_size, lr, optimizer", id="unknown-set-key"),
+    pytest.param(["--task", "titanic", "--set", "optimizer=rmsprop"], "Expected --set optimizer to be one of adam, sgd, but got 'rmsprop'", id="set-bad-choice"),
+    pytest.param(["--task", "titanic", "--set", "seeds=0"], "Expected `seeds` to be a positive whole number", id="set-zero-seeds"),
+    pytest.param(["--task", "titanic", "--loss-option", "bce.gamma=2"], "Expected overrides of 'bce' among head_lr_scale, pos_weight, weight", id="unknown-loss-option"),
+    pytest.param(["--task", "titanic", "--loss-option", "hinge.gamma=2"], "name one of the losses", id="loss-option-for-unknown-loss"),
+    pytest.param(["--task", "titanic", "--baseline", "focal"], "Expected --baseline to be one of the losses", id="baseline-not-compared"),
+    pytest.param(["--task", "titanic", "--device", "tpu"], "Expected `device` to be 'auto', 'cpu' or 'cuda'", id="unknown-device"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD)
+def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(BAD_DATA)
+    argv = [a.format(bad_data=bad, missing=tmp_path / "missing.csv") for a in argv]
+    out = tmp_path / "run"
+    code, stdout, stderr = run(["compare", "--quick", "--device", "cpu", *argv, "--out", out])  # argv's options win
+    assert code == 2
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("lossbench compare: error: ")
+    assert message in stderr
+    assert "Traceback" not in stderr and stdout == ""
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_cuda_without_cuda_is_one_line_and_exit_2(tmp_path):
+    code, _, stderr = run(["compare", "--task", "titanic", "--device", "cuda", "--out", tmp_path / "run"])
+    assert code == 2
+    assert stderr.strip() == (
+        "lossbench compare: error: Expected a CUDA device for `device='cuda'`, but CUDA is not available here; use 'cpu' or 'auto'."
+    )
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    code, _, stderr = run(["compare", "--task", "titanic", "--out", out])
+    assert code == 2
+    assert "already holds files" in stderr and len(stderr.strip().splitlines()) == 1
+    assert [p.name for p in out.iterdir()] == ["config.json"]
+
+
+def test_show_of_a_folder_that_is_not_a_run(tmp_path):
+    code, _, stderr = run(["show", tmp_path])
+    assert code == 2
+    assert stderr.startswith("lossbench show: error: Expected a lossbench run directory") and "lacks" in stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C: exit 130, and no run directory (not even a hidden partial one)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_during_training(tmp_path, monkeypatch):
+    calls = []
+    original = runner.Recorder.__call__
+
+    def record_then_interrupt(self, epoch, *args, **kwargs):
+        calls.append(epoch)
+        if epoch == 1:  # after the first training epoch: the progress bar is open
+            raise KeyboardInterrupt
+        return original(self, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(runner.Recorder, "__call__", record_then_interrupt)
+    out = tmp_path / "runs" / "run"
+    code, stdout, stderr = run(["compare", "--task", "titanic", "--quick", *FAST, "--out", out])
+    assert calls == [0, 1]
+    assert code == 130
+    assert stderr.strip().splitlines()[-1] == "lossbench compare: interrupted"
+    assert "Traceback" not in stderr and stdout == ""
+    assert not out.exists()
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+
+
+def test_ctrl_c_during_plotting_leaves_no_run_directory(tmp_path, monkeypatch):
+    drawn = []
+
+    def interrupt(result, *args, **kwargs):
+        drawn.append(result)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "calibration", interrupt)  # the fourth of five plots
+    out = tmp_path / "runs" / "run"
+    code, stdout, stderr = run(["compare", "--task", "titanic", "--quick", *FAST, "--out", out])
+    assert len(drawn) == 1 and isinstance(drawn[0], lossbench.Result)
+    assert code == 130
+    assert stderr.strip().splitlines()[-1] == "lossbench compare: interrupted"
+    assert not out.exists()
+    assert list((tmp_path / "runs").iterdir()) == []  # the hidden partial directory was removed
+
+
+# ---------------------------------------------------------------------------------------------
+# Listing, help, and the option parsers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_tasks_and_losses_print_a_line_each():
+    code, stdout, _ = run(["tasks"])
+    assert code == 0
+    lines = stdout.splitlines()
+    assert [line.split()[0] for line in lines] == lossbench.tasks.names()
+    assert all(len(line.split(None, 1)[1]) > 20 for line in lines)
+    code, stdout, _ = run(["losses"])
+    assert code == 0
+    assert [line.split()[0] for line in stdout.splitlines()] == [f.name for f in lossbench.losses.families()]
+
+
+@pytest.mark.parametrize("command", [[], ["compare"], ["tasks"], ["losses"], ["show"], ["plot"]])
+def test_help_teaches_with_an_example(command):
+    code, stdout, _ = run([*command, "--help"])
+    assert code == 0
+    assert "example" in stdout
+    assert stdout.startswith("usage: lossbench")
+
+
+def test_compare_help_says_what_it_prints_and_writes():
+    _, stdout, _ = run(["compare", "--help"])
+    for words in ("prints:", "writes", "paired differences", "runs/<task>-<YYYYmmdd-HHMMSS>", "--loss-option", "--set", "--target"):
+        assert words in stdout
+
+
+def test_parse_settings_follows_the_field_types():
+    from lossbench.tasks import mammography, multilabel, titanic
+
+    assert cli.parse_settings(["channels=4,8", "upscale=2"], multilabel.Config) == {"channels": (4, 8), "upscale": 2}
+    assert cli.parse_settings(["target=grid", "contrast=3"], mammography.Config) == {"target": "grid", "contrast": 3.0}
+    assert cli.parse_settings(["bias=false", "lr=0.5"], titanic.Config) == {"bias": False, "lr": 0.5}
+    with pytest.raises(cli.UsageError, match=r"^Expected --set upscale to be a whole number, but got '1.5'\.$"):
+        cli.parse_settings(["upscale=1.5"], multilabel.Config)
+    with pytest.raises(cli.UsageError, match=r"^Expected --set KEY=VALUE, as in --set epochs=20, but got 'epochs'\.$"):
+        cli.parse_settings(["epochs"], multilabel.Config)
+
+
+def test_parse_impl_and_loss_options():
+    assert cli.parse_impl("reference", ["bce"]) == "reference"
+    assert cli.parse_impl("bce=lossbench.losses.bce:binary_cross_entropy_naive", ["bce", "mse"]) == {
+        "bce": "lossbench.losses.bce:binary_cross_entropy_naive"
+    }
+    with pytest.raises(cli.UsageError, match="one implementation for all losses or comma-separated loss=impl pairs"):
+        cli.parse_impl("naive,reference", ["bce", "mse"])
+    assert cli.parse_loss_options(["softmax_ce.weight=1,3", "focal.alpha=none"], ["softmax_ce", "focal"]) == {
+        "softmax_ce": {"weight": [1.0, 3.0]},
+        "focal": {"alpha": None},
+    }
+    with pytest.raises(cli.UsageError, match=r"LOSS\.KEY=VALUE"):
+        cli.parse_loss_options(["pos_weight=4"], ["bce"])
