@@ -1,0 +1,152 @@
+"""The report tables: values from the summary, divergence counts, plain readings of paired intervals, strict JSON."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lossbench import report, stats
+from lossbench.results import Result
+
+METRICS = ["test_accuracy", "test_accuracy_best", "best_threshold", "test_auc", "final_train_loss", "diverged"]
+
+
+def made_result(values: dict[str, dict[str, list[float]]], diverged: dict[str, list[bool]] | None = None,
+                baseline: str = "bce", labels: tuple[str, ...] = ("survived",), kind: str = "binary") -> Result:  # fmt: skip
+    """A Result whose runs hold the given per-seed values; its summary is computed by lossbench.stats."""
+    rows = []
+    for loss, metrics in values.items():
+        n = len(next(iter(metrics.values())))
+        for seed in range(n):
+            row = {"loss": loss, "seed": seed, "diverged": bool((diverged or {}).get(loss, [False] * n)[seed])}
+            row.update({m: v[seed] for m, v in metrics.items()})
+            rows.append(row)
+    runs = pd.DataFrame(rows)
+    metrics = [c for c in runs.columns if c not in ("loss", "seed")]
+    summary = stats.summarize(runs.assign(diverged=runs["diverged"].astype(float)), metrics, baseline)
+    config = {
+        "task": "toy", "task_kind": kind, "task_description": "a toy task", "label_names": list(labels),
+        "losses": list(values), "baseline": baseline, "seeds": list(range(len(runs[runs.loss == baseline]))),
+        "task_config": {"epochs": 5, "optimizer": "adam", "lr": 0.001, "batch_size": 64},
+        "sizes": {"train": 10, "val": 5, "test": 5}, "device": "cpu",
+    }  # fmt: skip
+    empty = pd.DataFrame()
+    return Result(runs, empty, empty, empty, summary, config)
+
+
+def metrics(acc, best=None, thr=None, auc=None, loss=None):
+    n = len(acc)
+    return {
+        "test_accuracy": acc,
+        "test_accuracy_best": best or acc,
+        "best_threshold": thr or [0.5] * n,
+        "test_auc": auc or [0.8] * n,
+        "final_train_loss": loss or [0.4] * n,
+    }
+
+
+@pytest.fixture
+def result() -> Result:
+    return made_result(
+        {
+            "softmax_ce": metrics([0.80, 0.82, 0.81], auc=[0.85, 0.86, 0.87]),
+            "bce": metrics([0.80, 0.81, 0.80], auc=[0.84, 0.85, 0.86]),
+            "mse": metrics([0.70, 0.72, 0.71], auc=[0.80, 0.80, 0.81], loss=[0.1, float("nan"), 0.12]),
+        },
+        diverged={"mse": [False, True, False]},
+    )
+
+
+def test_loss_table_takes_means_and_intervals_from_the_summary(result):
+    table = report.loss_table(result).set_index("loss")
+    assert list(table.index) == ["softmax_ce", "bce", "mse"]
+    mean, low, high, n = stats.mean_ci([0.80, 0.82, 0.81])
+    assert table.loc["softmax_ce", ["test_accuracy", "test_accuracy_low", "test_accuracy_high"]].tolist() == pytest.approx([mean, low, high])
+    assert table.loc["mse", "final_train_loss"] == pytest.approx(0.11)  # the diverged seed's NaN is left out
+    assert table["diverged"].tolist() == [0, 0, 1] and table["seeds"].tolist() == [3, 3, 3]
+
+
+def test_text_table_has_a_row_per_loss_and_the_divergence_count(result):
+    text = report.format_table(result)
+    lines = text.splitlines()
+    header = next(line for line in lines if line.strip().startswith("loss"))
+    assert [c.strip() for c in header.strip().split("  ") if c.strip()] == [
+        "loss", "test acc @0.5", "test acc @best thr", "best thr (val)", "test AUC", "train loss", "diverged",
+    ]  # fmt: skip
+    rows = lines[lines.index(header) + 1 : lines.index(header) + 4]
+    assert [r.split()[0] for r in rows] == ["softmax_ce", "bce", "mse"]
+    assert rows[0].split()[1:4] == ["0.810", "[0.785,", "0.835]"]  # 0.81 -+ 4.303 * 0.01 / sqrt(3)
+    assert rows[2].split()[-1] == "1/3" and rows[0].split()[-1] == "0/3"
+    assert "3 seeds" in text and "Hamming" not in text
+
+
+def test_paired_differences_read_in_plain_words(result):
+    d = report.differences(result).set_index(["loss", "metric"])
+    assert set(d.index.get_level_values(0)) == {"softmax_ce", "mse"}  # the baseline is not compared with itself
+    # mse is 0.1 below bce on every seed: the interval is far from 0
+    assert d.loc[("mse", "test_accuracy"), "diff_mean"] == pytest.approx(-0.0933333, abs=1e-6)
+    assert d.loc[("mse", "test_accuracy"), "reading"] == "interval excludes 0: mse is lower"
+    # softmax_ce: +0.00, +0.01, +0.01 -> the interval includes 0
+    assert d.loc[("softmax_ce", "test_accuracy"), "reading"] == "interval includes 0: no clear difference"
+    # softmax_ce's AUC is 0.01 higher on every seed: a zero-width interval above 0
+    assert d.loc[("softmax_ce", "test_auc"), "reading"] == "interval excludes 0: softmax_ce is higher"
+    text = report.format_differences(result)
+    assert text.splitlines()[0] == "Paired differences to bce (loss minus bce on the same seeds, mean [95% CI]):"
+    assert "  mse         test acc @0.5" in text and "-0.093 [" in text
+
+
+@pytest.mark.parametrize(
+    "low, high, expected",
+    [
+        pytest.param(0.01, 0.05, "interval excludes 0: x is higher", id="above"),
+        pytest.param(-0.05, -0.01, "interval excludes 0: x is lower", id="below"),
+        pytest.param(0.0, 0.05, "interval includes 0: no clear difference", id="touches-0"),
+        pytest.param(-0.05, 0.05, "interval includes 0: no clear difference", id="around-0"),
+        pytest.param(float("nan"), float("nan"), "no interval (fewer than 2 seeds)", id="one-seed"),
+    ],
+)
+def test_reading(low, high, expected):
+    assert report.reading(low, high, "x") == expected
+
+
+def test_multi_label_tables_say_hamming_and_add_exact_match():
+    values = {loss: {**metrics([0.9, 0.92]), "test_exact_match": [0.5, 0.6]} for loss in ("softmax_ce", "bce")}
+    result = made_result(values, labels=tuple("0123456789"), kind="multilabel")
+    text = report.format_table(result)
+    assert "exact match @0.5" in text
+    assert "Hamming accuracy: the share of all 10 labels" in text
+    d = report.differences(result)
+    assert "test_exact_match" in set(d["metric"])
+    grid = made_result(values, labels=tuple(f"area r{i}c{j}" for i in range(4) for j in range(4)), kind="grid")
+    assert "all 16 areas" in report.format_table(grid)
+
+
+def test_one_seed_gives_means_without_intervals_and_strict_json():
+    result = made_result({"bce": metrics([0.8]), "mse": metrics([0.7])})
+    text = report.format_table(result)
+    row = next(line for line in text.splitlines() if line.strip().startswith("bce"))
+    assert row.split()[1] == "0.800" and "[" not in row
+    assert "no interval (fewer than 2 seeds)" in report.format_differences(result)
+
+    def no_nan(token):
+        raise AssertionError(f"{token} is not JSON")
+
+    doc = json.loads(report.as_json(result, [Path("r/config.json"), Path("r/plots/calibration.png")]), parse_constant=no_nan)
+    bce = next(row for row in doc["table"] if row["loss"] == "bce")
+    assert bce["test_accuracy"] == 0.8 and bce["test_accuracy_low"] is None
+    assert doc["files"] == ["r/config.json"] and doc["plots"] == ["r/plots/calibration.png"]
+    assert len(doc["summary"]) == len(result.summary)
+    assert doc["differences"][0]["reading"] == "no interval (fewer than 2 seeds)"
+
+
+def test_json_summary_matches_the_frame(result):
+    doc = json.loads(report.as_json(result))
+    frame = pd.DataFrame(doc["summary"])
+    for column in ("mean", "ci_low", "ci_high", "diff_mean"):
+        np.testing.assert_allclose(frame[column].astype(float), result.summary[column].astype(float), equal_nan=True)
+    assert doc["task"] == "toy" and doc["baseline"] == "bce" and doc["run_dir"] is None
+    assert all(not (isinstance(v, float) and math.isnan(v)) for row in doc["summary"] for v in row.values())
