@@ -266,8 +266,8 @@ def otter_notebook(solution: NotebookNode, assignment: str) -> NotebookNode:
 def export(flavor: Flavor, outdir: Path | str, source: Path | str | None = None) -> list[Path]:
     """Write every solution notebook of `source` in the chosen flavour to `outdir`; returns the paths.
 
-    Files are named `<topic>.ipynb` (plain, otter) or `<topic>.ipynb` under `outdir` for nbgrader
-    too: copy them into your course's `source/<assignment>/` folder.
+    Every flavour writes `<topic>.ipynb` (losses, thresholds). For nbgrader, copy them into your
+    course's `source/<assignment>/` folder; for otter, run `otter assign <topic>.ipynb dist/`.
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
