@@ -198,8 +198,12 @@ class Head:
         return self.style == "two_logit" and self.kind != "multilabel"
 
     def output(self, z: torch.Tensor) -> torch.Tensor:
-        """What the loss receives, in torch.nn.functional's layout, from z (models, batch, positions, units)."""
+        """What the loss receives, in torch.nn.functional's layout, from z (models, batch, positions, units).
+
+        Units beyond this head's own (a head padded to the width of a wider one) are ignored.
+        """
         m, b = z.shape[:2]
+        z = z[..., : self.units]
         if self.kind == "multilabel":
             return z.reshape(m, b, self.k)  # (models, batch, K)
         if self.kind == "binary":
@@ -256,7 +260,7 @@ class Head:
 
     def decision_weight(self, params: Params) -> torch.Tensor:
         """The weights that decide the score, (models, features, K): w for a 1-logit head, w1 - w0 for a 2-logit head."""
-        w = params["w"]
+        w = params["w"][..., : self.units]
         if self.negative_unit:
             return w[..., 1:2] - w[..., 0:1]
         return w

@@ -220,10 +220,22 @@ def _generator(seed: int, stream: str) -> torch.Generator:
 
 @dataclass
 class Models:
-    """The parameters of M = losses x seeds models, loss-major: model ``l * S + s`` is loss l, seed s."""
+    """The parameters of M = losses x seeds models, loss-major: model ``l * S + s`` is loss l, seed s.
+
+    Every loss's head has as many units as the widest head of the comparison; a narrower head uses its
+    first units and leaves the rest at zero (they never get a gradient). So all heads run as one batched
+    matmul, yet each loss keeps its own tensors (its own learning rate).
+    """
 
     body: Params  # each tensor (models, ...)
-    heads: list[Params]  # per loss, each tensor (seeds, ...)
+    heads: list[Params]  # per loss, each tensor (seeds, ...): "w" (seeds, features, units), "b" (seeds, units)
+
+    def all_heads(self) -> Params:
+        """The heads of every model, concatenated along the models dimension."""
+        return {k: torch.cat([h[k] for h in self.heads]) for k in self.heads[0]}
+
+    def detached(self) -> "Models":
+        return Models({k: v.detach() for k, v in self.body.items()}, [{k: v.detach() for k, v in h.items()} for h in self.heads])
 
 
 def init_models(
@@ -241,16 +253,17 @@ def init_models(
     bodies = [init_body(spec, _generator(seed, "body")) for seed in seeds]
     body = stack(bodies * len(setups))  # the same start for every loss
     one_logit = Head("one_logit", task.kind, task.n_outputs)
+    width = max(s.head.units for s in setups)
     heads = []
     for setup in setups:
         per_seed = []
         for seed in seeds:
             if head_init == "matched":
                 one = init_head(spec.features, one_logit.units, spec.bias, _generator(seed, "head"))
-                per_seed.append(setup.head.from_one_logit(one))
+                head = setup.head.from_one_logit(one)
             else:
-                gen = _generator(seed, f"head:{setup.name}")
-                per_seed.append(init_head(spec.features, setup.head.units, spec.bias, gen))
+                head = init_head(spec.features, setup.head.units, spec.bias, _generator(seed, f"head:{setup.name}"))
+            per_seed.append({k: torch.nn.functional.pad(v, (0, width - v.shape[-1])) for k, v in head.items()})
         heads.append(stack(per_seed))
 
     def place(p: Params) -> Params:
@@ -273,8 +286,8 @@ def forward(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """All models on their inputs: x (models, batch, ...) -> (h, [each loss's head output (seeds, batch, ...)])."""
     h = body_forward(task.body, models.body, x)  # (models, batch, positions, features)
-    per_loss = h.split(h.shape[0] // len(setups))  # each (seeds, batch, positions, features)
-    return h, [setup.head.output(head_forward(head, part)) for setup, head, part in zip(setups, models.heads, per_loss)]
+    z = head_forward(models.all_heads(), h)  # (models, batch, positions, widest head's units)
+    return h, [setup.head.output(part) for setup, part in zip(setups, z.split(z.shape[0] // len(setups)))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,11 +363,11 @@ def probe(
     """Validation losses, scores and the gradient allocation of every model on one probe set (no parameter update)."""
     m = models.body[next(iter(models.body))].shape[0]
     s = m // len(setups)
-    body = {k: v.detach() for k, v in models.body.items()}
-    heads = [{k: v.detach() for k, v in h.items()} for h in models.heads]
+    frozen = models.detached()
     with torch.enable_grad():
-        h = body_forward(task.body, body, x.unsqueeze(0).expand(m, *x.shape)).detach().requires_grad_()
-        outputs = [setup.head.output(head_forward(head, part)) for setup, head, part in zip(setups, heads, h.split(s))]
+        h = body_forward(task.body, frozen.body, x.unsqueeze(0).expand(m, *x.shape)).detach().requires_grad_()
+        z = head_forward(frozen.all_heads(), h)
+        outputs = [setup.head.output(part) for setup, part in zip(setups, z.split(s))]
         per_model = torch.cat([fn(out, tgt.unsqueeze(0).expand(s, *tgt.shape)) for fn, out, tgt in zip(loss_fns, outputs, targets)])
         d_h, *d_outputs = torch.autograd.grad(per_model.sum(), [h, *outputs])
     record: dict[str, list[torch.Tensor]] = {"scores": []}
