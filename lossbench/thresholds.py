@@ -104,8 +104,8 @@ def auc(scores: torch.Tensor, y: torch.Tensor, average: str = "macro") -> torch.
 def calibration(scores: torch.Tensor, y: torch.Tensor, bins: int = 10) -> dict[str, torch.Tensor]:
     """Reliability bins and expected calibration error, pooling all outputs of each model.
 
-    The bins split [0, 1] into ``bins`` equal intervals (the last one closed), as scikit-learn's
-    ``calibration_curve(strategy="uniform")``. Per bin: the mean predicted probability, the fraction of
+    The bins split [0, 1] into ``bins`` equal intervals, a probability on an edge going to the lower
+    bin, exactly as scikit-learn's ``calibration_curve(strategy="uniform")`` bins them. Per bin: the mean predicted probability, the fraction of
     positives and the count, each ``(models, bins)`` (NaN for an empty bin).
     ECE = sum over bins of count / total * |fraction positive - mean predicted|, ``(models,)``.
 
@@ -115,7 +115,8 @@ def calibration(scores: torch.Tensor, y: torch.Tensor, bins: int = 10) -> dict[s
     """
     scores = scores.detach().to(torch.float64).reshape(scores.shape[0], -1)  # (models, examples * K)
     y = y.to(scores.device, torch.float64).reshape(1, -1).expand_as(scores)
-    index = (scores * bins).long().clamp(0, bins - 1)  # bin of each prediction
+    inner = torch.linspace(0, 1, bins + 1, dtype=torch.float64, device=scores.device)[1:-1]
+    index = torch.bucketize(scores.contiguous(), inner)  # bin i holds (edge i, edge i+1], the first one also 0
     count = torch.zeros(scores.shape[0], bins, dtype=torch.float64, device=scores.device)
     count.scatter_add_(1, index, torch.ones_like(scores))
     sum_p = torch.zeros_like(count).scatter_add_(1, index, scores)

@@ -1,0 +1,88 @@
+"""Gradient allocation: every measurement against a computation by hand or by autograd."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lossbench import gradients
+from lossbench.losses import get
+from lossbench.models import Head
+
+
+def _probe(head: Head, loss: str, z: torch.Tensor, y: torch.Tensor, w: torch.Tensor):
+    """One model: h -> z = h @ w, the mean loss, its gradients on z and h, and the scores."""
+    h = torch.randn(z.shape[0], 1, w.shape[0], dtype=torch.float64, requires_grad=True)
+    out = head.output((h @ w).unsqueeze(0))
+    value = get(loss)(out[0], head.target(y))
+    d_out, d_h = torch.autograd.grad(value, [out, h])
+    return d_out, d_h.unsqueeze(0), head.scores(out.detach()), h, out
+
+
+def test_bce_allocation_by_hand():
+    torch.manual_seed(0)
+    head = Head("one_logit", "binary", 1)
+    w = torch.randn(6, 1, dtype=torch.float64)
+    y = (torch.rand(20, 1) < 0.4).double()
+    d_out, d_h, scores, h, _ = _probe(head, "bce", torch.zeros(20), y, w)
+    a = gradients.allocation(head, d_out, d_h, scores, y)
+    g = (scores[0, :, 0] - y[:, 0]).abs()  # |p - y| per example
+    assert a["positive_share"].item() == pytest.approx((g * y[:, 0]).sum().item() / g.sum().item())
+    assert a["body"].item() == pytest.approx((g * w.norm()).mean().item())
+    assert a["label_share"].tolist() == [[pytest.approx(1.0)]]
+    assert torch.isnan(a["negative_unit_share"]).all()
+    # confidence bins: mean |p - y| of the wrong predictions whose confidence is in [0.5, 0.6)
+    p = scores[0, :, 0]
+    conf = torch.maximum(p, 1 - p)
+    wrong = (p >= 0.5) != y[:, 0].bool()
+    chosen = wrong & (conf < 0.6)
+    if chosen.any():
+        assert a["confidence_wrong"][0, 0].item() == pytest.approx(g[chosen].mean().item())
+    assert (a["confidence_correct_count"].sum() + a["confidence_wrong_count"].sum()).item() == 20
+
+
+def test_two_logit_head_splits_the_logit_gradient_evenly_but_sends_the_body_what_a_sigmoid_head_sends():
+    torch.manual_seed(1)
+    y = (torch.rand(30, 1) < 0.3).double()
+    w = torch.randn(5, 1, dtype=torch.float64)
+    one, two = Head("one_logit", "binary", 1), Head("two_logit", "binary", 1)
+    w2 = two.from_one_logit({"w": w})["w"]  # (5, 2): -w/2, w/2
+    torch.manual_seed(2)
+    d1, h1, s1, _, _ = _probe(one, "bce", torch.zeros(30), y, w)
+    torch.manual_seed(2)
+    d2, h2, s2, _, _ = _probe(two, "softmax_ce", torch.zeros(30), y, w2)
+    a1 = gradients.allocation(one, d1, h1, s1, y)
+    a2 = gradients.allocation(two, d2, h2, s2, y)
+    assert a2["negative_unit_share"].item() == pytest.approx(0.5)
+    torch.testing.assert_close(d2[0, :, 0], -d2[0, :, 1])  # equal and opposite
+    for key in ("body", "positive_share", "confidence_correct", "confidence_wrong"):
+        torch.testing.assert_close(a1[key], a2[key], equal_nan=True)
+
+
+def test_mse_gradient_vanishes_on_confident_mistakes():
+    head = Head("one_logit", "binary", 1)
+    z = torch.tensor([-8.0, -0.2, 0.2, 8.0], dtype=torch.float64)  # confident wrong, unsure, unsure, confident right
+    y = torch.ones(4, 1, dtype=torch.float64)
+    out = z.unsqueeze(0).clone().requires_grad_()
+    d_out = {}
+    for loss in ("bce", "mse"):
+        (d_out[loss],) = torch.autograd.grad(get(loss)(out[0], y[:, 0]), [out])
+    scores = torch.sigmoid(z).reshape(1, 4, 1)
+    bins = {loss: gradients.allocation(head, d_out[loss], torch.zeros(1, 4, 1, 2), scores, y) for loss in d_out}
+    # the confident mistake sits in the top wrong bin: BCE pushes it with |p - y| ~ 1, MSE with ~ 2 p (1 - p) ~ 0
+    assert bins["bce"]["confidence_wrong"][0, -1].item() == pytest.approx(1 - torch.sigmoid(torch.tensor(-8.0)).item(), rel=1e-6)
+    assert bins["mse"]["confidence_wrong"][0, -1].item() < 1e-3
+    assert bins["mse"]["confidence_wrong"][0, 0].item() > 0.2  # the unsure mistake still gets a gradient
+
+
+def test_label_shares_for_softmax_across_labels_and_for_sigmoids():
+    torch.manual_seed(3)
+    y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]], dtype=torch.float64)
+    w = torch.randn(4, 3, dtype=torch.float64)
+    for style, loss in (("two_logit", "softmax_ce"), ("one_logit", "bce")):
+        head = Head(style, "multilabel", 3)
+        d_out, d_h, scores, _, _ = _probe(head, loss, torch.zeros(3), y, w)
+        a = gradients.allocation(head, d_out, d_h, scores, y)
+        g = d_out[0].abs()
+        torch.testing.assert_close(a["label_share"][0], g.sum(0) / g.sum())
+        assert a["label_share"].sum().item() == pytest.approx(1.0)
+        assert a["positive_share"].item() == pytest.approx((g * y).sum().item() / g.sum().item())

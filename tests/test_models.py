@@ -1,0 +1,67 @@
+"""The batched model families against ordinary torch.nn modules, one model at a time."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lossbench import models
+from lossbench.loop import Body
+
+
+@pytest.mark.parametrize(
+    "spec, x_shape",
+    [
+        pytest.param(models.MLPBody(in_features=7, hidden=16), (5, 7), id="mlp"),
+        pytest.param(models.MLPBody(in_features=7, hidden=16, bias=False), (5, 7), id="mlp-no-bias"),
+        pytest.param(models.CNNBody(in_channels=3, image_size=16, channels=(4, 6)), (5, 3, 16, 16), id="cnn-pooled"),
+        pytest.param(models.CNNBody(in_channels=1, image_size=32, channels=(4, 6, 8), grid=4), (5, 1, 32, 32), id="cnn-grid"),
+    ],
+)
+def test_batched_body_equals_each_model_as_plain_modules(spec, x_shape):
+    g = torch.Generator().manual_seed(0)
+    per_model = [models.init_body(spec, g) for _ in range(3)]
+    stacked = models.stack(per_model)
+    x = torch.randn(3, *x_shape, generator=g)
+    h = models.body_forward(spec, stacked, x)
+    assert h.shape == (3, x_shape[0], spec.positions, spec.features)
+    for m in range(3):
+        torch.testing.assert_close(h[m], Body(spec, per_model[m])(x[m]), atol=1e-5, rtol=1e-5)
+
+
+def test_grid_positions_are_row_major_areas():
+    spec = models.CNNBody(in_channels=1, image_size=8, channels=(2,), grid=2)
+    params = {"conv0.w": torch.zeros(1, 2, 1, 3, 3), "conv0.b": torch.zeros(1, 2)}
+    params["conv0.w"][0, :, 0, 1, 1] = 1.0  # identity filter
+    x = torch.zeros(1, 1, 1, 8, 8)
+    x[..., 0:4, 4:8] = 1.0  # the top-right area
+    h = models.body_forward(spec, params, x)
+    assert h[0, 0, :, 0].tolist() == [0.0, 1.0, 0.0, 0.0]
+
+
+def test_head_is_one_linear_map_at_every_position():
+    params = {"w": torch.randn(2, 4, 3), "b": torch.randn(2, 3)}
+    h = torch.randn(2, 5, 6, 4)
+    z = models.head_forward(params, h)
+    expected = torch.einsum("mbpf,mfu->mbpu", h, params["w"]) + params["b"][:, None, None, :]
+    torch.testing.assert_close(z, expected)
+
+
+def test_initialisation_follows_pytorchs_default_bounds():
+    spec = models.MLPBody(in_features=50, hidden=400)
+    p = models.init_body(spec, torch.Generator().manual_seed(0))
+    bound = 1 / math.sqrt(50)
+    assert p["w1"].abs().max() <= bound and p["w1"].abs().max() > 0.95 * bound
+    assert p["w1"].std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)  # a uniform's standard deviation
+    linear = nn.Linear(50, 400)
+    assert linear.weight.abs().max() <= bound
+
+
+def test_padded_units_of_a_narrow_head_are_ignored():
+    head = models.Head("one_logit", "binary", 1)
+    z = torch.randn(2, 3, 1, 2)  # padded to two units
+    torch.testing.assert_close(head.output(z), z[..., 0].reshape(2, 3))
+    w = torch.randn(2, 5, 2)
+    torch.testing.assert_close(head.decision_weight({"w": w}), w[..., :1])

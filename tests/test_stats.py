@@ -1,0 +1,49 @@
+"""Seed statistics against scipy."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from lossbench import stats
+
+
+@pytest.mark.parametrize("n", [2, 3, 10, 30])
+def test_mean_ci_is_the_student_t_interval(n):
+    x = np.random.default_rng(n).normal(0.7, 0.05, size=n)
+    mean, low, high, count = stats.mean_ci(x)
+    expected = scipy_stats.t.interval(0.95, n - 1, loc=x.mean(), scale=scipy_stats.sem(x))
+    assert count == n and mean == pytest.approx(x.mean())
+    assert (low, high) == pytest.approx(expected)
+
+
+def test_mean_ci_skips_non_finite_values_and_has_no_interval_for_one_value():
+    assert stats.mean_ci([0.5, np.nan, np.inf])[3] == 1
+    mean, low, high, n = stats.mean_ci([0.5])
+    assert mean == 0.5 and np.isnan(low) and np.isnan(high)
+    assert np.isnan(stats.mean_ci([])[0])
+
+
+def test_paired_difference_is_taken_seed_by_seed():
+    # the pairing matters: a constant difference of 0.01 has a zero-width interval,
+    # although both losses vary a lot over seeds
+    base = np.array([0.60, 0.80, 0.70, 0.90])
+    runs = pd.DataFrame({"loss": ["a"] * 4 + ["b"] * 4, "seed": [0, 1, 2, 3] * 2, "acc": list(base + 0.01) + list(base)})
+    row = stats.summarize(runs, ["acc"], baseline="b").set_index("loss").loc["a"]
+    assert row["diff_mean"] == pytest.approx(0.01)
+    assert row["diff_high"] - row["diff_low"] == pytest.approx(0.0, abs=1e-12)
+    assert row["ci_high"] - row["ci_low"] > 0.2
+
+
+def test_paired_difference_uses_only_seeds_both_losses_have():
+    runs = pd.DataFrame({"loss": ["a", "a", "a", "b", "b"], "seed": [0, 1, 2, 0, 1], "acc": [1.0, 2.0, 9.0, 0.0, 1.0]})
+    row = stats.summarize(runs, ["acc"], baseline="b").set_index("loss").loc["a"]
+    assert row["diff_n"] == 2 and row["diff_mean"] == pytest.approx(1.0)
+
+
+def test_band_groups_by_the_given_columns():
+    frame = pd.DataFrame({"loss": ["a"] * 6, "epoch": [0, 0, 0, 1, 1, 1], "v": [1.0, 2.0, 3.0, 5.0, 5.0, 5.0]})
+    b = stats.band(frame, "v", ["loss", "epoch"]).set_index("epoch")
+    assert b.loc[0, "mean"] == 2.0 and b.loc[0, "ci_low"] < 2.0 < b.loc[0, "ci_high"]
+    assert b.loc[1, "ci_low"] == b.loc[1, "ci_high"] == 5.0

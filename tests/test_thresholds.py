@@ -1,0 +1,96 @@
+"""Threshold sweeps, AUC and calibration against scikit-learn."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
+
+from lossbench import thresholds as thr
+
+
+def _data(models=3, n=40, k=1, seed=0, ties=False):
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.rand(n, k, generator=g) < 0.35).float()
+    scores = torch.rand(models, n, k, generator=g, dtype=torch.float64)
+    if ties:
+        scores = (scores * 8).round() / 8  # many tied scores, some exactly on thresholds
+    return scores, y
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_sweep_matches_scikit_learn_at_every_threshold(k):
+    scores, y = _data(k=k)
+    grid = thr.threshold_grid(9)
+    swept = thr.sweep(scores, y, grid)
+    y_flat = y.numpy().reshape(-1).astype(int)
+    for m in range(scores.shape[0]):
+        for j, t in enumerate(grid.tolist()):
+            pred = (scores[m].numpy() >= t).astype(int)
+            flat = pred.reshape(-1)
+            tn, fp, fn, tp = confusion_matrix(y_flat, flat, labels=[0, 1]).ravel()
+            assert swept["accuracy"][m, j] == pytest.approx(accuracy_score(y_flat, flat))
+            assert swept["f1"][m, j] == pytest.approx(f1_score(y_flat, flat, zero_division=np.nan), nan_ok=True)
+            assert swept["sensitivity"][m, j] == pytest.approx(tp / (tp + fn))
+            assert swept["specificity"][m, j] == pytest.approx(tn / (tn + fp))
+            # exact match: scikit-learn's subset accuracy on the multi-label arrays
+            assert swept["exact_match"][m, j] == pytest.approx(accuracy_score(y.numpy().astype(int), pred))
+
+
+def test_threshold_grid_runs_from_001_to_099_by_default():
+    grid = thr.threshold_grid()
+    assert len(grid) == 99 and grid[0] == pytest.approx(0.01) and grid[-1] == pytest.approx(0.99)
+    assert grid[49] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="at least 2"):
+        thr.threshold_grid(1)
+
+
+def test_best_threshold_prefers_the_maximum_closest_to_one_half():
+    grid = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9])
+    metric = torch.tensor([[0.6, 0.8, 0.7, 0.8, 0.5], [0.9, 0.1, 0.1, 0.1, 0.1], [0.7, 0.7, 0.7, 0.7, 0.7]])
+    assert thr.best_threshold_index(metric, grid).tolist() == [1, 0, 2]
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "tied"])
+@pytest.mark.parametrize("average", ["macro", "micro"])
+def test_auc_matches_roc_auc_score(ties, average):
+    scores, y = _data(k=5, ties=ties, n=60)
+    ours = thr.auc(scores, y, average=average)
+    for m in range(scores.shape[0]):
+        if average == "micro":
+            expected = roc_auc_score(y.numpy().reshape(-1), scores[m].numpy().reshape(-1))
+        else:
+            expected = roc_auc_score(y.numpy(), scores[m].numpy(), average="macro")
+        assert ours[m].item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_macro_auc_leaves_out_labels_with_one_class():
+    scores, y = _data(k=3, n=30)
+    y[:, 2] = 0  # no positive for the last label
+    ours = thr.auc(scores, y)
+    expected = np.mean([roc_auc_score(y[:, j].numpy(), scores[0, :, j].numpy()) for j in range(2)])
+    assert ours[0].item() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "on-bin-edges"])
+def test_calibration_bins_match_calibration_curve(ties):
+    scores, y = _data(n=200, ties=ties)
+    if ties:
+        scores[:, :10] = torch.tensor([0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0, 0.4, 0.6], dtype=torch.float64).reshape(1, 10, 1)
+    cal = thr.calibration(scores, y, bins=10)
+    for m in range(scores.shape[0]):
+        prob_true, prob_pred = calibration_curve(y.numpy().reshape(-1), scores[m].numpy().reshape(-1), n_bins=10, strategy="uniform")
+        filled = cal["count"][m] > 0
+        np.testing.assert_allclose(cal["fraction_positive"][m][filled].numpy(), prob_true, atol=1e-12)
+        np.testing.assert_allclose(cal["mean_predicted"][m][filled].numpy(), prob_pred, atol=1e-12)
+        counts = cal["count"][m][filled].numpy()
+        ece = np.sum(counts / counts.sum() * np.abs(prob_true - prob_pred))
+        assert cal["ece"][m].item() == pytest.approx(ece)
+        assert cal["count"][m].sum().item() == scores.shape[1]
+
+
+def test_a_perfectly_calibrated_model_has_zero_ece():
+    scores = torch.tensor([[[0.25]] * 4 + [[0.75]] * 4], dtype=torch.float64)
+    y = torch.tensor([[1.0], [0.0], [0.0], [0.0], [1.0], [1.0], [1.0], [0.0]])
+    assert thr.calibration(scores, y, bins=4)["ece"].item() == pytest.approx(0.0)
