@@ -185,7 +185,7 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
     6. for multi-label and grid tasks, each label's (area's) share of |dL/dz|.
 
     >>> import lossbench
-    >>> result = lossbench.compare("titanic", seeds=2, epochs=2, device="cpu")
+    >>> result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})  # a small, fast run
     >>> fig = gradient_allocation(result)
     >>> [ax.get_title().split(",")[0] for ax in fig.axes[:4]]
     ['Share of |dL/dz| from positive examples', '|dL/dz| on correct predictions', '|dL/dz| on wrong predictions', 'Share of |dL/dz| per output unit']
@@ -322,7 +322,7 @@ def accuracy_vs_threshold(result: Result, split: Literal["val", "test"] = "val",
     (per-label) accuracy; binary and grid tasks add sensitivity and specificity.
 
     >>> import lossbench
-    >>> result = lossbench.compare("titanic", seeds=2, epochs=2, device="cpu")
+    >>> result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})  # a small, fast run
     >>> fig = accuracy_vs_threshold(result)
     >>> [ax.get_title().split(" (")[0] for ax in fig.axes]
     ['Accuracy against the threshold', 'Sensitivity and specificity against the threshold']
@@ -384,7 +384,7 @@ def training_curves(result: Result, axes: Sequence[Axes] | None = None) -> Figur
     accuracy panel is the one to compare losses on. Epoch 0 is before training.
 
     >>> import lossbench
-    >>> result = lossbench.compare("titanic", seeds=2, epochs=2, device="cpu")
+    >>> result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})  # a small, fast run
     >>> [ax.get_title() for ax in training_curves(result).axes]
     ['Training loss (mean over the epoch)', 'Validation loss', 'Validation accuracy at threshold 0.5']
     """
@@ -422,7 +422,7 @@ def calibration(result: Result, axes: Sequence[Axes] | None = None) -> Figure:
     ECE = sum over bins of (count / total) * |fraction positive - mean predicted|.
 
     >>> import lossbench
-    >>> result = lossbench.compare("titanic", seeds=2, epochs=2, device="cpu")
+    >>> result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})  # a small, fast run
     >>> [ax.get_title() for ax in calibration(result).axes if ax.get_title()]
     ['softmax_ce', 'bce', 'mse']
     """
@@ -520,8 +520,9 @@ def loss_and_gradient_shapes(
         ax_loss.set_ylim(0, top)
         x, align = (0.11, "left") if y == 1.0 else (0.89, "right")
         note = dict(ha=align, va="center", fontsize=7, color="tab:red")
-        ax_loss.text(x, 0.9 * top, "confident mistakes", **note)
-        ax_grad.text(x, 0.5, "confident mistakes", transform=ax_grad.get_xaxis_transform(), **note)
+        words = "\u2190 confident mistakes" if y == 1.0 else "confident mistakes \u2192"  # an arrow to the shaded band
+        ax_loss.text(x, 0.9 * top, words, **note)
+        ax_grad.text(x, 0.5, words, transform=ax_grad.get_xaxis_transform(), **note)
         target = "y = 1" if y == 1.0 else "y = 0"
         _decorate(ax_loss, f"Loss, true label {target}", "predicted probability p of the positive class", "loss",
                   fontsize=7, loc="upper center" if y == 1.0 else "upper center")  # fmt: skip
@@ -542,7 +543,7 @@ def save_plots(result: Result, directory: str | os.PathLike, epoch: int | None =
     ``epoch`` picks the epoch of the gradient-allocation bars (default: the last). Returns the paths.
 
     >>> import lossbench, tempfile
-    >>> result = lossbench.compare("titanic", seeds=2, epochs=2, device="cpu")
+    >>> result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})  # a small, fast run
     >>> [p.name for p in save_plots(result, tempfile.mkdtemp())]
     ['gradient_allocation.png', 'accuracy_vs_threshold.png', 'training_curves.png', 'calibration.png', 'loss_and_gradient_shapes.png']
     """

@@ -51,7 +51,8 @@ def loss_table(result: Result) -> pd.DataFrame:
     ``diverged`` (how many seeds diverged) and ``seeds``.
 
     >>> import lossbench
-    >>> table = loss_table(lossbench.compare("titanic", seeds=2, epochs=1, device="cpu"))
+    >>> result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})  # a small, fast run
+    >>> table = loss_table(result)
     >>> table[["loss", "diverged", "seeds"]]
              loss  diverged  seeds
     0  softmax_ce         0      2
@@ -100,7 +101,8 @@ def differences(result: Result) -> pd.DataFrame:
     ``diff_high`` (the 95% t-interval of the mean paired difference), ``n`` (paired seeds), ``reading``.
 
     >>> import lossbench
-    >>> d = differences(lossbench.compare("titanic", seeds=2, epochs=1, device="cpu"))
+    >>> result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})  # a small, fast run
+    >>> d = differences(result)
     >>> d[["loss", "metric"]].head(3)
              loss              metric
     0  softmax_ce       test_accuracy
@@ -149,7 +151,8 @@ def format_table(result: Result) -> str:
     """The per-loss table as aligned text, with a heading that says what the numbers are.
 
     >>> import lossbench
-    >>> text = format_table(lossbench.compare("titanic", seeds=2, epochs=1, device="cpu"))
+    >>> result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})  # a small, fast run
+    >>> text = format_table(result)
     >>> print(text.splitlines()[3])
       loss        test acc @0.5  ...  diverged
     """
@@ -190,7 +193,8 @@ def format_differences(result: Result) -> str:
     """The paired differences to the baseline as aligned text, each with its plain-words reading.
 
     >>> import lossbench
-    >>> text = format_differences(lossbench.compare("titanic", seeds=2, epochs=1, device="cpu"))
+    >>> result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})  # a small, fast run
+    >>> text = format_differences(result)
     >>> print(text.splitlines()[0])
     Paired differences to bce (loss minus bce on the same seeds, mean [95% CI]):
     """
@@ -254,7 +258,8 @@ def as_json(result: Result, files: Sequence[Path] = ()) -> str:
     NaN (an interval from one seed) becomes ``null``, so the text is strict JSON.
 
     >>> import json, lossbench
-    >>> doc = json.loads(as_json(lossbench.compare("titanic", seeds=2, epochs=1, device="cpu")))
+    >>> result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})  # a small, fast run
+    >>> doc = json.loads(as_json(result))
     >>> sorted(doc)
     ['baseline', 'description', 'differences', 'epochs', 'files', 'kind', 'losses', 'plots', 'run_dir', 'seeds', 'summary', 'table', 'task']
     """
