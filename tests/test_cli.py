@@ -166,6 +166,7 @@ def test_plot_of_an_unrecorded_epoch_is_a_usage_error(titanic_run):
     code, _, stderr = run(["plot", out, "--epoch", "99"])
     assert code == 2
     assert stderr.strip() == "lossbench plot: error: Expected `epoch` to be a recorded epoch, 0 to 2, but got 99."
+    assert leftovers(out) == []  # the hidden folder it drew into is gone
 
 
 def test_interrupted_redraw_keeps_the_old_plots(titanic_run, tmp_path, monkeypatch):
@@ -181,7 +182,7 @@ def test_interrupted_redraw_keeps_the_old_plots(titanic_run, tmp_path, monkeypat
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(plots, "calibration", interrupt)
+    monkeypatch.setattr(plots, "accuracy_vs_threshold", interrupt)  # the second plot: the first one is drawn
     code, _, stderr = run(["plot", copy])
     assert code == 130 and stderr.strip() == "lossbench plot: interrupted"
     assert sorted(p.name for p in (copy / "plots").iterdir()) == sorted(p.name for p in (out / "plots").iterdir())
@@ -350,7 +351,7 @@ def test_ctrl_c_during_plotting_leaves_no_run_directory(tmp_path, monkeypatch):
         drawn.append(result)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(plots, "calibration", interrupt)  # the fourth of five plots
+    monkeypatch.setattr(plots, "accuracy_vs_threshold", interrupt)  # the second of five plots
     out = tmp_path / "runs" / "run"
     code, stdout, stderr = run(["compare", "--task", "titanic", "--quick", *FAST, "--out", out])
     assert len(drawn) == 1 and isinstance(drawn[0], lossbench.Result)
