@@ -18,6 +18,12 @@ microcalcifications, ``contrast`` background standard deviations bright. Each pa
 seeded sequence (``data_seed``); ``Split.source`` is that index, so the splits are disjoint by
 construction. The split (``split_seed``) is stratified by the patch label.
 
+How hard is it? With the defaults, a plain PyTorch CNN of this task's shape trained with BCE (Adam,
+12 epochs) reached a test ROC AUC of 0.86 to 0.90 and an accuracy of 0.875 to 0.884 at threshold 0.5,
+where always answering "normal" scores 0.83 (3 seeds); after 30 epochs the AUC was 0.975 to 0.983. The
+grid target learns more slowly (mean per-area AUC 0.78 to 0.91 after 12 epochs, 0.94 after 30): each
+area is abnormal in only 2.5% of the patches. Lower ``contrast`` makes both harder.
+
 **Real data (``data=PATH``): mini-MIAS.** A folder with ``Info.txt`` and ``mdb001.pgm`` ...
 (:mod:`lossbench.tasks._mammo_mias`). Each 1024 x 1024 mammogram is shrunk by ``mias_downsample``
 (4: to 256 x 256, 0.8 mm pixels) and cut into ``patch_size`` tiles; tiles that are mostly the dark
