@@ -223,7 +223,12 @@ def parse_loss_options(pairs: Sequence[str], losses: Sequence[str]) -> dict[str,
 
 
 def default_run_dir(task: str, root: Path = Path("runs")) -> Path:
-    """A new folder ``runs/<task>-<YYYYmmdd-HHMMSS>`` (with ``-2``, ``-3``, ... if that one exists)."""
+    """A new folder ``runs/<task>-<YYYYmmdd-HHMMSS>`` (with ``-2``, ``-3``, ... if that one exists); nothing is created.
+
+    >>> path = default_run_dir("titanic")
+    >>> path.parent.name, path.name.startswith("titanic-"), path.exists()
+    ('runs', True, False)
+    """
     stem = root / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = stem, 1
     while path.exists():
@@ -440,7 +445,12 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `lossbench` parser with every subcommand."""
+    """The `lossbench` parser with every subcommand.
+
+    >>> args = build_parser().parse_args(["compare", "--task", "titanic", "--quick", "--seeds", "3"])
+    >>> args.task, args.quick, args.seeds, args.losses
+    ('titanic', True, 3, 'softmax_ce,bce,mse')
+    """
     parser = _Parser(
         prog="lossbench",
         description=(
@@ -494,7 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 1 a check failed, 2 a usage or data error, 130 interrupted)."""
+    """Run the command line; returns the exit code (0 ok, 1 a check failed, 2 a usage or data error, 130 interrupted).
+
+    >>> main(["losses"])
+    softmax_ce  two_logit ...
+    0
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

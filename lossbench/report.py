@@ -224,7 +224,15 @@ def format_files(directory: Path | None, files: Sequence[Path]) -> str:
 
 
 def format_report(result: Result, files: Sequence[Path] = (), verb: str = "Wrote") -> str:
-    """The whole report of a run: the per-loss table, the paired differences, then the files."""
+    """The whole report of a run: the per-loss table, the paired differences, then the files.
+
+    >>> import lossbench
+    >>> result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})  # a small, fast run
+    >>> print(format_report(result))
+    titanic: Titanic: survived or not, ...
+    Paired differences to bce (loss minus bce on the same seeds, mean [95% CI]):
+    ...
+    """
     parts = [format_table(result), format_differences(result)]
     if result.directory is not None:
         parts.append(format_files(result.directory, files).replace("Wrote", verb, 1))
