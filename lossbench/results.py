@@ -68,6 +68,9 @@ class Result:
             raise ValueError(f"Expected `directory` to be a new or empty directory, but {str(target)!r} already holds files.")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a run directory is an ordinary folder
         try:
             for name in FRAMES:
                 getattr(self, name).to_csv(tmp / f"{name}.csv", index=False)

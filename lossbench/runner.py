@@ -806,10 +806,15 @@ def _jsonable(value):
 
 def environment(device: torch.device) -> dict:
     """Package versions, the device and the git commit, for config.json."""
-    import matplotlib
-    import sklearn
+    from importlib.metadata import PackageNotFoundError, version
 
     import lossbench
+
+    def installed(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
 
     env = {
         "lossbench": lossbench.__version__,
@@ -817,8 +822,8 @@ def environment(device: torch.device) -> dict:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "pandas": pd.__version__,
-        "scikit-learn": sklearn.__version__,
-        "matplotlib": matplotlib.__version__,
+        "scikit-learn": installed("scikit-learn"),
+        "matplotlib": installed("matplotlib"),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),

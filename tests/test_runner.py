@@ -351,3 +351,14 @@ def test_quick_titanic_comparison_runs_end_to_end():
     assert result.config["task"] == "titanic"
     acc = result.summary.set_index(["loss", "metric"]).loc[("bce", "test_accuracy"), "mean"]
     assert 0.6 < acc <= 1.0  # well above the 62% of always guessing "died"
+
+
+def test_a_saved_run_directory_is_an_ordinary_readable_folder(tmp_path):
+    import os
+    import stat
+
+    result = lossbench.compare(tiny_task("binary"), LOSSES, seeds=1, epochs=1, batch_size=16, device="cpu")
+    path = result.save(tmp_path / "run")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~umask

@@ -47,3 +47,15 @@ def test_band_groups_by_the_given_columns():
     b = stats.band(frame, "v", ["loss", "epoch"]).set_index("epoch")
     assert b.loc[0, "mean"] == 2.0 and b.loc[0, "ci_low"] < 2.0 < b.loc[0, "ci_high"]
     assert b.loc[1, "ci_low"] == b.loc[1, "ci_high"] == 5.0
+
+
+def test_band_agrees_with_mean_ci_for_every_group():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"loss": rng.choice(["a", "b"], 60), "epoch": rng.integers(0, 4, 60), "v": rng.normal(size=60)})
+    frame.loc[3, "v"] = np.inf  # missing values and infinities count as absent
+    frame.loc[4, "v"] = np.nan
+    b = stats.band(frame, "v", ["loss", "epoch"])
+    for _, row in b.iterrows():
+        group = frame[(frame.loss == row["loss"]) & (frame.epoch == row["epoch"])]["v"]
+        mean, low, high, n = stats.mean_ci(group.to_numpy())
+        assert (row["mean"], row["ci_low"], row["ci_high"], row["n"]) == pytest.approx((mean, low, high, n), nan_ok=True)
