@@ -95,9 +95,9 @@ def read_info(path: str | Path) -> dict[int, Mammogram]:
             "The data folder must hold Info.txt (REFNUM BG CLASS SEVERITY X Y RADIUS) next to the mdbNNN.pgm files."
         )
     try:
-        lines = path.read_text(encoding="ascii", errors="strict").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark, if any, is dropped
     except UnicodeDecodeError as error:
-        raise DataError(f"{path}: Expected plain ASCII text, but got a byte that is not ({error}).") from None
+        raise DataError(f"{path}: Expected plain text, but got a byte that is not UTF-8 ({error}).") from None
 
     norm_rows: dict[int, int] = {}
     lesions: dict[int, list[Lesion]] = {}

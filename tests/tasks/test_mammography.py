@@ -484,6 +484,13 @@ def test_broken_info_txt_is_refused_with_file_and_row(tmp_path, info, message):
     assert str(folder / "Info.txt") in str(error.value)
 
 
+def test_info_txt_that_is_not_text(tmp_path):
+    folder = _folder(tmp_path, None, GOOD)
+    (folder / "Info.txt").write_bytes(b"mdb001 G NORM\n\xff\xfe\n")
+    with pytest.raises(DataError, match="Info.txt: Expected plain text, but got a byte that is not UTF-8"):
+        mammo.load(mammo.Config(), data=folder)
+
+
 def test_missing_info_txt(tmp_path):
     folder = _folder(tmp_path, None, GOOD)
     with pytest.raises(DataError, match="Info.txt to exist, but it is missing"):
