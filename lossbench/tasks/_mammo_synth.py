@@ -192,7 +192,7 @@ def generate_patches(
     size: int = 32,
     *,
     prevalence: float = 0.17,
-    contrast: float = 1.0,
+    contrast: float = 2.5,
     beta: float = 3.0,
     quantum_noise: float = 0.1,
     mass_fraction: float = 0.5,
