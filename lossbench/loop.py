@@ -139,7 +139,7 @@ def train_one_at_a_time(
                 if steps:
                     train_loss[i] = total / steps
             recorder(epoch, snapshot(), train_loss, diverged_epoch)
-    return {"history": recorder.records(), "diverged_epoch": diverged_epoch.numpy(), "models": snapshot()}
+    return {"history": recorder.records(), "diverged_epoch": diverged_epoch.numpy(), "models": snapshot(), "batching": prepared.batching}
 
 
 def _head_params(head: nn.Linear) -> dict[str, torch.Tensor]:

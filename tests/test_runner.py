@@ -362,3 +362,20 @@ def test_a_saved_run_directory_is_an_ordinary_readable_folder(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~umask
+
+
+def test_each_loss_is_batched_the_cheapest_way_that_gives_the_same_numbers():
+    task = tiny_task("binary")
+    result = lossbench.compare(
+        task, ("softmax_ce", "softmax_ce@weighted", "bce", "bce@naive"), impl={"bce@naive": "naive"},
+        overrides={"softmax_ce@weighted": {"weight": [1.0, 3.0]}}, **dict(SMALL, epochs=2),
+    )
+    batched_by = {name: setup["batched_by"] for name, setup in result.config["loss_setups"].items()}
+    # plain means of per-element terms are flattened; a class-weighted mean and a function without
+    # `reduction` run under vmap
+    assert batched_by == {"softmax_ce": "flatten", "softmax_ce@weighted": "vmap", "bce": "flatten", "bce@naive": "vmap"}
+    loop = lossbench.compare(
+        task, ("softmax_ce", "softmax_ce@weighted", "bce", "bce@naive"), impl={"bce@naive": "naive"},
+        overrides={"softmax_ce@weighted": {"weight": [1.0, 3.0]}}, engine="loop", **dict(SMALL, epochs=2),
+    )
+    assert_same_numbers(result.history, loop.history)
