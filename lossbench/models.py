@@ -126,9 +126,10 @@ def body_forward(spec: BodySpec, params: Params, x: torch.Tensor) -> torch.Tenso
     torch.Size([2, 5, 1, 4])
     """
     if isinstance(spec, MLPBody):
-        h = torch.bmm(x, params["w1"])  # (models, batch, hidden)
         if "b1" in params:
-            h = h + params["b1"].unsqueeze(1)
+            h = torch.baddbmm(params["b1"].unsqueeze(1), x, params["w1"])  # (models, batch, hidden): b + x @ w
+        else:
+            h = torch.bmm(x, params["w1"])
         return torch.relu(h).unsqueeze(2)  # (models, batch, 1, hidden)
     return _cnn_forward(spec, params, x)
 
@@ -155,9 +156,10 @@ def _cnn_forward(spec: CNNBody, params: Params, x: torch.Tensor) -> torch.Tensor
 def head_forward(params: Params, h: torch.Tensor) -> torch.Tensor:
     """The same linear map at every position: h (models, batch, positions, features) -> z (models, batch, positions, units)."""
     m, b, p, f = h.shape
-    z = torch.bmm(h.reshape(m, b * p, f), params["w"])  # (models, batch * positions, units)
     if "b" in params:
-        z = z + params["b"].unsqueeze(1)
+        z = torch.baddbmm(params["b"].unsqueeze(1), h.reshape(m, b * p, f), params["w"])  # (models, batch * positions, units)
+    else:
+        z = torch.bmm(h.reshape(m, b * p, f), params["w"])
     return z.reshape(m, b, p, -1)
 
 

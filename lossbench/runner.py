@@ -494,6 +494,9 @@ def train(
     alive = torch.ones(m, dtype=torch.bool, device=device)
     diverged_epoch = torch.zeros(m, dtype=torch.long, device=device)
     recorder = Recorder(task, setups, prepared, cfg.epochs, progress)
+    # On the CPU, reading the alive flags each step costs nothing, so the freezing work is skipped while
+    # every model is alive; on a GPU that read would stall the device, so the masks are always applied.
+    cheap_to_read = device.type == "cpu"
 
     with loss_registry.value_checks(False):
         recorder(0, models, torch.full((m,), torch.nan, dtype=dtype, device=device), diverged_epoch)
@@ -516,6 +519,9 @@ def train(
                 # 5. one backward pass and one optimizer step for all models
                 optimizer.zero_grad(set_to_none=True)
                 torch.where(alive, per_model, 0).sum().backward()
+                if cheap_to_read and bool(alive.all()):
+                    optimizer.step()  # nobody to freeze
+                    continue
                 masks = _masks(models, alive)
                 before = [p.detach().clone() for p in params]
                 for p, mask in zip(params, masks):
@@ -523,7 +529,7 @@ def train(
                 optimizer.step()
                 with torch.no_grad():
                     for p, b, mask in zip(params, before, masks):
-                        p.copy_(torch.where(mask, p, b))
+                        p.copy_(torch.where(mask, p, b))  # frozen models keep their weights
             recorder(epoch, models, loss_sum / steps, diverged_epoch)
     return {"history": recorder.records(), "diverged_epoch": diverged_epoch.cpu().numpy(), "models": models, "batching": prepared.batching}
 
