@@ -350,9 +350,15 @@ def vectorise(setup: LossSetup, output: torch.Tensor, target: torch.Tensor) -> t
 
 
 def make_optimizer(models: Models, setups: list[LossSetup], cfg: TrainingDefaults) -> torch.optim.Optimizer:
-    """One optimizer over the stacked parameters; each loss's head is a parameter group (its own lr scale)."""
-    groups = [{"params": list(models.body.values()), "lr": cfg.lr}]
-    groups += [{"params": list(head.values()), "lr": cfg.lr * s.head_lr_scale} for head, s in zip(models.heads, setups)]
+    """One optimizer over the stacked parameters, one parameter group per learning rate.
+
+    The bodies use ``lr``; each loss's head uses ``lr * head_lr_scale`` (usually the same ``lr``, and then
+    it joins the bodies' group: fewer groups make a faster step).
+    """
+    by_lr: dict[float, list[torch.Tensor]] = {cfg.lr: list(models.body.values())}
+    for head, setup in zip(models.heads, setups):
+        by_lr.setdefault(cfg.lr * setup.head_lr_scale, []).extend(head.values())
+    groups = [{"params": params, "lr": lr} for lr, params in by_lr.items()]
     if cfg.optimizer == "adam":
         make = lambda **kind: torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kind)  # noqa: E731
     else:
