@@ -289,7 +289,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         args.task, losses, impl,
         seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         head_init=args.head_init, overrides=overrides or None, baseline=args.baseline, data=args.data, config=config,
-        quick=args.quick, device=args.device, progress=True,
+        quick=args.quick, device=args.device, progress=True, threads=args.threads,
     )  # fmt: skip
 
     # 3. save, with the plots drawn into the temporary directory so they land together with the rest
@@ -437,6 +437,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--quick", action="store_true", help="the task's seconds-long smoke settings (fewer seeds and epochs)")
     r = p.add_argument_group("where it runs and what it writes")
     r.add_argument("--device", default="auto", metavar="DEVICE", help="auto | cpu | cuda; default: %(default)s (CUDA when present)")
+    r.add_argument(
+        "--threads", type=_positive(int, "--threads"), default=None, metavar="N",
+        help="CPU threads for torch (default: torch's choice); on a busy machine --threads 1 is often faster",
+    )  # fmt: skip
     r.add_argument("--data", metavar="PATH", help="your own data file or folder in the task's real format (default: the shipped data)")
     r.add_argument("--out", metavar="DIR", help="the run directory to create (default: runs/<task>-<YYYYmmdd-HHMMSS>)")
     r.add_argument("--json", action="store_true", help="print the results as JSON on stdout instead of the table")

@@ -580,6 +580,7 @@ def compare(
     threshold_points: int = 99,
     progress: bool | Callable[[ProgressReport], None] = False,
     engine: Literal["batched", "loop"] = "batched",
+    threads: int | None = None,
 ) -> Result:
     """Train every loss on identical models over several seeds and return the :class:`~lossbench.results.Result`.
 
@@ -592,7 +593,8 @@ def compare(
     ``{"bce@weighted": {"pos_weight": 4.0}}``. ``baseline`` is the loss that paired differences refer to
     (default: ``"bce"`` when compared, else the first loss). ``engine="loop"`` trains one model at a time
     with plain ``torch.nn`` modules instead: the slow reference the tests and benchmarks hold the batched
-    program against.
+    program against. ``threads`` sets torch's CPU threads for the run (``None``: torch's default); on a
+    busy machine one thread avoids the threads waiting on each other.
 
     >>> result = compare("titanic", quick=True, seeds=2, epochs=2, device="cpu")  # doctest: +SKIP
     >>> result.summary.query("metric == 'test_accuracy'")[["loss", "mean", "ci_low", "ci_high"]]  # doctest: +SKIP
@@ -634,15 +636,22 @@ def compare(
         from lossbench.loop import train_one_at_a_time as trainer
     else:
         trainer = train
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"Expected `threads` to be a positive whole number, but got {threads!r}.")
     callback = _progress_bar(cfg.epochs) if progress is True else (progress or None)
+    previous_threads = torch.get_num_threads()
     try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        threads_used = torch.get_num_threads()
         trained = trainer(task_data, setups, cfg, seed_values, head_init, dev, torch_dtype, callback)
     finally:
+        torch.set_num_threads(previous_threads)
         if progress is True and callback is not None:
             callback.close()
     options = dict(
         losses=losses, impl=impl, overrides=overrides, head_init=head_init, device=str(dev), dtype=dtype, data=data,
-        quick=quick, threshold_points=threshold_points, baseline=baseline, engine=engine,
+        quick=quick, threshold_points=threshold_points, baseline=baseline, engine=engine, threads=threads_used,
     )
     return _assemble(task_data, setups, cfg, seed_values, trained, dev, torch_dtype, threshold_points, baseline, options)
 
@@ -858,7 +867,6 @@ def environment(device: torch.device) -> dict:
         "matplotlib": installed("matplotlib"),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(),
     }
     try:
         repo = Path(lossbench.__file__).resolve().parent.parent

@@ -416,3 +416,13 @@ def test_parse_impl_and_loss_options():
     }
     with pytest.raises(cli.UsageError, match=r"LOSS\.KEY=VALUE"):
         cli.parse_loss_options(["pos_weight=4"], ["bce"])
+
+
+def test_threads_option_is_checked_and_restored(tmp_path):
+    before = torch.get_num_threads()
+    code, _, _ = run(["compare", "--task", "titanic", "--quick", *FAST, "--threads", "2", "--no-plots", "--out", tmp_path / "run"])
+    assert code == 0
+    assert torch.get_num_threads() == before
+    assert lossbench.load(tmp_path / "run").config["threads"] == 2
+    code, _, err = run(["compare", "--task", "titanic", "--threads", "0"])
+    assert code == 2 and "--threads" in err
