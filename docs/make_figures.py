@@ -35,6 +35,10 @@ def make_figures(out: Path, quick: bool = False, device: str = "auto") -> list[P
     1. Titanic, softmax_ce vs bce vs mse: :func:`lossbench.plots.gradient_allocation`;
     2. multi-label canvases, the same three losses: :func:`lossbench.plots.accuracy_vs_threshold` on the
        test split, with each loss's threshold chosen on the validation split marked.
+
+    >>> paths = make_figures(Path("/tmp/lossbench-figures"), quick=True)  # doctest: +SKIP
+    >>> [p.name for p in paths]  # doctest: +SKIP
+    ['gradient_allocation_titanic.png', 'accuracy_vs_threshold_multilabel.png']
     """
     import lossbench
     from lossbench import plots
@@ -57,7 +61,11 @@ def make_figures(out: Path, quick: bool = False, device: str = "auto") -> list[P
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: ``python docs/make_figures.py [--quick] [--out DIR] [--device DEVICE]``."""
+    """The command line: ``python docs/make_figures.py [--quick] [--out DIR] [--device DEVICE]``; returns the exit code.
+
+    >>> main(["--quick", "--out", "/tmp/lossbench-figures"])  # doctest: +SKIP
+    0
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny runs that check the script in seconds (do not commit their figures)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="folder for the PNG files (default: docs/)")
