@@ -86,11 +86,7 @@ def auc(scores: torch.Tensor, y: torch.Tensor, average: str = "macro") -> torch.
         scores = scores.reshape(scores.shape[0], -1, 1)
         y = y.reshape(-1, 1)
     # 1. ranks along the examples, ties averaged: (models, K, examples)
-    s = scores.transpose(1, 2).contiguous()
-    ordered = s.sort(dim=2).values
-    below = torch.searchsorted(ordered, s, right=False).double()  # how many scores are smaller
-    upto = torch.searchsorted(ordered, s, right=True).double()  # how many are smaller or equal
-    ranks = (below + upto + 1) / 2
+    ranks = _average_ranks(scores.transpose(1, 2))
     # 2. the rank-sum statistic per output
     yt = y.T  # (K, examples)
     p = yt.sum(dim=1)
@@ -99,6 +95,25 @@ def auc(scores: torch.Tensor, y: torch.Tensor, average: str = "macro") -> torch.
     per_output = (rank_sum - p * (p + 1) / 2) / (p * n)
     per_output = torch.where((p > 0) & (n > 0), per_output, torch.nan)
     return per_output.nanmean(dim=1)
+
+
+def _average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """1-based ranks along the last dimension, tied values sharing the mean of their ranks.
+
+    >>> _average_ranks(torch.tensor([[0.3, 0.1, 0.3, 0.2]]))
+    tensor([[3.5000, 1.0000, 3.5000, 2.0000]], dtype=torch.float64)
+    """
+    ordered, order = x.sort(dim=-1)
+    n = x.shape[-1]
+    position = torch.arange(n, device=x.device).expand_as(ordered)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]  # where a run of equal values begins
+    ends = torch.ones_like(starts)
+    ends[..., :-1] = starts[..., 1:]  # where it ends
+    first = torch.where(starts, position, 0).cummax(dim=-1).values  # the run's first position
+    last = torch.where(ends, position, n).flip(-1).cummin(dim=-1).values.flip(-1)  # and its last
+    mean_rank = (first + last).double() / 2 + 1
+    return torch.empty_like(mean_rank).scatter_(-1, order, mean_rank)
 
 
 def calibration(scores: torch.Tensor, y: torch.Tensor, bins: int = 10) -> dict[str, torch.Tensor]:

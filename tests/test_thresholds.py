@@ -94,3 +94,11 @@ def test_a_perfectly_calibrated_model_has_zero_ece():
     scores = torch.tensor([[[0.25]] * 4 + [[0.75]] * 4], dtype=torch.float64)
     y = torch.tensor([[1.0], [0.0], [0.0], [0.0], [1.0], [1.0], [1.0], [0.0]])
     assert thr.calibration(scores, y, bins=4)["ece"].item() == pytest.approx(0.0)
+
+
+def test_average_ranks_match_scipy_rankdata():
+    from scipy.stats import rankdata
+
+    x = (torch.rand(4, 3, 50, generator=torch.Generator().manual_seed(1)) * 6).round()  # many ties
+    expected = rankdata(x.numpy(), method="average", axis=-1)
+    np.testing.assert_array_equal(thr._average_ranks(x).numpy(), expected)
