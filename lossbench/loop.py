@@ -106,12 +106,8 @@ def train_one_at_a_time(
         optimizers.append(opt)
 
     def snapshot() -> Models:
-        """The current weights of all models, stacked, for the shared probe."""
-        body = stack([b.params() for b in bodies])
-        per_loss = []
-        for loss in range(len(setups)):
-            per_loss.append(stack([_head_params(heads[loss * n_seeds + s]) for s in range(n_seeds)]))
-        return Models(body, per_loss)
+        """The current weights of all models, packed as the batched runner packs them, for the shared probe."""
+        return Models.from_parts(stack([b.params() for b in bodies]), stack([_head_params(h) for h in heads]), len(setups))
 
     recorder = Recorder(task, setups, prepared, cfg.epochs, progress)
     diverged_epoch = torch.zeros(m, dtype=torch.long)

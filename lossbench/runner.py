@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lossbench import gradients, losses as loss_registry, stats, thresholds as thr
+from lossbench import gradients, losses as loss_registry, optim, stats, thresholds as thr
 from lossbench.models import Head, Params, body_forward, head_forward, init_body, init_head, stack
 from lossbench.results import Result
 from lossbench.tasks import TaskData, TrainingDefaults, get as get_task
@@ -220,28 +220,62 @@ def _generator(seed: int, stream: str) -> torch.Generator:
 
 @dataclass
 class Models:
-    """The parameters of M = losses x seeds models, loss-major: model ``l * S + s`` is loss l, seed s.
+    """The weights of M = losses x seeds models as one matrix: row m holds every weight of model m.
+
+    Model ``l * S + s`` is loss l, seed s. With all weights in one ``(models, parameters)`` matrix, the
+    optimizer is a few elementwise operations on one tensor (:mod:`lossbench.optim`), and freezing a
+    model is giving its row a learning rate of zero. :meth:`parts` views the matrix as the named tensors
+    that the forward pass uses (body ``w1``, ``conv0.w``, ...; head ``w``, ``b``), each ``(models, ...)``.
 
     Every loss's head has as many units as the widest head of the comparison; a narrower head uses its
     first units and leaves the rest at zero (they never get a gradient). So all heads run as one batched
-    matmul, yet each loss keeps its own tensors (its own learning rate).
+    matmul.
     """
 
-    body: Params  # each tensor (models, ...)
-    heads: list[Params]  # per loss, each tensor (seeds, ...): "w" (seeds, features, units), "b" (seeds, units)
+    flat: torch.Tensor  # (models, parameters)
+    shapes: dict[str, tuple[int, ...]]  # per model, in column order: "body.w1": (d, hidden), ..., "head.w": (features, units)
+    n_losses: int
 
-    def all_heads(self) -> Params:
-        """The heads of every model, concatenated along the models dimension."""
-        return {k: torch.cat([h[k] for h in self.heads]) for k in self.heads[0]}
+    @classmethod
+    def from_parts(cls, body: Params, head: Params, n_losses: int) -> "Models":
+        """Pack (models, ...) tensors into the matrix."""
+        named = {**{f"body.{k}": v for k, v in body.items()}, **{f"head.{k}": v for k, v in head.items()}}
+        flat = torch.cat([v.reshape(v.shape[0], -1) for v in named.values()], dim=1)
+        return cls(flat, {k: tuple(v.shape[1:]) for k, v in named.items()}, n_losses)
+
+    def parts(self) -> tuple[Params, Params]:
+        """The body's and the head's tensors, views of the matrix, each ``(models, ...)``."""
+        pieces = self.flat.split([math.prod(shape) for shape in self.shapes.values()], dim=1)
+        body: Params = {}
+        head: Params = {}
+        for (name, shape), piece in zip(self.shapes.items(), pieces):
+            part, key = name.split(".", 1)
+            (body if part == "body" else head)[key] = piece.view(-1, *shape)
+        return body, head
+
+    @property
+    def body(self) -> Params:
+        return self.parts()[0]
+
+    @property
+    def heads(self) -> list[Params]:
+        """Each loss's heads, ``(seeds, ...)``."""
+        head, s = self.parts()[1], self.flat.shape[0] // self.n_losses
+        return [{k: v[i * s : (i + 1) * s] for k, v in head.items()} for i in range(self.n_losses)]
+
+    def head_columns(self) -> slice:
+        """The columns of the matrix that hold the head."""
+        start = sum(math.prod(shape) for name, shape in self.shapes.items() if name.startswith("body."))
+        return slice(start, self.flat.shape[1])
 
     def detached(self) -> "Models":
-        return Models({k: v.detach() for k, v in self.body.items()}, [{k: v.detach() for k, v in h.items()} for h in self.heads])
+        return Models(self.flat.detach(), self.shapes, self.n_losses)
 
 
 def init_models(
     task: TaskData, setups: list[LossSetup], seeds: list[int], head_init: str, device: torch.device, dtype: torch.dtype
 ) -> Models:
-    """Initial parameters: one body per seed, copied for every loss; heads matched or independent.
+    """Initial weights: one body per seed, copied for every loss; heads matched or independent.
 
     ``head_init="matched"`` draws one 1-logit head per seed and derives every loss's head from it
     (:meth:`Head.from_one_logit`); ``"independent"`` draws each loss's head on its own, as a naive
@@ -251,25 +285,19 @@ def init_models(
         raise ValueError(f"Expected `head_init` to be 'matched' or 'independent', but got {head_init!r}.")
     spec = task.body
     bodies = [init_body(spec, _generator(seed, "body")) for seed in seeds]
-    body = stack(bodies * len(setups))  # the same start for every loss
     one_logit = Head("one_logit", task.kind, task.n_outputs)
     width = max(s.head.units for s in setups)
     heads = []
     for setup in setups:
-        per_seed = []
         for seed in seeds:
             if head_init == "matched":
                 one = init_head(spec.features, one_logit.units, spec.bias, _generator(seed, "head"))
                 head = setup.head.from_one_logit(one)
             else:
                 head = init_head(spec.features, setup.head.units, spec.bias, _generator(seed, f"head:{setup.name}"))
-            per_seed.append({k: torch.nn.functional.pad(v, (0, width - v.shape[-1])) for k, v in head.items()})
-        heads.append(stack(per_seed))
-
-    def place(p: Params) -> Params:
-        return {k: v.to(device=device, dtype=dtype).requires_grad_() for k, v in p.items()}
-
-    return Models(place(body), [place(h) for h in heads])
+            heads.append({k: torch.nn.functional.pad(v, (0, width - v.shape[-1])) for k, v in head.items()})
+    packed = Models.from_parts(stack(bodies * len(setups)), stack(heads), len(setups))  # the same bodies for every loss
+    return Models(packed.flat.to(device=device, dtype=dtype).requires_grad_(), packed.shapes, len(setups))
 
 
 def batch_order(seeds: list[int], epochs: int, n: int, device: torch.device) -> torch.Tensor:
@@ -285,8 +313,9 @@ def forward(
     task: TaskData, models: Models, setups: list[LossSetup], x: torch.Tensor
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """All models on their inputs: x (models, batch, ...) -> (h, [each loss's head output (seeds, batch, ...)])."""
-    h = body_forward(task.body, models.body, x)  # (models, batch, positions, features)
-    z = head_forward(models.all_heads(), h)  # (models, batch, positions, widest head's units)
+    body, head = models.parts()
+    h = body_forward(task.body, body, x)  # (models, batch, positions, features)
+    z = head_forward(head, h)  # (models, batch, positions, widest head's units)
     return h, [setup.head.output(part) for setup, part in zip(setups, z.split(z.shape[0] // len(setups)))]
 
 
@@ -349,49 +378,31 @@ def vectorise(setup: LossSetup, output: torch.Tensor, target: torch.Tensor) -> t
 # ---------------------------------------------------------------------------------------------
 
 
-def make_optimizer(models: Models, setups: list[LossSetup], cfg: TrainingDefaults) -> torch.optim.Optimizer:
-    """One optimizer over the stacked parameters, one parameter group per learning rate.
+def make_optimizer(models: Models, setups: list[LossSetup], cfg: TrainingDefaults) -> optim.Adam | optim.SGD:
+    """The optimizer for the matrix of weights, with a learning rate per element.
 
-    The bodies use ``lr``; each loss's head uses ``lr * head_lr_scale`` (usually the same ``lr``, and then
-    it joins the bodies' group: fewer groups make a faster step).
+    Bodies learn at ``lr``; each loss's head at ``lr * head_lr_scale`` (the head's columns in that
+    loss's rows).
     """
-    by_lr: dict[float, list[torch.Tensor]] = {cfg.lr: list(models.body.values())}
-    for head, setup in zip(models.heads, setups):
-        by_lr.setdefault(cfg.lr * setup.head_lr_scale, []).extend(head.values())
-    groups = [{"params": params, "lr": lr} for lr, params in by_lr.items()]
+    lr = torch.full_like(models.flat, cfg.lr).detach()
+    s = models.flat.shape[0] // len(setups)
+    for i, setup in enumerate(setups):
+        lr[i * s : (i + 1) * s, models.head_columns()] = cfg.lr * setup.head_lr_scale
     if cfg.optimizer == "adam":
-        make = lambda **kind: torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kind)  # noqa: E731
-    else:
-        make = lambda **kind: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kind)  # noqa: E731
-    try:
-        return make(fused=True)  # one kernel per tensor (CPU since torch 2.4, CUDA)
-    except (RuntimeError, TypeError):
-        return make(foreach=True)
-
-
-def _masks(models: Models, alive: torch.Tensor) -> list[torch.Tensor]:
-    """For each parameter tensor, the alive flag of its models, shaped to broadcast over the tensor."""
-    s = alive.shape[0] // len(models.heads)
-    out = [alive.view(-1, *[1] * (p.ndim - 1)) for p in models.body.values()]
-    for i, head in enumerate(models.heads):
-        out += [alive[i * s : (i + 1) * s].view(-1, *[1] * (p.ndim - 1)) for p in head.values()]
-    return out
-
-
-def _parameters(models: Models) -> list[torch.Tensor]:
-    return list(models.body.values()) + [p for head in models.heads for p in head.values()]
+        return optim.Adam(models.flat, lr, weight_decay=cfg.weight_decay)
+    return optim.SGD(models.flat, lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def probe(
     task: TaskData, models: Models, setups: list[LossSetup], loss_fns: list, x: torch.Tensor, y: torch.Tensor, targets: list[torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """Validation losses, scores and the gradient allocation of every model on one probe set (no parameter update)."""
-    m = models.body[next(iter(models.body))].shape[0]
+    m = models.flat.shape[0]
     s = m // len(setups)
-    frozen = models.detached()
+    body, head = models.detached().parts()
     with torch.enable_grad():
-        h = body_forward(task.body, frozen.body, x.unsqueeze(0).expand(m, *x.shape)).detach().requires_grad_()
-        z = head_forward(frozen.all_heads(), h)
+        h = body_forward(task.body, body, x.unsqueeze(0).expand(m, *x.shape)).detach().requires_grad_()
+        z = head_forward(head, h)
         outputs = [setup.head.output(part) for setup, part in zip(setups, z.split(s))]
         per_model = torch.cat([fn(out, tgt.unsqueeze(0).expand(s, *tgt.shape)) for fn, out, tgt in zip(loss_fns, outputs, targets)])
         d_h, *d_outputs = torch.autograd.grad(per_model.sum(), [h, *outputs])
@@ -496,13 +507,9 @@ def train(
     x_train, targets = prepared.xs["train"], prepared.targets["train"]
     n_losses, m, n = len(setups), len(setups) * len(seeds), x_train.shape[0]
     optimizer = make_optimizer(models, setups, cfg)
-    params = _parameters(models)
     alive = torch.ones(m, dtype=torch.bool, device=device)
     diverged_epoch = torch.zeros(m, dtype=torch.long, device=device)
     recorder = Recorder(task, setups, prepared, cfg.epochs, progress)
-    # On the CPU, reading the alive flags each step costs nothing, so the freezing work is skipped while
-    # every model is alive; on a GPU that read would stall the device, so the masks are always applied.
-    cheap_to_read = device.type == "cpu"
 
     with loss_registry.value_checks(False):
         recorder(0, models, torch.full((m,), torch.nan, dtype=dtype, device=device), diverged_epoch)
@@ -522,20 +529,10 @@ def train(
                 alive = alive & finite
                 loss_sum += torch.where(alive, per_model.detach(), 0)
                 steps += alive
-                # 5. one backward pass and one optimizer step for all models
-                optimizer.zero_grad(set_to_none=True)
+                # 5. one backward pass and one optimizer step for all models; frozen rows do not move
+                models.flat.grad = None
                 torch.where(alive, per_model, 0).sum().backward()
-                if cheap_to_read and bool(alive.all()):
-                    optimizer.step()  # nobody to freeze
-                    continue
-                masks = _masks(models, alive)
-                before = [p.detach().clone() for p in params]
-                for p, mask in zip(params, masks):
-                    p.grad = torch.where(mask, p.grad, 0)
-                optimizer.step()
-                with torch.no_grad():
-                    for p, b, mask in zip(params, before, masks):
-                        p.copy_(torch.where(mask, p, b))  # frozen models keep their weights
+                optimizer.step(alive)
             recorder(epoch, models, loss_sum / steps, diverged_epoch)
     return {"history": recorder.records(), "diverged_epoch": diverged_epoch.cpu().numpy(), "models": models, "batching": prepared.batching}
 
@@ -543,7 +540,7 @@ def train(
 @torch.no_grad()
 def predict(task: TaskData, models: Models, setups: list[LossSetup], x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """Scores of every model on the same examples: (models, N, K)."""
-    m = models.body[next(iter(models.body))].shape[0]
+    m = models.flat.shape[0]
     parts = []
     for start in range(0, x.shape[0], chunk):
         xb = x[start : start + chunk]
