@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as _scipy_stats
+from scipy.special import stdtrit  # Student's t quantile; half the import time of scipy.stats
 
 CONFIDENCE = 0.95
 
@@ -30,7 +30,7 @@ def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE
     mean = float(x.mean())
     if n < 2:
         return mean, float("nan"), float("nan"), n
-    half = float(_scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) * x.std(ddof=1) / np.sqrt(n))
+    half = float(stdtrit(n - 1, 0.5 + confidence / 2) * x.std(ddof=1) / np.sqrt(n))
     return mean, mean - half, mean + half, n
 
 
@@ -78,7 +78,7 @@ def band(frame: pd.DataFrame, value: str, by: Sequence[str], confidence: float =
     grouped = values.groupby([frame[c] for c in by], sort=False).agg(["mean", "std", "count"])
     n = grouped["count"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
-        t = _scipy_stats.t.ppf(0.5 + confidence / 2, np.where(n > 1, n - 1, 1))  # one call for every group
+        t = stdtrit(np.where(n > 1, n - 1, 1), 0.5 + confidence / 2)  # one call for every group
         half = np.where(n > 1, t * grouped["std"].to_numpy() / np.sqrt(n), np.nan)
     out = grouped.index.to_frame(index=False)
     out["mean"] = grouped["mean"].to_numpy()
