@@ -65,3 +65,22 @@ def test_padded_units_of_a_narrow_head_are_ignored():
     torch.testing.assert_close(head.output(z), z[..., 0].reshape(2, 3))
     w = torch.randn(2, 5, 2)
     torch.testing.assert_close(head.decision_weight({"w": w}), w[..., :1])
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("units", [1, 2, 5])
+def test_head_gradients_match_autograd_through_a_plain_batched_matmul(units, bias):
+    g = torch.Generator().manual_seed(units)
+    params = {"w": torch.randn(3, 4, units, dtype=torch.float64, generator=g, requires_grad=True)}
+    if bias:
+        params["b"] = torch.randn(3, units, dtype=torch.float64, generator=g, requires_grad=True)
+    h = torch.randn(3, 5, 2, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    upstream = torch.randn(3, 5, 2, units, dtype=torch.float64, generator=g)
+    inputs = [h, *params.values()]
+    got = torch.autograd.grad((models.head_forward(params, h) * upstream).sum(), inputs)
+    plain = torch.einsum("mbpf,mfu->mbpu", h, params["w"]) + (params["b"][:, None, None, :] if bias else 0)
+    expected = torch.autograd.grad((plain * upstream).sum(), inputs)
+    for a, e in zip(got, expected):
+        torch.testing.assert_close(a, e)
+    names = list(params)
+    assert torch.autograd.gradcheck(lambda h_, *p: models.head_forward(dict(zip(names, p)), h_), tuple(inputs))
