@@ -145,7 +145,9 @@ def _cnn_forward(spec: CNNBody, params: Params, x: torch.Tensor) -> torch.Tensor
         w = w.reshape(-1, *w.shape[2:]).contiguous(memory_format=torch.channels_last)  # (models * c_out, c_in, 3, 3)
         bias = params.get(f"conv{i}.b")
         h = F.conv2d(h, w, None if bias is None else bias.reshape(-1), padding=1, groups=m)
-        h = F.max_pool2d(torch.relu(h), 2)  # (batch, models * c_out, H/2, W/2)
+        # max-pool then ReLU: the same values and gradients as ReLU then max-pool (ReLU keeps order),
+        # with the ReLU on a quarter of the elements
+        h = torch.relu(F.max_pool2d(h, 2))  # (batch, models * c_out, H/2, W/2)
     # 2. pool to the positions of the head: one (global average) or grid x grid areas
     g = spec.grid or 1
     h = F.adaptive_avg_pool2d(h, g)  # (batch, models * features, g, g)

@@ -84,3 +84,21 @@ def test_head_gradients_match_autograd_through_a_plain_batched_matmul(units, bia
         torch.testing.assert_close(a, e)
     names = list(params)
     assert torch.autograd.gradcheck(lambda h_, *p: models.head_forward(dict(zip(names, p)), h_), tuple(inputs))
+
+
+def test_batched_cnn_gradients_equal_each_model_as_plain_modules():
+    # The batched body max-pools before its ReLU (the plain modules: ReLU, then max-pool); values and
+    # gradients must not change, including where whole pooling windows are negative.
+    spec = models.CNNBody(in_channels=1, image_size=16, channels=(4, 6), grid=2)
+    g = torch.Generator().manual_seed(0)
+    per_model = [{k: v.double() for k, v in models.init_body(spec, g).items()} for _ in range(3)]
+    stacked = {k: v.clone().requires_grad_() for k, v in models.stack(per_model).items()}
+    x = torch.randn(3, 4, 1, 16, 16, generator=g, dtype=torch.float64)
+    upstream = torch.randn(3, 4, spec.positions, spec.features, generator=g, dtype=torch.float64)
+    (models.body_forward(spec, stacked, x) * upstream).sum().backward()
+    for m in range(3):
+        body = Body(spec, per_model[m])
+        (body(x[m]) * upstream[m]).sum().backward()
+        for i, conv in enumerate(body.layers):
+            torch.testing.assert_close(stacked[f"conv{i}.w"].grad[m], conv.weight.grad, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(stacked[f"conv{i}.b"].grad[m], conv.bias.grad, rtol=1e-10, atol=1e-12)
