@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from lossbench import gradients, losses as loss_registry, optim, stats, thresholds as thr
-from lossbench.models import Head, Params, body_forward, head_forward, init_body, init_head, stack
+from lossbench.models import Head, Params, chunked_body_forward, head_forward, init_body, init_head, shared_body_forward, stack
 from lossbench.results import Result
 from lossbench.tasks import TaskData, TrainingDefaults, get as get_task
 
@@ -314,7 +314,7 @@ def forward(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """All models on their inputs: x (models, batch, ...) -> (h, [each loss's head output (seeds, batch, ...)])."""
     body, head = models.parts()
-    h = body_forward(task.body, body, x)  # (models, batch, positions, features)
+    h = chunked_body_forward(task.body, body, x)  # (models, batch, positions, features)
     z = head_forward(head, h)  # (models, batch, positions, widest head's units)
     return h, [setup.head.output(part) for setup, part in zip(setups, z.split(z.shape[0] // len(setups)))]
 
@@ -401,7 +401,7 @@ def probe(
     s = m // len(setups)
     body, head = models.detached().parts()
     with torch.enable_grad():
-        h = body_forward(task.body, body, x.unsqueeze(0).expand(m, *x.shape)).detach().requires_grad_()
+        h = shared_body_forward(task.body, body, x).requires_grad_()  # the weights are detached: h is a leaf
         z = head_forward(head, h)
         outputs = [setup.head.output(part) for setup, part in zip(setups, z.split(s))]
         per_model = torch.cat([fn(out, tgt.unsqueeze(0).expand(s, *tgt.shape)) for fn, out, tgt in zip(loss_fns, outputs, targets)])
@@ -538,15 +538,11 @@ def train(
 
 
 @torch.no_grad()
-def predict(task: TaskData, models: Models, setups: list[LossSetup], x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+def predict(task: TaskData, models: Models, setups: list[LossSetup], x: torch.Tensor) -> torch.Tensor:
     """Scores of every model on the same examples: (models, N, K)."""
-    m = models.flat.shape[0]
-    parts = []
-    for start in range(0, x.shape[0], chunk):
-        xb = x[start : start + chunk]
-        _, outputs = forward(task, models, setups, xb.unsqueeze(0).expand(m, *xb.shape))
-        parts.append(torch.cat([s.head.scores(o) for s, o in zip(setups, outputs)]))
-    return torch.cat(parts, dim=1)
+    body, head = models.parts()
+    z = head_forward(head, shared_body_forward(task.body, body, x))
+    return torch.cat([s.head.scores(s.head.output(part)) for s, part in zip(setups, z.split(z.shape[0] // len(setups)))])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -102,3 +102,13 @@ def test_batched_cnn_gradients_equal_each_model_as_plain_modules():
         for i, conv in enumerate(body.layers):
             torch.testing.assert_close(stacked[f"conv{i}.w"].grad[m], conv.weight.grad, rtol=1e-10, atol=1e-12)
             torch.testing.assert_close(stacked[f"conv{i}.b"].grad[m], conv.bias.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_shared_forward_in_chunks_equals_one_expanded_batch(monkeypatch):
+    spec = models.CNNBody(in_channels=1, image_size=8, channels=(2, 3), grid=2)
+    params = models.stack([models.init_body(spec, torch.Generator().manual_seed(s)) for s in range(3)])
+    x = torch.randn(10, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    whole = models.body_forward(spec, params, x.unsqueeze(0).expand(3, *x.shape))
+    monkeypatch.setattr(models, "CHUNK_ACTIVATIONS", 3 * spec.activations * 4)  # chunks of 4 examples: 4 + 4 + 2
+    assert models.shared_chunk(spec, 3) == 4
+    torch.testing.assert_close(models.shared_body_forward(spec, params, x), whole)

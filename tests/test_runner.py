@@ -12,7 +12,7 @@ import torch
 from scipy import stats as scipy_stats
 
 import lossbench
-from lossbench import results, runner
+from lossbench import models, results, runner
 from lossbench.models import Head
 from lossbench.tasks import TrainingDefaults
 from tests.conftest import tiny_task
@@ -50,6 +50,17 @@ def test_batched_run_equals_the_plain_one_model_at_a_time_loop(kind, image, opti
     # the training really moved the models (so the equality above is not about untouched weights)
     h = batched.history
     assert (h[h.epoch == 3].decision_weight_change > 0).all()
+
+
+def test_batched_run_in_chunks_of_the_batch_equals_the_plain_loop(monkeypatch):
+    # cache-sized chunks (models.chunked_body_forward) of 5 examples: minibatches of 16 run as 5 + 5 + 5 + 1
+    task = tiny_task("grid", image=True)
+    monkeypatch.setattr(models, "CHUNK_ACTIVATIONS", len(LOSSES) * SMALL["seeds"] * task.body.activations * 5)
+    assert models.shared_chunk(task.body, len(LOSSES) * SMALL["seeds"]) == 5
+    batched = lossbench.compare(task, LOSSES, **SMALL, optimizer="adam", lr=0.01)
+    loop = lossbench.compare(task, LOSSES, engine="loop", **SMALL, optimizer="adam", lr=0.01)
+    for name in ("history", "runs", "thresholds", "calibration", "summary"):
+        assert_same_numbers(getattr(batched, name), getattr(loop, name))
 
 
 def test_batched_equals_loop_when_a_model_diverges():
