@@ -91,8 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop-repeats", type=int, default=1, help="timed repeats of the plain loop")
     parser.add_argument("--skip-loop", action="store_true", help="time the batched runner only")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's choice, one per core)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
 
     grid = dict(GRIDS[args.task])
     for key in ("seeds", "epochs", "batch_size"):
