@@ -18,11 +18,13 @@ microcalcifications, ``contrast`` background standard deviations bright. Each pa
 seeded sequence (``data_seed``); ``Split.source`` is that index, so the splits are disjoint by
 construction. The split (``split_seed``) is stratified by the patch label.
 
-How hard is it? With the defaults, a plain PyTorch CNN of this task's shape trained with BCE (Adam,
-12 epochs) reached a test ROC AUC of 0.86 to 0.90 and an accuracy of 0.875 to 0.884 at threshold 0.5,
+How hard is it? With the default data, a plain PyTorch CNN of this task's shape trained with BCE (Adam
+at 1e-3, 12 epochs) reached a test ROC AUC of 0.86 to 0.90 and an accuracy of 0.875 to 0.884 at threshold 0.5,
 where always answering "normal" scores 0.83 (3 seeds); after 30 epochs the AUC was 0.975 to 0.983. The
 grid target learns more slowly (mean per-area AUC 0.78 to 0.91 after 12 epochs, 0.94 after 30): each
-area is abnormal in only 2.5% of the patches. Lower ``contrast`` makes both harder.
+area is abnormal in only 2.5% of the patches. Lower ``contrast`` makes both harder. The training
+defaults below (Adam at 2e-3, 10 epochs: under a minute on a 2-core CPU) gave BCE a test AUC of 0.93
+[0.90, 0.96] and an accuracy of 0.898 at 0.5 over 5 seeds in ``lossbench compare --task mammography``.
 
 **Real data (``data=PATH``): mini-MIAS.** A folder with ``Info.txt`` and ``mdb001.pgm`` ...
 (:mod:`lossbench.tasks._mammo_mias`). Each 1024 x 1024 mammogram is shrunk by ``mias_downsample``
@@ -64,9 +66,9 @@ class Config(TrainingDefaults):
 
     # --- training (TrainingDefaults' fields, set for this task) ---
     seeds: int = 5  # models per loss
-    epochs: int = 12  # passes over the training split
+    epochs: int = 10  # passes over the training split
     batch_size: int = 128  # patches per minibatch
-    lr: float = 1e-3  # Adam's learning rate
+    lr: float = 2e-3  # Adam's learning rate
 
     # --- what the model predicts, and the model ---
     target: Literal["patch", "grid"] = "patch"  # one yes/no per patch, or one per area of a grid x grid map
