@@ -148,12 +148,12 @@ CHUNK_ACTIVATIONS = 2**22
 """At most this many numbers (16 MB in float32) in the largest activation of one chunk of examples."""
 
 
-def shared_chunk(spec: BodySpec, models: int) -> int:
+def chunk_size(spec: BodySpec, models: int) -> int:
     """How many examples of each model :func:`chunked_body_forward` runs at once for ``models`` models.
 
-    >>> shared_chunk(MLPBody(in_features=15), 30)   # the Titanic MLP: no chunking below 1,092 examples
+    >>> chunk_size(MLPBody(in_features=15), 30)   # the Titanic MLP: no chunking below 1,092 examples
     1092
-    >>> shared_chunk(CNNBody(in_channels=1, image_size=32, channels=(8, 16, 32)), 15)
+    >>> chunk_size(CNNBody(in_channels=1, image_size=32, channels=(8, 16, 32)), 15)
     34
     """
     return max(1, CHUNK_ACTIVATIONS // (models * spec.activations))
@@ -172,7 +172,7 @@ def shared_body_forward(spec: BodySpec, params: Params, x: torch.Tensor) -> torc
 
 
 def chunked_body_forward(spec: BodySpec, params: Params, x: torch.Tensor) -> torch.Tensor:
-    """:func:`body_forward` over chunks of the batch, sized by :func:`shared_chunk`, joined along the batch.
+    """:func:`body_forward` over chunks of the batch, sized by :func:`chunk_size`, joined along the batch.
 
     A grouped convolution over a large batch of many models builds activations far larger than the
     CPU's caches and runs much more slowly than the same work in cache-sized chunks (a whole validation
@@ -180,7 +180,7 @@ def chunked_body_forward(spec: BodySpec, params: Params, x: torch.Tensor) -> tor
     pass runs chunk by chunk too (its weight gradients are the sums over chunks), so any loss on the
     joined output sees exactly what it would see unchunked.
     """
-    step = shared_chunk(spec, x.shape[0])
+    step = chunk_size(spec, x.shape[0])
     if x.shape[1] <= step:
         return body_forward(spec, params, x)
     return torch.cat([body_forward(spec, params, x[:, i : i + step]) for i in range(0, x.shape[1], step)], dim=1)

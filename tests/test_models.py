@@ -110,5 +110,5 @@ def test_shared_forward_in_chunks_equals_one_expanded_batch(monkeypatch):
     x = torch.randn(10, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     whole = models.body_forward(spec, params, x.unsqueeze(0).expand(3, *x.shape))
     monkeypatch.setattr(models, "CHUNK_ACTIVATIONS", 3 * spec.activations * 4)  # chunks of 4 examples: 4 + 4 + 2
-    assert models.shared_chunk(spec, 3) == 4
+    assert models.chunk_size(spec, 3) == 4
     torch.testing.assert_close(models.shared_body_forward(spec, params, x), whole)

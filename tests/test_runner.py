@@ -56,7 +56,7 @@ def test_batched_run_in_chunks_of_the_batch_equals_the_plain_loop(monkeypatch):
     # cache-sized chunks (models.chunked_body_forward) of 5 examples: minibatches of 16 run as 5 + 5 + 5 + 1
     task = tiny_task("grid", image=True)
     monkeypatch.setattr(models, "CHUNK_ACTIVATIONS", len(LOSSES) * SMALL["seeds"] * task.body.activations * 5)
-    assert models.shared_chunk(task.body, len(LOSSES) * SMALL["seeds"]) == 5
+    assert models.chunk_size(task.body, len(LOSSES) * SMALL["seeds"]) == 5
     batched = lossbench.compare(task, LOSSES, **SMALL, optimizer="adam", lr=0.01)
     loop = lossbench.compare(task, LOSSES, engine="loop", **SMALL, optimizer="adam", lr=0.01)
     for name in ("history", "runs", "thresholds", "calibration", "summary"):
