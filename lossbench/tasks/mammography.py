@@ -235,14 +235,9 @@ def _load_synthetic(config: Config) -> TaskData:
     train, val, test = _splits(config, patches.images, areas, np.arange(n), parts)
 
     call = ", ".join(f"{k}={v!r}" for k, v in settings.items())
-    return TaskData(
-        name="mammography",
-        kind="binary" if config.target == "patch" else "grid",
-        label_names=label_names(config),
-        train=train,
-        val=val,
-        test=test,
-        body=body(config),
+    return _task_data(
+        config,
+        (train, val, test),
         description=(
             f"SYNTHETIC mammogram-like patches, {config.patch_size}x{config.patch_size}, "
             f"{config.prevalence:.0%} abnormal, lesion contrast {config.contrast:g} (target: {config.target})"
@@ -291,14 +286,9 @@ def _load_mias(config: Config, folder: Path) -> TaskData:
 
     info_sum = sha256_of(tiles.info_path)
     n_films = len(np.unique(tiles.refnums))
-    return TaskData(
-        name="mammography",
-        kind="binary" if config.target == "patch" else "grid",
-        label_names=label_names(config),
-        train=train,
-        val=val,
-        test=test,
-        body=body(config),
+    return _task_data(
+        config,
+        (train, val, test),
         description=(
             f"mini-MIAS mammograms as {config.patch_size}x{config.patch_size} tiles at 1/{config.mias_downsample} "
             f"scale, {areas.any(axis=1).mean():.0%} abnormal (target: {config.target})"
@@ -313,6 +303,23 @@ def _load_mias(config: Config, folder: Path) -> TaskData:
             "women": {name: len(p) for name, p in zip(("train", "val", "test"), parts)},
             **_standardisation_note(tiles.images[tile_parts[0]]),
         },
+    )
+
+
+def _task_data(config: Config, splits: tuple[Split, Split, Split], description: str, provenance: str, notes: dict) -> TaskData:
+    """The task from its three splits: kind, label names and CNN body follow the config's target."""
+    train, val, test = splits
+    return TaskData(
+        name="mammography",
+        kind="binary" if config.target == "patch" else "grid",
+        label_names=label_names(config),
+        train=train,
+        val=val,
+        test=test,
+        body=body(config),
+        description=description,
+        provenance=provenance,
+        notes=notes,
     )
 
 
