@@ -36,6 +36,17 @@ GRIDS = {  # the grids the performance targets are stated for
 }
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, but got {text!r}")
+    return value
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -83,32 +94,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", default="titanic", choices=list(GRIDS))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--losses", default="softmax_ce,bce,mse")
-    parser.add_argument("--seeds", type=int, default=None, help="models per loss (default: the target grid's)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the target grid's)")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--loop-epochs", type=int, default=None, help="time the plain loop on fewer epochs (its throughput is per epoch); default: the same epochs")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of the batched runner (median reported)")
-    parser.add_argument("--loop-repeats", type=int, default=1, help="timed repeats of the plain loop")
+    parser.add_argument("--seeds", type=_positive, default=None, help="models per loss (default: the target grid's)")
+    parser.add_argument("--epochs", type=_positive, default=None, help="epochs (default: the target grid's)")
+    parser.add_argument("--batch-size", type=_positive, default=None)
+    parser.add_argument("--loop-epochs", type=_positive, default=None, help="time the plain loop on fewer epochs (its throughput is per epoch); default: the same epochs")
+    parser.add_argument("--repeats", type=_positive, default=3, help="timed repeats of the batched runner (median reported)")
+    parser.add_argument("--loop-repeats", type=_positive, default=1, help="timed repeats of the plain loop")
     parser.add_argument("--skip-loop", action="store_true", help="time the batched runner only")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's choice, one per core)")
+    parser.add_argument("--threads", type=_positive, default=None, help="torch's CPU threads (default: torch's choice, one per core)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
 
     grid = dict(GRIDS[args.task])
     for key in ("seeds", "epochs", "batch_size"):
         if getattr(args, key) is not None:
             grid[key] = getattr(args, key)
-    device = runner.resolve_device(args.device)
-    dtype = getattr(torch, args.dtype)
-    cfg = runner.resolve_config(args.task, **grid)
-    task = get_task(args.task).load(cfg)
-    losses = args.losses.split(",")
-    setups = runner.resolve_losses(losses, "handwritten", None, task, device, dtype)
+    try:  # a bad device or loss name: one line and exit code 2, as the lossbench command gives
+        device = runner.resolve_device(args.device)
+        dtype = getattr(torch, args.dtype)
+        cfg = runner.resolve_config(args.task, **grid)
+        task = get_task(args.task).load(cfg)
+        losses = args.losses.split(",")
+        setups = runner.resolve_losses(losses, "handwritten", None, task, device, dtype)
+    except ValueError as error:
+        parser.error(str(error))
     seeds = list(range(cfg.seeds))
     models = len(losses) * len(seeds)
     images = task.train.x.ndim == 4

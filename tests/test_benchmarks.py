@@ -1,0 +1,52 @@
+"""benchmarks/bench_runner.py: its figures on a tiny grid, and one clear line for bad input."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_runner.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_runner", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_json_figures_of_a_tiny_titanic_grid(bench, capsys):
+    threads = torch.get_num_threads()
+    try:
+        code = bench.main(["--task", "titanic", "--seeds", "2", "--epochs", "2", "--repeats", "2", "--loop-epochs", "1", "--threads", "1", "--json"])
+    finally:
+        torch.set_num_threads(threads)  # --threads set it for this whole process
+    assert code == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert (figures["models"], figures["epochs"], figures["threads"]) == (6, 2, 1)
+    assert len(figures["batched"]["walls_s"]) == 2 and figures["loop"]["epochs"] == 1
+    assert figures["batched"]["model_epochs_per_s"] == pytest.approx(6 * 2 / figures["batched"]["median_s"])
+    assert figures["loop"]["model_epochs_per_s"] == pytest.approx(6 * 1 / figures["loop"]["median_s"])
+    assert figures["speedup"] == pytest.approx(figures["batched"]["model_epochs_per_s"] / figures["loop"]["model_epochs_per_s"])
+    assert 0 <= figures["batched"]["record_share"] <= 1 and figures["peak_rss_mb"] > 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seeds", "0"], "argument --seeds: expected a whole number of at least 1, but got '0'"),
+        (["--repeats", "-1"], "argument --repeats: expected a whole number of at least 1"),
+        (["--threads", "two"], "argument --threads: expected a whole number of at least 1, but got 'two'"),
+        (["--losses", "bce,nope"], "Expected `family` to be one of"),
+        (["--task", "mnist"], "invalid choice: 'mnist'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(bench, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--skip-loop", "--epochs", "1", *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
