@@ -71,6 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="folder for the PNG files (default: docs/)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present, else CPU), 'cpu' or 'cuda'")
     args = parser.parse_args(argv)
+    from lossbench.runner import resolve_device
+
+    try:  # a device this machine lacks, or an --out that is a file: one line and exit code 2
+        resolve_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"Expected --out to be a folder, but {args.out} is a file.")
     make_figures(args.out, quick=args.quick, device=args.device)
     return 0
 

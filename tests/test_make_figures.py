@@ -1,0 +1,38 @@
+"""docs/make_figures.py: the README figures in quick mode, and one clear line for bad input."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "docs" / "make_figures.py"
+
+
+@pytest.fixture(scope="module")
+def make_figures():
+    spec = importlib.util.spec_from_file_location("make_figures", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_writes_both_readme_figures(make_figures, tmp_path):
+    assert make_figures.main(["--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    for name in ("gradient_allocation_titanic.png", "accuracy_vs_threshold_multilabel.png"):
+        png = (tmp_path / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "tpu"], "Expected `device` to be 'auto', 'cpu' or 'cuda', but got 'tpu'."),
+        (["--out", __file__], "Expected --out to be a folder"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(make_figures, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        make_figures.main(["--quick", *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
