@@ -26,6 +26,8 @@ Here g is the *decision gradient*: per example and scored output, the gradient o
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from lossbench.models import Head
@@ -52,15 +54,33 @@ def allocation(
     >>> round(a["positive_share"].item(), 4)  # (0.1 + 0.8) / (0.1 + 0.8 + 0.6)
     0.6
     """
-    n = d_output.shape[1]
-    y = y.to(d_output.dtype)
-    g = head.decision_gradient(d_output).abs() * n  # (models, N, K) per-example |dl/dz|
+    return stacked_allocation([head], [d_output], d_h.flatten(2).norm(dim=2), scores, y)
+
+
+def stacked_allocation(
+    heads: Sequence[Head], d_outputs: Sequence[torch.Tensor], body_norms: torch.Tensor, scores: torch.Tensor, y: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """:func:`allocation` of several losses' models at once, stacked in order along the models dimension.
+
+    ``d_outputs[i]`` is dL/dz of loss i's models, in the layout of ``heads[i]``; ``body_norms`` (the
+    norm of dL/dh per example, ``(models, N)``, see :func:`body_gradient_norms`) and ``scores`` hold
+    every model, loss after loss. All models are measured with the operations that one loss would
+    need (the probe's tensors are small, so the cost is per operation, not per number).
+    ``negative_unit_share`` is NaN for the models of a head without a negative unit.
+    """
+    n = d_outputs[0].shape[1]
+    y = y.to(body_norms.dtype)
+    g = torch.cat([head.decision_gradient(d) for head, d in zip(heads, d_outputs)]).abs() * n  # (models, N, K) per-example |dl/dz|
     total = g.sum(dim=(1, 2))  # (models,)
     out: dict[str, torch.Tensor] = {}
 
     # 1. the negative unit of a 2-logit head
-    if head.negative_unit:
-        neg = head.negative_unit_gradient(d_output).abs().sum(dim=(1, 2)) * n
+    if any(head.negative_unit for head in heads):
+        negative = [
+            head.negative_unit_gradient(d) if head.negative_unit else torch.full_like(head.decision_gradient(d), torch.nan)
+            for head, d in zip(heads, d_outputs)
+        ]
+        neg = torch.cat(negative).abs().sum(dim=(1, 2)) * n
         out["negative_unit_share"] = neg / (neg + total)
     else:
         out["negative_unit_share"] = torch.full_like(total, torch.nan)
@@ -69,7 +89,7 @@ def allocation(
     out["label_share"] = g.sum(dim=1) / total.unsqueeze(1)  # (models, K)
 
     # 3. into the body: per-example norm over positions and features
-    out["body"] = (d_h * n).flatten(2).norm(dim=2).mean(dim=1)  # (models,)
+    out["body"] = (body_norms * n).mean(dim=1)  # (models,)
 
     # 4. positive vs negative examples
     out["positive_share"] = (g * y).sum(dim=(1, 2)) / total
@@ -80,11 +100,33 @@ def allocation(
     edges = torch.tensor(CONFIDENCE_EDGES[1:-1], dtype=confidence.dtype, device=confidence.device)
     bin_of = torch.bucketize(confidence.contiguous(), edges, right=True)  # 0 .. bins-1
     bins = len(CONFIDENCE_EDGES) - 1
-    one_hot = torch.nn.functional.one_hot(bin_of, bins).to(g.dtype)  # (models, N, K, bins)
-    for name, mask in (("correct", correct), ("wrong", ~correct)):
-        weights = one_hot * mask.unsqueeze(-1)
-        count = weights.sum(dim=(1, 2))  # (models, bins)
-        summed = (weights * g.unsqueeze(-1)).sum(dim=(1, 2))
-        out[f"confidence_{name}"] = summed / count  # NaN where a bin is empty
-        out[f"confidence_{name}_count"] = count
+    cell = bin_of + bins * (~correct)  # bins of the correct predictions first, then of the wrong ones
+    one_hot = torch.nn.functional.one_hot(cell, 2 * bins).to(g.dtype)  # (models, N, K, 2 bins)
+    count = one_hot.sum(dim=(1, 2))  # (models, 2 bins)
+    summed = (one_hot * g.unsqueeze(-1)).sum(dim=(1, 2))
+    for name, half in (("correct", slice(0, bins)), ("wrong", slice(bins, 2 * bins))):
+        out[f"confidence_{name}"] = summed[:, half] / count[:, half]  # NaN where a bin is empty
+        out[f"confidence_{name}_count"] = count[:, half]
     return out
+
+
+def body_gradient_norms(d_z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The norm of dL/dh per example, ``(models, N)``, from dL/dz at the head and the head's weights.
+
+    The head is the same linear map at every position, z_p = h_p w + b, so dL/dh_p = dz_p w^T and
+
+        ||dL/dh||^2 = sum over positions p of dz_p (w^T w) dz_p^T.
+
+    ``w^T w`` is units x units (1 x 1 or 2 x 2 for a yes/no head), so this never builds dL/dh, which is
+    as large as the body's features. ``d_z`` is ``(models, N, positions, units)`` and ``w``
+    ``(models, features, units)``.
+
+    >>> w = torch.tensor([[[3.0], [4.0]]])          # one model, 2 features, 1 unit: ||w|| = 5
+    >>> body_gradient_norms(torch.tensor([[[[0.5]], [[-2.0]]]]), w)  # dL/dh = dz w^T, norm 5 |dz|
+    tensor([[ 2.5000, 10.0000]])
+    """
+    m, n, p, u = d_z.shape
+    gram = w.transpose(1, 2) @ w  # (models, units, units)
+    flat = d_z.reshape(m, n * p, u)
+    squared = ((flat @ gram) * flat).sum(dim=2).reshape(m, n, p).sum(dim=2)
+    return squared.clamp_min(0).sqrt()  # >= 0 up to rounding

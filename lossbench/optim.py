@@ -52,9 +52,9 @@ class Adam:
             g = g.add(self.params, alpha=self.weight_decay)
         self.m.lerp_(g, 1 - beta1)
         self.v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        denom = (self.v.sqrt() / (1 - beta2**self.t) ** 0.5).add_(self.eps)
-        step_size = torch.where(live, self.lr, 0) / (1 - beta1**self.t)
-        self.params.sub_(step_size * (self.m / denom))
+        denom = self.v.sqrt().div_((1 - beta2**self.t) ** 0.5).add_(self.eps)
+        step = torch.div(self.m, denom, out=denom).mul_(self.lr)  # in place: one buffer for the whole step
+        self.params.sub_(step.mul_(live.to(step.dtype) / (1 - beta1**self.t)))  # frozen rows: times 0
 
 
 class SGD:

@@ -11,8 +11,8 @@ One training step, for all M models at once:
 2. run the M bodies (batched matmuls / grouped convolutions) -> ``h (models, batch, positions, features)``;
 3. for each loss (a loop over the handful of losses, never over models): its heads on its slice of ``h``,
    then its loss function vectorised over seeds with ``torch.func.vmap`` -> one loss per model ``(models,)``;
-4. a model whose loss is not finite is frozen from now on (its gradient is zeroed and its parameters are
-   put back after the optimizer step), and flagged; the others go on;
+4. a model whose loss is not finite is frozen from now on (its loss is left out of the sum, and the
+   optimizer gives its row of weights a learning rate of zero), and flagged; the others go on;
 5. one backward pass through the sum of the M losses (each model's gradient depends on its own loss only)
    and one optimizer step over the stacked parameters.
 
@@ -29,7 +29,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Mapping, Sequence
+from typing import Callable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -396,25 +396,23 @@ def make_optimizer(models: Models, setups: list[LossSetup], cfg: TrainingDefault
 def probe(
     task: TaskData, models: Models, setups: list[LossSetup], loss_fns: list, x: torch.Tensor, y: torch.Tensor, targets: list[torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    """Validation losses, scores and the gradient allocation of every model on one probe set (no parameter update)."""
-    m = models.flat.shape[0]
-    s = m // len(setups)
+    """Validation losses, scores and the gradient allocation of every model on one probe set (no parameter update).
+
+    Only dL/dz at the heads is taken by autograd (z is made a leaf): each loss's output is a view of z, and
+    the gradient into the body follows from dL/dz and the head's weights (:func:`gradients.body_gradient_norms`).
+    """
+    s = models.flat.shape[0] // len(setups)
     body, head = models.detached().parts()
+    z = head_forward(head, shared_body_forward(task.body, body, x)).requires_grad_()  # (models, N, positions, units)
     with torch.enable_grad():
-        h = shared_body_forward(task.body, body, x).requires_grad_()  # the weights are detached: h is a leaf
-        z = head_forward(head, h)
         outputs = [setup.head.output(part) for setup, part in zip(setups, z.split(s))]
         per_model = torch.cat([fn(out, tgt.unsqueeze(0).expand(s, *tgt.shape)) for fn, out, tgt in zip(loss_fns, outputs, targets)])
-        d_h, *d_outputs = torch.autograd.grad(per_model.sum(), [h, *outputs])
-    record: dict[str, list[torch.Tensor]] = {"scores": []}
-    for i, (setup, out, d_out) in enumerate(zip(setups, outputs, d_outputs)):
-        scores = setup.head.scores(out.detach())
-        record["scores"].append(scores)
-        for key, value in gradients.allocation(setup.head, d_out, d_h[i * s : (i + 1) * s], scores, y).items():
-            record.setdefault(f"grad_{key}", []).append(value)
-    result = {key: torch.cat(values) for key, values in record.items()}
-    result["val_loss"] = per_model.detach()
-    return result
+        (d_z,) = torch.autograd.grad(per_model.sum(), [z])
+    d_outputs = [setup.head.output(part) for setup, part in zip(setups, d_z.split(s))]  # the same views of dL/dz
+    scores = torch.cat([setup.head.scores(out.detach()) for setup, out in zip(setups, outputs)])  # (models, N, K)
+    body_norms = gradients.body_gradient_norms(d_z, head["w"])
+    allocation = gradients.stacked_allocation([setup.head for setup in setups], d_outputs, body_norms, scores, y)
+    return {"scores": scores, "val_loss": per_model.detach(), **{f"grad_{k}": v for k, v in allocation.items()}}
 
 
 @dataclass
@@ -487,6 +485,33 @@ class Recorder:
         return {k: np.stack(v) for k, v in self.history.items()}
 
 
+GATHER_EPOCH_AT_ONCE = 2**22
+"""Inputs of at most this many numbers per epoch, over all models (16 MB in float32), are gathered once per epoch."""
+
+
+def minibatches(
+    x_train: torch.Tensor, targets: list[torch.Tensor], order: torch.Tensor, batch_size: int, n_losses: int
+) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+    """One epoch's steps: each seed's minibatch repeated for every loss, ``(models, batch, ...)``, and each
+    loss's targets for it, ``(seeds, batch, ...)``.
+
+    ``order`` is the epoch's example order per seed, ``(seeds, N)``. Small inputs (a table) are gathered
+    for the whole epoch at once and each step takes a view of them, which saves a few operations per step;
+    large ones (images) are gathered step by step, so that memory holds one minibatch, not an epoch.
+    """
+    seeds, n = order.shape
+    repeat = (n_losses, *[1] * x_train.ndim)
+    if n_losses * seeds * x_train.numel() <= GATHER_EPOCH_AT_ONCE:
+        x_epoch = x_train[order].repeat(repeat)  # (models, N, ...)
+        t_epoch = [t[order] for t in targets]  # (seeds, N, ...)
+        for start in range(0, n, batch_size):
+            yield x_epoch[:, start : start + batch_size], [t[:, start : start + batch_size] for t in t_epoch]
+        return
+    for start in range(0, n, batch_size):
+        idx = order[:, start : start + batch_size]  # (seeds, batch)
+        yield x_train[idx].repeat(repeat), [t[idx] for t in targets]
+
+
 def train(
     task: TaskData,
     setups: list[LossSetup],
@@ -505,7 +530,7 @@ def train(
     prepared = prepare(task, setups, cfg, seeds, head_init, device, dtype)
     models, order, loss_fns = prepared.models, prepared.order, prepared.loss_fns
     x_train, targets = prepared.xs["train"], prepared.targets["train"]
-    n_losses, m, n = len(setups), len(setups) * len(seeds), x_train.shape[0]
+    n_losses, m = len(setups), len(setups) * len(seeds)
     optimizer = make_optimizer(models, setups, cfg)
     alive = torch.ones(m, dtype=torch.bool, device=device)
     diverged_epoch = torch.zeros(m, dtype=torch.long, device=device)
@@ -514,26 +539,25 @@ def train(
     with loss_registry.value_checks(False):
         recorder(0, models, torch.full((m,), torch.nan, dtype=dtype, device=device), diverged_epoch)
         for epoch in range(1, cfg.epochs + 1):
-            loss_sum = torch.zeros(m, dtype=dtype, device=device)
-            steps = torch.zeros(m, dtype=dtype, device=device)
-            for start in range(0, n, cfg.batch_size):
-                # 1. each seed's minibatch, repeated for every loss
-                idx = order[epoch - 1, :, start : start + cfg.batch_size]  # (seeds, batch)
-                x = x_train[idx].repeat(n_losses, *[1] * x_train.ndim)  # (models, batch, ...)
+            alive_before = alive
+            step_losses, step_alive = [], []
+            # 1. each seed's minibatch, repeated for every loss, and each loss's targets
+            for x, batch_targets in minibatches(x_train, targets, order[epoch - 1], cfg.batch_size, n_losses):
                 # 2.-3. bodies, heads and one loss per model
                 _, outputs = forward(task, models, setups, x)
-                per_model = torch.cat([fn(out, tgt[idx]) for fn, out, tgt in zip(loss_fns, outputs, targets)])  # (models,)
+                per_model = torch.cat([fn(out, tgt) for fn, out, tgt in zip(loss_fns, outputs, batch_targets)])  # (models,)
                 # 4. freeze models whose loss is no longer finite
-                finite = torch.isfinite(per_model.detach())
-                diverged_epoch = torch.where(alive & ~finite, epoch, diverged_epoch)
-                alive = alive & finite
-                loss_sum += torch.where(alive, per_model.detach(), 0)
-                steps += alive
+                alive = alive & torch.isfinite(per_model.detach())
+                step_losses.append(per_model.detach())
+                step_alive.append(alive)
                 # 5. one backward pass and one optimizer step for all models; frozen rows do not move
                 models.flat.grad = None
                 torch.where(alive, per_model, 0).sum().backward()
                 optimizer.step(alive)
-            recorder(epoch, models, loss_sum / steps, diverged_epoch)
+            diverged_epoch = torch.where(alive_before & ~alive, epoch, diverged_epoch)
+            counted = torch.stack(step_alive)  # (steps, models): the steps each model trained on
+            train_loss = torch.where(counted, torch.stack(step_losses), 0).sum(dim=0) / counted.sum(dim=0)  # nan: no step
+            recorder(epoch, models, train_loss, diverged_epoch)
     return {"history": recorder.records(), "diverged_epoch": diverged_epoch.cpu().numpy(), "models": models, "batching": prepared.batching}
 
 

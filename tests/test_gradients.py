@@ -30,13 +30,19 @@ def test_bce_allocation_by_hand():
     assert a["body"].item() == pytest.approx((g * w.norm()).mean().item())
     assert a["label_share"].tolist() == [[pytest.approx(1.0)]]
     assert torch.isnan(a["negative_unit_share"]).all()
-    # confidence bins: mean |p - y| of the wrong predictions whose confidence is in [0.5, 0.6)
+    # confidence bins: count and mean |p - y| of the correct and of the wrong predictions in each bin
     p = scores[0, :, 0]
     conf = torch.maximum(p, 1 - p)
     wrong = (p >= 0.5) != y[:, 0].bool()
-    chosen = wrong & (conf < 0.6)
-    if chosen.any():
-        assert a["confidence_wrong"][0, 0].item() == pytest.approx(g[chosen].mean().item())
+    edges = gradients.CONFIDENCE_EDGES
+    for name, group in (("correct", ~wrong), ("wrong", wrong)):
+        for b in range(len(edges) - 1):
+            upper = conf <= edges[b + 1] if b == len(edges) - 2 else conf < edges[b + 1]
+            chosen = group & (conf >= edges[b]) & upper
+            assert a[f"confidence_{name}_count"][0, b].item() == chosen.sum().item()
+            expected = g[chosen].mean().item() if chosen.any() else float("nan")
+            assert a[f"confidence_{name}"][0, b].item() == pytest.approx(expected, nan_ok=True)
+    assert 0 < a["confidence_wrong_count"].sum().item() < 20  # both groups are present
     assert (a["confidence_correct_count"].sum() + a["confidence_wrong_count"].sum()).item() == 20
 
 
@@ -86,3 +92,37 @@ def test_label_shares_for_softmax_across_labels_and_for_sigmoids():
         torch.testing.assert_close(a["label_share"][0], g.sum(0) / g.sum())
         assert a["label_share"].sum().item() == pytest.approx(1.0)
         assert a["positive_share"].item() == pytest.approx((g * y).sum().item() / g.sum().item())
+
+
+def test_stacked_allocation_of_several_heads_equals_one_allocation_per_head():
+    torch.manual_seed(3)
+    y = (torch.rand(25, 1) < 0.5).double()
+    w = torch.randn(4, 1, dtype=torch.float64)
+    one, two = Head("one_logit", "binary", 1), Head("two_logit", "binary", 1)
+    probes = {
+        "softmax_ce": (two, _probe(two, "softmax_ce", torch.zeros(25), y, two.from_one_logit({"w": w})["w"])),
+        "bce": (one, _probe(one, "bce", torch.zeros(25), y, w)),
+        "mse": (one, _probe(one, "mse", torch.zeros(25), y, w * 3)),
+    }
+    heads = [head for head, _ in probes.values()]
+    d_outs = [p[0] for _, p in probes.values()]
+    body_norms = torch.cat([p[1].flatten(2).norm(dim=2) for _, p in probes.values()])  # ||dL/dh|| per example
+    scores = torch.cat([p[2] for _, p in probes.values()])
+    stacked = gradients.stacked_allocation(heads, d_outs, body_norms, scores, y)
+    one_by_one = [gradients.allocation(head, p[0], p[1], p[2], y) for head, p in probes.values()]
+    for key, value in stacked.items():
+        torch.testing.assert_close(value, torch.cat([a[key] for a in one_by_one]), equal_nan=True)
+    assert stacked["negative_unit_share"][0].item() == pytest.approx(0.5)  # softmax_ce's two units
+    assert torch.isnan(stacked["negative_unit_share"][1:]).all()  # one-logit heads have no negative unit
+
+
+@pytest.mark.parametrize("positions, units", [(1, 1), (1, 2), (4, 2), (3, 5)])
+def test_body_gradient_norms_equal_the_norms_of_autograds_gradient_into_the_body(positions, units):
+    torch.manual_seed(4)
+    h = torch.randn(3, 7, positions, 6, dtype=torch.float64, requires_grad=True)  # 3 models, 7 examples
+    w = torch.randn(3, 6, units, dtype=torch.float64)
+    z = torch.einsum("mnpf,mfu->mnpu", h, w)
+    loss = (torch.randn_like(z) * z).sum() + (z**2).sum()  # any loss of z
+    d_z, d_h = torch.autograd.grad(loss, [z, h])
+    expected = d_h.flatten(2).norm(dim=2)  # (models, N): over positions and features
+    torch.testing.assert_close(gradients.body_gradient_norms(d_z, w), expected)

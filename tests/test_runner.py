@@ -63,6 +63,31 @@ def test_batched_run_in_chunks_of_the_batch_equals_the_plain_loop(monkeypatch):
         assert_same_numbers(getattr(batched, name), getattr(loop, name))
 
 
+def test_minibatches_gathered_per_epoch_or_per_step_are_the_same_steps(monkeypatch):
+    x = torch.randn(10, 3, dtype=torch.float64)
+    targets = [torch.arange(10.0), torch.arange(10) % 2]
+    order = torch.stack([torch.randperm(10), torch.randperm(10)])  # 2 seeds
+    at_once = list(runner.minibatches(x, targets, order, batch_size=4, n_losses=3))
+    monkeypatch.setattr(runner, "GATHER_EPOCH_AT_ONCE", 0)
+    by_step = list(runner.minibatches(x, targets, order, batch_size=4, n_losses=3))
+    assert len(at_once) == len(by_step) == 3  # 4 + 4 + 2 examples
+    for start, (xa, ta), (xb, tb) in zip((0, 4, 8), at_once, by_step):
+        idx = order[:, start : start + 4]
+        assert torch.equal(xa, xb) and torch.equal(xa, torch.cat([x[idx]] * 3))  # model l * seeds + s: seed s's batch
+        for a, b, t in zip(ta, tb, targets):
+            assert torch.equal(a, b) and torch.equal(a, t[idx])
+
+
+def test_batched_run_gathering_each_step_equals_the_plain_loop(monkeypatch):
+    # the image tasks' inputs are too large to gather an epoch at once: each step gathers its own batch
+    monkeypatch.setattr(runner, "GATHER_EPOCH_AT_ONCE", 0)
+    task = tiny_task("binary")
+    batched = lossbench.compare(task, LOSSES, **SMALL, optimizer="adam", lr=0.01)
+    loop = lossbench.compare(task, LOSSES, engine="loop", **SMALL, optimizer="adam", lr=0.01)
+    for name in ("history", "runs"):
+        assert_same_numbers(getattr(batched, name), getattr(loop, name))
+
+
 def test_batched_equals_loop_when_a_model_diverges():
     task = tiny_task("binary")
     kwargs = dict(SMALL, epochs=4, optimizer="sgd", lr=10.0, impl={"bce@naive": "naive"})
