@@ -140,7 +140,7 @@ def body_forward(spec: BodySpec, params: Params, x: torch.Tensor) -> torch.Tenso
             h = torch.baddbmm(params["b1"].unsqueeze(1), x, params["w1"])  # (models, batch, hidden): b + x @ w
         else:
             h = torch.bmm(x, params["w1"])
-        return torch.relu(h).unsqueeze(2)  # (models, batch, 1, hidden)
+        return h.relu_().unsqueeze(2)  # (models, batch, 1, hidden); in place: the matmul keeps no use for its result
     return _cnn_forward(spec, params, x)
 
 
@@ -199,7 +199,7 @@ def _cnn_forward(spec: CNNBody, params: Params, x: torch.Tensor) -> torch.Tensor
         h = F.conv2d(h, w, None if bias is None else bias.reshape(-1), padding=1, groups=m)
         # max-pool then ReLU: the same values and gradients as ReLU then max-pool (ReLU keeps order),
         # with the ReLU on a quarter of the elements
-        h = torch.relu(F.max_pool2d(h, 2))  # (batch, models * c_out, H/2, W/2)
+        h = F.max_pool2d(h, 2).relu_()  # (batch, models * c_out, H/2, W/2)
     # 2. pool to the positions of the head: one (global average) or grid x grid areas
     g = spec.grid or 1
     h = F.adaptive_avg_pool2d(h, g)  # (batch, models * features, g, g)
