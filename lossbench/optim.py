@@ -47,7 +47,7 @@ class Adam:
         beta1, beta2 = self.betas
         self.t += 1
         live = alive.unsqueeze(1)  # (models, 1)
-        g = torch.where(live, self.params.grad, 0)  # a frozen model's gradient may be nan
+        g = self.params.grad.masked_fill_(~live, 0)  # a frozen model's gradient may be nan: zeroed in place
         if self.weight_decay:
             g = g.add(self.params, alpha=self.weight_decay)
         self.m.lerp_(g, 1 - beta1)

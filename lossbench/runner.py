@@ -501,16 +501,16 @@ def minibatches(
     large ones (images) are gathered step by step, so that memory holds one minibatch, not an epoch.
     """
     seeds, n = order.shape
-    repeat = (n_losses, *[1] * x_train.ndim)
     if n_losses * seeds * x_train.numel() <= GATHER_EPOCH_AT_ONCE:
-        x_epoch = x_train[order].repeat(repeat)  # (models, N, ...)
-        t_epoch = [t[order] for t in targets]  # (seeds, N, ...)
+        flat = order.flatten()
+        x_epoch = torch.cat([x_train.index_select(0, flat).view(seeds, n, *x_train.shape[1:])] * n_losses)  # (models, N, ...)
+        t_epoch = [t.index_select(0, flat).view(seeds, n, *t.shape[1:]) for t in targets]  # (seeds, N, ...)
         for start in range(0, n, batch_size):
             yield x_epoch[:, start : start + batch_size], [t[:, start : start + batch_size] for t in t_epoch]
         return
     for start in range(0, n, batch_size):
         idx = order[:, start : start + batch_size]  # (seeds, batch)
-        yield x_train[idx].repeat(repeat), [t[idx] for t in targets]
+        yield torch.cat([x_train[idx]] * n_losses), [t[idx] for t in targets]
 
 
 def train(
