@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lossbench import allocator, gradients, losses as loss_registry, optim, stats, thresholds as thr
+from lossbench import gradients, losses as loss_registry, optim, stats, thresholds as thr
 from lossbench.models import Head, Params, chunked_body_forward, head_forward, init_body, init_head, shared_body_forward, stack
 from lossbench.results import Result
 from lossbench.tasks import TaskData, TrainingDefaults, get as get_task
@@ -432,7 +432,6 @@ def prepare(
     task: TaskData, setups: list[LossSetup], cfg: TrainingDefaults, seeds: list[int], head_init: str, device: torch.device, dtype: torch.dtype
 ) -> Prepared:
     """Move the data to the device once, build the initial models and every epoch's batch order, check the losses."""
-    allocator.keep_freed_memory()  # each step reuses the last step's memory (see lossbench.allocator)
     xs = {name: getattr(task, name).x.to(device=device, dtype=dtype) for name in ("train", "val")}
     ys = {name: getattr(task, name).y.to(device=device, dtype=dtype) for name in ("train", "val")}
     targets = {name: [s.head.target(ys[name]) for s in setups] for name in ("train", "val")}
