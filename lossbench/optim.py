@@ -52,9 +52,13 @@ class Adam:
             g = g.add(self.params, alpha=self.weight_decay)
         self.m.lerp_(g, 1 - beta1)
         self.v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        denom = self.v.sqrt().div_((1 - beta2**self.t) ** 0.5).add_(self.eps)
-        step = torch.div(self.m, denom, out=denom).mul_(self.lr)  # in place: one buffer for the whole step
-        self.params.sub_(step.mul_(live.to(step.dtype) / (1 - beta1**self.t)))  # frozen rows: times 0
+        # m / (sqrt(v) / sqrt(c2) + eps) = sqrt(c2) m / (sqrt(v) + eps sqrt(c2)): the bias corrections c1, c2
+        # and the frozen rows' zeros go into one factor per row, so the (models, parameters) matrix is
+        # passed over five times here, in one buffer
+        root_c2 = (1 - beta2**self.t) ** 0.5
+        step = torch.div(self.m, self.v.sqrt().add_(self.eps * root_c2)).mul_(self.lr)
+        row = live.to(step.dtype) * (root_c2 / (1 - beta1**self.t))  # (models, 1): 0 for a frozen model
+        self.params.addcmul_(step, row, value=-1)
 
 
 class SGD:
