@@ -1,5 +1,9 @@
-"""Shared test helpers: tiny tasks of every kind that train in a fraction of a second."""
+"""Shared test helpers: tiny tasks of every kind that train in a fraction of a second, and the repository's scripts as modules."""
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -7,6 +11,18 @@ import torch
 
 from lossbench.models import CNNBody, MLPBody
 from lossbench.tasks import Split, TaskData
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(relative_path: str) -> ModuleType:
+    """A script of the repository that is not part of the package (``benchmarks/...``, ``docs/...``) as a module."""
+    path = ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_task(kind: str = "binary", n: int = 48, seed: int = 0, image: bool = False) -> TaskData:

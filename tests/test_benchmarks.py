@@ -1,22 +1,17 @@
 """benchmarks/bench_runner.py: its figures on a tiny grid, and one clear line for bad input."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_runner.py"
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_runner", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_runner.py")
 
 
 def test_json_figures_of_a_tiny_titanic_grid(bench, capsys):

@@ -1,20 +1,14 @@
 """docs/make_figures.py: the README figures in quick mode, and one clear line for bad input."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "docs" / "make_figures.py"
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def make_figures():
-    spec = importlib.util.spec_from_file_location("make_figures", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("docs/make_figures.py")
 
 
 def test_quick_run_writes_both_readme_figures(make_figures, tmp_path):
