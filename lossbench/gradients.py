@@ -4,7 +4,9 @@ All measurements start from two gradients of the probe loss (the mean over the p
 models at once:
 
 - ``d_output``: dL/dz at the head's output (what the loss itself sends back);
-- ``d_h``: dL/dh at the body's features (the signal the shared body actually learns from).
+- ``d_h``: dL/dh at the body's features (the signal the shared body actually learns from). Only its
+  norm per example is used; the runner gets it from dL/dz and the head's weights
+  (:func:`body_gradient_norms`) without building dL/dh.
 
 Both are multiplied by the number of probe examples N, so that they are *per-example* gradients: for a
 binary decision with BCE, an example's entry is exactly ``p - y``.

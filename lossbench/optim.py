@@ -54,9 +54,10 @@ class Adam:
         self.v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         # m / (sqrt(v) / sqrt(c2) + eps) = sqrt(c2) m / (sqrt(v) + eps sqrt(c2)): the bias corrections c1, c2
         # and the frozen rows' zeros go into one factor per row, so the (models, parameters) matrix is
-        # passed over five times here, in one buffer
+        # passed over five times here, all in one buffer
         root_c2 = (1 - beta2**self.t) ** 0.5
-        step = torch.div(self.m, self.v.sqrt().add_(self.eps * root_c2)).mul_(self.lr)
+        denom = self.v.sqrt().add_(self.eps * root_c2)
+        step = torch.div(self.m, denom, out=denom).mul_(self.lr)
         row = live.to(step.dtype) * (root_c2 / (1 - beta1**self.t))  # (models, 1): 0 for a frozen model
         self.params.addcmul_(step, row, value=-1)
 
@@ -85,7 +86,7 @@ class SGD:
     def step(self, alive: torch.Tensor) -> None:
         """Update every model whose flag in ``alive`` (models,) is True; leave the others untouched."""
         live = alive.unsqueeze(1)
-        g = torch.where(live, self.params.grad, 0)
+        g = self.params.grad.masked_fill_(~live, 0)  # a frozen model's gradient may be nan: zeroed in place
         if self.weight_decay:
             g = g.add(self.params, alpha=self.weight_decay)
         if self.momentum:
