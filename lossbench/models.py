@@ -214,13 +214,14 @@ def head_forward(params: Params, h: torch.Tensor) -> torch.Tensor:
 
 
 class _HeadMatmul(torch.autograd.Function):
-    """``b + h @ w`` for every model, with the weight's gradient computed as ``(dz^T h)^T``.
+    """``b + h @ w`` for every model, computed as ``(b + w^T h^T)^T``, with the weight's gradient as ``(dz^T h)^T``.
 
     A head has few units (1 or 2 for a yes/no task), and a batched matmul whose result has so few columns
-    is several times slower on a CPU than the same product laid out the other way round. So the forward
-    multiplies by a contiguous copy of w transposed, and the backward forms the weight's gradient as
-    ``dz^T @ h`` (units x features). The values are those of ``torch.baddbmm(b, h, w)``; a test checks the
-    gradients with ``gradcheck``.
+    is several times slower on a CPU than the same product laid out the other way round (units x
+    examples). So the forward multiplies a contiguous copy of w transposed by h transposed and returns
+    the transposed view of that result, and the backward forms the weight's gradient as ``dz^T @ h``
+    (units x features). The values are those of ``torch.baddbmm(b, h, w)``; a test checks the gradients
+    with ``gradcheck``.
     """
 
     @staticmethod
@@ -229,8 +230,8 @@ class _HeadMatmul(torch.autograd.Function):
         ctx.save_for_backward(h, wt)
         ctx.bias = b is not None
         if b is None:
-            return torch.bmm(h, wt.transpose(1, 2))
-        return torch.baddbmm(b.unsqueeze(1), h, wt.transpose(1, 2))
+            return torch.bmm(wt, h.transpose(1, 2)).transpose(1, 2)
+        return torch.baddbmm(b.unsqueeze(2), wt, h.transpose(1, 2)).transpose(1, 2)  # (models, examples, units)
 
     @staticmethod
     def backward(ctx, dz: torch.Tensor):
