@@ -17,7 +17,7 @@ One training step, for all M models at once:
    and one optimizer step over the stacked parameters.
 
 After each epoch the models are probed on the validation split (losses, accuracy, AUC and the gradient
-allocation of :mod:`lossbench.gradients`), with one transfer to the host per epoch.
+allocation of :mod:`lossbench.gradients`); the records stay on the device until the epoch's one transfer to the host.
 """
 from __future__ import annotations
 
@@ -444,6 +444,17 @@ def prepare(
     return Prepared(xs, ys, targets, models, order, [fn for fn, _ in batched], [mode for _, mode in batched])
 
 
+def _to_host(tensors: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Tensors on the device as float64 arrays on the host, in one transfer (one synchronisation on a GPU).
+
+    >>> _to_host({"a": torch.tensor([1.5, 2.0]), "b": torch.ones(2, 2)})["b"].shape
+    (2, 2)
+    """
+    joined = torch.cat([v.detach().reshape(-1) for v in tensors.values()]).to("cpu", torch.float64).numpy()  # cat promotes dtypes
+    sizes = np.cumsum([v.numel() for v in tensors.values()])[:-1]
+    return {k: part.reshape(v.shape) for (k, v), part in zip(tensors.items(), np.split(joined, sizes))}
+
+
 class Recorder:
     """Probes every model after each epoch and keeps the records, moving them to the host once per epoch."""
 
@@ -468,13 +479,14 @@ class Recorder:
                 [(s.head.decision_weight(h).detach() - w0).flatten(1).norm(dim=1) for s, h, w0 in zip(self.setups, models.heads, self.initial)]
             ),
         }
-        host = {k: v.detach().to("cpu", torch.float64).numpy() for k, v in row.items()}  # one transfer per epoch
+        host = _to_host({**row, "diverged_epoch": diverged_epoch})
+        diverged = host.pop("diverged_epoch")
         for k, v in host.items():
             self.history.setdefault(k, []).append(v)
         if self.progress is not None:
             n_losses = len(self.setups)
             accuracy = host["val_accuracy"].reshape(n_losses, -1)
-            dead = (diverged_epoch.cpu().numpy() > 0).reshape(n_losses, -1).sum(axis=1)
+            dead = (diverged > 0).reshape(n_losses, -1).sum(axis=1)
             names = [s.name for s in self.setups]
             self.progress(
                 ProgressReport(epoch, self.epochs, {n: float(np.nanmean(a)) for n, a in zip(names, accuracy)}, dict(zip(names, dead.tolist())))

@@ -356,6 +356,20 @@ def test_progress_reports_every_epoch_with_mean_accuracy_per_loss():
     assert all(0 <= v <= 1 for v in seen[-1].val_accuracy.values())
 
 
+def test_records_reach_the_host_in_one_transfer_with_their_values_shapes_and_precision():
+    records = {
+        "loss": torch.tensor([0.25, 1 + 1e-12], dtype=torch.float64),  # a float64 digit float32 would lose
+        "share": torch.tensor([[0.5, 0.125], [1.0, 3.0]]),
+        "epoch": torch.tensor([0, 7]),
+    }
+    host = runner._to_host(records)
+    assert list(host) == ["loss", "share", "epoch"]
+    for name, value in records.items():
+        assert host[name].dtype == np.float64 and host[name].shape == tuple(value.shape)
+        np.testing.assert_array_equal(host[name], value.to(torch.float64).numpy())
+    assert host["loss"][1] - 1 == pytest.approx(1e-12, rel=1e-3)
+
+
 @pytest.mark.parametrize("kind", ["binary", "multilabel", "grid"])
 def test_heads_follow_the_design_table(kind):
     k = {"binary": 1, "multilabel": 4, "grid": 4}[kind]
