@@ -210,7 +210,19 @@ def _cnn_forward(spec: CNNBody, params: Params, x: torch.Tensor) -> torch.Tensor
 def head_forward(params: Params, h: torch.Tensor) -> torch.Tensor:
     """The same linear map at every position: h (models, batch, positions, features) -> z (models, batch, positions, units)."""
     m, b, p, f = h.shape
-    return _HeadMatmul.apply(h.reshape(m, b * p, f), params["w"], params.get("b")).reshape(m, b, p, -1)
+    args = (h.reshape(m, b * p, f), params["w"], params.get("b"))
+    if torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in args):
+        z = _HeadMatmul.apply(*args)
+    else:  # nothing to differentiate: the same product without autograd's bookkeeping
+        z = _head_matmul(args[0], args[1].transpose(1, 2).contiguous(), args[2])
+    return z.reshape(m, b, p, -1)
+
+
+def _head_matmul(h: torch.Tensor, wt: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``b + h @ w`` for every model as ``(b + w^T h^T)^T``, from ``wt`` = w^T (models, units, features)."""
+    if b is None:
+        return torch.bmm(wt, h.transpose(1, 2)).transpose(1, 2)
+    return torch.baddbmm(b.unsqueeze(2), wt, h.transpose(1, 2)).transpose(1, 2)  # (models, examples, units)
 
 
 class _HeadMatmul(torch.autograd.Function):
@@ -229,9 +241,7 @@ class _HeadMatmul(torch.autograd.Function):
         wt = w.transpose(1, 2).contiguous()  # (models, units, features)
         ctx.save_for_backward(h, wt)
         ctx.bias = b is not None
-        if b is None:
-            return torch.bmm(wt, h.transpose(1, 2)).transpose(1, 2)
-        return torch.baddbmm(b.unsqueeze(2), wt, h.transpose(1, 2)).transpose(1, 2)  # (models, examples, units)
+        return _head_matmul(h, wt, b)
 
     @staticmethod
     def backward(ctx, dz: torch.Tensor):
@@ -240,6 +250,42 @@ class _HeadMatmul(torch.autograd.Function):
         dw = torch.bmm(dz.transpose(1, 2), h).transpose(1, 2) if ctx.needs_input_grad[1] else None
         db = dz.sum(1) if ctx.bias and ctx.needs_input_grad[2] else None
         return dh, dw, db
+
+
+def mlp_gradients(body: Params, head: Params, x: torch.Tensor, h: torch.Tensor, d_z: torch.Tensor) -> tuple[Params, Params]:
+    """The weight gradients of M MLP bodies and their heads from dL/dz, written out: what autograd computes.
+
+    With ``h = relu(a)``, ``a = b1 + x w1``, and ``z = b + h w`` for each model:
+
+    - head: dL/dw = h^T dL/dz, dL/db = dL/dz summed over the batch;
+    - into the body: dL/dh = dL/dz w^T, and through the ReLU dL/da = dL/dh where h > 0, else 0 (autograd's
+      rule too: its ReLU backward is the same operation, ``threshold_backward``);
+    - body: dL/dw1 = x^T dL/da, dL/db1 = dL/da summed over the batch.
+
+    ``x`` is ``(models, batch, in_features)``, ``h`` the body's output ``(models, batch, 1, hidden)``
+    (after the ReLU) and ``d_z`` ``(models, batch, 1, units)``. Returns the gradients named and shaped as
+    ``body`` and ``head``. For so small a network autograd's graph costs more in bookkeeping than the
+    three batched matmuls cost in arithmetic.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> spec = MLPBody(in_features=3, hidden=4)
+    >>> body, head = stack([init_body(spec, g)]), stack([init_head(4, 1, True, g)])
+    >>> x = torch.randn(1, 5, 3, generator=g)
+    >>> d_body, d_head = mlp_gradients(body, head, x, body_forward(spec, body, x), torch.ones(1, 5, 1, 1))
+    >>> d_head["b"]   # dL/dz is 1 for each of the 5 examples
+    tensor([[5.]])
+    """
+    m, b, _, units = d_z.shape
+    d_z = d_z.reshape(m, b, units)
+    h = h.reshape(m, b, -1)  # (models, batch, hidden)
+    d_head = {"w": torch.bmm(d_z.transpose(1, 2), h).transpose(1, 2)}  # (models, hidden, units), formed as in _HeadMatmul
+    if "b" in head:
+        d_head["b"] = d_z.sum(dim=1)
+    d_a = torch.ops.aten.threshold_backward(torch.bmm(d_z, head["w"].transpose(1, 2)), h, 0)
+    d_body = {"w1": torch.bmm(x.transpose(1, 2), d_a)}  # (models, in_features, hidden)
+    if "b1" in body:
+        d_body["b1"] = d_a.sum(dim=1)
+    return d_body, d_head
 
 
 # ---------------------------------------------------------------------------------------------

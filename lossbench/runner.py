@@ -14,7 +14,10 @@ One training step, for all M models at once:
 4. a model whose loss is not finite is frozen from now on (its loss is left out of the sum, and the
    optimizer gives its row of weights a learning rate of zero), and flagged; the others go on;
 5. one backward pass through the sum of the M losses (each model's gradient depends on its own loss only)
-   and one optimizer step over the stacked parameters.
+   and one optimizer step over the stacked parameters. Autograd differentiates the loss functions, the
+   code under study, always; for an MLP body it stops at the heads' outputs z, and the rest (three
+   batched matmuls, :func:`lossbench.models.mlp_gradients`, tested equal to autograd) is written out,
+   because for so small a network autograd's bookkeeping costs more than the arithmetic.
 
 After each epoch the models are probed on the validation split (losses, accuracy, AUC and the gradient
 allocation of :mod:`lossbench.gradients`); the records stay on the device until the epoch's one transfer to the host.
@@ -36,7 +39,18 @@ import pandas as pd
 import torch
 
 from lossbench import gradients, losses as loss_registry, optim, stats, thresholds as thr
-from lossbench.models import Head, Params, chunked_body_forward, head_forward, init_body, init_head, shared_body_forward, stack
+from lossbench.models import (
+    Head,
+    MLPBody,
+    Params,
+    chunked_body_forward,
+    head_forward,
+    init_body,
+    init_head,
+    mlp_gradients,
+    shared_body_forward,
+    stack,
+)
 from lossbench.results import Result
 from lossbench.tasks import TaskData, TrainingDefaults, get as get_task
 
@@ -218,6 +232,11 @@ def _generator(seed: int, stream: str) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(f"{stream}:{seed}".encode()))
 
 
+def _named(body: Params, head: Params) -> Params:
+    """Body and head tensors under the matrix's column names: "body.w1", ..., "head.w", "head.b"."""
+    return {**{f"body.{k}": v for k, v in body.items()}, **{f"head.{k}": v for k, v in head.items()}}
+
+
 @dataclass
 class Models:
     """The weights of M = losses x seeds models as one matrix: row m holds every weight of model m.
@@ -239,7 +258,7 @@ class Models:
     @classmethod
     def from_parts(cls, body: Params, head: Params, n_losses: int) -> "Models":
         """Pack (models, ...) tensors into the matrix."""
-        named = {**{f"body.{k}": v for k, v in body.items()}, **{f"head.{k}": v for k, v in head.items()}}
+        named = _named(body, head)
         flat = torch.cat([v.reshape(v.shape[0], -1) for v in named.values()], dim=1)
         return cls(flat, {k: tuple(v.shape[1:]) for k, v in named.items()}, n_losses)
 
@@ -252,6 +271,11 @@ class Models:
             part, key = name.split(".", 1)
             (body if part == "body" else head)[key] = piece.view(-1, *shape)
         return body, head
+
+    def pack(self, body: Params, head: Params) -> torch.Tensor:
+        """The inverse of :meth:`parts`: named ``(models, ...)`` tensors (gradients, say) as one matrix like ``flat``."""
+        named = _named(body, head)
+        return torch.cat([named[name].reshape(self.flat.shape[0], -1) for name in self.shapes], dim=1)
 
     @property
     def body(self) -> Params:
@@ -309,14 +333,17 @@ def batch_order(seeds: list[int], epochs: int, n: int, device: torch.device) -> 
     return torch.stack(orders, dim=1).to(device)
 
 
-def forward(
-    task: TaskData, models: Models, setups: list[LossSetup], x: torch.Tensor
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """All models on their inputs: x (models, batch, ...) -> (h, [each loss's head output (seeds, batch, ...)])."""
+def forward(task: TaskData, models: Models, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All models on their inputs: x (models, batch, ...) -> h (models, batch, positions, features) and
+    z (models, batch, positions, widest head's units)."""
     body, head = models.parts()
-    h = chunked_body_forward(task.body, body, x)  # (models, batch, positions, features)
-    z = head_forward(head, h)  # (models, batch, positions, widest head's units)
-    return h, [setup.head.output(part) for setup, part in zip(setups, z.split(z.shape[0] // len(setups)))]
+    h = chunked_body_forward(task.body, body, x)
+    return h, head_forward(head, h)
+
+
+def loss_outputs(setups: list[LossSetup], z: torch.Tensor) -> list[torch.Tensor]:
+    """Each loss's head outputs, ``(seeds, batch, ...)`` in the loss's layout: views of its models' rows of z."""
+    return [setup.head.output(part) for setup, part in zip(setups, z.split(z.shape[0] // len(setups)))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,10 +432,10 @@ def probe(
     body, head = models.detached().parts()
     z = head_forward(head, shared_body_forward(task.body, body, x)).requires_grad_()  # (models, N, positions, units)
     with torch.enable_grad():
-        outputs = [setup.head.output(part) for setup, part in zip(setups, z.split(s))]
+        outputs = loss_outputs(setups, z)
         per_model = torch.cat([fn(out, tgt.unsqueeze(0).expand(s, *tgt.shape)) for fn, out, tgt in zip(loss_fns, outputs, targets)])
         (d_z,) = torch.autograd.grad(per_model.sum(), [z])
-    d_outputs = [setup.head.output(part) for setup, part in zip(setups, d_z.split(s))]  # the same views of dL/dz
+    d_outputs = loss_outputs(setups, d_z)  # the same views of dL/dz
     scores = torch.cat([setup.head.scores(out.detach()) for setup, out in zip(setups, outputs)])  # (models, N, K)
     body_norms = gradients.body_gradient_norms(d_z, head["w"])
     allocation = gradients.stacked_allocation([setup.head for setup in setups], d_outputs, body_norms, scores, y)
@@ -439,7 +466,7 @@ def prepare(
     order = batch_order(seeds, cfg.epochs, xs["train"].shape[0], device)
     first = order[0, :, : cfg.batch_size]  # each seed's first minibatch
     with torch.no_grad():
-        _, outputs = forward(task, models, setups, xs["train"][first].repeat(len(setups), *[1] * xs["train"].ndim))
+        outputs = loss_outputs(setups, forward(task, models, xs["train"][first].repeat(len(setups), *[1] * xs["train"].ndim))[1])
     batched = [vectorise(s, out, tgt[first]) for s, out, tgt in zip(setups, outputs, targets["train"])]
     return Prepared(xs, ys, targets, models, order, [fn for fn, _ in batched], [mode for _, mode in batched])
 
@@ -547,6 +574,7 @@ def train(
     alive = torch.ones(m, dtype=torch.bool, device=device)
     diverged_epoch = torch.zeros(m, dtype=torch.long, device=device)
     recorder = Recorder(task, setups, prepared, cfg.epochs, progress)
+    written_out = isinstance(task.body, MLPBody)  # autograd stops at z; the MLP's gradients are written out
 
     with loss_registry.value_checks(False):
         recorder(0, models, torch.full((m,), torch.nan, dtype=dtype, device=device), diverged_epoch)
@@ -556,15 +584,25 @@ def train(
             # 1. each seed's minibatch, repeated for every loss, and each loss's targets
             for x, batch_targets in minibatches(x_train, targets, order[epoch - 1], cfg.batch_size, n_losses):
                 # 2.-3. bodies, heads and one loss per model
-                _, outputs = forward(task, models, setups, x)
-                per_model = torch.cat([fn(out, tgt) for fn, out, tgt in zip(loss_fns, outputs, batch_targets)])  # (models,)
+                if written_out:
+                    body, head = models.detached().parts()
+                    h = chunked_body_forward(task.body, body, x)
+                    z = head_forward(head, h).requires_grad_()  # a leaf: the backward pass stops here
+                else:
+                    h, z = forward(task, models, x)
+                per_model = torch.cat([fn(out, tgt) for fn, out, tgt in zip(loss_fns, loss_outputs(setups, z), batch_targets)])  # (models,)
                 # 4. freeze models whose loss is no longer finite
                 alive = alive & torch.isfinite(per_model.detach())
                 step_losses.append(per_model.detach())
                 step_alive.append(alive)
                 # 5. one backward pass and one optimizer step for all models; frozen rows do not move
-                models.flat.grad = None
-                torch.where(alive, per_model, 0).sum().backward()
+                objective = torch.where(alive, per_model, 0).sum()
+                if written_out:
+                    (d_z,) = torch.autograd.grad(objective, [z])
+                    models.flat.grad = models.pack(*mlp_gradients(body, head, x, h, d_z))
+                else:
+                    models.flat.grad = None
+                    objective.backward()
                 optimizer.step(alive)
             diverged_epoch = torch.where(alive_before & ~alive, epoch, diverged_epoch)
             counted = torch.stack(step_alive)  # (steps, models): the steps each model trained on
@@ -578,7 +616,7 @@ def predict(task: TaskData, models: Models, setups: list[LossSetup], x: torch.Te
     """Scores of every model on the same examples: (models, N, K)."""
     body, head = models.parts()
     z = head_forward(head, shared_body_forward(task.body, body, x))
-    return torch.cat([s.head.scores(s.head.output(part)) for s, part in zip(setups, z.split(z.shape[0] // len(setups)))])
+    return torch.cat([s.head.scores(out) for s, out in zip(setups, loss_outputs(setups, z))])
 
 
 # ---------------------------------------------------------------------------------------------

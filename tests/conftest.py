@@ -25,8 +25,8 @@ def load_script(relative_path: str) -> ModuleType:
     return module
 
 
-def tiny_task(kind: str = "binary", n: int = 48, seed: int = 0, image: bool = False) -> TaskData:
-    """A small learnable task: y depends on the inputs through a random linear rule."""
+def tiny_task(kind: str = "binary", n: int = 48, seed: int = 0, image: bool = False, bias: bool = True) -> TaskData:
+    """A small learnable task: y depends on the inputs through a random linear rule. ``bias``: the model's."""
     g = torch.Generator().manual_seed(seed)
     k = {"binary": 1, "multilabel": 4, "grid": 4}[kind]
     if image or kind == "grid":
@@ -36,12 +36,12 @@ def tiny_task(kind: str = "binary", n: int = 48, seed: int = 0, image: bool = Fa
         else:
             w = torch.randn(64, k, generator=g)
             y = (x.reshape(3 * n, 64) @ w > 0).float()
-        body = CNNBody(in_channels=1, image_size=8, channels=(3, 4), grid=2 if kind == "grid" else None)
+        body = CNNBody(in_channels=1, image_size=8, channels=(3, 4), grid=2 if kind == "grid" else None, bias=bias)
     else:
         x = torch.randn(3 * n, 5, generator=g)
         w = torch.randn(5, k, generator=g)
         y = (x @ w + 0.3 * torch.randn(3 * n, k, generator=g) > 0).float()
-        body = MLPBody(in_features=5, hidden=8)
+        body = MLPBody(in_features=5, hidden=8, bias=bias)
     if kind == "multilabel":
         y[y.sum(dim=1) == 0, 0] = 1.0  # every example has at least one label
     source = np.arange(3 * n)

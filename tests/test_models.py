@@ -86,6 +86,36 @@ def test_head_gradients_match_autograd_through_a_plain_batched_matmul(units, bia
     assert torch.autograd.gradcheck(lambda h_, *p: models.head_forward(dict(zip(names, p)), h_), tuple(inputs))
 
 
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("units", [1, 2, 3])
+def test_written_out_mlp_gradients_equal_autograd(units, bias):
+    spec = models.MLPBody(in_features=5, hidden=7, bias=bias)
+    g = torch.Generator().manual_seed(units)
+    body = {k: v.double().requires_grad_() for k, v in models.stack([models.init_body(spec, g) for _ in range(4)]).items()}
+    head = {k: v.double().requires_grad_() for k, v in models.stack([models.init_head(7, units, bias, g) for _ in range(4)]).items()}
+    x = torch.randn(4, 6, 5, generator=g, dtype=torch.float64)
+    h = models.body_forward(spec, body, x)
+    assert 0 < (h == 0).double().mean() < 1  # some hidden units are cut off by the ReLU, some pass
+    upstream = torch.randn(4, 6, 1, units, generator=g, dtype=torch.float64)
+    params = [*body.values(), *head.values()]
+    expected = torch.autograd.grad((models.head_forward(head, h) * upstream).sum(), params)
+    d_body, d_head = models.mlp_gradients(
+        {k: v.detach() for k, v in body.items()}, {k: v.detach() for k, v in head.items()}, x, h.detach(), upstream
+    )
+    assert list(d_body) == list(body) and list(d_head) == list(head)
+    for got, want in zip([*d_body.values(), *d_head.values()], expected):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_head_forward_without_autograd_gives_the_same_numbers():
+    params = {"w": torch.randn(2, 4, 3, dtype=torch.float64), "b": torch.randn(2, 3, dtype=torch.float64)}
+    h = torch.randn(2, 5, 6, 4, dtype=torch.float64)
+    plain = models.head_forward(params, h)
+    tracked = models.head_forward({k: v.clone().requires_grad_() for k, v in params.items()}, h)
+    assert not plain.requires_grad and tracked.requires_grad
+    torch.testing.assert_close(plain, tracked.detach(), rtol=0, atol=0)
+
+
 def test_batched_cnn_gradients_equal_each_model_as_plain_modules():
     # The batched body max-pools before its ReLU (the plain modules: ReLU, then max-pool); values and
     # gradients must not change, including where whole pooling windows are negative.

@@ -32,16 +32,19 @@ def assert_same_numbers(a: pd.DataFrame, b: pd.DataFrame, atol: float = 1e-6) ->
 
 
 @pytest.mark.parametrize(
-    "kind, image, options",
+    "kind, image, bias, options",
     [
-        pytest.param("binary", False, dict(optimizer="adam", lr=0.01), id="binary-mlp-adam"),
-        pytest.param("binary", False, dict(optimizer="sgd", lr=0.3, momentum=0.9, weight_decay=1e-3), id="binary-mlp-sgd-momentum"),
-        pytest.param("multilabel", True, dict(optimizer="adam", lr=0.01), id="multilabel-cnn-adam"),
-        pytest.param("grid", True, dict(optimizer="adam", lr=0.01), id="grid-cnn-adam"),
+        pytest.param("binary", False, True, dict(optimizer="adam", lr=0.01), id="binary-mlp-adam"),
+        pytest.param("binary", False, True, dict(optimizer="sgd", lr=0.3, momentum=0.9, weight_decay=1e-3), id="binary-mlp-sgd-momentum"),
+        pytest.param("binary", False, False, dict(optimizer="adam", lr=0.01), id="binary-mlp-no-bias-adam"),
+        pytest.param("multilabel", False, True, dict(optimizer="adam", lr=0.01), id="multilabel-mlp-adam"),
+        pytest.param("multilabel", True, True, dict(optimizer="adam", lr=0.01), id="multilabel-cnn-adam"),
+        pytest.param("grid", True, True, dict(optimizer="adam", lr=0.01), id="grid-cnn-adam"),
+        pytest.param("grid", True, False, dict(optimizer="sgd", lr=0.1, momentum=0.9), id="grid-cnn-no-bias-sgd"),
     ],
 )
-def test_batched_run_equals_the_plain_one_model_at_a_time_loop(kind, image, options):
-    task = tiny_task(kind, image=image)
+def test_batched_run_equals_the_plain_one_model_at_a_time_loop(kind, image, bias, options):
+    task = tiny_task(kind, image=image, bias=bias)
     kwargs = dict(SMALL, **options, overrides={"softmax_ce": {"head_lr_scale": 0.5}})
     batched = lossbench.compare(task, LOSSES, **kwargs)
     loop = lossbench.compare(task, LOSSES, engine="loop", **kwargs)
@@ -354,6 +357,17 @@ def test_progress_reports_every_epoch_with_mean_accuracy_per_loss():
     assert [r.epoch for r in seen] == [0, 1, 2, 3]
     assert set(seen[-1].val_accuracy) == set(LOSSES)
     assert all(0 <= v <= 1 for v in seen[-1].val_accuracy.values())
+
+
+def test_pack_puts_named_tensors_back_into_the_matrix_columns():
+    task = tiny_task("binary")
+    setups = runner.resolve_losses(LOSSES, "handwritten", None, task, torch.device("cpu"), torch.float64)
+    m = runner.init_models(task, setups, [0, 1], "matched", torch.device("cpu"), torch.float64)
+    body, head = m.detached().parts()
+    assert torch.equal(m.pack(body, head), m.flat.detach())
+    doubled = m.pack({k: 2 * v for k, v in body.items()}, {k: -v for k, v in head.items()})
+    torch.testing.assert_close(doubled[:, m.head_columns()], -m.flat.detach()[:, m.head_columns()], rtol=0, atol=0)
+    torch.testing.assert_close(doubled[:, : m.head_columns().start], 2 * m.flat.detach()[:, : m.head_columns().start], rtol=0, atol=0)
 
 
 def test_records_reach_the_host_in_one_transfer_with_their_values_shapes_and_precision():
