@@ -575,6 +575,7 @@ def train(
     diverged_epoch = torch.zeros(m, dtype=torch.long, device=device)
     recorder = Recorder(task, setups, prepared, cfg.epochs, progress)
     written_out = isinstance(task.body, MLPBody)  # autograd stops at z; the MLP's gradients are written out
+    body, head = models.detached().parts()  # views that follow the optimizer's in-place updates
 
     with loss_registry.value_checks(False):
         recorder(0, models, torch.full((m,), torch.nan, dtype=dtype, device=device), diverged_epoch)
@@ -585,7 +586,6 @@ def train(
             for x, batch_targets in minibatches(x_train, targets, order[epoch - 1], cfg.batch_size, n_losses):
                 # 2.-3. bodies, heads and one loss per model
                 if written_out:
-                    body, head = models.detached().parts()
                     h = chunked_body_forward(task.body, body, x)
                     z = head_forward(head, h).requires_grad_()  # a leaf: the backward pass stops here
                 else:
