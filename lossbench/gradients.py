@@ -103,7 +103,7 @@ def stacked_allocation(
     bin_of = torch.bucketize(confidence.contiguous(), edges, right=True)  # 0 .. bins-1
     bins = len(CONFIDENCE_EDGES) - 1
     cell = bin_of + bins * (~correct)  # bins of the correct predictions first, then of the wrong ones
-    one_hot = torch.nn.functional.one_hot(cell, 2 * bins).to(g.dtype)  # (models, N, K, 2 bins)
+    one_hot = g.new_zeros(*cell.shape, 2 * bins).scatter_(-1, cell.unsqueeze(-1), 1.0)  # (models, N, K, 2 bins)
     count = one_hot.sum(dim=(1, 2))  # (models, 2 bins)
     summed = (one_hot * g.unsqueeze(-1)).sum(dim=(1, 2))
     for name, half in (("correct", slice(0, bins)), ("wrong", slice(bins, 2 * bins))):

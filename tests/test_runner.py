@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from scipy import stats as scipy_stats
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import lossbench
 from lossbench import models, results, runner
@@ -357,6 +358,40 @@ def test_progress_reports_every_epoch_with_mean_accuracy_per_loss():
     assert [r.epoch for r in seen] == [0, 1, 2, 3]
     assert set(seen[-1].val_accuracy) == set(LOSSES)
     assert all(0 <= v <= 1 for v in seen[-1].val_accuracy.values())
+
+
+class _HostReads(TorchDispatchMode):
+    """Counts the operations that read a tensor's value back to the host (on a GPU: a synchronisation)."""
+
+    READS = ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.is_nonzero")  # .item(), bool(t), t[mask], ...
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += str(func).startswith(self.READS)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(
+    "image, optimizer", [(False, "adam"), (False, "sgd"), (True, "adam")], ids=["mlp-adam", "mlp-sgd", "cnn-adam"]
+)
+def test_training_reads_no_value_back_per_step_or_per_epoch(image, optimizer):
+    # Only the setup reads values (each loss is called once with its value checks on); the steps and the
+    # per-epoch records stay on the device, so the number of reads must not grow with the epochs.
+    task = tiny_task("binary", image=image)
+    setups = runner.resolve_losses(LOSSES, "handwritten", None, task, torch.device("cpu"), torch.float32)
+    counts = []
+    for epochs in (1, 3):
+        cfg = dataclasses.replace(TrainingDefaults(), seeds=2, epochs=epochs, batch_size=16, optimizer=optimizer, momentum=0.9)
+        with _HostReads() as reads:
+            runner.train(task, setups, cfg, [0, 1])
+        counts.append(reads.count)
+    assert counts[0] == counts[1], counts
+    with _HostReads() as reads:
+        torch.tensor([1.0, 2.0]).sum().item()
+    assert reads.count == 1  # the counter does see a read
 
 
 def test_pack_puts_named_tensors_back_into_the_matrix_columns():
