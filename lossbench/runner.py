@@ -575,7 +575,7 @@ def train(
     diverged_epoch = torch.zeros(m, dtype=torch.long, device=device)
     recorder = Recorder(task, setups, prepared, cfg.epochs, progress)
     written_out = isinstance(task.body, MLPBody)  # autograd stops at z; the MLP's gradients are written out
-    body, head = models.detached().parts()  # views that follow the optimizer's in-place updates
+    body, head = models.detached().parts()  # for that MLP step: views that follow the optimizer's in-place updates
 
     with loss_registry.value_checks(False):
         recorder(0, models, torch.full((m,), torch.nan, dtype=dtype, device=device), diverged_epoch)
