@@ -535,18 +535,24 @@ def minibatches(
     loss's targets for it, ``(seeds, batch, ...)``.
 
     ``order`` is the epoch's example order per seed, ``(seeds, N)``. Small inputs (a table) are gathered
-    for the whole epoch at once and each step takes a view of them, which saves a few operations per step;
-    large ones (images) are gathered step by step, so that memory holds one minibatch, not an epoch.
+    for the whole epoch at once, laid out step by step so that each step takes a contiguous block (the
+    losses then flatten their targets without a copy), which saves a few operations per step; large ones
+    (images) are gathered step by step, so that memory holds one minibatch, not an epoch. Either way a
+    last, smaller batch (N not a multiple of the batch size) is gathered on its own.
     """
     seeds, n = order.shape
+    start = 0
     if n_losses * seeds * x_train.numel() <= GATHER_EPOCH_AT_ONCE:
-        flat = order.flatten()
-        x_epoch = torch.cat([x_train.index_select(0, flat).view(seeds, n, *x_train.shape[1:])] * n_losses)  # (models, N, ...)
-        t_epoch = [t.index_select(0, flat).view(seeds, n, *t.shape[1:]) for t in targets]  # (seeds, N, ...)
-        for start in range(0, n, batch_size):
-            yield x_epoch[:, start : start + batch_size], [t[:, start : start + batch_size] for t in t_epoch]
-        return
-    for start in range(0, n, batch_size):
+        # the full batches in step order, (steps, seeds, batch): each step's batch is one contiguous block
+        steps = n // batch_size
+        flat = order[:, : steps * batch_size].reshape(seeds, steps, batch_size).transpose(0, 1).flatten()
+        x_epoch = x_train.index_select(0, flat).view(steps, seeds, batch_size, *x_train.shape[1:])
+        x_epoch = torch.cat([x_epoch] * n_losses, dim=1)  # (steps, models, batch, ...)
+        t_epoch = [t.index_select(0, flat).view(steps, seeds, batch_size, *t.shape[1:]) for t in targets]
+        for i in range(steps):
+            yield x_epoch[i], [t[i] for t in t_epoch]
+        start = steps * batch_size  # a last, smaller batch is gathered on its own below
+    for start in range(start, n, batch_size):
         idx = order[:, start : start + batch_size]  # (seeds, batch)
         yield torch.cat([x_train[idx]] * n_losses), [t[idx] for t in targets]
 

@@ -67,19 +67,21 @@ def test_batched_run_in_chunks_of_the_batch_equals_the_plain_loop(monkeypatch):
         assert_same_numbers(getattr(batched, name), getattr(loop, name))
 
 
-def test_minibatches_gathered_per_epoch_or_per_step_are_the_same_steps(monkeypatch):
+@pytest.mark.parametrize("batch_size, starts", [(4, (0, 4, 8)), (5, (0, 5)), (16, (0,))], ids=["4+4+2", "5+5", "one-short-batch"])
+def test_minibatches_gathered_per_epoch_or_per_step_are_the_same_steps(monkeypatch, batch_size, starts):
     x = torch.randn(10, 3, dtype=torch.float64)
     targets = [torch.arange(10.0), torch.arange(10) % 2]
     order = torch.stack([torch.randperm(10), torch.randperm(10)])  # 2 seeds
-    at_once = list(runner.minibatches(x, targets, order, batch_size=4, n_losses=3))
+    at_once = list(runner.minibatches(x, targets, order, batch_size=batch_size, n_losses=3))
     monkeypatch.setattr(runner, "GATHER_EPOCH_AT_ONCE", 0)
-    by_step = list(runner.minibatches(x, targets, order, batch_size=4, n_losses=3))
-    assert len(at_once) == len(by_step) == 3  # 4 + 4 + 2 examples
-    for start, (xa, ta), (xb, tb) in zip((0, 4, 8), at_once, by_step):
-        idx = order[:, start : start + 4]
+    by_step = list(runner.minibatches(x, targets, order, batch_size=batch_size, n_losses=3))
+    assert len(at_once) == len(by_step) == len(starts)
+    for start, (xa, ta), (xb, tb) in zip(starts, at_once, by_step):
+        idx = order[:, start : start + batch_size]
         assert torch.equal(xa, xb) and torch.equal(xa, torch.cat([x[idx]] * 3))  # model l * seeds + s: seed s's batch
         for a, b, t in zip(ta, tb, targets):
             assert torch.equal(a, b) and torch.equal(a, t[idx])
+    assert all(xa.is_contiguous() and all(t.is_contiguous() for t in ta) for xa, ta in at_once)
 
 
 def test_batched_run_gathering_each_step_equals_the_plain_loop(monkeypatch):
