@@ -75,7 +75,9 @@ def auc(scores: torch.Tensor, y: torch.Tensor, average: str = "macro") -> torch.
 
     AUC = (sum of the ranks of the positives - P (P + 1) / 2) / (P N), with tied scores sharing their
     average rank, which is what scikit-learn's ``roc_auc_score`` computes. ``average="macro"`` takes the
-    mean over the K outputs that have both classes; ``"micro"`` pools all outputs first.
+    mean over the K outputs that have both classes; ``"micro"`` pools all outputs first. A model with a NaN
+    score (a model whose weights went NaN) gets a NaN AUC, as there is no order to rank (scikit-learn
+    refuses such input).
 
     >>> auc(torch.tensor([[[0.1], [0.4], [0.35], [0.8]]]), torch.tensor([[0.], [0.], [1.], [1.]]))
     tensor([0.7500], dtype=torch.float64)
@@ -94,7 +96,7 @@ def auc(scores: torch.Tensor, y: torch.Tensor, average: str = "macro") -> torch.
     rank_sum = (ranks * yt).sum(dim=2)  # (models, K)
     per_output = (rank_sum - p * (p + 1) / 2) / (p * n)
     per_output = torch.where((p > 0) & (n > 0), per_output, torch.nan)
-    return per_output.nanmean(dim=1)
+    return torch.where(scores.isnan().flatten(1).any(dim=1), torch.nan, per_output.nanmean(dim=1))
 
 
 def _average_ranks(x: torch.Tensor) -> torch.Tensor:

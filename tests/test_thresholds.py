@@ -65,6 +65,18 @@ def test_auc_matches_roc_auc_score(ties, average):
         assert ours[m].item() == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize("average", ["macro", "micro"])
+def test_auc_of_a_model_with_nan_scores_is_nan_and_the_others_are_unchanged(average):
+    scores, y = _data(k=3, n=40)
+    broken = scores.clone()
+    broken[1, 5, 2] = torch.nan  # one score of model 1
+    ours = thr.auc(broken, y, average=average)
+    assert torch.isnan(ours[1])
+    clean = thr.auc(scores, y, average=average)
+    keep = torch.arange(scores.shape[0]) != 1
+    torch.testing.assert_close(ours[keep], clean[keep], rtol=0, atol=0)
+
+
 def test_macro_auc_leaves_out_labels_with_one_class():
     scores, y = _data(k=3, n=30)
     y[:, 2] = 0  # no positive for the last label
