@@ -541,7 +541,7 @@ def minibatches(
     last, smaller batch (N not a multiple of the batch size) is gathered on its own.
     """
     seeds, n = order.shape
-    start = 0
+    gathered = 0  # examples already served from the epoch gathered at once
     if n_losses * seeds * x_train.numel() <= GATHER_EPOCH_AT_ONCE:
         # the full batches in step order, (steps, seeds, batch): each step's batch is one contiguous block
         steps = n // batch_size
@@ -551,8 +551,8 @@ def minibatches(
         t_epoch = [t.index_select(0, flat).view(steps, seeds, batch_size, *t.shape[1:]) for t in targets]
         for i in range(steps):
             yield x_epoch[i], [t[i] for t in t_epoch]
-        start = steps * batch_size  # a last, smaller batch is gathered on its own below
-    for start in range(start, n, batch_size):
+        gathered = steps * batch_size  # a last, smaller batch is gathered on its own below
+    for start in range(gathered, n, batch_size):
         idx = order[:, start : start + batch_size]  # (seeds, batch)
         yield torch.cat([x_train[idx]] * n_losses), [t[idx] for t in targets]
 
