@@ -557,6 +557,44 @@ def minibatches(
         yield torch.cat([x_train[idx]] * n_losses), [t[idx] for t in targets]
 
 
+class TrainStep:
+    """Steps 2 to 5 of the module docstring for one minibatch: every model's loss, gradient and update.
+
+    Autograd differentiates the loss functions; for an MLP body it stops at the heads' outputs z (a leaf)
+    and the weights' gradients are written out (:func:`lossbench.models.mlp_gradients`); a CNN body is
+    differentiated by autograd all the way down. The weights and the optimizer's state are updated in place.
+    """
+
+    def __init__(self, task: TaskData, setups: list[LossSetup], loss_fns: list, models: Models, optimizer: optim.Adam | optim.SGD) -> None:
+        self.task, self.setups, self.loss_fns, self.models, self.optimizer = task, setups, loss_fns, models, optimizer
+        self.written_out = isinstance(task.body, MLPBody)
+        self.body, self.head = models.detached().parts()  # views that follow the optimizer's in-place updates
+
+    def __call__(self, x: torch.Tensor, batch_targets: list[torch.Tensor], alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` (models, batch, ...), each loss's targets and ``alive`` (models,) -> each model's loss and ``alive`` after it."""
+        models = self.models
+        # 2.-3. bodies, heads and one loss per model
+        if self.written_out:
+            h = chunked_body_forward(self.task.body, self.body, x)
+            z = head_forward(self.head, h).requires_grad_()  # a leaf: the backward pass stops here
+        else:
+            h, z = forward(self.task, models, x)
+        outputs = loss_outputs(self.setups, z)
+        per_model = torch.cat([fn(out, tgt) for fn, out, tgt in zip(self.loss_fns, outputs, batch_targets)])  # (models,)
+        # 4. freeze models whose loss is no longer finite
+        alive = alive & torch.isfinite(per_model.detach())
+        # 5. one backward pass and one optimizer step for all models; frozen rows do not move
+        objective = torch.where(alive, per_model, 0).sum()
+        if self.written_out:
+            (d_z,) = torch.autograd.grad(objective, [z])
+            models.flat.grad = models.pack(*mlp_gradients(self.body, self.head, x, h, d_z))
+        else:
+            models.flat.grad = None
+            objective.backward()
+        self.optimizer.step(alive)
+        return per_model.detach(), alive
+
+
 def train(
     task: TaskData,
     setups: list[LossSetup],
@@ -580,8 +618,7 @@ def train(
     alive = torch.ones(m, dtype=torch.bool, device=device)
     diverged_epoch = torch.zeros(m, dtype=torch.long, device=device)
     recorder = Recorder(task, setups, prepared, cfg.epochs, progress)
-    written_out = isinstance(task.body, MLPBody)  # autograd stops at z; the MLP's gradients are written out
-    body, head = models.detached().parts()  # for that MLP step: views that follow the optimizer's in-place updates
+    step = TrainStep(task, setups, loss_fns, models, optimizer)
 
     with loss_registry.value_checks(False):
         recorder(0, models, torch.full((m,), torch.nan, dtype=dtype, device=device), diverged_epoch)
@@ -590,26 +627,9 @@ def train(
             step_losses, step_alive = [], []
             # 1. each seed's minibatch, repeated for every loss, and each loss's targets
             for x, batch_targets in minibatches(x_train, targets, order[epoch - 1], cfg.batch_size, n_losses):
-                # 2.-3. bodies, heads and one loss per model
-                if written_out:
-                    h = chunked_body_forward(task.body, body, x)
-                    z = head_forward(head, h).requires_grad_()  # a leaf: the backward pass stops here
-                else:
-                    h, z = forward(task, models, x)
-                per_model = torch.cat([fn(out, tgt) for fn, out, tgt in zip(loss_fns, loss_outputs(setups, z), batch_targets)])  # (models,)
-                # 4. freeze models whose loss is no longer finite
-                alive = alive & torch.isfinite(per_model.detach())
-                step_losses.append(per_model.detach())
+                per_model, alive = step(x, batch_targets, alive)  # 2.-5.
+                step_losses.append(per_model)
                 step_alive.append(alive)
-                # 5. one backward pass and one optimizer step for all models; frozen rows do not move
-                objective = torch.where(alive, per_model, 0).sum()
-                if written_out:
-                    (d_z,) = torch.autograd.grad(objective, [z])
-                    models.flat.grad = models.pack(*mlp_gradients(body, head, x, h, d_z))
-                else:
-                    models.flat.grad = None
-                    objective.backward()
-                optimizer.step(alive)
             diverged_epoch = torch.where(alive_before & ~alive, epoch, diverged_epoch)
             counted = torch.stack(step_alive)  # (steps, models): the steps each model trained on
             train_loss = torch.where(counted, torch.stack(step_losses), 0).sum(dim=0) / counted.sum(dim=0)  # nan: no step
