@@ -1,0 +1,188 @@
+"""What compiling the training step would buy: the runner's step, eager, against the same step compiled.
+
+    python benchmarks/bench_compile.py --device cpu
+    python benchmarks/bench_compile.py --device cuda
+
+The step is :class:`lossbench.runner.TrainStep` on the Titanic grid's first minibatch (30 models: the
+bodies, the heads, the three losses and their gradient by autograd, the written-out MLP backward, Adam).
+It is traced once into a graph of aten operations (``make_fx`` runs autograd's backward while it traces,
+so the graph holds the backward too) and the graph is handed to ``torch.compile``, which fuses its
+operations. The script prints:
+
+- the start-up: tracing, then compiling (with the first call);
+- the median time of one step, eager and compiled, timed in alternating blocks in one process;
+- how many steps the compiled step needs to win back its start-up, in epochs of the grid;
+- the largest difference between the two after one step, from the same weights.
+
+The trace fixes Adam's step count (its bias corrections) and the minibatch's shape, so the compiled
+step measures the cost of a step; it does not train. The runner itself stays eager: this script is the
+measurement behind that choice (benchmarks/RESULTS.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_runner import GRIDS, _positive, _sync  # noqa: E402
+from lossbench import losses as loss_registry, optim, runner  # noqa: E402
+from lossbench.tasks import get as get_task  # noqa: E402
+
+
+def traceable_step(prepared: runner.Prepared, task, setups, optimizer: optim.Adam | optim.SGD):
+    """The step as a function of the tensors it updates, so that a trace takes them as inputs, not constants.
+
+    ``step(flat, state, x, alive, *targets) -> (losses, alive)`` updates ``flat`` (the weights) and ``state``
+    (Adam's m and v, or SGD's momentum buffer) in place, exactly as the runner's step does.
+    """
+    shapes, n_losses = prepared.models.shapes, prepared.models.n_losses
+
+    def step(flat, state, x, alive, *targets):
+        models = runner.Models(flat, shapes, n_losses)
+        if isinstance(optimizer, optim.Adam):
+            stepper = optim.Adam(flat, optimizer.lr, optimizer.betas, optimizer.eps, optimizer.weight_decay)
+            stepper.m, stepper.v = state
+            stepper.t = optimizer.t
+        else:
+            stepper = optim.SGD(flat, optimizer.lr, optimizer.momentum, optimizer.weight_decay)
+            (stepper.buffer,) = state
+        return runner.TrainStep(task, setups, prepared.loss_fns, models, stepper)(x, list(targets), alive)
+
+    return step
+
+
+def optimizer_state(optimizer: optim.Adam | optim.SGD, flat: torch.Tensor) -> list[torch.Tensor]:
+    """The optimizer's tensors after one step, so that every traced step starts from a state with buffers."""
+    if isinstance(optimizer, optim.Adam):
+        return [optimizer.m.clone(), optimizer.v.clone()]
+    return [optimizer.buffer.clone() if optimizer.buffer is not None else torch.zeros_like(flat)]
+
+
+def median_step_us(fn, args_of, blocks: int, steps: int, device: torch.device) -> list[float]:
+    """``blocks`` timings of ``steps`` calls each, in microseconds per call."""
+    out = []
+    for _ in range(blocks):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn(*args_of())
+        _sync(device)
+        out.append((time.perf_counter() - start) / steps * 1e6)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--seeds", type=_positive, default=GRIDS["titanic"]["seeds"], help="models per loss (default: the target grid's 10)")
+    parser.add_argument("--batch-size", type=_positive, default=GRIDS["titanic"]["batch_size"])
+    parser.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    parser.add_argument("--blocks", type=_positive, default=7, help="timed blocks of each (they alternate; medians reported)")
+    parser.add_argument("--steps", type=_positive, default=200, help="steps in a block")
+    parser.add_argument("--backend", default="inductor", help="torch.compile's backend; 'eager' checks the plumbing without compiling")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+
+    try:
+        device = runner.resolve_device(args.device)
+        cfg = runner.resolve_config("titanic", seeds=args.seeds, epochs=1, batch_size=args.batch_size, optimizer=args.optimizer)
+        task = get_task("titanic").load(cfg)
+        setups = runner.resolve_losses(("softmax_ce", "bce", "mse"), "handwritten", None, task, device, torch.float32)
+        backends = torch.compiler.list_backends(exclude_tags=())
+        if args.backend not in backends:
+            raise ValueError(f"Expected `--backend` to be one of torch.compile's backends ({', '.join(backends)}), but got {args.backend!r}.")
+    except ValueError as error:
+        parser.error(str(error))
+    seeds = list(range(cfg.seeds))
+    prepared = runner.prepare(task, setups, cfg, seeds, "matched", device, torch.float32)
+    x, targets = next(runner.minibatches(prepared.xs["train"], prepared.targets["train"], prepared.order[0], cfg.batch_size, len(setups)))
+    models = prepared.models
+    optimizer = runner.make_optimizer(models, setups, cfg)
+    alive = torch.ones(models.flat.shape[0], dtype=torch.bool, device=device)
+    eager = runner.TrainStep(task, setups, prepared.loss_fns, models, optimizer)
+
+    with loss_registry.value_checks(False):
+        eager(x, targets, alive)  # one step, so that the optimizer's state exists
+        start_flat, start_state = models.flat.detach().clone(), optimizer_state(optimizer, models.flat)
+        step = traceable_step(prepared, task, setups, optimizer)
+
+        start = time.perf_counter()
+        graph = make_fx(step)(start_flat.clone(), [s.clone() for s in start_state], x, alive, *targets)
+        trace_s = time.perf_counter() - start
+        compiled = torch.compile(graph, backend=args.backend, fullgraph=True, dynamic=False)
+        flat, state = start_flat.clone(), [s.clone() for s in start_state]
+        _sync(device)
+        start = time.perf_counter()
+        compiled_losses, _ = compiled(flat, state, x, alive, *targets)
+        _sync(device)
+        compile_s = time.perf_counter() - start
+
+        # the same step from the same weights, eager
+        eager_flat, eager_state = start_flat.clone(), [s.clone() for s in start_state]
+        eager_losses, _ = step(eager_flat, eager_state, x, alive, *targets)
+        weight_diff = (eager_flat - flat).abs().max().item()
+        loss_diff = (eager_losses - compiled_losses).abs().max().item()
+
+        # timing: the eager runner step and the compiled graph, in alternating blocks
+        compiled_args = (flat, state, x, alive, *targets)
+        eager_times, compiled_times = [], []
+        for _ in range(args.blocks):
+            eager_times += median_step_us(eager, lambda: (x, targets, alive), 1, args.steps, device)
+            compiled_times += median_step_us(compiled, lambda: compiled_args, 1, args.steps, device)
+
+    eager_us, compiled_us = statistics.median(eager_times), statistics.median(compiled_times)
+    steps_per_epoch = math.ceil(len(task.train) / cfg.batch_size)
+    saved_us = eager_us - compiled_us
+    break_even_steps = (trace_s + compile_s) * 1e6 / saved_us if saved_us > 0 else math.inf
+    figures = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "models": models.flat.shape[0],
+        "batch_size": cfg.batch_size,
+        "optimizer": cfg.optimizer,
+        "backend": args.backend,
+        "trace_s": trace_s,
+        "compile_s": compile_s,
+        "eager_us": eager_us,
+        "compiled_us": compiled_us,
+        "eager_blocks_us": eager_times,
+        "compiled_blocks_us": compiled_times,
+        "speedup": eager_us / compiled_us,
+        "steps_per_epoch": steps_per_epoch,
+        "break_even_steps": break_even_steps,
+        "break_even_epochs": break_even_steps / steps_per_epoch,
+        "max_weight_difference": weight_diff,
+        "max_loss_difference": loss_diff,
+        "command": "python benchmarks/bench_compile.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    print(f"titanic training step on {figures['device_name']} (torch {figures['torch']}, {figures['threads']} threads): "
+          f"{figures['models']} models, batch {cfg.batch_size}, {cfg.optimizer}, backend {args.backend}")
+    print(f"  start-up: trace {trace_s:.2f} s, compile and first call {compile_s:.2f} s")
+    print(f"  eager     median {eager_us:,.0f} us a step ({args.blocks} blocks of {args.steps})")
+    print(f"  compiled  median {compiled_us:,.0f} us a step: {figures['speedup']:.2f}x")
+    if math.isfinite(break_even_steps):
+        print(f"  the start-up is won back after {break_even_steps:,.0f} steps, {figures['break_even_epochs']:,.0f} epochs "
+              f"of {steps_per_epoch} steps (a default Titanic run trains {100 * steps_per_epoch:,} steps)")
+    else:
+        print("  the compiled step is not faster: its start-up is never won back")
+    print(f"  largest difference after one step from the same weights: weights {weight_diff:.1e}, losses {loss_diff:.1e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
