@@ -9,6 +9,7 @@ It is traced once into a graph of aten operations (``make_fx`` runs autograd's b
 so the graph holds the backward too) and the graph is handed to ``torch.compile``, which fuses its
 operations. The script prints:
 
+- how many aten operations one step is (the graph's nodes, views included);
 - the start-up: tracing, then compiling (with the first call);
 - the median time of one step, eager and compiled, timed in alternating blocks in one process;
 - how many steps the compiled step needs to win back its start-up, in epochs of the grid;
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": cfg.batch_size,
         "optimizer": cfg.optimizer,
         "backend": args.backend,
+        "step_operations": sum(node.op == "call_function" for node in graph.graph.nodes),  # aten operations, views included
         "trace_s": trace_s,
         "compile_s": compile_s,
         "eager_us": eager_us,
@@ -172,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"titanic training step on {figures['device_name']} (torch {figures['torch']}, {figures['threads']} threads): "
           f"{figures['models']} models, batch {cfg.batch_size}, {cfg.optimizer}, backend {args.backend}")
+    print(f"  one step is {figures['step_operations']} aten operations (views included), launched one by one when eager")
     print(f"  start-up: trace {trace_s:.2f} s, compile and first call {compile_s:.2f} s")
     print(f"  eager     median {eager_us:,.0f} us a step ({args.blocks} blocks of {args.steps})")
     print(f"  compiled  median {compiled_us:,.0f} us a step: {figures['speedup']:.2f}x")
