@@ -69,17 +69,14 @@ def optimizer_state(optimizer: optim.Adam | optim.SGD, flat: torch.Tensor) -> li
     return [optimizer.buffer.clone() if optimizer.buffer is not None else torch.zeros_like(flat)]
 
 
-def median_step_us(fn, args_of, blocks: int, steps: int, device: torch.device) -> list[float]:
-    """``blocks`` timings of ``steps`` calls each, in microseconds per call."""
-    out = []
-    for _ in range(blocks):
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            fn(*args_of())
-        _sync(device)
-        out.append((time.perf_counter() - start) / steps * 1e6)
-    return out
+def block_us(fn, args: tuple, steps: int, device: torch.device) -> float:
+    """The time of ``steps`` calls of ``fn(*args)``, in microseconds per call."""
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn(*args)
+    _sync(device)
+    return (time.perf_counter() - start) / steps * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         flat, state = start_flat.clone(), [s.clone() for s in start_state]
         _sync(device)
         start = time.perf_counter()
-        compiled_losses, _ = compiled(flat, state, x, alive, *targets)
+        try:
+            compiled_losses, _ = compiled(flat, state, x, alive, *targets)
+        except Exception as error:  # noqa: BLE001 - no compiler here, say: one line, not inductor's traceback
+            print(f"bench_compile.py: torch.compile (backend {args.backend!r}) failed here: {type(error).__name__}: {str(error).splitlines()[0]}", file=sys.stderr)
+            return 1
         _sync(device)
         compile_s = time.perf_counter() - start
 
@@ -135,11 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         loss_diff = (eager_losses - compiled_losses).abs().max().item()
 
         # timing: the eager runner step and the compiled graph, in alternating blocks
-        compiled_args = (flat, state, x, alive, *targets)
         eager_times, compiled_times = [], []
         for _ in range(args.blocks):
-            eager_times += median_step_us(eager, lambda: (x, targets, alive), 1, args.steps, device)
-            compiled_times += median_step_us(compiled, lambda: compiled_args, 1, args.steps, device)
+            eager_times.append(block_us(eager, (x, targets, alive), args.steps, device))
+            compiled_times.append(block_us(compiled, (flat, state, x, alive, *targets), args.steps, device))
 
     eager_us, compiled_us = statistics.median(eager_times), statistics.median(compiled_times)
     steps_per_epoch = math.ceil(len(task.train) / cfg.batch_size)

@@ -62,3 +62,15 @@ def test_bad_input_exits_2_with_one_line(bench, capsys, args, message):
         bench.main(args)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_failed_compile_is_one_line_and_exit_1(bench, capsys, monkeypatch):
+    """No C++ compiler, say: the script says so in one line instead of inductor's traceback."""
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(bench.torch, "compile", lambda graph, **options: fails)
+    assert bench.main(["--seeds", "1", "--blocks", "1", "--steps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err == "bench_compile.py: torch.compile (backend 'inductor') failed here: RuntimeError: InvalidCxxCompiler: No working C++ compiler found\n"
