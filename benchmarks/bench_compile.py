@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  compiled  median {compiled_us:,.0f} us a step: {figures['speedup']:.2f}x")
     if math.isfinite(break_even_steps):
         print(f"  the start-up is won back after {break_even_steps:,.0f} steps, {figures['break_even_epochs']:,.0f} epochs "
-              f"of {steps_per_epoch} steps (a default Titanic run trains {100 * steps_per_epoch:,} steps)")
+              f"of {steps_per_epoch} steps (a default Titanic run trains {runner.resolve_config('titanic').epochs * steps_per_epoch:,} steps)")
     else:
         print("  the compiled step is not faster: its start-up is never won back")
     print(f"  largest difference after one step from the same weights: weights {weight_diff:.1e}, losses {loss_diff:.1e}")
