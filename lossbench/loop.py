@@ -110,9 +110,9 @@ def train_one_at_a_time(
         return Models.from_parts(stack([b.params() for b in bodies]), stack([_head_params(h) for h in heads]), len(setups))
 
     recorder = Recorder(task, setups, prepared, cfg.epochs, progress)
-    diverged_epoch = torch.zeros(m, dtype=torch.long)
+    diverged_epoch = torch.zeros(m, dtype=torch.long)  # on the host, as the loop's step counts; the recorder takes both on the device
     with loss_registry.value_checks(False):
-        recorder(0, snapshot(), torch.full((m,), torch.nan, dtype=dtype), diverged_epoch)
+        recorder(0, snapshot(), torch.full((m,), torch.nan, dtype=dtype, device=device), diverged_epoch.to(device))
         for epoch in range(1, cfg.epochs + 1):
             train_loss = torch.full((m,), torch.nan, dtype=dtype)
             for i in range(m):
@@ -134,7 +134,7 @@ def train_one_at_a_time(
                     total, steps = total + value.item(), steps + 1
                 if steps:
                     train_loss[i] = total / steps
-            recorder(epoch, snapshot(), train_loss, diverged_epoch)
+            recorder(epoch, snapshot(), train_loss.to(device), diverged_epoch.to(device))
     return {"history": recorder.records(), "diverged_epoch": diverged_epoch.numpy(), "models": snapshot(), "batching": prepared.batching}
 
 
