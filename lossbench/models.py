@@ -145,18 +145,25 @@ def body_forward(spec: BodySpec, params: Params, x: torch.Tensor) -> torch.Tenso
 
 
 CHUNK_ACTIVATIONS = 2**22
-"""At most this many numbers (16 MB in float32) in the largest activation of one chunk of examples."""
+"""At most this many numbers (16 MB in float32) in the largest activation of one chunk of examples, on a CPU."""
+
+GPU_CHUNK_ACTIVATIONS = 2**28
+"""The same on a GPU (1 GB in float32): there chunks only bound the memory, as a GPU has no cache to fit
+them in and each chunk costs another launch of every operation."""
 
 
-def chunk_size(spec: BodySpec, models: int) -> int:
+def chunk_size(spec: BodySpec, models: int, device_type: str = "cpu") -> int:
     """How many examples of each model :func:`chunked_body_forward` runs at once for ``models`` models.
 
     >>> chunk_size(MLPBody(in_features=15), 30)   # the Titanic MLP: no chunking below 1,092 examples
     1092
     >>> chunk_size(CNNBody(in_channels=1, image_size=32, channels=(8, 16, 32)), 15)
     34
+    >>> chunk_size(CNNBody(in_channels=1, image_size=32, channels=(8, 16, 32)), 15, "cuda")
+    2184
     """
-    return max(1, CHUNK_ACTIVATIONS // (models * spec.activations))
+    budget = CHUNK_ACTIVATIONS if device_type == "cpu" else GPU_CHUNK_ACTIVATIONS
+    return max(1, budget // (models * spec.activations))
 
 
 def shared_body_forward(spec: BodySpec, params: Params, x: torch.Tensor) -> torch.Tensor:
@@ -180,7 +187,7 @@ def chunked_body_forward(spec: BodySpec, params: Params, x: torch.Tensor) -> tor
     pass runs chunk by chunk too (its weight gradients are the sums over chunks), so any loss on the
     joined output sees exactly what it would see unchunked.
     """
-    step = chunk_size(spec, x.shape[0])
+    step = chunk_size(spec, x.shape[0], x.device.type)
     if x.shape[1] <= step:
         return body_forward(spec, params, x)
     return torch.cat([body_forward(spec, params, x[:, i : i + step]) for i in range(0, x.shape[1], step)], dim=1)
@@ -191,11 +198,12 @@ def _cnn_forward(spec: CNNBody, params: Params, x: torch.Tensor) -> torch.Tensor
     m, b = x.shape[:2]
     # 1. put the models side by side in the channel dimension: (batch, models * channels, H, W);
     #    channels-last memory makes a training step 1.3x (multilabel) to 1.6x (mammography) faster on a
-    #    CPU (benchmarks/RESULTS.md)
-    h = x.transpose(0, 1).reshape(b, m * x.shape[2], *x.shape[3:]).contiguous(memory_format=torch.channels_last)
+    #    CPU, and the usual layout is the faster one on a GPU (benchmarks/RESULTS.md)
+    layout = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
+    h = x.transpose(0, 1).reshape(b, m * x.shape[2], *x.shape[3:]).contiguous(memory_format=layout)
     for i in range(len(spec.channels)):
         w = params[f"conv{i}.w"]  # (models, c_out, c_in, 3, 3)
-        w = w.reshape(-1, *w.shape[2:]).contiguous(memory_format=torch.channels_last)  # (models * c_out, c_in, 3, 3)
+        w = w.reshape(-1, *w.shape[2:]).contiguous(memory_format=layout)  # (models * c_out, c_in, 3, 3)
         bias = params.get(f"conv{i}.b")
         h = F.conv2d(h, w, None if bias is None else bias.reshape(-1), padding=1, groups=m)
         # max-pool then ReLU: the same values and gradients as ReLU then max-pool (ReLU keeps order),
