@@ -53,7 +53,7 @@ def traceable_step(prepared: runner.Prepared, task, setups, optimizer: optim.Ada
         if isinstance(optimizer, optim.Adam):
             stepper = optim.Adam(flat, optimizer.lr, optimizer.betas, optimizer.eps, optimizer.weight_decay)
             stepper.m, stepper.v = state
-            stepper.t = optimizer.t
+            stepper.t = int(optimizer.t)  # a constant in the trace (on a GPU the runner counts on the device)
         else:
             stepper = optim.SGD(flat, optimizer.lr, optimizer.momentum, optimizer.weight_decay)
             (stepper.buffer,) = state

@@ -8,12 +8,14 @@ batch size) and record the same per-epoch measurements. For each engine it print
 several repeats (after a warm-up run, whose time is reported and excluded), the throughput in
 model-epochs/s (and model-images/s for image tasks: training images seen per second, summed over models),
 the ratio of the two, the share of the batched time spent recording (the per-epoch probe) and the peak
-memory (RSS; CUDA memory when on a GPU).
+memory (RSS; CUDA memory when on a GPU). On a GPU the batched runner replays its step and its probe as
+CUDA graphs; `--no-cuda-graphs` launches every operation on its own, to see what the graphs buy.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import resource
 import statistics
@@ -80,13 +82,16 @@ def time_engine(engine, task, setups, cfg, seeds, device, dtype, repeats: int) -
             record_time[0] = 0.0
             _sync(device)
             start = time.perf_counter()
-            engine(task, setups, cfg, seeds, "matched", device, dtype)
+            trained = engine(task, setups, cfg, seeds, "matched", device, dtype)
             _sync(device)
             walls.append(time.perf_counter() - start)
             records.append(record_time[0])
     finally:
         runner.Recorder.__call__ = original
-    return {"warmup_s": warmup, "median_s": statistics.median(walls), "walls_s": walls, "record_share": statistics.median(r / w for r, w in zip(records, walls))}
+    figures = {"warmup_s": warmup, "median_s": statistics.median(walls), "walls_s": walls, "record_share": statistics.median(r / w for r, w in zip(records, walls))}
+    if "cuda_graphs" in trained:  # the batched runner says whether it replayed CUDA graphs, or why not
+        figures["cuda_graphs"] = trained["cuda_graphs"]
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-loop", action="store_true", help="time the batched runner only")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", type=_positive, default=None, help="torch's CPU threads (default: torch's choice, one per core)")
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="on a GPU, launch every operation of the batched runner on its own instead of replaying CUDA graphs")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     if args.threads is not None:
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_examples": n_train,
         "command": "python benchmarks/bench_runner.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
-    batched = time_engine(runner.train, task, setups, cfg, seeds, device, dtype, args.repeats)
+    batched = time_engine(functools.partial(runner.train, cuda_graphs=not args.no_cuda_graphs), task, setups, cfg, seeds, device, dtype, args.repeats)
     figures["batched"] = batched
     figures["batched"]["model_epochs_per_s"] = models * cfg.epochs / batched["median_s"]
     if images:
@@ -162,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(figures, indent=2))
         return 0
     print(f"{args.task} on {figures['device_name']} (torch {figures['torch']}, {figures['threads']} threads): "
-          f"{models} models x {cfg.epochs} epochs, batch {cfg.batch_size}, {n_train} training examples")
+          f"{models} models x {cfg.epochs} epochs, batch {cfg.batch_size}, {n_train} training examples"
+          + (f"; CUDA graphs: {batched['cuda_graphs']}" if device.type == "cuda" else ""))
     rows = [("batched", figures["batched"])] + ([("plain loop", figures["loop"])] if "loop" in figures else [])
     for name, f in rows:
         extra = f", {f['model_images_per_s']:,.0f} model-images/s" if images else ""

@@ -28,6 +28,7 @@ Here g is the *decision gradient*: per example and scored output, the gradient o
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -99,7 +100,7 @@ def stacked_allocation(
     # 5. by confidence bin, for correct and for wrong predictions
     confidence = torch.maximum(scores, 1 - scores)  # (models, N, K) in [0.5, 1]
     correct = (scores >= 0.5) == y.bool()
-    edges = torch.tensor(CONFIDENCE_EDGES[1:-1], dtype=confidence.dtype, device=confidence.device)
+    edges = _inner_edges(confidence.dtype, confidence.device)
     bin_of = torch.bucketize(confidence.contiguous(), edges, right=True)  # 0 .. bins-1
     bins = len(CONFIDENCE_EDGES) - 1
     cell = bin_of + bins * (~correct)  # bins of the correct predictions first, then of the wrong ones
@@ -132,3 +133,10 @@ def body_gradient_norms(d_z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     flat = d_z.reshape(m, n * p, u)
     squared = ((flat @ gram) * flat).sum(dim=2).reshape(m, n, p).sum(dim=2)
     return squared.clamp_min(0).sqrt()  # >= 0 up to rounding
+
+
+@functools.lru_cache(maxsize=None)
+def _inner_edges(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The confidence bins' inner edges, made once per dtype and device: a copy from the host at every probe
+    would keep the probe from being recorded as a CUDA graph (:mod:`lossbench.graphs`)."""
+    return torch.tensor(CONFIDENCE_EDGES[1:-1], dtype=dtype, device=device)

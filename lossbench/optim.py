@@ -39,7 +39,9 @@ class Adam:
         self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
         self.m = torch.zeros_like(params, memory_format=torch.preserve_format).detach()
         self.v = torch.zeros_like(self.m)
-        self.t = 0
+        # the step count; on a GPU it is a tensor on the GPU, so that a step recorded as a CUDA graph
+        # (lossbench.graphs) counts on at every replay: the bias corrections below read it either way
+        self.t: int | torch.Tensor = torch.zeros((), dtype=torch.float64, device=params.device) if params.is_cuda else 0
 
     @torch.no_grad()
     def step(self, alive: torch.Tensor) -> None:

@@ -21,6 +21,9 @@ One training step, for all M models at once:
 
 After each epoch the models are probed on the validation split (losses, accuracy, AUC and the gradient
 allocation of :mod:`lossbench.gradients`); the records stay on the device until the epoch's one transfer to the host.
+
+On a GPU, steps 2 to 5 and the probe are each recorded once as a CUDA graph and then replayed
+(:mod:`lossbench.graphs`): the same operations, launched as one instead of about 200 one by one.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ import pandas as pd
 import torch
 
 from lossbench import gradients, losses as loss_registry, optim, stats, thresholds as thr
+from lossbench.graphs import CudaGraphed
 from lossbench.models import (
     Head,
     MLPBody,
@@ -486,17 +490,34 @@ class Recorder:
     """Probes every model after each epoch and keeps the records, moving them to the host once per epoch."""
 
     def __init__(
-        self, task: TaskData, setups: list[LossSetup], prepared: Prepared, epochs: int, progress: Callable[[ProgressReport], None] | None
+        self,
+        task: TaskData,
+        setups: list[LossSetup],
+        prepared: Prepared,
+        epochs: int,
+        progress: Callable[[ProgressReport], None] | None,
+        cuda_graphs: bool = False,
     ) -> None:
         self.task, self.setups, self.prepared, self.epochs, self.progress = task, setups, prepared, epochs, progress
         self.history: dict[str, list[np.ndarray]] = {}
         self.initial = [s.head.decision_weight(h).detach().clone() for s, h in zip(setups, prepared.models.heads)]
+        # on a GPU, the probe of the prepared models (trained in place) recorded once and replayed every epoch
+        self.graphed = CudaGraphed(lambda train_loss, diverged: self.measure(prepared.models, train_loss, diverged)) if cuda_graphs else None
 
     def __call__(self, epoch: int, models: Models, train_loss: torch.Tensor, diverged_epoch: torch.Tensor) -> None:
+        if self.graphed is not None:
+            assert models is self.prepared.models, "a recorded probe reads the prepared models' memory"
+            row = self.graphed(train_loss, diverged_epoch)
+        else:
+            row = self.measure(models, train_loss, diverged_epoch)
+        self.keep(epoch, row)
+
+    def measure(self, models: Models, train_loss: torch.Tensor, diverged_epoch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """This epoch's records, on the device: GPU work only, so that it can be recorded as a CUDA graph."""
         p = self.prepared
         probed = probe(self.task, models, self.setups, p.loss_fns, p.xs["val"], p.ys["val"], p.targets["val"])
         scores, y = probed.pop("scores"), p.ys["val"]
-        row = {
+        return {
             "train_loss": train_loss,
             "val_loss": probed.pop("val_loss"),
             "val_accuracy": ((scores >= 0.5) == y.bool()).to(scores.dtype).mean(dim=(1, 2)),
@@ -505,8 +526,12 @@ class Recorder:
             "decision_weight_change": torch.cat(
                 [(s.head.decision_weight(h).detach() - w0).flatten(1).norm(dim=1) for s, h, w0 in zip(self.setups, models.heads, self.initial)]
             ),
+            "diverged_epoch": diverged_epoch,
         }
-        host = _to_host({**row, "diverged_epoch": diverged_epoch})
+
+    def keep(self, epoch: int, row: dict[str, torch.Tensor]) -> None:
+        """Move one epoch's records to the host (one transfer) and report progress."""
+        host = _to_host(row)
         diverged = host.pop("diverged_epoch")
         for k, v in host.items():
             self.history.setdefault(k, []).append(v)
@@ -604,11 +629,15 @@ def train(
     device: torch.device = torch.device("cpu"),
     dtype: torch.dtype = torch.float32,
     progress: Callable[[ProgressReport], None] | None = None,
+    cuda_graphs: bool = True,
 ) -> dict:
     """Train every model of the comparison as one batched program (see the module docstring for one step).
 
     Returns the per-epoch records (``history[name]`` is ``(epochs + 1, models, ...)``, epoch 0 before
-    training), ``diverged_epoch`` ``(models,)`` (0 where a model never diverged) and the final models.
+    training), ``diverged_epoch`` ``(models,)`` (0 where a model never diverged), the final models and
+    ``cuda_graphs``: on a GPU (unless ``cuda_graphs=False``) the step and the epoch's probe are recorded as
+    CUDA graphs and replayed (:mod:`lossbench.graphs`; the same operations, launched as one); this says
+    whether they were, or why not.
     """
     prepared = prepare(task, setups, cfg, seeds, head_init, device, dtype)
     models, order, loss_fns = prepared.models, prepared.order, prepared.loss_fns
@@ -617,8 +646,15 @@ def train(
     optimizer = make_optimizer(models, setups, cfg)
     alive = torch.ones(m, dtype=torch.bool, device=device)
     diverged_epoch = torch.zeros(m, dtype=torch.long, device=device)
-    recorder = Recorder(task, setups, prepared, cfg.epochs, progress)
-    step = TrainStep(task, setups, loss_fns, models, optimizer)
+    graphed = cuda_graphs and device.type == "cuda"
+    recorder = Recorder(task, setups, prepared, cfg.epochs, progress, cuda_graphs=graphed)
+    train_step = TrainStep(task, setups, loss_fns, models, optimizer)
+
+    def step(x: torch.Tensor, alive: torch.Tensor, *batch_targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return train_step(x, list(batch_targets), alive)
+
+    if graphed:
+        step = CudaGraphed(step)
 
     with loss_registry.value_checks(False):
         recorder(0, models, torch.full((m,), torch.nan, dtype=dtype, device=device), diverged_epoch)
@@ -627,14 +663,28 @@ def train(
             step_losses, step_alive = [], []
             # 1. each seed's minibatch, repeated for every loss, and each loss's targets
             for x, batch_targets in minibatches(x_train, targets, order[epoch - 1], cfg.batch_size, n_losses):
-                per_model, alive = step(x, batch_targets, alive)  # 2.-5.
+                per_model, alive = step(x, alive, *batch_targets)  # 2.-5.
                 step_losses.append(per_model)
                 step_alive.append(alive)
             diverged_epoch = torch.where(alive_before & ~alive, epoch, diverged_epoch)
             counted = torch.stack(step_alive)  # (steps, models): the steps each model trained on
             train_loss = torch.where(counted, torch.stack(step_losses), 0).sum(dim=0) / counted.sum(dim=0)  # nan: no step
             recorder(epoch, models, train_loss, diverged_epoch)
-    return {"history": recorder.records(), "diverged_epoch": diverged_epoch.cpu().numpy(), "models": models, "batching": prepared.batching}
+    used = _graphs_used(step, recorder.graphed) if graphed else "no: " + ("turned off" if device.type == "cuda" else "not on a GPU")
+    if graphed:  # free the graphs' memory now, not when the garbage collector next runs
+        step.release()
+        recorder.graphed.release()
+        models.flat.grad = None  # it lived in the step's recorded memory
+    return {
+        "history": recorder.records(), "diverged_epoch": diverged_epoch.cpu().numpy(), "models": models, "batching": prepared.batching,
+        "cuda_graphs": used,
+    }
+
+
+def _graphs_used(step: CudaGraphed, measure: CudaGraphed) -> str:
+    """How often the recorded graphs were replayed, or why a function could not be recorded (it then ran eagerly)."""
+    failures = [g.failed for g in (step, measure) if g.failed is not None]
+    return f"no: {failures[0]}" if failures else f"yes: {step.replays} steps and {measure.replays} probes replayed"
 
 
 @torch.no_grad()
@@ -674,6 +724,7 @@ def compare(
     progress: bool | Callable[[ProgressReport], None] = False,
     engine: Literal["batched", "loop"] = "batched",
     threads: int | None = None,
+    cuda_graphs: bool = True,
 ) -> Result:
     """Train every loss on identical models over several seeds and return the :class:`~lossbench.results.Result`.
 
@@ -687,7 +738,10 @@ def compare(
     (default: ``"bce"`` when compared, else the first loss). ``engine="loop"`` trains one model at a time
     with plain ``torch.nn`` modules instead: the slow reference the tests and benchmarks hold the batched
     program against. ``threads`` sets torch's CPU threads for the run (``None``: torch's default); on a
-    busy machine one thread avoids the threads waiting on each other.
+    busy machine one thread avoids the threads waiting on each other. On a GPU the batched engine records
+    its training step and its per-epoch probe as CUDA graphs and replays them (:mod:`lossbench.graphs`);
+    ``cuda_graphs=False`` launches every operation on its own instead (the same results, slower); the
+    config's ``cuda_graphs`` entry says whether graphs were used.
 
     >>> result = compare("titanic", quick=True, seeds=2, epochs=2, device="cpu")  # doctest: +SKIP
     >>> result.summary.query("metric == 'test_accuracy'")[["loss", "mean", "ci_low", "ci_high"]]  # doctest: +SKIP
@@ -737,7 +791,8 @@ def compare(
         if threads is not None:
             torch.set_num_threads(threads)
         threads_used = torch.get_num_threads()
-        trained = trainer(task_data, setups, cfg, seed_values, head_init, dev, torch_dtype, callback)
+        graphs = {} if engine == "loop" else {"cuda_graphs": cuda_graphs}
+        trained = trainer(task_data, setups, cfg, seed_values, head_init, dev, torch_dtype, callback, **graphs)
     finally:
         torch.set_num_threads(previous_threads)
         if progress is True and callback is not None:
@@ -745,6 +800,7 @@ def compare(
     options = dict(
         losses=losses, impl=impl, overrides=overrides, head_init=head_init, device=str(dev), dtype=dtype, data=data,
         quick=quick, threshold_points=threshold_points, baseline=baseline, engine=engine, threads=threads_used,
+        cuda_graphs=trained.get("cuda_graphs", "no: the plain loop"),
     )
     return _assemble(task_data, setups, cfg, seed_values, trained, dev, torch_dtype, threshold_points, baseline, options)
 

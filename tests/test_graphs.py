@@ -1,0 +1,175 @@
+"""CUDA graphs: a recorded training step and probe replay the same numbers as eager launches (GPU tests skip without one)."""
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+import torch
+
+import lossbench
+from lossbench import optim
+from lossbench.graphs import CudaGraphed
+from tests.conftest import tiny_task
+from tests.test_runner import LOSSES, USER_MODULE, assert_same_numbers
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DEVICES = ["cpu", pytest.param("cuda", marks=cuda)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adam_counting_its_steps_in_a_tensor_takes_the_same_steps_as_counting_in_python(device, weight_decay):
+    # on a GPU the step count lives on the GPU (so that a recorded step counts on); the steps must not change
+    g = torch.Generator().manual_seed(0)
+    start, grads = torch.randn(3, 5, generator=g, dtype=torch.float64), torch.randn(6, 3, 5, generator=g, dtype=torch.float64)
+    lr = torch.full((3, 5), 0.05, dtype=torch.float64)
+    alive = torch.tensor([True, True, False])
+    paths = []
+    for count in (0, torch.zeros((), dtype=torch.float64)):
+        p = start.clone().to(device).requires_grad_()
+        opt = optim.Adam(p, lr.to(device), weight_decay=weight_decay)
+        opt.t = count.to(device) if isinstance(count, torch.Tensor) else count
+        for grad in grads:
+            p.grad = grad.to(device)
+            opt.step(alive.to(device))
+        paths.append(p.detach().cpu())
+    torch.testing.assert_close(paths[0], paths[1], rtol=0, atol=1e-15)
+    assert torch.equal(paths[0][2], start[2])  # the frozen model did not move
+    assert not torch.equal(paths[0][0], start[0])
+
+
+def test_on_the_cpu_the_config_says_no_graphs_were_used():
+    result = lossbench.compare(tiny_task("binary"), LOSSES, seeds=1, epochs=1, batch_size=16, device="cpu")
+    assert result.config["cuda_graphs"] == "no: not on a GPU"
+    loop = lossbench.compare(tiny_task("binary"), LOSSES, seeds=1, epochs=1, batch_size=16, device="cpu", engine="loop")
+    assert loop.config["cuda_graphs"] == "no: the plain loop"
+
+
+@cuda
+def test_a_recorded_function_replays_on_new_inputs_and_updates_its_state_in_place():
+    state = torch.zeros(3, device="cuda")
+
+    def fn(x, y):
+        state.add_(x.sum())  # in place: the graph writes the same memory at every replay
+        return {"product": x * y, "state": state * 1}
+
+    graphed = CudaGraphed(fn, warmup=2)
+    total = 0.0
+    for i in range(6):
+        x, y = torch.randn(4, device="cuda"), torch.randn(4, device="cuda")
+        out = graphed(x, y)
+        total += float(x.sum())
+        torch.testing.assert_close(out["product"], x * y)
+        torch.testing.assert_close(out["state"], torch.full((3,), total, device="cuda"), rtol=1e-5, atol=1e-5)
+    assert graphed.replays == 4 and graphed.failed is None  # 2 eager calls, then recorded and replayed
+    first = graphed(torch.ones(4, device="cuda"), torch.ones(4, device="cuda"))
+    second = graphed(torch.full((4,), 2.0, device="cuda"), torch.ones(4, device="cuda"))
+    assert first["product"].tolist() == [1.0] * 4  # each call gets its own copy of the outputs
+    assert second["product"].tolist() == [2.0] * 4
+    graphed(torch.ones(7, device="cuda"), torch.ones(7, device="cuda"))  # a new shape: its own warm-up
+    assert graphed.replays == 6 and len(graphed.recordings) == 1
+
+
+@cuda
+def test_released_graphs_give_their_memory_back_and_record_again():
+    weights, x = torch.randn(256, 256, device="cuda"), torch.randn(512, 256, device="cuda")
+    expected = (x @ weights).relu() @ weights
+    for _ in range(2):  # the first recording in a process also sets up cuBLAS's workspaces for its streams
+        graphed = CudaGraphed(lambda x: (x @ weights).relu() @ weights, warmup=1)
+        gc.collect()
+        before = torch.cuda.memory_allocated()
+        graphed(x)
+        torch.testing.assert_close(graphed(x), expected)  # recorded: its inputs and outputs live in the graph's memory
+        assert graphed.replays == 1 and torch.cuda.memory_allocated() > before
+        graphed.release()
+        gc.collect()
+    assert torch.cuda.memory_allocated() == before  # the graph's memory is back
+    for _ in range(2):
+        torch.testing.assert_close(graphed(x), expected)
+    assert graphed.replays == 2  # warmed up and recorded again
+
+
+@cuda
+def test_training_with_graphs_leaves_no_gpu_memory_behind():
+    kwargs = dict(seeds=2, epochs=3, batch_size=16, device="cuda")
+    lossbench.compare(tiny_task("binary"), LOSSES, **kwargs)  # the first run on a GPU sets up CUDA's libraries
+    gc.collect()
+    before = torch.cuda.memory_allocated()
+    for _ in range(3):
+        assert lossbench.compare(tiny_task("binary"), LOSSES, **kwargs).config["cuda_graphs"].startswith("yes")
+    gc.collect()
+    assert torch.cuda.memory_allocated() - before < 2**20
+
+
+@cuda
+def test_a_function_that_needs_the_host_runs_eagerly_and_says_why():
+    def fn(x):
+        return x * 2 if x.sum().item() > 0 else x  # .item() waits for the GPU: it cannot be recorded
+
+    graphed = CudaGraphed(fn, warmup=1)
+    for _ in range(4):
+        x = torch.rand(5, device="cuda")
+        torch.testing.assert_close(graphed(x), x * 2)
+    assert graphed.failed is not None and graphed.replays == 0
+    torch.testing.assert_close(torch.ones(2, device="cuda") + 1, torch.full((2,), 2.0, device="cuda"))  # the GPU still works
+
+
+GPU_CASES = [
+    pytest.param("binary", False, True, dict(optimizer="adam", lr=0.01), id="binary-mlp-adam"),
+    pytest.param("binary", False, True, dict(optimizer="sgd", lr=0.3, momentum=0.9, weight_decay=1e-3), id="binary-mlp-sgd-momentum"),
+    pytest.param("multilabel", False, True, dict(optimizer="adam", lr=0.01), id="multilabel-mlp-adam"),
+    pytest.param("multilabel", True, True, dict(optimizer="adam", lr=0.01), id="multilabel-cnn-adam"),
+    pytest.param("grid", True, False, dict(optimizer="sgd", lr=0.1, momentum=0.9), id="grid-cnn-no-bias-sgd"),
+]
+
+
+@cuda
+@pytest.mark.parametrize("kind, image, bias, options", GPU_CASES)
+def test_batched_run_on_a_gpu_with_graphs_equals_the_plain_loop(kind, image, bias, options):
+    task = tiny_task(kind, image=image, bias=bias)
+    kwargs = dict(seeds=2, epochs=4, batch_size=16, device="cuda", dtype="float64", **options, overrides={"softmax_ce": {"head_lr_scale": 0.5}})
+    batched = lossbench.compare(task, LOSSES, **kwargs)
+    loop = lossbench.compare(task, LOSSES, engine="loop", **kwargs)
+    assert batched.config["cuda_graphs"].startswith("yes"), batched.config["cuda_graphs"]
+    for name in ("history", "runs", "thresholds", "calibration", "summary"):
+        assert_same_numbers(getattr(batched, name), getattr(loop, name))
+    h = batched.history
+    assert (h[h.epoch == 4].decision_weight_change > 0).all()
+
+
+@cuda
+@pytest.mark.parametrize("kind, image", [("binary", False), ("grid", True)], ids=["mlp", "cnn"])
+def test_graphs_on_and_off_give_the_same_float32_run(kind, image):
+    task = tiny_task(kind, image=image)
+    kwargs = dict(seeds=3, epochs=5, batch_size=16, device="cuda")
+    on = lossbench.compare(task, LOSSES, **kwargs)
+    off = lossbench.compare(task, LOSSES, cuda_graphs=False, **kwargs)
+    assert on.config["cuda_graphs"] == "yes: 13 steps and 4 probes replayed"  # of 5 x 3 steps and 6 probes, 2 of each eager
+    assert off.config["cuda_graphs"] == "no: turned off"
+    for name in ("history", "runs", "summary"):
+        assert_same_numbers(getattr(on, name), getattr(off, name), atol=1e-5)
+
+
+@cuda
+def test_a_diverging_model_is_frozen_inside_the_recorded_step():
+    task = tiny_task("binary", n=64)
+    kwargs = dict(impl={"bce@naive": "naive"}, seeds=3, epochs=6, batch_size=16, optimizer="sgd", lr=10.0, device="cuda", dtype="float64")
+    gpu = lossbench.compare(task, ("bce", "bce@naive"), **kwargs)
+    cpu = lossbench.compare(task, ("bce", "bce@naive"), **{**kwargs, "device": "cpu"})
+    assert gpu.config["cuda_graphs"].startswith("yes")
+    runs = gpu.runs.set_index(["loss", "seed"])
+    assert runs.loc["bce@naive"].diverged.all() and not runs.loc["bce"].diverged.any()
+    np.testing.assert_array_equal(gpu.runs.diverged_epoch, cpu.runs.diverged_epoch)
+
+
+@cuda
+def test_a_users_loss_that_needs_the_host_trains_eagerly_on_a_gpu(tmp_path, monkeypatch):
+    (tmp_path / "student_losses.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    kwargs = dict(seeds=2, epochs=3, batch_size=16, device="cuda", dtype="float64")
+    with pytest.warns(UserWarning, match="could not be vectorised"):
+        mine = lossbench.compare(tiny_task("binary"), ("bce",), impl={"bce": "student_losses:not_vectorisable"}, **kwargs)
+    ref = lossbench.compare(tiny_task("binary"), ("bce",), impl="reference", **kwargs)
+    assert mine.config["cuda_graphs"].startswith("no: ")
+    np.testing.assert_allclose(mine.history.val_loss, ref.history.val_loss, atol=1e-9)
