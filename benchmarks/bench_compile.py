@@ -57,7 +57,7 @@ def traceable_step(prepared: runner.Prepared, task, setups, optimizer: optim.Ada
         else:
             stepper = optim.SGD(flat, optimizer.lr, optimizer.momentum, optimizer.weight_decay)
             (stepper.buffer,) = state
-        return runner.TrainStep(task, setups, prepared.loss_fns, models, stepper)(x, list(targets), alive)
+        return runner.TrainStep(task, setups, prepared.loss_fns, models, stepper)(x, alive, *targets)
 
     return step
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     eager = runner.TrainStep(task, setups, prepared.loss_fns, models, optimizer)
 
     with loss_registry.value_checks(False):
-        eager(x, targets, alive)  # one step, so that the optimizer's state exists
+        eager(x, alive, *targets)  # one step, so that the optimizer's state exists
         start_flat, start_state = models.flat.detach().clone(), optimizer_state(optimizer, models.flat)
         step = traceable_step(prepared, task, setups, optimizer)
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         # timing: the eager runner step and the compiled graph, in alternating blocks
         eager_times, compiled_times = [], []
         for _ in range(args.blocks):
-            eager_times.append(block_us(eager, (x, targets, alive), args.steps, device))
+            eager_times.append(block_us(eager, (x, alive, *targets), args.steps, device))
             compiled_times.append(block_us(compiled, (flat, state, x, alive, *targets), args.steps, device))
 
     eager_us, compiled_us = statistics.median(eager_times), statistics.median(compiled_times)

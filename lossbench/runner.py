@@ -595,8 +595,11 @@ class TrainStep:
         self.written_out = isinstance(task.body, MLPBody)
         self.body, self.head = models.detached().parts()  # views that follow the optimizer's in-place updates
 
-    def __call__(self, x: torch.Tensor, batch_targets: list[torch.Tensor], alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` (models, batch, ...), each loss's targets and ``alive`` (models,) -> each model's loss and ``alive`` after it."""
+    def __call__(self, x: torch.Tensor, alive: torch.Tensor, *batch_targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` (models, batch, ...), ``alive`` (models,) and each loss's targets -> each model's loss and ``alive`` after it.
+
+        Tensors in, tensors out, so that on a GPU the whole call can be recorded as one CUDA graph.
+        """
         models = self.models
         # 2.-3. bodies, heads and one loss per model
         if self.written_out:
@@ -648,11 +651,7 @@ def train(
     diverged_epoch = torch.zeros(m, dtype=torch.long, device=device)
     graphed = cuda_graphs and device.type == "cuda"
     recorder = Recorder(task, setups, prepared, cfg.epochs, progress, cuda_graphs=graphed)
-    train_step = TrainStep(task, setups, loss_fns, models, optimizer)
-
-    def step(x: torch.Tensor, alive: torch.Tensor, *batch_targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return train_step(x, list(batch_targets), alive)
-
+    step = TrainStep(task, setups, loss_fns, models, optimizer)
     if graphed:
         step = CudaGraphed(step)
 
