@@ -782,6 +782,8 @@ def compare(
         from lossbench.loop import train_one_at_a_time as trainer
     else:
         trainer = train
+    if not isinstance(cuda_graphs, bool):
+        raise ValueError(f"Expected `cuda_graphs` to be True or False, but got {cuda_graphs!r}.")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"Expected `threads` to be a positive whole number, but got {threads!r}.")
     callback = _progress_bar(cfg.epochs) if progress is True else (progress or None)
