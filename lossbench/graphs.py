@@ -87,7 +87,7 @@ class CudaGraphed:
         except RuntimeError as err:  # e.g. "operation not permitted when stream is capturing"
             self.failed = str(err).splitlines()[0]
             torch.cuda.synchronize()
-            _release(generator, rng)
+            _free_generator(generator, rng)
             return None
         return _Recording(graph, inputs, outputs)
 
@@ -99,7 +99,7 @@ def _warmup_stream(device: torch.device) -> torch.cuda.Stream:
     return torch.cuda.Stream(device=device)
 
 
-def _release(generator: torch.Generator, rng: torch.Tensor) -> None:
+def _free_generator(generator: torch.Generator, rng: torch.Tensor) -> None:
     """Give the GPU's random-number generator back to eager work after a recording that CUDA refused.
 
     PyTorch puts the generator in recording mode when a recording starts and takes it out when the
