@@ -15,9 +15,10 @@ operations. The script prints:
 - how many steps the compiled step needs to win back its start-up, in epochs of the grid;
 - the largest difference between the two after one step, from the same weights.
 
-The trace fixes Adam's step count (its bias corrections) and the minibatch's shape, so the compiled
-step measures the cost of a step; it does not train. The runner itself stays eager: this script is the
-measurement behind that choice (benchmarks/RESULTS.md).
+The trace fixes the minibatch's shape; the weights and the optimizer's state (Adam's step count
+included) are its inputs, updated in place. The runner does not compile: this script is the measurement
+behind that choice (benchmarks/RESULTS.md). On a CPU the runner runs the same traced graph uncompiled,
+from TorchScript (lossbench.graphs.Traced), which needs a fraction of a second instead of seconds.
 """
 from __future__ import annotations
 
@@ -44,29 +45,20 @@ def traceable_step(prepared: runner.Prepared, task, setups, optimizer: optim.Ada
     """The step as a function of the tensors it updates, so that a trace takes them as inputs, not constants.
 
     ``step(flat, state, x, alive, *targets) -> (losses, alive)`` updates ``flat`` (the weights) and ``state``
-    (Adam's m and v, or SGD's momentum buffer) in place, exactly as the runner's step does.
+    (the optimizer's tensors: Adam's m, v and step count, or SGD's momentum buffer) in place, exactly as
+    the runner's step does.
     """
-    shapes, n_losses = prepared.models.shapes, prepared.models.n_losses
+    step = runner.TrainStep(task, setups, prepared.loss_fns, prepared.models, optimizer)
 
-    def step(flat, state, x, alive, *targets):
-        models = runner.Models(flat, shapes, n_losses)
-        if isinstance(optimizer, optim.Adam):
-            stepper = optim.Adam(flat, optimizer.lr, optimizer.betas, optimizer.eps, optimizer.weight_decay)
-            stepper.m, stepper.v = state
-            stepper.t = int(optimizer.t)  # a constant in the trace (on a GPU the runner counts on the device)
-        else:
-            stepper = optim.SGD(flat, optimizer.lr, optimizer.momentum, optimizer.weight_decay)
-            (stepper.buffer,) = state
-        return runner.TrainStep(task, setups, prepared.loss_fns, models, stepper)(x, alive, *targets)
+    def pure(flat, state, x, alive, *targets):
+        return step.on(flat, state)(x, alive, *targets)
 
-    return step
+    return pure
 
 
 def optimizer_state(optimizer: optim.Adam | optim.SGD, flat: torch.Tensor) -> list[torch.Tensor]:
     """The optimizer's tensors after one step, so that every traced step starts from a state with buffers."""
-    if isinstance(optimizer, optim.Adam):
-        return [optimizer.m.clone(), optimizer.v.clone()]
-    return [optimizer.buffer.clone() if optimizer.buffer is not None else torch.zeros_like(flat)]
+    return [s.clone() for s in optimizer.state()] or [torch.zeros_like(flat)]
 
 
 def block_us(fn, args: tuple, steps: int, device: torch.device) -> float:

@@ -1,11 +1,18 @@
-"""CUDA graphs: record a function's GPU work once, then replay it with one launch per call.
+"""Recorded steps: a function's tensor operations recorded once, then replayed without Python in between.
 
 The runner's training step for all models is about 200 small tensor operations. Launched one by one
-from Python, each costs the host several microseconds while the GPU, done in one or two, waits: on a GPU
-the step is bound by launching, not by arithmetic. A CUDA graph records the kernels of one call and
-replays them as a unit, so the host's cost per step no longer grows with the number of operations.
+from Python, each costs the host several microseconds, which is most of a step's time for small models:
+the step is bound by launching, not by arithmetic. Two ways to record it once and replay it:
 
-:class:`CudaGraphed` wraps a function of tensors that returns tensors (a tensor, a tuple or a dict):
+- on a GPU, :class:`CudaGraphed` records the step's kernels as a CUDA graph and replays them as a unit;
+- on a CPU, :class:`Traced` traces the step, autograd's backward included, into a TorchScript graph that
+  runs its operations one after another from C++.
+
+Both wrap a function of tensors that returns tensors and keep one recording per set of input shapes.
+A function that cannot be recorded runs eagerly instead, with the same results, and the wrapper's
+``failed`` says why.
+
+**CUDA graphs.** :class:`CudaGraphed`:
 
 1. the first ``warmup`` calls with a given set of input shapes run eagerly, on a side stream (what
    PyTorch asks before a capture: lazy initialisation, cuBLAS workspaces, an optimizer's first step);
@@ -16,31 +23,41 @@ replays them as a unit, so the host's cost per step no longer grows with the num
 What a graph can record: only work on the GPU. Every operation must read and write the same memory on
 every call (weights updated in place: yes; a new tensor assigned to a Python attribute: only if it is
 made inside the function) and nothing may need the host mid-way (no ``.item()``, no boolean masks whose
-size depends on the data). A function that breaks these rules fails to record; the wrapper then says
-why in :attr:`CudaGraphed.failed` and runs it eagerly from then on, with the same results.
+size depends on the data). A function that breaks these rules fails to record.
+
+**TorchScript traces.** :class:`Traced`:
+
+1. the first ``warmup`` calls with a given set of input shapes run eagerly;
+2. the next call traces the function with ``make_fx`` (which runs autograd while it traces, so the graph
+   holds the backward pass as plain operations) and turns that graph into TorchScript, both times running
+   it on copies of the inputs, so the tracing changes nothing;
+3. from then on each call runs the TorchScript graph on its inputs.
+
+What a trace can hold: the operations one call made. Everything the function updates must be one of
+its inputs (updated in place), and nothing may depend on the *values* of tensors (no ``.item()``, no
+``if`` on a tensor): a trace would replay the branch taken on the first call, so such a function must not
+be traced. ``make_fx`` refuses ``.item()`` and the like; the runner traces only losses that ``vmap`` has
+already batched, which rules out the rest. TorchScript's graph executor is used without its
+optimisations: it runs exactly the traced operations, so the results equal eager ones bit for bit.
 """
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+from torch.fx.experimental.proxy_tensor import make_fx
 
 
-@dataclass
-class _Recording:
-    graph: Any  # torch.cuda.CUDAGraph
-    inputs: list[torch.Tensor]  # the tensors the graph reads: each call copies its inputs into them
-    outputs: Any  # the tensors the graph writes: a tensor, tuple or dict, as the function returns
+class _Recorded:
+    """What both ways of recording share: ``fn`` runs eagerly ``warmup`` times per set of input shapes, is
+    then recorded once for those shapes, and every later call with them replays the recording."""
 
-
-class CudaGraphed:
-    """``fn(*tensors)`` with its GPU work recorded once per set of input shapes and replayed after."""
-
-    def __init__(self, fn: Callable[..., Any], warmup: int = 2) -> None:
+    def __init__(self, fn: Callable[..., Any], warmup: int) -> None:
         self.fn, self.warmup = fn, warmup
-        self.recordings: dict[tuple, _Recording] = {}
+        self.recordings: dict[tuple, Any] = {}  # one per set of input shapes, dtypes and strides
         self.eager_calls: dict[tuple, int] = {}
         self.failed: str | None = None  # why recording failed, if it did: the function then runs eagerly
         self.replays = 0
@@ -57,16 +74,43 @@ class CudaGraphed:
             if recording is None:
                 return self.fn(*tensors)
             self.recordings[key] = recording
+        self.replays += 1
+        return self._replay(recording, tensors)
+
+    def release(self) -> None:
+        """Free the recordings and the memory they hold; a later call warms up and records again."""
+        self.recordings.clear()
+        self.eager_calls.clear()
+
+    def _eager(self, tensors: tuple[torch.Tensor, ...]) -> Any:
+        return self.fn(*tensors)
+
+    def _record(self, tensors: tuple[torch.Tensor, ...]) -> Any:
+        """A recording of ``fn`` on inputs like ``tensors``, or None (and ``failed`` set) when it cannot be recorded."""
+        raise NotImplementedError
+
+    def _replay(self, recording: Any, tensors: tuple[torch.Tensor, ...]) -> Any:
+        raise NotImplementedError
+
+
+@dataclass
+class _Recording:
+    graph: Any  # torch.cuda.CUDAGraph
+    inputs: list[torch.Tensor]  # the tensors the graph reads: each call copies its inputs into them
+    outputs: Any  # the tensors the graph writes: a tensor, tuple or dict, as the function returns
+
+
+class CudaGraphed(_Recorded):
+    """``fn(*tensors)`` with its GPU work recorded once per set of input shapes and replayed after."""
+
+    def __init__(self, fn: Callable[..., Any], warmup: int = 2) -> None:
+        super().__init__(fn, warmup)
+
+    def _replay(self, recording: _Recording, tensors: tuple[torch.Tensor, ...]) -> Any:
         for static, t in zip(recording.inputs, tensors):
             static.copy_(t)
         recording.graph.replay()
-        self.replays += 1
         return _clone(recording.outputs)
-
-    def release(self) -> None:
-        """Free the recorded graphs and the GPU memory they hold; a later call warms up and records again."""
-        self.recordings.clear()
-        self.eager_calls.clear()
 
     def _eager(self, tensors: tuple[torch.Tensor, ...]) -> Any:
         side = _warmup_stream(tensors[0].device)
@@ -117,3 +161,27 @@ def _clone(outputs: Any) -> Any:
     if isinstance(outputs, dict):
         return {k: _clone(v) for k, v in outputs.items()}
     return type(outputs)(_clone(v) for v in outputs)
+
+
+
+class Traced(_Recorded):
+    """``fn(*tensors)`` traced once per set of input shapes into a TorchScript graph, then run from it."""
+
+    def __init__(self, fn: Callable[..., Any], warmup: int = 1) -> None:
+        super().__init__(fn, warmup)
+
+    def _replay(self, script: Any, tensors: tuple[torch.Tensor, ...]) -> Any:
+        with torch.jit.optimized_execution(False):  # the traced operations as they are: eager's results, bit for bit
+            return script(*tensors)
+
+    def _record(self, tensors: tuple[torch.Tensor, ...]) -> Any:
+        try:
+            graph = make_fx(self.fn)(*[t.clone() for t in tensors])  # aten operations, autograd's backward included
+            with warnings.catch_warnings(), torch.jit.optimized_execution(False):
+                warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated, but still the one C++ runner of a graph
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                return torch.jit.trace(graph, tuple(t.clone() for t in tensors), check_trace=False, strict=False)
+        except Exception as err:  # noqa: BLE001 - any failure to trace means: run eagerly, and say why
+            message = str(err).strip()
+            self.failed = f"{type(err).__name__}: {message.splitlines()[0] if message else ''}"
+            return None

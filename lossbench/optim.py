@@ -11,6 +11,8 @@ results). Two things come for free with a learning rate per element:
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 
@@ -39,15 +41,29 @@ class Adam:
         self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
         self.m = torch.zeros_like(params, memory_format=torch.preserve_format).detach()
         self.v = torch.zeros_like(self.m)
-        # the step count; on a GPU it is a tensor on the GPU, so that a step recorded as a CUDA graph
-        # (lossbench.graphs) counts on at every replay: the bias corrections below read it either way
-        self.t: int | torch.Tensor = torch.zeros((), dtype=torch.float64, device=params.device) if params.is_cuda else 0
+        # the step count, a tensor updated in place, so that a recorded step (a CUDA graph or a trace,
+        # lossbench.graphs) counts on at every replay
+        self.t = torch.zeros((), dtype=torch.float64, device=params.device)
+
+    def state(self) -> list[torch.Tensor]:
+        """The tensors a step updates in place, besides the weights: m, v and the step count."""
+        return [self.m, self.v, self.t]
+
+    def on(self, params: torch.Tensor, state: list[torch.Tensor]) -> "Adam":
+        """The same optimizer (learning rates, settings) stepping ``params`` with the state tensors ``state``.
+
+        A step then updates only tensors passed in, so it can be traced as a function of them
+        (:class:`lossbench.runner.TracedStep`).
+        """
+        other = copy.copy(self)
+        other.params, (other.m, other.v, other.t) = params, state
+        return other
 
     @torch.no_grad()
     def step(self, alive: torch.Tensor) -> None:
         """Update every model whose flag in ``alive`` (models,) is True; leave the others untouched."""
         beta1, beta2 = self.betas
-        self.t += 1
+        self.t.add_(1)
         live = alive.unsqueeze(1)  # (models, 1)
         g = self.params.grad.masked_fill_(~live, 0)  # a frozen model's gradient may be nan: zeroed in place
         if self.weight_decay:
@@ -68,7 +84,7 @@ class SGD:
     """Stochastic gradient descent with momentum and L2 weight decay, as ``torch.optim.SGD``.
 
     1. g = grad + weight_decay * p   (frozen rows: grad taken as 0)
-    2. with momentum: b = g at the first step, then b = momentum * b + g; and g = b
+    2. with momentum: b = momentum * b + g, from b = 0 (so b = g at the first step, as in torch); and g = b
     3. p = p - lr * g
 
     >>> p = torch.zeros(1, 2, requires_grad=True)
@@ -82,7 +98,17 @@ class SGD:
     def __init__(self, params: torch.Tensor, lr: torch.Tensor, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
         self.params, self.lr = params, lr
         self.momentum, self.weight_decay = momentum, weight_decay
-        self.buffer: torch.Tensor | None = None
+        self.buffer = torch.zeros_like(params, memory_format=torch.preserve_format).detach() if momentum else None
+
+    def state(self) -> list[torch.Tensor]:
+        """The tensors a step updates in place, besides the weights: the momentum buffer, if any."""
+        return [] if self.buffer is None else [self.buffer]
+
+    def on(self, params: torch.Tensor, state: list[torch.Tensor]) -> "SGD":
+        """The same optimizer (learning rates, settings) stepping ``params`` with the state tensors ``state``."""
+        other = copy.copy(self)
+        other.params, other.buffer = params, (state[0] if state else None)
+        return other
 
     @torch.no_grad()
     def step(self, alive: torch.Tensor) -> None:
@@ -91,7 +117,6 @@ class SGD:
         g = self.params.grad.masked_fill_(~live, 0)  # a frozen model's gradient may be nan: zeroed in place
         if self.weight_decay:
             g = g.add(self.params, alpha=self.weight_decay)
-        if self.momentum:
-            self.buffer = g.clone() if self.buffer is None else self.buffer.mul_(self.momentum).add_(g)
-            g = self.buffer
+        if self.buffer is not None:
+            g = self.buffer.mul_(self.momentum).add_(g)
         self.params.sub_(torch.where(live, self.lr, 0) * g)

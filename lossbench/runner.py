@@ -23,7 +23,10 @@ After each epoch the models are probed on the validation split (losses, accuracy
 allocation of :mod:`lossbench.gradients`); the records stay on the device until the epoch's one transfer to the host.
 
 On a GPU, steps 2 to 5 and the probe are each recorded once as a CUDA graph and then replayed
-(:mod:`lossbench.graphs`): the same operations, launched as one instead of about 200 one by one.
+(:mod:`lossbench.graphs`): the same operations, launched as one instead of about 200 one by one. On a
+CPU, steps 2 to 5 of an MLP are traced once into a TorchScript graph and run from it
+(:class:`TracedStep`): the same operations in the same order, without Python between them, so the
+numbers are equal bit for bit and a step takes about half the time.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ import pandas as pd
 import torch
 
 from lossbench import gradients, losses as loss_registry, optim, stats, thresholds as thr
-from lossbench.graphs import CudaGraphed
+from lossbench.graphs import CudaGraphed, Traced
 from lossbench.models import (
     Head,
     MLPBody,
@@ -622,6 +625,58 @@ class TrainStep:
         self.optimizer.step(alive)
         return per_model.detach(), alive
 
+    def on(self, flat: torch.Tensor, state: list[torch.Tensor]) -> "TrainStep":
+        """The same step on other tensors: weights ``flat`` and the optimizer's ``state``, updated in place.
+
+        With every tensor it updates passed in, the step is a function of its inputs alone, which is what a
+        trace needs (:class:`TracedStep`).
+        """
+        models = Models(flat, self.models.shapes, self.models.n_losses)
+        return TrainStep(self.task, self.setups, self.loss_fns, models, self.optimizer.on(flat, state))
+
+
+class TracedStep:
+    """A :class:`TrainStep` on a CPU, traced once into a TorchScript graph and run from it (:class:`lossbench.graphs.Traced`).
+
+    The weights and the optimizer's state are passed in as inputs, so the trace updates the runner's own
+    tensors in place. Only full minibatches run from the trace: the last, smaller minibatch of an epoch
+    (one step in 13 for Titanic) runs eagerly, since a second trace would cost more than it saves; and a
+    run is traced only from :data:`TRACE_FROM_STEPS` full minibatches on.
+    """
+
+    def __init__(self, step: TrainStep, batch_size: int) -> None:
+        self.step, self.batch_size = step, batch_size
+        self.traced = Traced(self._pure)
+
+    def _pure(self, flat: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n_state = len(self.step.optimizer.state())  # then x, alive and the targets
+        return self.step.on(flat, list(tensors[:n_state]))(*tensors[n_state:])
+
+    def __call__(self, x: torch.Tensor, alive: torch.Tensor, *batch_targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.shape[1] != self.batch_size:
+            return self.step(x, alive, *batch_targets)
+        return self.traced(self.step.models.flat.detach(), *self.step.optimizer.state(), x, alive, *batch_targets)
+
+
+TRACE_FROM_STEPS = 300
+"""Tracing the step costs about 0.3 s and saves about 1 ms a step, so a run is traced from this many full minibatches on."""
+
+
+def _cpu_trace(step: TrainStep, setups: list[LossSetup], batching: list[str], device: torch.device, full_steps: int, wanted: bool) -> str | None:
+    """Why the step will not be traced on this run, or None when it will."""
+    if not wanted:
+        return "turned off"
+    if device.type != "cpu":
+        return "not on a CPU"
+    if not step.written_out:
+        return "a CNN's step is its convolutions' arithmetic, not its launches"
+    if full_steps < TRACE_FROM_STEPS:
+        return f"{full_steps} full minibatches, too few to win back the tracing (from {TRACE_FROM_STEPS} on)"
+    looped = [s.name for s, mode in zip(setups, batching) if mode == "loop"]
+    if looped:
+        return f"{looped[0]} runs one model at a time, and a trace would replay its first call's branches"
+    return None
+
 
 def train(
     task: TaskData,
@@ -633,6 +688,7 @@ def train(
     dtype: torch.dtype = torch.float32,
     progress: Callable[[ProgressReport], None] | None = None,
     cuda_graphs: bool = True,
+    cpu_trace: bool = True,
 ) -> dict:
     """Train every model of the comparison as one batched program (see the module docstring for one step).
 
@@ -652,8 +708,11 @@ def train(
     graphed = cuda_graphs and device.type == "cuda"
     recorder = Recorder(task, setups, prepared, cfg.epochs, progress, cuda_graphs=graphed)
     step = TrainStep(task, setups, loss_fns, models, optimizer)
+    untraced = _cpu_trace(step, setups, prepared.batching, device, cfg.epochs * (x_train.shape[0] // cfg.batch_size), cpu_trace)
     if graphed:
         step = CudaGraphed(step)
+    elif untraced is None:
+        step = TracedStep(step, cfg.batch_size)
 
     with loss_registry.value_checks(False):
         recorder(0, models, torch.full((m,), torch.nan, dtype=dtype, device=device), diverged_epoch)
@@ -670,14 +729,20 @@ def train(
             train_loss = torch.where(counted, torch.stack(step_losses), 0).sum(dim=0) / counted.sum(dim=0)  # nan: no step
             recorder(epoch, models, train_loss, diverged_epoch)
     used = _graphs_used(step, recorder.graphed) if graphed else "no: " + ("turned off" if device.type == "cuda" else "not on a GPU")
+    traced = f"no: {untraced}" if untraced is not None else _trace_used(step.traced)
     if graphed:  # free the graphs' memory now, not when the garbage collector next runs
         step.release()
         recorder.graphed.release()
         models.flat.grad = None  # it lived in the step's recorded memory
     return {
         "history": recorder.records(), "diverged_epoch": diverged_epoch.cpu().numpy(), "models": models, "batching": prepared.batching,
-        "cuda_graphs": used,
+        "cuda_graphs": used, "cpu_trace": traced,
     }
+
+
+def _trace_used(traced: Traced) -> str:
+    """How many steps ran from the TorchScript trace, or why the step could not be traced (it then ran eagerly)."""
+    return f"no: {traced.failed}" if traced.failed is not None else f"yes: {traced.replays} steps run from the trace"
 
 
 def _graphs_used(step: CudaGraphed, measure: CudaGraphed) -> str:
@@ -724,6 +789,7 @@ def compare(
     engine: Literal["batched", "loop"] = "batched",
     threads: int | None = None,
     cuda_graphs: bool = True,
+    cpu_trace: bool = True,
 ) -> Result:
     """Train every loss on identical models over several seeds and return the :class:`~lossbench.results.Result`.
 
@@ -740,7 +806,9 @@ def compare(
     busy machine one thread avoids the threads waiting on each other. On a GPU the batched engine records
     its training step and its per-epoch probe as CUDA graphs and replays them (:mod:`lossbench.graphs`);
     ``cuda_graphs=False`` launches every operation on its own instead (the same results, slower); the
-    config's ``cuda_graphs`` entry says whether graphs were used.
+    config's ``cuda_graphs`` entry says whether graphs were used. On a CPU, the training step of an MLP
+    body is traced once into a TorchScript graph and run from it (about twice as fast a step, the same
+    numbers); ``cpu_trace=False`` runs it eagerly, and the config's ``cpu_trace`` entry says which.
 
     >>> result = compare("titanic", quick=True, seeds=2, epochs=2, device="cpu")  # doctest: +SKIP
     >>> result.summary.query("metric == 'test_accuracy'")[["loss", "mean", "ci_low", "ci_high"]]  # doctest: +SKIP
@@ -782,8 +850,9 @@ def compare(
         from lossbench.loop import train_one_at_a_time as trainer
     else:
         trainer = train
-    if not isinstance(cuda_graphs, bool):
-        raise ValueError(f"Expected `cuda_graphs` to be True or False, but got {cuda_graphs!r}.")
+    for name, value in (("cuda_graphs", cuda_graphs), ("cpu_trace", cpu_trace)):
+        if not isinstance(value, bool):
+            raise ValueError(f"Expected `{name}` to be True or False, but got {value!r}.")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"Expected `threads` to be a positive whole number, but got {threads!r}.")
     callback = _progress_bar(cfg.epochs) if progress is True else (progress or None)
@@ -792,7 +861,7 @@ def compare(
         if threads is not None:
             torch.set_num_threads(threads)
         threads_used = torch.get_num_threads()
-        graphs = {} if engine == "loop" else {"cuda_graphs": cuda_graphs}
+        graphs = {} if engine == "loop" else {"cuda_graphs": cuda_graphs, "cpu_trace": cpu_trace}
         trained = trainer(task_data, setups, cfg, seed_values, head_init, dev, torch_dtype, callback, **graphs)
     finally:
         torch.set_num_threads(previous_threads)
@@ -801,7 +870,7 @@ def compare(
     options = dict(
         losses=losses, impl=impl, overrides=overrides, head_init=head_init, device=str(dev), dtype=dtype, data=data,
         quick=quick, threshold_points=threshold_points, baseline=baseline, engine=engine, threads=threads_used,
-        cuda_graphs=trained.get("cuda_graphs", "no: the plain loop"),
+        cuda_graphs=trained.get("cuda_graphs", "no: the plain loop"), cpu_trace=trained.get("cpu_trace", "no: the plain loop"),
     )
     return _assemble(task_data, setups, cfg, seed_values, trained, dev, torch_dtype, threshold_points, baseline, options)
 

@@ -1,4 +1,4 @@
-"""CUDA graphs: a recorded training step and probe replay the same numbers as eager launches (GPU tests skip without one)."""
+"""Recorded steps: CUDA graphs and CPU traces replay the same numbers as eager runs (GPU tests skip without one)."""
 from __future__ import annotations
 
 import gc
@@ -8,35 +8,117 @@ import pytest
 import torch
 
 import lossbench
-from lossbench import optim
-from lossbench.graphs import CudaGraphed
+from lossbench import runner
+from lossbench.graphs import CudaGraphed, Traced
 from tests.conftest import tiny_task
 from tests.test_runner import LOSSES, USER_MODULE, assert_same_numbers
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-DEVICES = ["cpu", pytest.param("cuda", marks=cuda)]
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
-def test_adam_counting_its_steps_in_a_tensor_takes_the_same_steps_as_counting_in_python(device, weight_decay):
-    # on a GPU the step count lives on the GPU (so that a recorded step counts on); the steps must not change
+# ---------------------------------------------------------------------------------------------
+# TorchScript traces on the CPU
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_traced_function_runs_from_its_trace_and_updates_its_inputs_in_place():
+    def fn(weights, count, x):
+        count.add_(1)
+        weights.mul_(0.5).add_(x.exp().sum(dim=0))  # in place on an input: the trace does the same
+        return {"out": weights * x, "count": count * 1}
+
+    traced = Traced(fn, warmup=1)
+    w_eager, c_eager = torch.ones(3), torch.zeros(())
+    w_traced, c_traced = torch.ones(3), torch.zeros(())
     g = torch.Generator().manual_seed(0)
-    start, grads = torch.randn(3, 5, generator=g, dtype=torch.float64), torch.randn(6, 3, 5, generator=g, dtype=torch.float64)
-    lr = torch.full((3, 5), 0.05, dtype=torch.float64)
-    alive = torch.tensor([True, True, False])
-    paths = []
-    for count in (0, torch.zeros((), dtype=torch.float64)):
-        p = start.clone().to(device).requires_grad_()
-        opt = optim.Adam(p, lr.to(device), weight_decay=weight_decay)
-        opt.t = count.to(device) if isinstance(count, torch.Tensor) else count
-        for grad in grads:
-            p.grad = grad.to(device)
-            opt.step(alive.to(device))
-        paths.append(p.detach().cpu())
-    torch.testing.assert_close(paths[0], paths[1], rtol=0, atol=1e-15)
-    assert torch.equal(paths[0][2], start[2])  # the frozen model did not move
-    assert not torch.equal(paths[0][0], start[0])
+    for i in range(6):
+        x = torch.randn(1 + i % 2, 3, generator=g)  # two shapes: one trace each
+        expected = fn(w_eager, c_eager, x)
+        got = traced(w_traced, c_traced, x)
+        assert torch.equal(got["out"], expected["out"]) and torch.equal(got["count"], expected["count"])
+        assert torch.equal(w_traced, w_eager)  # bit for bit, not approximately
+    assert traced.failed is None
+    assert len(traced.recordings) == 2
+    assert traced.replays == 6 - 2  # per shape, one eager warm-up call; the others run from the trace
+
+
+@pytest.mark.parametrize("branch", ["item", "bool"])
+def test_a_function_whose_work_depends_on_tensor_values_is_not_traced_and_runs_eagerly(branch):
+    # a trace would replay the branch of the call it was made on; make_fx refuses instead, and the
+    # wrapper says why and runs the function eagerly from then on, with the right branch every time
+    def fn(x):
+        positive = x.sum().item() > 0 if branch == "item" else bool(x.sum() > 0)
+        return x * 2 if positive else x * -3
+
+    traced = Traced(fn, warmup=1)
+    for sign in (1, 1, -1, 1, -1):
+        x = sign * torch.ones(4)
+        assert torch.equal(traced(x), fn(x))
+    assert traced.failed is not None and traced.replays == 0
+
+
+@pytest.fixture
+def trace_every_run(monkeypatch):
+    """Trace even the tiny runs of these tests (the runner traces only runs long enough to win the time back)."""
+    monkeypatch.setattr(runner, "TRACE_FROM_STEPS", 0)
+
+
+def _traced_and_eager(task, **kwargs):
+    traced = lossbench.compare(task, LOSSES, **kwargs)
+    eager = lossbench.compare(task, LOSSES, cpu_trace=False, **kwargs)
+    return traced, eager
+
+
+@pytest.mark.parametrize(
+    "kind, options",
+    [
+        pytest.param("binary", dict(optimizer="adam", lr=0.01, weight_decay=1e-3), id="binary-adam"),
+        pytest.param("binary", dict(optimizer="sgd", lr=0.3, momentum=0.9), id="binary-sgd-momentum"),
+        pytest.param("binary", dict(optimizer="sgd", lr=0.3), id="binary-sgd"),
+        pytest.param("multilabel", dict(optimizer="adam", lr=0.01), id="multilabel-adam"),
+    ],
+)
+def test_the_traced_step_trains_exactly_as_the_eager_step(trace_every_run, kind, options):
+    # float32, the default: the trace runs the same operations in the same order, so every number is equal
+    kwargs = dict(seeds=2, epochs=3, batch_size=20, device="cpu", overrides={"softmax_ce": {"head_lr_scale": 0.5}}, **options)
+    traced, eager = _traced_and_eager(tiny_task(kind), **kwargs)
+    # 48 examples: two full minibatches and one of 8 (eager) per epoch; the first full one warms up
+    assert traced.config["cpu_trace"] == "yes: 5 steps run from the trace"
+    assert eager.config["cpu_trace"] == "no: turned off"
+    for name in ("history", "runs", "thresholds", "calibration", "summary"):
+        assert_same_numbers(getattr(traced, name), getattr(eager, name), atol=0.0)
+    np.testing.assert_array_equal(traced.predictions["test_scores"], eager.predictions["test_scores"])
+
+
+def test_a_model_diverging_inside_the_traced_step_is_frozen_as_in_the_eager_step(trace_every_run):
+    kwargs = dict(impl={"bce@naive": "naive"}, seeds=3, epochs=6, batch_size=16, optimizer="sgd", lr=10.0, device="cpu")
+    traced = lossbench.compare(tiny_task("binary"), ("bce", "bce@naive"), **kwargs)
+    eager = lossbench.compare(tiny_task("binary"), ("bce", "bce@naive"), cpu_trace=False, **kwargs)
+    assert traced.config["cpu_trace"].startswith("yes")
+    runs = traced.runs.set_index(["loss", "seed"])
+    assert runs.loc["bce@naive"].diverged.any() and not runs.loc["bce"].diverged.any()  # the naive one blew up, in the trace
+    assert_same_numbers(traced.runs, eager.runs, atol=0.0)
+    assert_same_numbers(traced.history, eager.history, atol=0.0)
+
+
+def test_the_config_says_why_a_step_was_not_traced(tmp_path, monkeypatch):
+    small = dict(seeds=1, epochs=1, batch_size=16, device="cpu")
+    assert lossbench.compare(tiny_task("binary"), LOSSES, **small).config["cpu_trace"] == (
+        "no: 3 full minibatches, too few to win back the tracing (from 300 on)"
+    )
+    monkeypatch.setattr(runner, "TRACE_FROM_STEPS", 0)
+    assert lossbench.compare(tiny_task("grid", image=True), LOSSES, **small).config["cpu_trace"].startswith("no: a CNN's step")
+    assert lossbench.compare(tiny_task("binary"), LOSSES, engine="loop", **small).config["cpu_trace"] == "no: the plain loop"
+    (tmp_path / "student_losses.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="could not be vectorised"):
+        mine = lossbench.compare(tiny_task("binary"), ("bce",), impl={"bce": "student_losses:not_vectorisable"}, **small)
+    assert mine.config["cpu_trace"].startswith("no: bce runs one model at a time")
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA graphs
+# ---------------------------------------------------------------------------------------------
 
 
 def test_on_the_cpu_the_config_says_no_graphs_were_used():

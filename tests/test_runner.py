@@ -295,6 +295,7 @@ def test_probe_measurements_match_a_direct_autograd_computation():
         pytest.param(dict(device="cuda:0"), "CUDA", id="cuda-without-cuda"),
         pytest.param(dict(engine="turbo"), "Expected `engine`", id="unknown-engine"),
         pytest.param(dict(cuda_graphs="no"), "Expected `cuda_graphs` to be True or False", id="cuda-graphs-not-a-bool"),
+        pytest.param(dict(cpu_trace=1), "Expected `cpu_trace` to be True or False", id="cpu-trace-not-a-bool"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, message):
