@@ -9,7 +9,9 @@ several repeats (after a warm-up run, whose time is reported and excluded), the 
 model-epochs/s (and model-images/s for image tasks: training images seen per second, summed over models),
 the ratio of the two, the share of the batched time spent recording (the per-epoch probe) and the peak
 memory (RSS; CUDA memory when on a GPU). On a GPU the batched runner replays its step and its probe as
-CUDA graphs; `--no-cuda-graphs` launches every operation on its own, to see what the graphs buy.
+CUDA graphs; `--no-cuda-graphs` launches every operation on its own, to see what the graphs buy. On a
+CPU it runs an MLP's training step from a TorchScript trace; `--no-cpu-trace` runs it eagerly. The
+tracing (a few tenths of a second) is part of each timed run, as it is of every run a user makes.
 """
 from __future__ import annotations
 
@@ -89,8 +91,9 @@ def time_engine(engine, task, setups, cfg, seeds, device, dtype, repeats: int) -
     finally:
         runner.Recorder.__call__ = original
     figures = {"warmup_s": warmup, "median_s": statistics.median(walls), "walls_s": walls, "record_share": statistics.median(r / w for r, w in zip(records, walls))}
-    if "cuda_graphs" in trained:  # the batched runner says whether it replayed CUDA graphs, or why not
-        figures["cuda_graphs"] = trained["cuda_graphs"]
+    for key in ("cuda_graphs", "cpu_trace"):  # the batched runner says whether it replayed a recorded step, or why not
+        if key in trained:
+            figures[key] = trained[key]
     return figures
 
 
@@ -109,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", type=_positive, default=None, help="torch's CPU threads (default: torch's choice, one per core)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="on a GPU, launch every operation of the batched runner on its own instead of replaying CUDA graphs")
+    parser.add_argument("--no-cpu-trace", action="store_true", help="on a CPU, run the batched runner's training step eagerly instead of from its TorchScript trace")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     if args.threads is not None:
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_examples": n_train,
         "command": "python benchmarks/bench_runner.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
-    batched = time_engine(functools.partial(runner.train, cuda_graphs=not args.no_cuda_graphs), task, setups, cfg, seeds, device, dtype, args.repeats)
+    batched = time_engine(functools.partial(runner.train, cuda_graphs=not args.no_cuda_graphs, cpu_trace=not args.no_cpu_trace), task, setups, cfg, seeds, device, dtype, args.repeats)
     figures["batched"] = batched
     figures["batched"]["model_epochs_per_s"] = models * cfg.epochs / batched["median_s"]
     if images:
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{args.task} on {figures['device_name']} (torch {figures['torch']}, {figures['threads']} threads): "
           f"{models} models x {cfg.epochs} epochs, batch {cfg.batch_size}, {n_train} training examples"
-          + (f"; CUDA graphs: {batched['cuda_graphs']}" if device.type == "cuda" else ""))
+          + (f"; CUDA graphs: {batched['cuda_graphs']}" if device.type == "cuda" else f"; CPU trace: {batched['cpu_trace']}"))
     rows = [("batched", figures["batched"])] + ([("plain loop", figures["loop"])] if "loop" in figures else [])
     for name, f in rows:
         extra = f", {f['model_images_per_s']:,.0f} model-images/s" if images else ""

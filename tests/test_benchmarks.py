@@ -28,6 +28,15 @@ def test_json_figures_of_a_tiny_titanic_grid(bench, capsys):
     assert figures["loop"]["model_epochs_per_s"] == pytest.approx(6 * 1 / figures["loop"]["median_s"])
     assert figures["speedup"] == pytest.approx(figures["batched"]["model_epochs_per_s"] / figures["loop"]["model_epochs_per_s"])
     assert 0 <= figures["batched"]["record_share"] <= 1 and figures["peak_rss_mb"] > 0
+    assert figures["batched"]["cpu_trace"].startswith("no: 24 full minibatches")  # too short a run to trace
+
+
+def test_the_header_says_whether_the_step_ran_from_its_trace(bench, capsys):
+    # the default grid's 100 epochs (on 2 seeds here): 12 full minibatches an epoch, the first one warms up
+    assert bench.main(["--task", "titanic", "--seeds", "2", "--repeats", "1", "--skip-loop"]) == 0
+    assert "; CPU trace: yes: 1199 steps run from the trace" in capsys.readouterr().out.splitlines()[0]
+    assert bench.main(["--task", "titanic", "--seeds", "1", "--epochs", "1", "--repeats", "1", "--skip-loop", "--no-cpu-trace"]) == 0
+    assert "; CPU trace: no: turned off" in capsys.readouterr().out.splitlines()[0]
 
 
 @pytest.mark.parametrize(
