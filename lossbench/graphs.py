@@ -165,7 +165,14 @@ def _clone(outputs: Any) -> Any:
 
 
 class Traced(_Recorded):
-    """``fn(*tensors)`` traced once per set of input shapes into a TorchScript graph, then run from it."""
+    """``fn(*tensors)`` traced once per set of input shapes into a TorchScript graph, then run from it.
+
+    >>> double = Traced(lambda x: x * 2)
+    >>> [double(torch.ones(2)).tolist() for _ in range(3)]  # the first call runs eagerly, the next two from the trace
+    [[2.0, 2.0], [2.0, 2.0], [2.0, 2.0]]
+    >>> double.replays, double.failed
+    (2, None)
+    """
 
     def __init__(self, fn: Callable[..., Any], warmup: int = 1) -> None:
         super().__init__(fn, warmup)

@@ -76,10 +76,11 @@ def _traced_and_eager(task, **kwargs):
         pytest.param("binary", dict(optimizer="sgd", lr=0.3, momentum=0.9), id="binary-sgd-momentum"),
         pytest.param("binary", dict(optimizer="sgd", lr=0.3), id="binary-sgd"),
         pytest.param("multilabel", dict(optimizer="adam", lr=0.01), id="multilabel-adam"),
+        pytest.param("binary", dict(optimizer="adam", lr=0.01, dtype="float64"), id="binary-adam-float64"),
     ],
 )
 def test_the_traced_step_trains_exactly_as_the_eager_step(trace_every_run, kind, options):
-    # float32, the default: the trace runs the same operations in the same order, so every number is equal
+    # the trace runs the same operations in the same order, so every number is equal, in float32 too
     kwargs = dict(seeds=2, epochs=3, batch_size=20, device="cpu", overrides={"softmax_ce": {"head_lr_scale": 0.5}}, **options)
     traced, eager = _traced_and_eager(tiny_task(kind), **kwargs)
     # 48 examples: two full minibatches and one of 8 (eager) per epoch; the first full one warms up
