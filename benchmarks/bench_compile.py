@@ -56,9 +56,9 @@ def traceable_step(prepared: runner.Prepared, task, setups, optimizer: optim.Ada
     return pure
 
 
-def optimizer_state(optimizer: optim.Adam | optim.SGD, flat: torch.Tensor) -> list[torch.Tensor]:
-    """The optimizer's tensors after one step, so that every traced step starts from a state with buffers."""
-    return [s.clone() for s in optimizer.state()] or [torch.zeros_like(flat)]
+def optimizer_state(optimizer: optim.Adam | optim.SGD) -> list[torch.Tensor]:
+    """Copies of the optimizer's tensors (after one step), so that every timed step starts from the same state."""
+    return [s.clone() for s in optimizer.state()]
 
 
 def block_us(fn, args: tuple, steps: int, device: torch.device) -> float:
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with loss_registry.value_checks(False):
         eager(x, alive, *targets)  # one step, so that the optimizer's state exists
-        start_flat, start_state = models.flat.detach().clone(), optimizer_state(optimizer, models.flat)
+        start_flat, start_state = models.flat.detach().clone(), optimizer_state(optimizer)
         step = traceable_step(prepared, task, setups, optimizer)
 
         start = time.perf_counter()
