@@ -37,8 +37,12 @@ What a trace can hold: the operations one call made. Everything the function upd
 its inputs (updated in place), and nothing may depend on the *values* of tensors (no ``.item()``, no
 ``if`` on a tensor): a trace would replay the branch taken on the first call, so such a function must not
 be traced. ``make_fx`` refuses ``.item()`` and the like; the runner traces only losses that ``vmap`` has
-already batched, which rules out the rest. TorchScript's graph executor is used without its
-optimisations: it runs exactly the traced operations, so the results equal eager ones bit for bit.
+already batched, which rules out the rest. Python's own side effects (a ``print`` in a loss) happen
+while tracing, not at every step. TorchScript's graph executor is used without its optimisations: it
+runs exactly the traced operations, so the results equal eager ones bit for bit.
+
+The first trace in a process imports ``torch._dynamo`` (``make_fx`` needs it): about 1.7 s on a 2-core
+CPU, paid once per process (benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
