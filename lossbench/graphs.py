@@ -188,11 +188,32 @@ class Traced(_Recorded):
     def _record(self, tensors: tuple[torch.Tensor, ...]) -> Any:
         try:
             graph = make_fx(self.fn)(*[t.clone() for t in tensors])  # aten operations, autograd's backward included
-            with warnings.catch_warnings(), torch.jit.optimized_execution(False):
-                warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated, but still the one C++ runner of a graph
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                return torch.jit.trace(graph, tuple(t.clone() for t in tensors), check_trace=False, strict=False)
+            return _script(graph, tensors)
         except Exception as err:  # noqa: BLE001 - any failure to trace means: run eagerly, and say why
             message = str(err).strip()
             self.failed = f"{type(err).__name__}: {message.splitlines()[0] if message else ''}"
             return None
+
+
+_SCRIPTS: dict[str, list[tuple[list[torch.Tensor], Any]]] = {}
+"""The TorchScript of every distinct graph traced in this process, by the graph's code, with its constants."""
+
+
+def _script(graph: torch.fx.GraphModule, tensors: tuple[torch.Tensor, ...]) -> Any:
+    """``graph`` as TorchScript: made once per distinct graph in a process, and found again after.
+
+    TorchScript keeps every function it traces until the process ends (in its global compilation unit;
+    2 to 3 MB for a training step), so a notebook that reruns a comparison would grow by that much with
+    every run. A graph with the same code and equal constant tensors (the learning rates, say) is the
+    same function: its script is reused instead.
+    """
+    constants = [getattr(graph, node.target) for node in graph.graph.nodes if node.op == "get_attr"]
+    for known, script in _SCRIPTS.get(graph.code, []):
+        if all(a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b) for a, b in zip(known, constants)):
+            return script
+    with warnings.catch_warnings(), torch.jit.optimized_execution(False):
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated, but still the one C++ runner of a graph
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        script = torch.jit.trace(graph, tuple(t.clone() for t in tensors), check_trace=False, strict=False)
+    _SCRIPTS.setdefault(graph.code, []).append((constants, script))
+    return script

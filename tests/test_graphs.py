@@ -57,6 +57,20 @@ def test_a_function_whose_work_depends_on_tensor_values_is_not_traced_and_runs_e
     assert traced.failed is not None and traced.replays == 0
 
 
+def test_the_same_graph_traced_again_reuses_its_script_and_other_constants_do_not():
+    # TorchScript keeps every traced function for the life of the process, so a rerun must not add one
+    def scale_by(c):
+        weights = torch.full((3,), c)  # a constant of the trace
+        return lambda x: x * weights
+
+    x = torch.arange(3.0)
+    first, again, other = (Traced(scale_by(c), warmup=0) for c in (2.0, 2.0, 5.0))
+    assert torch.equal(first(x), 2 * x) and torch.equal(again(x), 2 * x) and torch.equal(other(x), 5 * x)
+    (script,), (script_again,), (script_other,) = (list(t.recordings.values()) for t in (first, again, other))
+    assert script_again is script
+    assert script_other is not script
+
+
 @pytest.fixture
 def trace_every_run(monkeypatch):
     """Trace even the tiny runs of these tests (the runner traces only runs long enough to win the time back)."""
