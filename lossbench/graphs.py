@@ -167,7 +167,6 @@ def _clone(outputs: Any) -> Any:
     return type(outputs)(_clone(v) for v in outputs)
 
 
-
 class Traced(_Recorded):
     """``fn(*tensors)`` traced once per set of input shapes into a TorchScript graph, then run from it.
 
@@ -209,7 +208,7 @@ def _script(graph: torch.fx.GraphModule, tensors: tuple[torch.Tensor, ...]) -> A
     """
     constants = [getattr(graph, node.target) for node in graph.graph.nodes if node.op == "get_attr"]
     for known, script in _SCRIPTS.get(graph.code, []):
-        if all(a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b) for a, b in zip(known, constants)):
+        if all(_same(a, b) for a, b in zip(known, constants)):
             return script
     with warnings.catch_warnings(), torch.jit.optimized_execution(False):
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated, but still the one C++ runner of a graph
@@ -217,3 +216,10 @@ def _script(graph: torch.fx.GraphModule, tensors: tuple[torch.Tensor, ...]) -> A
         script = torch.jit.trace(graph, tuple(t.clone() for t in tensors), check_trace=False, strict=False)
     _SCRIPTS.setdefault(graph.code, []).append((constants, script))
     return script
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two constants of a graph are the same value: tensors of one dtype, shape and contents."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and a.device == b.device and bool(torch.equal(a, b))
+    return type(a) is type(b) and a is b
