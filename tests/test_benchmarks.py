@@ -24,6 +24,7 @@ def test_json_figures_of_a_tiny_titanic_grid(bench, capsys):
     figures = json.loads(capsys.readouterr().out)
     assert (figures["models"], figures["epochs"], figures["threads"]) == (6, 2, 1)
     assert len(figures["batched"]["walls_s"]) == 2 and figures["loop"]["epochs"] == 1
+    assert len(figures["batched"]["warmups_s"]) == 2 and len(figures["loop"]["warmups_s"]) == 1
     assert figures["batched"]["model_epochs_per_s"] == pytest.approx(6 * 2 / figures["batched"]["median_s"])
     assert figures["loop"]["model_epochs_per_s"] == pytest.approx(6 * 1 / figures["loop"]["median_s"])
     assert figures["speedup"] == pytest.approx(figures["batched"]["model_epochs_per_s"] / figures["loop"]["model_epochs_per_s"])
@@ -32,9 +33,11 @@ def test_json_figures_of_a_tiny_titanic_grid(bench, capsys):
 
 
 def test_the_header_says_whether_the_step_ran_from_its_trace(bench, capsys):
-    # the default grid's 100 epochs (on 2 seeds here): 12 full minibatches an epoch, the first one warms up
-    assert bench.main(["--task", "titanic", "--seeds", "2", "--repeats", "1", "--skip-loop"]) == 0
-    assert "; CPU trace: yes: 1199 steps run from the trace" in capsys.readouterr().out.splitlines()[0]
+    # 30 epochs of 12 full minibatches, the first one warms up; the step is traced from the second run on
+    assert bench.main(["--task", "titanic", "--seeds", "2", "--epochs", "30", "--repeats", "1", "--skip-loop"]) == 0
+    header, batched = capsys.readouterr().out.splitlines()[:2]
+    assert "; CPU trace: yes: 359 steps run from the trace" in header
+    assert "warm-up " in batched and batched.split("warm-up ")[1].count(" + ") == 1  # two warm-up runs
     assert bench.main(["--task", "titanic", "--seeds", "1", "--epochs", "1", "--repeats", "1", "--skip-loop", "--no-cpu-trace"]) == 0
     assert "; CPU trace: no: turned off" in capsys.readouterr().out.splitlines()[0]
 

@@ -75,6 +75,7 @@ def test_the_same_graph_traced_again_reuses_its_script_and_other_constants_do_no
 def trace_every_run(monkeypatch):
     """Trace even the tiny runs of these tests (the runner traces only runs long enough to win the time back)."""
     monkeypatch.setattr(runner, "TRACE_FROM_STEPS", 0)
+    monkeypatch.setattr(runner, "TRACE_FIRST_FROM_STEPS", 0)
 
 
 def _traced_and_eager(task, **kwargs):
@@ -119,6 +120,7 @@ def test_a_model_diverging_inside_the_traced_step_is_frozen_as_in_the_eager_step
 
 def test_the_config_says_why_a_step_was_not_traced(tmp_path, monkeypatch):
     small = dict(seeds=1, epochs=1, batch_size=16, device="cpu")
+    monkeypatch.setattr(runner, "_comparisons_trained", 1)  # not the first comparison of this process
     assert lossbench.compare(tiny_task("binary"), LOSSES, **small).config["cpu_trace"] == (
         "no: 3 full minibatches, too few to win back the tracing (from 300 on)"
     )
