@@ -42,7 +42,8 @@ while tracing, not at every step. TorchScript's graph executor is used without i
 runs exactly the traced operations, so the results equal eager ones bit for bit.
 
 The first trace in a process imports ``torch._dynamo`` (``make_fx`` needs it): about 1.7 s on a 2-core
-CPU, paid once per process (benchmarks/RESULTS.md).
+CPU, paid once per process (benchmarks/RESULTS.md); the runner decides whether a run pays for it
+(:func:`lossbench.runner.trace_threshold`).
 """
 from __future__ import annotations
 
