@@ -26,7 +26,8 @@ On a GPU, steps 2 to 5 and the probe are each recorded once as a CUDA graph and 
 (:mod:`lossbench.graphs`): the same operations, launched as one instead of about 200 one by one. On a
 CPU, steps 2 to 5 of an MLP are traced once into a TorchScript graph and run from it
 (:class:`TracedStep`): the same operations in the same order, without Python between them, so the
-numbers are equal bit for bit and a step takes about half the time.
+numbers are equal bit for bit and a step takes about half the time; a run is traced when it wins the
+tracing back (:func:`trace_threshold`).
 """
 from __future__ import annotations
 
