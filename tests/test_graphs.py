@@ -118,6 +118,16 @@ def test_a_model_diverging_inside_the_traced_step_is_frozen_as_in_the_eager_step
     assert_same_numbers(traced.history, eager.history, atol=0.0)
 
 
+def test_a_users_loss_trains_from_the_trace_as_it_does_eagerly(trace_every_run, tmp_path, monkeypatch):
+    (tmp_path / "student_losses.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    kwargs = dict(impl={"bce": "student_losses:my_bce"}, seeds=2, epochs=3, batch_size=16, device="cpu")
+    traced = lossbench.compare(tiny_task("binary"), ("bce", "mse"), **kwargs)
+    eager = lossbench.compare(tiny_task("binary"), ("bce", "mse"), cpu_trace=False, **kwargs)
+    assert traced.config["cpu_trace"].startswith("yes") and traced.config["loss_setups"]["bce"]["batched_by"] == "vmap"
+    assert_same_numbers(traced.history, eager.history, atol=0.0)
+
+
 def test_the_config_says_why_a_step_was_not_traced(tmp_path, monkeypatch):
     small = dict(seeds=1, epochs=1, batch_size=16, device="cpu")
     monkeypatch.setattr(runner, "_comparisons_trained", 1)  # not the first comparison of this process
