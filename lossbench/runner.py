@@ -684,19 +684,19 @@ def trace_threshold(dynamo_loaded: bool, earlier_comparisons: int) -> int:
 
 
 def _cpu_trace(step: TrainStep, setups: list[LossSetup], batching: list[str], device: torch.device, full_steps: int, wanted: bool) -> str | None:
-    """Why the step will not be traced on this run, or None when it will."""
+    """Why the step will not be traced on this run, or None when it will: what cannot be traced first, then what would not pay."""
     if not wanted:
         return "turned off"
     if device.type != "cpu":
         return "not on a CPU"
     if not step.written_out:
         return "a CNN's step is its convolutions' arithmetic, not its launches"
-    threshold = trace_threshold("torch._dynamo" in sys.modules, _comparisons_trained)
-    if full_steps < threshold:
-        return f"{full_steps} full minibatches, too few to win back the tracing (from {threshold} on)"
     looped = [s.name for s, mode in zip(setups, batching) if mode == "loop"]
     if looped:
         return f"{looped[0]} runs one model at a time, and a trace would replay its first call's branches"
+    threshold = trace_threshold("torch._dynamo" in sys.modules, _comparisons_trained)
+    if full_steps < threshold:
+        return f"{full_steps} full minibatches, too few to win back the tracing (from {threshold} on)"
     return None
 
 
@@ -715,10 +715,11 @@ def train(
     """Train every model of the comparison as one batched program (see the module docstring for one step).
 
     Returns the per-epoch records (``history[name]`` is ``(epochs + 1, models, ...)``, epoch 0 before
-    training), ``diverged_epoch`` ``(models,)`` (0 where a model never diverged), the final models and
+    training), ``diverged_epoch`` ``(models,)`` (0 where a model never diverged), the final models,
     ``cuda_graphs``: on a GPU (unless ``cuda_graphs=False``) the step and the epoch's probe are recorded as
     CUDA graphs and replayed (:mod:`lossbench.graphs`; the same operations, launched as one); this says
-    whether they were, or why not.
+    whether they were, or why not; and ``cpu_trace``: on a CPU (unless ``cpu_trace=False``) whether an
+    MLP's step ran from a TorchScript trace (:class:`TracedStep`), or why not.
     """
     prepared = prepare(task, setups, cfg, seeds, head_init, device, dtype)
     models, order, loss_fns = prepared.models, prepared.order, prepared.loss_fns
