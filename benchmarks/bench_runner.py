@@ -94,7 +94,7 @@ def time_engine(engine, task, setups, cfg, seeds, device, dtype, repeats: int, w
             records.append(record_time[0])
     finally:
         runner.Recorder.__call__ = original
-    figures = {"warmup_s": warmup[0], "warmups_s": warmup, "median_s": statistics.median(walls), "walls_s": walls, "record_share": statistics.median(r / w for r, w in zip(records, walls))}
+    figures = {"warmups_s": warmup, "median_s": statistics.median(walls), "walls_s": walls, "record_share": statistics.median(r / w for r, w in zip(records, walls))}
     for key in ("cuda_graphs", "cpu_trace"):  # the batched runner says whether it replayed a recorded step, or why not
         if key in trained:
             figures[key] = trained[key]
