@@ -287,8 +287,8 @@ def best_threshold_cases(seed: int = 0) -> list[Case]:
     """Cases for `best_threshold(probs (N,), target (N,), thresholds (T,)) -> float`.
 
     >>> [(c.group, c.expected) for c in best_threshold_cases()]  # doctest: +NORMALIZE_WHITESPACE
-    [('basic', 0.4), ('ties', 0.26), ('far from 0.5', 0.08), ('p equal to a threshold', 0.31),
-     ('short list', 0.2)]
+    [('basic', 0.45), ('ties', 0.62), ('far from 0.5', 0.11), ('p equal to a threshold', 0.4),
+     ('short list', 0.6)]
     """
     g = torch.Generator().manual_seed(seed)
     names = ("probs", "target", "thresholds")
@@ -301,9 +301,10 @@ def best_threshold_cases(seed: int = 0) -> list[Case]:
     # 1. a noisy but informative score: positives score higher on average
     target = torch.randint(0, 2, (40,), generator=g)
     probs = (0.2 + 0.4 * target + 0.25 * torch.randn(40, generator=g, dtype=torch.float64)).clamp(0.0, 1.0)
-    # 2. separable with a gap: every threshold in the gap is perfect, the smallest wins
-    gap_target = torch.tensor([0, 0, 0, 1, 1, 1, 0, 1])
-    gap_probs = torch.tensor([0.1, 0.2, 0.25, 0.6, 0.7, 0.9, 0.05, 0.65], dtype=torch.float64)
+    # 2. two stretches of thresholds reach the best accuracy, 0.26 to 0.31 and 0.62 to 0.67: 0.62 is the
+    #    closest to 0.5 (neither the first nor the last of them)
+    tie_target = torch.tensor([0, 0, 1, 0, 1, 1, 0, 1])
+    tie_probs = torch.tensor([0.1, 0.2, 0.31, 0.61, 0.67, 0.9, 0.25, 0.8], dtype=torch.float64)
     # 3. a score squeezed near 0: the best threshold is far from 0.5
     low_target = torch.randint(0, 2, (30,), generator=g)
     low_probs = (0.04 + 0.1 * low_target + 0.02 * torch.randn(30, generator=g, dtype=torch.float64)).clamp(0.0, 1.0)
@@ -314,7 +315,7 @@ def best_threshold_cases(seed: int = 0) -> list[Case]:
     short = torch.tensor([0.2, 0.35, 0.6, 0.8], dtype=torch.float64)
     return [
         case("basic", probs, target, grid),
-        case("ties", gap_probs, gap_target, grid, "several thresholds reach the best accuracy: the smallest wins"),
+        case("ties", tie_probs, tie_target, grid, "several thresholds reach the best accuracy: the one closest to 0.5 wins"),
         case("far from 0.5", low_probs, low_target, grid),
         case("p equal to a threshold", on_grid, on_grid_target, grid, "a probability equal to t counts as positive"),
         case("short list", probs, target, short),

@@ -161,6 +161,11 @@ def _tied(p: Tensor, y: Tensor, thresholds: Tensor, p_ge: bool) -> Tensor:
     return thresholds[counts == counts.max()]
 
 
+_FIRST_OR_LAST_OF_TIES = (lambda p, y, ts: _tied(p, y, ts, p_ge=True).min().item(),
+                          lambda p, y, ts: _tied(p, y, ts, p_ge=True).max().item())
+"""Two wrong ways to break a tie: the first tied threshold of the sweep, or the last."""
+
+
 DOUBLE_SIGMOID = "looks like you passed probabilities where logits were expected (double sigmoid?)"
 WHERE_SWAPPED = "branches of torch.where swapped? y = 1 must give -log p and y = 0 -log(1 - p)"
 SOFT_TARGETS = ("targets may lie between 0 and 1 (soft labels): use y * log p + (1 - y) * log(1 - p), "
@@ -326,7 +331,7 @@ ACCURACY_MULTI = Exercise(
 
 BEST_THRESHOLD = Exercise(
     name="best_threshold",
-    title="the threshold (from the candidates given) that maximises accuracy of probs >= t; ties go to the smallest",
+    title="the threshold (from the candidates given) that maximises accuracy of probs >= t; ties go to the one closest to 0.5",
     signature="best_threshold(probs, target, thresholds) -> float",
     topic="thresholds",
     output="number",
@@ -334,10 +339,10 @@ BEST_THRESHOLD = Exercise(
     forbidden=fb.Forbidden(modules=fb.LOSSBENCH_THRESHOLDS),
     allowed="everything in torch",
     mistakes=(
-        Mistake("several thresholds reach the best accuracy: ties go to the smallest (the first in the sweep)",
-                reproduces(lambda p, y, ts: _tied(p, y, ts, p_ge=True).max().item())),
+        Mistake("several thresholds reach the best accuracy: ties go to the one closest to 0.5, not the first or the last",
+                lambda case, actual: any(reproduces(first_or_last)(case, actual) for first_or_last in _FIRST_OR_LAST_OF_TIES)),
         Mistake("probabilities equal to the threshold count as positive: use p >= t, not p > t",
-                reproduces(lambda p, y, ts: _tied(p, y, ts, p_ge=False).min().item())),
+                reproduces(lambda p, y, ts: ref.closest_to_half(_tied(p, y, ts, p_ge=False)))),
         Mistake("predictions inverted (branches of torch.where swapped?): p >= t means positive",
                 reproduces(lambda p, y, ts: ref.best_threshold(p, 1 - y, ts))),
         Mistake("returned the best accuracy, not the threshold that reaches it",
@@ -349,7 +354,8 @@ BEST_THRESHOLD = Exercise(
     ),
     ratio_hints=False,
     notes=("a probability equal to the threshold counts as positive (p >= t)",
-           "ties: the smallest of the thresholds that reach the best accuracy"),
+           "ties: of the thresholds that reach the best accuracy, the one closest to 0.5 (as lossbench "
+           "chooses); of two equally close, the smaller"),
 )
 
 

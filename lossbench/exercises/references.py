@@ -87,15 +87,33 @@ def accuracy_multi(probs: Tensor, target: Tensor, threshold: float = 0.5) -> flo
 
 
 def best_threshold(probs: Tensor, target: Tensor, thresholds: Tensor) -> float:
-    r"""The threshold with the highest accuracy of `probs >= t` against `target`; ties go to the smallest.
+    r"""The threshold with the highest accuracy of `probs >= t` against `target`; ties go to the one closest to 0.5.
 
-    .. math:: t^* = \min \arg\max_t \frac{1}{N} \sum_n [\,(p_n \ge t) = (y_n = 1)\,]
+    That is lossbench's own rule (:func:`lossbench.thresholds.best_threshold_index`): a flat stretch of
+    the accuracy curve keeps the usual threshold, or comes as close to it as the best accuracy allows.
+    Of two tied thresholds equally close to 0.5, the smaller wins.
+
+    .. math:: t^* = \arg\min_{t \in T^*} |t - 0.5|, \quad
+              T^* = \arg\max_t \frac{1}{N} \sum_n [\,(p_n \ge t) = (y_n = 1)\,]
 
     >>> best_threshold(torch.tensor([0.1, 0.35, 0.4, 0.9]), torch.tensor([0, 0, 1, 1]),
     ...                torch.tensor([0.25, 0.375, 0.5, 0.75]))
     0.375
+    >>> best_threshold(torch.tensor([0.1, 0.9]), torch.tensor([0, 1]), torch.tensor([0.2, 0.4, 0.55, 0.8], dtype=torch.float64))
+    0.55
     """
     truth = target != 0  # (N,)
     correct = torch.stack([((probs >= t) == truth).sum() for t in thresholds])  # (T,) counts
-    tied = thresholds[correct == correct.max()]  # every threshold that reaches the best count
-    return float(tied.min())
+    return closest_to_half(thresholds[correct == correct.max()])  # of every threshold that reaches the best count
+
+
+def closest_to_half(tied: Tensor) -> float:
+    """The threshold of `tied` closest to 0.5; of two equally close, the smaller.
+
+    >>> closest_to_half(torch.tensor([0.3, 0.4375, 0.625]))
+    0.4375
+    >>> closest_to_half(torch.tensor([0.25, 0.75]))  # equally close
+    0.25
+    """
+    distance = (tied.double() - 0.5).abs()
+    return float(tied[distance == distance.min()].min())

@@ -67,10 +67,10 @@ def accuracy_tensor(p, y, threshold=0.5):
 
 def best_right(p, y, thresholds):
     best_t, best_acc = None, -1.0
-    for t in thresholds:
+    for t in sorted(thresholds.tolist(), key=lambda t: (abs(t - 0.5), t)):  # closest to 0.5 first
         acc = ((p >= t) == y.bool()).double().mean().item()
         if acc > best_acc:
-            best_t, best_acc = t.item(), acc
+            best_t, best_acc = t, acc
     return best_t
 
 
@@ -152,23 +152,23 @@ def exact_match(p, y, threshold=0.5):
     return ((p >= threshold) == y.bool()).all(dim=1).double().mean().item()
 
 
-def best_last_of_ties(p, y, thresholds):
-    best_t, best_acc = None, -1.0
-    for t in thresholds:
-        acc = ((p >= t) == y.bool()).double().mean().item()
-        if acc >= best_acc:  # >= keeps the last of tied thresholds
-            best_t, best_acc = t.item(), acc
-    return best_t
+def best_first_or_last_of_ties(last):
+    def best(p, y, thresholds):
+        best_t, best_acc = None, -1.0
+        for t in thresholds:
+            acc = ((p >= t) == y.bool()).double().mean().item()
+            if acc > best_acc or (last and acc == best_acc):  # the first (or the last) of tied thresholds
+                best_t, best_acc = t.item(), acc
+        return best_t
+    return best
 
 
 def best_strict(p, y, thresholds):
-    counts = torch.stack([((p > t) == y.bool()).sum() for t in thresholds])
-    return thresholds[counts.argmax()].item()
+    return best_right(p - 1e-12, y, thresholds)  # p > t where p >= t was asked
 
 
 def best_index(p, y, thresholds):
-    counts = torch.stack([((p >= t) == y.bool()).sum() for t in thresholds])
-    return int(counts.argmax())
+    return thresholds.tolist().index(best_right(p, y, thresholds))
 
 
 def best_accuracy_value(p, y, thresholds):
@@ -240,7 +240,10 @@ WRONG = [
     pytest.param("accuracy_multi", lambda p, y, t=0.5: ((p >= t) == y.bool()).double().mean(dim=1),
                  "average over every element", id="accuracy-per-row"),
     # best_threshold
-    pytest.param("best_threshold", best_last_of_ties, "ties go to the smallest", id="best-last-of-ties"),
+    pytest.param("best_threshold", best_first_or_last_of_ties(last=False), "ties go to the one closest to 0.5",
+                 id="best-first-of-ties"),
+    pytest.param("best_threshold", best_first_or_last_of_ties(last=True), "ties go to the one closest to 0.5",
+                 id="best-last-of-ties"),
     pytest.param("best_threshold", best_strict, "use p >= t", id="best-strict-threshold"),
     pytest.param("best_threshold", best_index, "returned the index", id="best-index"),
     pytest.param("best_threshold", best_accuracy_value, "returned the best accuracy", id="best-accuracy"),

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from sklearn.metrics import hamming_loss
 
 from lossbench.exercises import references as ref
+from lossbench.thresholds import best_threshold_index
 
 g = torch.Generator().manual_seed(7)
 Z = 3 * torch.randn(9, 4, generator=g, dtype=torch.float64)
@@ -72,16 +73,31 @@ def test_accuracy_multi_counts_a_probability_at_the_threshold_as_positive():
     assert ref.accuracy_multi(torch.tensor([[0.5]]), torch.tensor([[0]])) == 0.0
 
 
-def test_best_threshold_is_the_first_maximum_of_a_brute_force_sweep():
+def test_best_threshold_is_the_maximum_closest_to_one_half_of_a_brute_force_sweep():
     for seed in range(5):
         gen = torch.Generator().manual_seed(seed)
         target = torch.randint(0, 2, (30,), generator=gen)
         probs = (0.3 + 0.3 * target + 0.2 * torch.randn(30, generator=gen, dtype=torch.float64)).clamp(0, 1)
         thresholds = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
         accuracy = np.array([((probs.numpy() >= t) == target.numpy()).mean() for t in thresholds.numpy()])
-        assert ref.best_threshold(probs, target, thresholds) == thresholds[int(np.argmax(accuracy))].item()
+        tied = thresholds.numpy()[accuracy == accuracy.max()]
+        assert ref.best_threshold(probs, target, thresholds) == min(tied, key=lambda t: (abs(t - 0.5), t))
 
 
-def test_best_threshold_breaks_ties_towards_the_smallest_whatever_the_order():
+def test_best_threshold_is_the_threshold_lossbench_chooses():
+    """A student's right answer reproduces the `best thr (val)` column: the runner's own rule."""
+    thresholds = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
+    for seed in range(20):
+        gen = torch.Generator().manual_seed(seed)
+        target = torch.randint(0, 2, (25,), generator=gen)
+        probs = torch.rand(25, generator=gen, dtype=torch.float64) * 0.5 + 0.3 * target  # ties are common
+        accuracy = torch.stack([((probs >= t) == target.bool()).double().mean() for t in thresholds])
+        chosen = thresholds[best_threshold_index(accuracy[None], thresholds)].item()
+        assert ref.best_threshold(probs, target, thresholds) == chosen
+
+
+def test_best_threshold_breaks_ties_towards_one_half_whatever_the_order():
     probs, target = torch.tensor([0.1, 0.9], dtype=torch.float64), torch.tensor([0, 1])
-    assert ref.best_threshold(probs, target, torch.tensor([0.8, 0.3, 0.5], dtype=torch.float64)) == 0.3
+    assert ref.best_threshold(probs, target, torch.tensor([0.8, 0.3, 0.5], dtype=torch.float64)) == 0.5
+    assert ref.best_threshold(probs, target, torch.tensor([0.8, 0.3, 0.65], dtype=torch.float64)) == 0.65
+    assert ref.best_threshold(probs, target, torch.tensor([0.75, 0.25], dtype=torch.float64)) == 0.25  # equally close
