@@ -181,7 +181,8 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
        3. for wrong ones, at ``epoch`` (default: the last): MSE's gradient vanishes on confident mistakes;
     4. for a 2-logit softmax head, each unit's share of |dL/dz| (the negative unit gets half) ...
     5. ... beside the gradient that reaches the body, ||dL/dh|| per example, per epoch: a 2-logit head
-       sends the body the same signal as a 1-logit head, since dL/dh = (w1 - w0) dL/dz1;
+       sends the body what a 1-logit head with w = w1 - w0 would, since dL/dh = (w1 - w0) dL/dz1 (BCE's
+       signal at the matched start; apart later, as w1 - w0 moves faster than BCE's w);
     6. for multi-label and grid tasks, each label's (area's) share of |dL/dz|.
 
     >>> import lossbench
@@ -261,7 +262,7 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
         _decorate(
             ax, f"Share of |dL/dz| per output unit, epoch {epoch}",
             "z0's gradient is minus z1's, so the body gets (w1 - w0) dL/dz1:\n"
-            "the signal of a 1-logit head (next panel), not half of it",
+            "what a 1-logit head with w = w1 - w0 sends, not half of it",
             "share of sum |dL/dz|", legend=False,
         )  # fmt: skip
 
