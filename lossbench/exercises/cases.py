@@ -146,10 +146,10 @@ def softmax_ce_cases(seed: int = 0) -> list[Case]:
 
 
 def bce_cases(seed: int = 0) -> list[Case]:
-    """Cases for `bce(logits, target)`: vectors, multi-label matrices, soft targets, large logits.
+    """Cases for `bce(logits, target)`: vectors, multi-label matrices, soft targets, large logits, z = 0.
 
     >>> [c.group for c in bce_cases()]
-    ['basic', 'multi-label', 'soft targets', 'float32', 'stability', 'stability']
+    ['basic', 'multi-label', 'soft targets', 'float32', 'stability', 'stability', 'logit exactly 0']
     """
     g = torch.Generator().manual_seed(seed)
     names = ("logits", "target")
@@ -163,6 +163,9 @@ def bce_cases(seed: int = 0) -> list[Case]:
         _loss_case("float32", ref.bce, names, (2 * torch.randn(10, generator=g), _binary(g, 10).float()), grad=False),
         _loss_case("stability", ref.bce, names, (z, (z > 0).double().roll(1))),  # many confident mistakes
         _loss_case("stability", ref.bce, names, (_large(g, 3, 4), _binary(g, 3, 4))),
+        _loss_case("logit exactly 0", ref.bce, names, (torch.tensor([0.0, 0.0, 0.0, 1.5, -2.0], dtype=torch.float64),
+                                                      torch.tensor([1.0, 0.0, 0.25, 1.0, 0.0], dtype=torch.float64)),
+                   notes=("at z = 0 the gradient is (1/2 - y) / N, sigmoid(0) - y over the N elements",)),
     ]
 
 

@@ -113,6 +113,9 @@ class Exercise:
     nan_hint: str = ""  # the usual cause of NaN or inf in the answer
     nan_grad_hint: str = ""  # the usual cause of NaN in the gradient when the value is finite
     error_hints: tuple[tuple[str, str], ...] = ()  # (case group, hint) for an exception in that group
+    grad_hint: str = ("the value is right but the gradient is not: something detaches or clamps the logits "
+                      "(.detach(), .data, clamp on z?)")  # the usual cause of a right value with a wrong gradient
+    group_grad_hints: tuple[tuple[str, str], ...] = ()  # (case group, hint): grad_hint for that group
     ratio_hints: bool = True  # whether "about k times the expected value" makes sense for this answer
     sign_hint: str = "the sign is flipped: a loss is -log p (a positive number), not log p"
     points: int = 1  # for the nbgrader and otter exports
@@ -220,9 +223,11 @@ BCE = Exercise(
                 "compute from the logits with log-sigmoid or softplus",
                 in_group("stability", lambda case, actual: _clearly_below(actual, case.expected))),
     ),
-    nan_hint="NaN/inf at large logits: use log-sigmoid (F.logsigmoid) or softplus, or subtract the max: "
-             "log(1 + e^z) = max(z, 0) + log(1 + e^-|z|)",
+    nan_hint="NaN/inf at large logits: use log-sigmoid (F.logsigmoid), or compute F.softplus(z) - y z",
     nan_grad_hint="NaN in the gradient at large logits: sigmoid then log overflows; use F.logsigmoid or F.softplus",
+    group_grad_hints=(("logit exactly 0", "right value, wrong gradient at z = 0: max(z, 0) and |z| have no derivative "
+                                          "there, and autograd's choice gives 1 - y instead of 1/2 - y; use "
+                                          "F.softplus(z) - y z or F.logsigmoid"),),
 )
 
 
@@ -253,6 +258,8 @@ BCE_PROBS = Exercise(
     nan_hint=f"log(0) at p = 0 or 1: clamp p to [eps, 1 - eps] with eps <= {cs.CLAMP_EPS_MAX:g} "
              "(or clamp the log at -100, as PyTorch does)",
     nan_grad_hint="NaN in the gradient: the log's gradient 1/p is infinite at p = 0; clamp p first",
+    grad_hint="the value is right but the gradient is not: log(p + eps) has the gradient 1/(p + eps), not 1/p, "
+              f"at every p; clamp p to [eps, 1 - eps] with eps <= {cs.CLAMP_EPS_MAX:g} instead (exact in between)",
 )
 
 MSE = Exercise(

@@ -134,6 +134,10 @@ def bce_probs_add_eps(p, y):
     return -(y * torch.log(p + 1e-7) + (1 - y) * torch.log(1 - p + 1e-7)).mean()
 
 
+def bce_max_abs(z, y):  # the right value everywhere; at z = 0, clamp's and abs's subgradients give 1 - y
+    return (z.clamp(min=0) - y * z + torch.log1p(torch.exp(-z.abs()))).mean()
+
+
 def bce_probs_big_eps(p, y):
     return bce_probs_right(p.clamp(1e-3, 1 - 1e-3), y)
 
@@ -198,6 +202,7 @@ WRONG = [
     pytest.param("bce", where_bce, "soft labels", id="bce-where-fails-soft-targets"),
     pytest.param("bce", clamped_probability_bce, "caps each loss at -log(eps)", id="bce-clamped-probability"),
     pytest.param("bce", lambda z, y: -bce_right(z, y), "the sign is flipped", id="bce-sign"),
+    pytest.param("bce", bce_max_abs, "wrong gradient at z = 0", id="bce-max-abs-gradient-at-0"),
     pytest.param("bce", lambda z, y: bce_right(z, y) / math.log(10), "log10", id="bce-log10"),
     # bce_probs
     pytest.param("bce_probs", bce_probs_no_clamp, "clamp p to [eps, 1 - eps]", id="bce_probs-log-of-zero"),
@@ -268,6 +273,18 @@ def test_a_known_wrong_answer_fails_with_its_hint(name, fn, hint):
     results = evaluate(name, fn)
     assert not all(r.passed for r in results)
     assert any(hint in h for h in hints_of(results)), hints_of(results)
+
+
+def test_only_the_z_0_case_catches_the_max_abs_form_of_bce():
+    failed = [r.group for r in evaluate("bce", bce_max_abs) if not r.passed]
+    assert failed == ["logit exactly 0"]
+
+
+def test_log_of_p_plus_eps_is_named_in_every_case_it_fails():
+    """Its values pass where p is ordinary; the gradient 1/(p + eps) does not, and the hint says why (no logits here)."""
+    hints = hints_of(evaluate("bce_probs", bce_probs_add_eps))
+    assert len(hints) >= 3
+    assert all("log(p + eps)" in h for h in hints), hints
 
 
 def test_the_sum_hint_names_the_factor():
@@ -487,11 +504,11 @@ def test_check_raises_an_assertion_error_carrying_the_report():
     err = info.value
     assert isinstance(err, ExerciseFailed)
     assert err.report == str(err) == format_report("bce", err.results)
-    assert err.report.splitlines()[-1] == "bce: 4 of 6 cases pass"
+    assert err.report.splitlines()[-1] == "bce: 5 of 7 cases pass"
 
 
 def test_score_is_the_fraction_of_cases_passed():
-    assert score("bce", naive_bce) == pytest.approx(4 / 6)
+    assert score("bce", naive_bce) == pytest.approx(5 / 7)
 
 
 def test_report_prints_a_row_per_case_with_its_input_and_errors():

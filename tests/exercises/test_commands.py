@@ -48,14 +48,14 @@ def test_check_exits_0_when_every_case_passes(student_dir, capsys):
     (student_dir / "student_right.py").write_text(RIGHT)
     assert main(["check", "bce", "student_right:bce"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[-1] == "bce: 6 of 6 cases pass"
+    assert out.splitlines()[-1] == "bce: 7 of 7 cases pass"
 
 
 def test_check_exits_1_and_prints_the_report_when_a_case_fails(student_dir, capsys):
     (student_dir / "student_naive.py").write_text(NAIVE)
     assert main(["check", "bce", "student_naive:bce"]) == 1
     out = capsys.readouterr().out
-    assert out.splitlines()[-1] == "bce: 4 of 6 cases pass"
+    assert out.splitlines()[-1] == "bce: 5 of 7 cases pass"
     assert "hint: NaN/inf at large logits: use log-sigmoid" in out
 
 
@@ -132,10 +132,10 @@ def test_grade_writes_the_gradebook_and_prints_the_totals(tmp_path, capsys):
     out = tmp_path / "grades.csv"
     assert main(["grade", str(folder), "--exercise", "bce", "--timeout", "30", "--out", str(out), "--quiet"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[:3] == ["submission  score  reason", "a_right.py   1.00  ", "b_naive.py   0.67  NaN/inf output in 2 cases"]
-    assert lines[3] == f"wrote {out} (12 rows: a row per case group and a total per submission)"
+    assert lines[:3] == ["submission  score  reason", "a_right.py   1.00  ", "b_naive.py   0.71  NaN/inf output in 2 cases"]
+    assert lines[3] == f"wrote {out} (14 rows: a row per case group and a total per submission)"
     frame = pd.read_csv(out, keep_default_na=False)
-    assert frame[frame.group == "total"].score.tolist() == [1.0, 4 / 6]
+    assert frame[frame.group == "total"].score.tolist() == [1.0, 5 / 7]
 
 
 def test_grade_help_states_the_defaults_of_the_grading_module(capsys):
