@@ -377,7 +377,8 @@ def test_tasks_and_losses_print_a_line_each():
     assert [line.split()[0] for line in stdout.splitlines()] == [f.name for f in lossbench.losses.families()]
 
 
-@pytest.mark.parametrize("command", [[], ["compare"], ["tasks"], ["losses"], ["show"], ["plot"]])
+@pytest.mark.parametrize("command", [[], ["compare"], ["tasks"], ["losses"], ["show"], ["plot"], ["check"], ["grade"], ["exercises"],
+                                     ["exercises", "list"], ["exercises", "export"]])
 def test_help_teaches_with_an_example(command):
     code, stdout, _ = run([*command, "--help"])
     assert code == 0

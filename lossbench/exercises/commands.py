@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from lossbench.cli import EXIT_FAIL, EXIT_OK, UsageError
+from lossbench.cli import _FORMATTER, EXIT_FAIL, EXIT_OK, UsageError
 
 
 def load_function(target: str) -> Callable[..., Any]:
@@ -107,8 +107,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ('bce', 'mysolution:bce', '_cmd_check')
     """
     p = sub.add_parser("check", help="check your function for an exercise: prints a report, exit 0 when all pass",
-                       description="Run the cases of EXERCISE on your function and print the report. "
-                                   "Exit code 0 when every case passes, 1 otherwise, 2 for a usage error.")
+                       formatter_class=_FORMATTER,
+                       description="Run the cases of EXERCISE on your function and print the report: a line per case\n"
+                                   "(expected, actual, errors, pass or FAIL) and, under a failed case, what went wrong\n"
+                                   "and a hint. Exit code 0 when every case passes, 1 otherwise, 2 for a usage error.\n\n"
+                                   "examples:\n"
+                                   "  lossbench check bce mysolution:bce           bce() from mysolution.py in this folder\n"
+                                   "  lossbench check best_threshold hw.week3:best  best() from hw/week3.py\n"
+                                   "  lossbench exercises list                      the exercises and their signatures")
     p.add_argument("exercise", metavar="EXERCISE", help="the exercise name (see `lossbench exercises list`)")
     p.add_argument("function", metavar="FUNCTION",
                    help="your function as package.module:function; the current directory is searched first")
@@ -116,8 +122,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("grade", help="grade a folder of submissions into a CSV gradebook",
-                       description="Run every .py or .ipynb file in SUBMISSIONS_DIR in its own process with time and "
-                                   "memory limits, and write one row per submission per case group plus a total.")
+                       formatter_class=_FORMATTER,
+                       description="Run every .py or .ipynb file in SUBMISSIONS_DIR in its own process with time and\n"
+                                   "memory limits, and write one row per submission per case group plus a total. It\n"
+                                   "prints each submission's score (the fraction of cases passed) and why it lost\n"
+                                   "points; a submission that fails to import, hangs or crashes scores 0 with the reason.\n\n"
+                                   "examples:\n"
+                                   "  lossbench grade submissions/ --exercise bce --out grades.csv\n"
+                                   "  lossbench grade submissions/ --exercise best_threshold --function best --timeout 30 --out grades.csv")
     p.add_argument("submissions", metavar="SUBMISSIONS_DIR", type=Path)
     p.add_argument("--exercise", required=True, help="the exercise name (see `lossbench exercises list`)")
     p.add_argument("--function", default=None,
@@ -131,15 +143,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_grade)
 
-    p = sub.add_parser("exercises", help="list the exercises, or export them as an assignment")
+    p = sub.add_parser("exercises", help="list the exercises, or export them as an assignment", formatter_class=_FORMATTER,
+                       description="List the exercises students self-check with `lossbench check`, or export the\n"
+                                   "exercise notebooks as an assignment.\n\n"
+                                   "examples:\n"
+                                   "  lossbench exercises list\n"
+                                   "  lossbench exercises export --flavor nbgrader course/source/lossbench")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
-    q = actions.add_parser("list", help="the exercises, a line each: name, signature, notebook")
+    q = actions.add_parser("list", help="the exercises, a line each: name, signature, notebook", formatter_class=_FORMATTER,
+                           description="The exercises, a line each: the name `lossbench check` takes, the function's\n"
+                                       "signature, and the notebook (topic) that holds it.\n\nexample:\n  lossbench exercises list")
     q.set_defaults(func=_cmd_list)
     q = actions.add_parser("export", help="write the assignment notebooks: plain (student), nbgrader or otter",
-                           description="Make the assignment from the solution notebooks: `plain` writes the student "
-                                       "notebooks, `nbgrader` the nbgrader source notebooks, `otter` the otter-grader "
-                                       "master notebooks (assign format v1).")
+                           formatter_class=_FORMATTER,
+                           description="Make the assignment from the solution notebooks: `plain` writes the student\n"
+                                       "notebooks, `nbgrader` the nbgrader source notebooks, `otter` the otter-grader\n"
+                                       "master notebooks (assign format v1). It prints the path of each notebook written.\n\n"
+                                       "examples:\n"
+                                       "  lossbench exercises export --flavor plain handout/\n"
+                                       "  lossbench exercises export --flavor nbgrader course/source/lossbench   then: nbgrader generate_assignment lossbench\n"
+                                       "  lossbench exercises export --flavor otter otter/                      then: otter assign otter/losses.ipynb dist/")
     q.add_argument("--flavor", required=True, choices=["plain", "nbgrader", "otter"])
     q.add_argument("--source", type=Path, default=None,
                    help="folder of *_solutions.ipynb (default: notebooks/exercises of this checkout)")
