@@ -289,7 +289,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         args.task, losses, impl,
         seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         head_init=args.head_init, overrides=overrides or None, baseline=args.baseline, data=args.data, config=config,
-        quick=args.quick, device=args.device, progress=True, threads=args.threads,
+        quick=args.quick, device=args.device, progress=True, threads=args.threads, threshold_metric=args.threshold_metric,
     )  # fmt: skip
 
     # 3. save, with the plots drawn into the temporary directory so they land together with the rest
@@ -435,6 +435,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    help="any field of the task's Config, repeatable: --set hidden=64 --set val_fraction=0.25")
     t.add_argument("--target", choices=("patch", "grid"), help="mammography only: one label per patch or one per area")
     t.add_argument("--quick", action="store_true", help="the task's seconds-long smoke settings (fewer seeds and epochs)")
+    t.add_argument("--threshold-metric", choices=("accuracy", "balanced_accuracy", "f1", "exact_match"), default="accuracy",
+                   help="what the best threshold maximises on the validation split (default: accuracy); balanced_accuracy "
+                        "(mean of sensitivity and specificity) suits a rare positive class; exact_match needs several outputs")
     r = p.add_argument_group("where it runs and what it writes")
     r.add_argument("--device", default="auto", metavar="DEVICE", help="auto | cpu | cuda; default: %(default)s (CUDA when present)")
     r.add_argument(

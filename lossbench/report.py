@@ -166,7 +166,8 @@ def format_table(result: Result) -> str:
         f"{len(result.losses)} losses x {n_seeds} seeds, {task_cfg.get('epochs', '?')} epochs, {task_cfg.get('optimizer', '?')} "
         f"(lr {task_cfg.get('lr', '?')}, batch {task_cfg.get('batch_size', '?')}), device {cfg.get('device', '?')}; "
         f"train/val/test {sizes.get('train', '?')}/{sizes.get('val', '?')}/{sizes.get('test', '?')}",
-        f"Test split, mean [95% CI] over {n_seeds} seeds; the best threshold is chosen on the validation split.",
+        f"Test split, mean [95% CI] over {n_seeds} seeds; the best threshold is chosen on the validation split"
+        + ("." if cfg.get("threshold_metric", "accuracy") == "accuracy" else f", by its {cfg['threshold_metric'].replace('_', ' ')}."),
     ]
     metrics = _metrics(result, HEADLINE)
     header = ["loss"] + [LABELS[m] for m in metrics] + [LABELS["final_train_loss"], LABELS["diverged"]]

@@ -810,6 +810,7 @@ def compare(
     device: str = "auto",
     dtype: Literal["float32", "float64"] = "float32",
     threshold_points: int = 99,
+    threshold_metric: Literal["accuracy", "balanced_accuracy", "f1", "exact_match"] = "accuracy",
     progress: bool | Callable[[ProgressReport], None] = False,
     engine: Literal["batched", "loop"] = "batched",
     threads: int | None = None,
@@ -825,7 +826,10 @@ def compare(
     ``"reference"`` or a user's ``"package.module:function"``, for all losses or per loss (a mapping).
     ``overrides`` sets per-loss options, e.g. ``{"softmax_ce": {"head_lr_scale": 0.5}}`` or
     ``{"bce@weighted": {"pos_weight": 4.0}}``. ``baseline`` is the loss that paired differences refer to
-    (default: ``"bce"`` when compared, else the first loss). ``engine="loop"`` trains one model at a time
+    (default: ``"bce"`` when compared, else the first loss). The best threshold is the one of the
+    ``threshold_points`` swept from 0.01 to 0.99 with the highest validation ``threshold_metric``
+    (:data:`~lossbench.thresholds.SELECTION_METRICS`; ties go to the threshold closest to 0.5), and it is
+    applied to the test split. ``engine="loop"`` trains one model at a time
     with plain ``torch.nn`` modules instead: the slow reference the tests and benchmarks hold the batched
     program against. ``threads`` sets torch's CPU threads for the run (``None``: torch's default); on a
     busy machine one thread avoids the threads waiting on each other. On a GPU the batched engine records
@@ -870,6 +874,12 @@ def compare(
     seed_values = seed_list(cfg.seeds)
     if threshold_points < 2:
         raise ValueError(f"Expected `threshold_points` to be at least 2, but got {threshold_points}.")
+    if threshold_metric not in thr.SELECTION_METRICS:
+        valid = ", ".join(repr(m) for m in thr.SELECTION_METRICS)
+        raise ValueError(f"Expected `threshold_metric` to be one of {valid}, but got {threshold_metric!r}.")
+    if threshold_metric == "exact_match" and task_data.n_outputs == 1:
+        raise ValueError("Expected `threshold_metric='exact_match'` only for a task with several outputs (multilabel, "
+                         "mammography's grid); with one output it is accuracy.")
 
     if engine not in ("batched", "loop"):
         raise ValueError(f"Expected `engine` to be 'batched' or 'loop', but got {engine!r}.")
@@ -896,7 +906,7 @@ def compare(
             callback.close()
     options = dict(
         losses=losses, impl=impl, overrides=overrides, head_init=head_init, device=str(dev), dtype=dtype, data=data,
-        quick=quick, threshold_points=threshold_points, baseline=baseline, engine=engine, threads=threads_used,
+        quick=quick, threshold_points=threshold_points, threshold_metric=threshold_metric, baseline=baseline, engine=engine, threads=threads_used,
         cuda_graphs=trained.get("cuda_graphs", "no: the plain loop"), cpu_trace=trained.get("cpu_trace", "no: the plain loop"),
     )
     return _assemble(task_data, setups, cfg, seed_values, trained, dev, torch_dtype, threshold_points, baseline, options)
@@ -970,7 +980,8 @@ def _assemble(
         y = split.y.to(device=device, dtype=dtype)
         scores = predict(task, models, setups, split.x.to(device=device, dtype=dtype))
         splits[name] = {"y": y, "scores": scores, "sweep": thr.sweep(scores, y, grid)}
-    best = thr.best_threshold_index(splits["val"]["sweep"]["accuracy"], grid).cpu().numpy()
+    chosen_by = thr.selection_metric(splits["val"]["sweep"], options.get("threshold_metric", "accuracy"))
+    best = thr.best_threshold_index(chosen_by, grid).cpu().numpy()
     multi = task.n_outputs > 1
     average = "micro" if task.kind == "grid" else "macro"
     m = len(setups) * len(seeds)

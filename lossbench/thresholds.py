@@ -55,6 +55,24 @@ def sweep(scores: torch.Tensor, y: torch.Tensor, thresholds: torch.Tensor) -> di
     return {name: torch.stack(values, dim=1) for name, values in out.items()}
 
 
+SELECTION_METRICS = ("accuracy", "balanced_accuracy", "f1", "exact_match")
+"""What the best threshold can maximise on the validation split: accuracy (the default), balanced accuracy
+(the mean of sensitivity and specificity, which a rare positive class cannot dominate), F1, or, with
+several outputs, exact match."""
+
+
+def selection_metric(sweep_metrics: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """The ``(models, thresholds)`` values of :data:`SELECTION_METRICS` ``name`` from a :func:`sweep`.
+
+    >>> m = sweep(torch.tensor([[[0.2], [0.6], [0.9]]]), torch.tensor([[0.0], [1.0], [0.0]]), torch.tensor([0.5, 0.95]))
+    >>> selection_metric(m, "balanced_accuracy")  # (sensitivity + specificity) / 2: (1 + 1/2) / 2, then (0 + 1) / 2
+    tensor([[0.7500, 0.5000]], dtype=torch.float64)
+    """
+    if name == "balanced_accuracy":
+        return (sweep_metrics["sensitivity"] + sweep_metrics["specificity"]) / 2
+    return sweep_metrics[name]
+
+
 def best_threshold_index(metric: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """For each model, the index of the threshold that maximises ``metric`` (models, thresholds).
 
