@@ -38,6 +38,9 @@ def load_function(target: str) -> Callable[..., Any]:
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
+    except SystemExit as err:  # sys.exit() or exit() at the top level of the student's file; Ctrl-C still interrupts
+        raise UsageError(f"could not import {module_name!r}: SystemExit: {err.code}; the module calls sys.exit() "
+                         "while it is imported: move that call under `if __name__ == \"__main__\":`") from None
     except Exception as err:  # a syntax error or a failing import in the student's file: one line, no traceback
         detail = str(err).splitlines()[0] if str(err) else ""
         raise UsageError(f"could not import {module_name!r}: {type(err).__name__}: {detail}") from None

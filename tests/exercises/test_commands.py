@@ -94,6 +94,23 @@ def test_check_exits_2_with_one_line_for_usage_errors(student_dir, capsys, argv,
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
 
 
+@pytest.mark.parametrize("call, code", [("sys.exit(5)", "5"), ("sys.exit()", "None"), ("exit('bye')", "bye")])
+def test_check_reports_a_module_that_exits_while_imported_as_a_usage_error(student_dir, capsys, call, code):
+    (student_dir / "student_exits.py").write_text(f"import sys\n{call}\n" + RIGHT)
+    assert main(["check", "bce", "student_exits:bce"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"lossbench check: error: could not import 'student_exits': SystemExit: {code}; the module "
+                            "calls sys.exit() while it is imported: move that call under "
+                            "`if __name__ == \"__main__\":`\n")
+
+
+def test_check_lets_ctrl_c_while_importing_interrupt(student_dir, capsys):
+    (student_dir / "student_interrupted.py").write_text("raise KeyboardInterrupt\n" + RIGHT)
+    assert main(["check", "bce", "student_interrupted:bce"]) == 130
+    assert capsys.readouterr().err == "lossbench check: interrupted\n"
+
+
 def test_exercises_list_prints_a_line_per_exercise(capsys):
     assert main(["exercises", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
