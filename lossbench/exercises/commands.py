@@ -69,6 +69,9 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
     timeout = grading.DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
     memory_mb = grading.DEFAULT_MEMORY_MB if args.memory_mb is None else args.memory_mb
+    if not grading.find_submissions(args.submissions):  # a wrong folder, not a class that handed nothing in
+        raise UsageError(f"Expected SUBMISSIONS_DIR to hold .py or .ipynb files, but {str(args.submissions)!r} has "
+                         "none; grade looks only at the files directly in it, not in its subfolders.")
     frame = grading.grade(args.submissions, args.exercise, timeout=timeout, memory_mb=memory_mb,
                           function=args.function, seed=args.seed, progress=not args.quiet)
     path = grading.write_gradebook(frame, args.out)

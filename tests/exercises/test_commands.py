@@ -162,3 +162,18 @@ def test_grade_help_states_the_defaults_of_the_grading_module(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert f"(default {grading.DEFAULT_TIMEOUT_S:g})" in text
     assert f"(default {grading.DEFAULT_MEMORY_MB})" in text
+
+
+def test_grade_rejects_a_folder_without_submissions_and_writes_nothing(tmp_path, capsys):
+    folder = tmp_path / "submissions"
+    (folder / "week1").mkdir(parents=True)
+    (folder / "week1" / "ada.py").write_text(RIGHT)  # in a subfolder: not looked at
+    (folder / "notes.txt").write_text("")
+    out = tmp_path / "grades.csv"
+    assert main(["grade", str(folder), "--exercise", "bce", "--out", str(out), "--quiet"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"lossbench grade: error: Expected SUBMISSIONS_DIR to hold .py or .ipynb files, but "
+                            f"{str(folder)!r} has none; grade looks only at the files directly in it, not in its "
+                            "subfolders.\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["submissions"]
