@@ -144,8 +144,10 @@ def validate_training(cfg: TrainingDefaults) -> None:
         raise ValueError(f"Expected `lr` to be a positive number, but got {cfg.lr!r}.")
     if cfg.optimizer not in ("adam", "sgd"):
         raise ValueError(f"Expected `optimizer` to be 'adam' or 'sgd', but got {cfg.optimizer!r}.")
-    if cfg.weight_decay < 0 or cfg.momentum < 0:
-        raise ValueError("Expected `weight_decay` and `momentum` to be non-negative.")
+    for name in ("weight_decay", "momentum"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"Expected `{name}` to be a non-negative number, but got {value!r}.")
 
 
 def seed_list(seeds: int | Sequence[int]) -> list[int]:
@@ -203,14 +205,14 @@ def resolve_losses(
         family = loss_registry.family(family_name)
         chosen = impls.get(name, "handwritten")
         settings = dict(overrides.get(name, {}))
-        head_lr_scale = float(settings.pop("head_lr_scale", 1.0))
-        if not (math.isfinite(head_lr_scale) and head_lr_scale > 0):
+        head_lr_scale = settings.pop("head_lr_scale", 1.0)
+        if not (isinstance(head_lr_scale, (int, float)) and math.isfinite(head_lr_scale) and head_lr_scale > 0):
             raise ValueError(f"Expected `head_lr_scale` of {name!r} to be a positive number, but got {head_lr_scale!r}.")
         unknown = [k for k in settings if k not in family.options]
         if unknown:
             valid = ", ".join(OVERRIDE_KEYS + tuple(family.options))
             raise ValueError(f"Expected overrides of {name!r} among {valid}, but got {', '.join(map(repr, unknown))}.")
-        bound = {k: _as_tensor(v, device, dtype) if k in _TENSOR_OPTIONS else v for k, v in settings.items()}
+        bound = {k: _option_tensor(name, k, v, device, dtype) if k in _TENSOR_OPTIONS else v for k, v in settings.items()}
         if chosen in BUILT_IN_IMPLS:
             fn = loss_registry.get(f"{family_name}:{chosen}", **bound)
         elif ":" in chosen:
@@ -227,8 +229,28 @@ def resolve_losses(
     return setups
 
 
-def _as_tensor(value, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    return torch.as_tensor(value, dtype=dtype, device=device)
+def _option_tensor(loss: str, key: str, value, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A loss's weight option (``pos_weight``, ``weight``) as a tensor, or a ValueError if it cannot weigh anything.
+
+    A weight is one finite number per output (or one for all): ``pos_weight`` positive, as it multiplies
+    the positives' terms, and class ``weight`` non-negative and not all zero.
+
+    >>> _option_tensor("bce", "pos_weight", -4, torch.device("cpu"), torch.float32)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `pos_weight` of 'bce' to be positive, but got -4.
+    """
+    try:
+        weights = torch.as_tensor(value, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"Expected `{key}` of {loss!r} to be a number or a list of numbers, but got {value!r}.") from None
+    if not torch.isfinite(weights).all():
+        raise ValueError(f"Expected `{key}` of {loss!r} to be finite, but got {value!r}.")
+    if key == "pos_weight" and not (weights > 0).all():
+        raise ValueError(f"Expected `{key}` of {loss!r} to be positive, but got {value!r}.")
+    if key == "weight" and (not (weights >= 0).all() or not (weights > 0).any()):
+        raise ValueError(f"Expected `{key}` of {loss!r} to be non-negative and not all zero, but got {value!r}.")
+    return weights
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,10 +398,26 @@ def vectorise(setup: LossSetup, output: torch.Tensor, target: torch.Tensor) -> t
        falls back to one call per model, with a warning.
     """
     fn, name = setup.fn, setup.name
-    value = fn(output[0], target[0])
+    first = output[0].detach().requires_grad_()  # a leaf, to see that the loss lets the gradient through
+    try:
+        with torch.enable_grad():
+            value = fn(first, target[0])
+    except Exception as err:
+        if ":" not in setup.impl:  # a built-in loss: its own message (a target of the wrong form, say)
+            raise
+        raise ValueError(
+            f"Expected the loss function {setup.impl} (for {name!r}) to run on one model's minibatch, output "
+            f"{tuple(first.shape)} and target {tuple(target[0].shape)}, but it raised {type(err).__name__}: {err}"
+        ) from err
     if not isinstance(value, torch.Tensor) or value.ndim != 0:
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         raise ValueError(f"Expected loss {name!r} to return a scalar tensor (the mean over the batch), but got {shape}.")
+    if not value.requires_grad:
+        raise ValueError(
+            f"Expected loss {name!r} to be differentiable in the model's output, but its value carries no gradient "
+            "(.detach(), .item(), .data, torch.tensor(...) or torch.no_grad inside?): its models would never train."
+        )
+    value = value.detach()
     batched = torch.func.vmap(fn)
     try:
         with loss_registry.value_checks(False):

@@ -228,6 +228,8 @@ def load_user_function(path: str) -> Callable:
         raise _usage_error(
             path, f"no module named {module_name!r} on the import path or in the current directory {cwd}"
         ) from err
+    except (Exception, SystemExit) as err:  # a SyntaxError, or an error or sys.exit() at the module's top level
+        raise _usage_error(path, f"module {module_name!r} was found but failed to import: {type(err).__name__}: {err}") from err
     finally:
         if added:
             sys.path.remove(cwd)

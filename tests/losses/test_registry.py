@@ -103,9 +103,11 @@ def student_dir(tmp_path, monkeypatch):
     """A temporary working directory holding the student's module, removed from sys.modules afterwards."""
     (tmp_path / "lossbench_student_solution.py").write_text(STUDENT)
     (tmp_path / "lossbench_student_broken.py").write_text("import a_dependency_that_is_not_installed\n")
+    (tmp_path / "lossbench_student_syntax.py").write_text("def fn(z, y):\n    return (z - y\n")
+    (tmp_path / "lossbench_student_exits.py").write_text("import sys\nsys.exit(5)\n")
     monkeypatch.chdir(tmp_path)
     yield tmp_path
-    for name in ("lossbench_student_solution", "lossbench_student_broken"):
+    for name in ("lossbench_student_solution", "lossbench_student_broken", "lossbench_student_syntax", "lossbench_student_exits"):
         sys.modules.pop(name, None)
 
 
@@ -135,6 +137,8 @@ def test_a_user_function_loads_from_the_import_path():
         pytest.param("lossbench_student_solution:nothing", "'lossbench_student_solution:nothing' (module 'lossbench_student_solution' has no attribute 'nothing')", id="no-attribute"),
         pytest.param("lossbench_student_solution:NOT_A_FUNCTION", "'lossbench_student_solution:NOT_A_FUNCTION' (lossbench_student_solution.NOT_A_FUNCTION is not a function, it is of type int)", id="not-callable"),
         pytest.param("lossbench_student_broken:fn", "'lossbench_student_broken:fn' (module 'lossbench_student_broken' was found but failed to import: No module named 'a_dependency_that_is_not_installed')", id="broken-module"),
+        pytest.param("lossbench_student_syntax:fn", "'lossbench_student_syntax:fn' (module 'lossbench_student_syntax' was found but failed to import: SyntaxError: ", id="syntax-error"),
+        pytest.param("lossbench_student_exits:fn", "'lossbench_student_exits:fn' (module 'lossbench_student_exits' was found but failed to import: SystemExit: 5)", id="exits-on-import"),
         pytest.param("a:b:c", "'a:b:c' (an import path has exactly one ':' between module and function)", id="two-colons"),
         pytest.param("mysolution:", "'mysolution:' (module and function must be Python names, as in 'mysolution:my_loss')", id="no-function"),
         pytest.param(":my_loss", "':my_loss' (module and function must be Python names", id="no-module-name"),
