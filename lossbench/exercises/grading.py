@@ -45,8 +45,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_TIMEOUT_S = 60.0
+MAX_TIMEOUT_S = 86400.0  # a day; far larger values overflow the waits and the CPU-time limit
 DEFAULT_MEMORY_MB = 2048  # measured: a child forked after importing torch and lossbench maps ~870 MiB
 MIN_MEMORY_MB = 1024
+MAX_MEMORY_MB = 2**20  # 1 TiB; far larger values overflow the address-space limit
 STARTUP_LIMIT_S = 120.0  # for a child to start (forked: milliseconds; spawned where fork is missing: an import of torch)
 COLUMNS = ["submission", "exercise", "group", "passed", "cases", "score", "reason"]
 SUFFIXES = (".py", ".ipynb")
@@ -263,11 +265,13 @@ def grade(submissions: Path | str, exercise: str, timeout: float = DEFAULT_TIMEO
     from tqdm.auto import tqdm
 
     get_exercise(exercise)  # an unknown name is a ValueError listing the valid ones
-    if not timeout > 0:
-        raise ValueError(f"Expected `timeout` to be a positive number of seconds, but got {timeout!r}.")
-    if memory_mb < MIN_MEMORY_MB:
+    if not 0 < timeout <= MAX_TIMEOUT_S:  # also rejects nan
+        raise ValueError(f"Expected `timeout` to be a positive number of seconds, at most {MAX_TIMEOUT_S:g} (a day), "
+                         f"but got {timeout!r}.")
+    if not MIN_MEMORY_MB <= memory_mb <= MAX_MEMORY_MB:
         raise ValueError(f"Expected `memory_mb` to be at least {MIN_MEMORY_MB} (a child starts at about 0.9 GiB "
-                         f"of address space: torch and lossbench), but got {memory_mb!r}.")
+                         f"of address space: torch and lossbench) and at most {MAX_MEMORY_MB} (1 TiB), "
+                         f"but got {memory_mb!r}.")
     files = find_submissions(submissions)
     function = function or exercise
     sizes = _group_sizes(exercise)  # {group: number of cases}, in case order

@@ -177,3 +177,35 @@ def test_grade_rejects_a_folder_without_submissions_and_writes_nothing(tmp_path,
                             f"{str(folder)!r} has none; grade looks only at the files directly in it, not in its "
                             "subfolders.\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["submissions"]
+
+
+@pytest.fixture
+def one_submission(tmp_path):
+    """A folder holding one right submission; the grade tests that fail before grading never run it."""
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    (folder / "ada.py").write_text(RIGHT)
+    return folder
+
+
+def assert_one_line_error(capsys, command: str, message: str) -> None:
+    """Nothing on stdout; on stderr one line, `lossbench COMMAND: error: ...` holding `message`, no traceback."""
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"lossbench {command}: error: ") and captured.err.count("\n") == 1
+    assert message in captured.err and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--timeout", "inf", "Expected `timeout` to be a positive number of seconds, at most 86400 (a day), but got inf."),
+    ("--timeout", "nan", "Expected `timeout` to be a positive number of seconds, at most 86400 (a day), but got nan."),
+    ("--timeout", "1e12", "Expected `timeout` to be a positive number of seconds, at most 86400 (a day), but got 1"),
+    ("--timeout", "0", "Expected `timeout` to be a positive number of seconds, at most 86400 (a day), but got 0.0."),
+    ("--memory-mb", "512", "Expected `memory_mb` to be at least 1024"),
+    ("--memory-mb", "99999999999999", "and at most 1048576 (1 TiB), but got 99999999999999."),
+])
+def test_grade_checks_its_limits_before_grading(one_submission, tmp_path, capsys, option, value, message):
+    out = tmp_path / "grades.csv"
+    assert main(["grade", str(one_submission), "--exercise", "bce", option, value, "--out", str(out), "--quiet"]) == 2
+    assert_one_line_error(capsys, "grade", message)
+    assert not out.exists()

@@ -158,10 +158,13 @@ def test_the_gradebook_round_trips_through_csv(gradebook, tmp_path):
 def test_bad_arguments_are_value_errors(tmp_path):
     with pytest.raises(ValueError, match=r"^Expected `submissions` to be a folder of .py or .ipynb files"):
         grading.grade(tmp_path / "absent", "bce")
-    with pytest.raises(ValueError, match=r"^Expected `timeout` to be a positive number of seconds, but got 0"):
-        grading.grade(tmp_path, "bce", timeout=0)
-    with pytest.raises(ValueError, match=r"^Expected `memory_mb` to be at least 1024"):
-        grading.grade(tmp_path, "bce", memory_mb=512)
+    for timeout in (0, float("nan"), float("inf"), 1e12):
+        with pytest.raises(ValueError, match=r"^Expected `timeout` to be a positive number of seconds, at most 86400 "
+                                             r"\(a day\), but got "):
+            grading.grade(tmp_path, "bce", timeout=timeout)
+    for memory_mb in (512, 2**40):
+        with pytest.raises(ValueError, match=r"^Expected `memory_mb` to be at least 1024 .* and at most 1048576"):
+            grading.grade(tmp_path, "bce", memory_mb=memory_mb)
     with pytest.raises(ValueError, match=r"^Expected `name` to be one of"):
         grading.grade(tmp_path, "bcee")
     assert grading.grade(tmp_path, "bce", progress=False).empty  # an empty folder is an empty gradebook
