@@ -16,7 +16,9 @@ A run directory holds:
 - ``plots/``: the figures, when drawn.
 
 It is written to a hidden temporary directory beside the target and renamed into place at the end, so an
-interrupted run never leaves a directory that looks complete.
+interrupted run never leaves a directory that looks complete. :func:`load` checks what it reads (the JSON's
+shape, each table's columns and its rows for every loss, the arrays), so that a damaged directory is a
+``ValueError`` naming the file, not an error deep inside a report or a plot.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,6 +36,31 @@ import numpy as np
 import pandas as pd
 
 FRAMES = ("runs", "history", "thresholds", "calibration", "summary")
+
+COLUMNS = {
+    "runs": ("loss", "seed", "model", "diverged", "final_train_loss", "best_threshold", "test_accuracy", "test_accuracy_best",
+             "test_auc", "test_ece"),
+    "history": ("loss", "seed", "epoch", "model", "train_loss", "val_loss", "val_accuracy", "grad_negative_unit_share",
+                "grad_body", "grad_positive_share"),
+    "thresholds": ("loss", "seed", "split", "threshold", "accuracy", "sensitivity", "specificity"),
+    "calibration": ("loss", "seed", "bin", "bin_low", "bin_high", "mean_predicted", "fraction_positive", "count"),
+    "summary": ("loss", "metric", "n", "mean", "ci_low", "ci_high"),
+}  # fmt: skip
+"""The columns of each table that :func:`load` checks for: those the report and the plots read (a run has more)."""
+
+TEXT_COLUMNS = ("loss", "split", "metric")
+"""The checked columns that hold names; every other checked column holds numbers."""
+
+SUMMARY_METRICS = ("test_accuracy", "test_accuracy_best", "best_threshold", "test_auc", "final_train_loss", "test_ece")
+"""The metrics that summary.csv must hold for every loss: those of the report's table and the plots."""
+
+PREDICTIONS = ("models_loss", "models_seed", "val_scores", "val_targets", "test_scores", "test_targets")
+"""The arrays of predictions.npz."""
+
+CONFIG_TYPES = {"seeds": list, "label_names": list, "task_config": dict, "sizes": dict, "loss_setups": dict, "threshold_metric": str}
+"""Keys of config.json that the report and the plots use when present, and the JSON type each must have."""
+
+DAMAGED = "the run directory may be damaged; rerun `lossbench compare` to make it again"
 
 
 @dataclass
@@ -91,7 +120,10 @@ class Result:
 
 
 def load(directory: str | os.PathLike) -> Result:
-    """Read a run directory written by :meth:`Result.save`.
+    """Read a run directory written by :meth:`Result.save`, checking that it is whole.
+
+    A missing directory or file, or a file that is damaged (not valid JSON or CSV, a table without the
+    columns or the rows of a loss, an archive without the predictions), is a ``ValueError`` that names it.
 
     >>> load("no/such/run")
     Traceback (most recent call last):
@@ -108,11 +140,117 @@ def load(directory: str | os.PathLike) -> Result:
             f"Expected a lossbench run directory, but {str(path)!r} lacks {', '.join(missing)} "
             "(was the run interrupted, or is this another folder?)."
         )
-    with open(path / "config.json") as fh:
-        config = json.load(fh)
-    frames = {name: pd.read_csv(path / f"{name}.csv") for name in FRAMES}
+    config = _read_config(path / "config.json")
+    frames = {name: _read_frame(path / f"{name}.csv", COLUMNS[name], config["losses"]) for name in FRAMES}
+    _check_summary(path / "summary.csv", frames["summary"], config["losses"])
     predictions: dict[str, np.ndarray] = {}
     if (path / "predictions.npz").is_file():
-        with np.load(path / "predictions.npz", allow_pickle=False) as npz:
-            predictions = {k: npz[k] for k in npz.files}
+        predictions = _read_predictions(path / "predictions.npz")
     return Result(**frames, config=config, predictions=predictions, directory=path)
+
+
+def _one_line(err: Exception) -> str:
+    """An error's message on one line, without its closing full stop."""
+    return " ".join(str(err).split()).rstrip(".")
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """A JSON value as it appears in the file, cut short."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _damaged(message: str) -> ValueError:
+    return ValueError(f"{message} ({DAMAGED}).")
+
+
+def _unreadable(file: Path, what: str, err: Exception) -> ValueError:
+    """The error for a file that could not be opened or parsed as ``what``."""
+    if isinstance(err, pd.errors.EmptyDataError):
+        return _damaged(f"Expected {file} to be {what}, but it is empty")
+    if isinstance(err, OSError):  # no permission, a read error: not damage
+        return ValueError(f"Expected {file} to be {what}, but it could not be read: {_one_line(err)}.")
+    return _damaged(f"Expected {file} to be {what}, but it could not be parsed: {_one_line(err)}")
+
+
+def _read_config(file: Path) -> dict:
+    """config.json: a JSON object whose ``losses`` is a non-empty list of names, and the keys the report uses."""
+    try:
+        with open(file, encoding="utf-8") as fh:
+            config = json.load(fh)
+    except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise _unreadable(file, "a JSON object", err) from err
+    kinds = {dict: "an object", list: "an array", str: "a string", bool: "true or false", int: "a number", float: "a number"}
+    if not isinstance(config, dict):
+        kind = kinds.get(type(config), "null")
+        raise _damaged(f"Expected {file} to be a JSON object with a list of losses, but it holds {kind}: {_short(config)}")
+    if "losses" not in config:
+        raise _damaged(f'Expected {file} to be a JSON object with a list of losses, but it has no "losses" key')
+    losses = config["losses"]
+    if not (isinstance(losses, list) and losses and all(isinstance(loss, str) for loss in losses)):
+        raise _damaged(f'Expected "losses" in {file} to be a non-empty list of loss names, but got {_short(losses)}')
+    baseline = config.get("baseline")
+    if baseline is not None and baseline not in losses:
+        raise _damaged(f'Expected "baseline" in {file} to be one of the losses {", ".join(losses)} or null, but got {_short(baseline)}')
+    for key, wanted in CONFIG_TYPES.items():
+        if key in config and not isinstance(config[key], wanted):
+            raise _damaged(f'Expected "{key}" in {file} to be {kinds[wanted]}, but got {_short(config[key])}')
+    for loss, setup in config.get("loss_setups", {}).items():
+        if not isinstance(setup, dict):
+            raise _damaged(f'Expected "loss_setups" in {file} to map each loss to an object, but {loss!r} maps to {_short(setup)}')
+    return config
+
+
+def _read_frame(file: Path, columns: tuple[str, ...], losses: list[str]) -> pd.DataFrame:
+    """One table: it parses, has ``columns`` (numbers but for the names) and rows for every loss."""
+    try:
+        frame = pd.read_csv(file)
+    except (ValueError, OSError) as err:  # EmptyDataError, ParserError and UnicodeDecodeError are ValueErrors
+        raise _unreadable(file, "a CSV table", err) from err
+    absent = [c for c in columns if c not in frame.columns]
+    if absent:
+        raise _damaged(f"Expected {file} to have the columns {', '.join(columns)}, but it lacks {', '.join(absent)}")
+    for column in columns:
+        if column in TEXT_COLUMNS or pd.api.types.is_numeric_dtype(frame[column]):
+            continue
+        values = frame[column].dropna()
+        bad = values[pd.to_numeric(values, errors="coerce").isna()]
+        if len(bad):
+            raise _damaged(f"Expected the column {column} of {file} to hold numbers, but it holds {str(bad.iloc[0])!r}")
+    present = set(frame["loss"].astype(str))
+    absent = [loss for loss in losses if loss not in present]
+    if absent:
+        raise _damaged(f"{file} is incomplete: it has no rows for the loss{'es' if len(absent) > 1 else ''} {', '.join(map(repr, absent))}")
+    return frame
+
+
+def _check_summary(file: Path, summary: pd.DataFrame, losses: list[str]) -> None:
+    """summary.csv holds a row for every loss and every metric (those the report reads, and all it holds)."""
+    metrics = list(dict.fromkeys([*SUMMARY_METRICS, *summary["metric"].astype(str)]))
+    pairs = set(zip(summary["loss"].astype(str), summary["metric"].astype(str)))
+    for loss in losses:
+        absent = [m for m in metrics if (loss, m) not in pairs]
+        if absent:
+            shown = ", ".join(absent[:4]) + (f" and {len(absent) - 4} more" if len(absent) > 4 else "")
+            raise _damaged(f"{file} is incomplete: it has no rows for the metrics {shown} of the loss {loss!r}")
+
+
+def _read_predictions(file: Path) -> dict[str, np.ndarray]:
+    """predictions.npz: a zip archive of the arrays of :data:`PREDICTIONS`, or of none (a run saved without them)."""
+    what = "a .npz archive of the predictions (a zip file, as numpy.savez writes)"
+    zip_starts = (b"PK\x03\x04", b"PK\x05\x06")  # a zip file's first entry, or an empty zip file
+    predictions: dict[str, np.ndarray] = {}
+    try:
+        with open(file, "rb") as fh:
+            head = fh.read(4)
+        if head in zip_starts:  # else np.load would take it for a pickle and talk of allow_pickle
+            with np.load(file, allow_pickle=False) as npz:
+                predictions = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise _unreadable(file, what, err) from err
+    if head not in zip_starts:
+        raise _damaged(f"Expected {file} to be {what}, but it {'is empty' if not head else 'is not a zip file'}")
+    absent = [k for k in PREDICTIONS if k not in predictions]
+    if predictions and absent:
+        raise _damaged(f"{file} is incomplete: it lacks the arrays {', '.join(absent)}")
+    return predictions

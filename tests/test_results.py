@@ -1,0 +1,151 @@
+"""Loading a run directory: a whole one loads, and a damaged one is a ValueError that names the file, in Python and on the command line."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import lossbench
+from lossbench import cli
+from lossbench.results import DAMAGED
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory) -> Path:
+    """A tiny titanic run (3 losses x 2 seeds, 1 epoch), saved once for the module; tests damage copies of it."""
+    result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})
+    return result.save(tmp_path_factory.mktemp("saved") / "run")
+
+
+@pytest.fixture
+def run(saved_run, tmp_path) -> Path:
+    """A fresh copy of the saved run, for a test to damage."""
+    return Path(shutil.copytree(saved_run, tmp_path / "run"))
+
+
+def _edit_config(**changes):
+    def edit(path: Path) -> None:
+        config = json.loads(path.read_text())
+        config.update(changes)
+        path.write_text(json.dumps(config))
+
+    return edit
+
+
+def _edit_csv(change):
+    def edit(path: Path) -> None:
+        change(pd.read_csv(path)).to_csv(path, index=False)
+
+    return edit
+
+
+def _write(data: bytes):
+    return lambda path: path.write_bytes(data)
+
+
+def _cut(n_bytes: int):
+    return lambda path: path.write_bytes(path.read_bytes()[:n_bytes])
+
+
+def _set_cell(frame: pd.DataFrame, column: str, value) -> pd.DataFrame:
+    frame[column] = frame[column].astype(object)
+    frame.loc[0, column] = value
+    return frame
+
+
+def _some_predictions(path: Path) -> None:
+    with np.load(path) as npz:
+        kept = {"val_scores": npz["val_scores"]}
+    with open(path, "wb") as fh:  # np.savez would add .npz to a name without it; the name has it already
+        np.savez(fh, **kept)
+
+
+DAMAGE = [
+    # config.json: not JSON, or JSON of the wrong shape
+    pytest.param("config.json", _write(b'{"task": '), r"could not be parsed: Expecting value", id="config-cut-short"),
+    pytest.param("config.json", _write(b"\xff\xfe\x00{}"), r"could not be parsed: 'utf-8' codec", id="config-binary"),
+    pytest.param("config.json", _write(b"[1, 2]"), r"to be a JSON object with a list of losses, but it holds an array", id="config-array"),
+    pytest.param("config.json", _write(b"{}"), r'has no "losses" key', id="config-empty-object"),
+    pytest.param("config.json", _edit_config(losses="bce"), r'"losses" in .* to be a non-empty list of loss names, but got "bce"',
+                 id="config-losses-a-string"),
+    pytest.param("config.json", _edit_config(losses=[]), r'"losses" in .* non-empty list', id="config-losses-empty"),
+    pytest.param("config.json", _edit_config(baseline="hinge"), r'"baseline" in .* one of the losses', id="config-baseline-not-a-loss"),
+    pytest.param("config.json", _edit_config(seeds=2), r'"seeds" in .* to be an array, but got 2', id="config-seeds-a-number"),
+    pytest.param("config.json", _edit_config(loss_setups={"bce": "one_logit"}), r'"loss_setups" in .* maps to "one_logit"',
+                 id="config-loss-setup-a-string"),
+    # the tables
+    pytest.param("summary.csv", _cut(300), r"is incomplete: it has no rows for the losses 'bce', 'mse'", id="summary-cut-short"),
+    pytest.param("summary.csv", _edit_csv(lambda f: f[~((f["loss"] == "bce") & (f["metric"] == "test_auc"))]),
+                 r"is incomplete: it has no rows for the metrics test_auc of the loss 'bce'", id="summary-without-a-metric"),
+    pytest.param("summary.csv", _edit_csv(lambda f: _set_cell(f, "mean", "oops")), r"column mean of .* to hold numbers, but it holds 'oops'",
+                 id="summary-text-for-a-number"),
+    pytest.param("runs.csv", _write(b""), r"to be a CSV table, but it is empty", id="runs-empty"),
+    pytest.param("runs.csv", _edit_csv(lambda f: f[f["loss"] != "mse"]), r"is incomplete: it has no rows for the loss 'mse'",
+                 id="runs-without-a-loss"),
+    pytest.param("history.csv", _write(b"loss,seed\n\xff\xfe\xfa,1\n" * 20), r"could not be parsed: 'utf-8' codec", id="history-binary"),
+    pytest.param("history.csv", _write(bytes(range(256)) * 4), r"could not be parsed", id="history-garbage"),
+    pytest.param("history.csv", _edit_csv(lambda f: f.drop(columns="val_loss")), r"but it lacks val_loss", id="history-without-a-column"),
+    pytest.param("thresholds.csv", _write(b"a,b\n1,2\n"), r"but it lacks loss, seed, split", id="thresholds-another-table"),
+    pytest.param("calibration.csv", _edit_csv(lambda f: f.iloc[:0]), r"is incomplete: it has no rows for the losses", id="calibration-header-only"),
+    # the predictions
+    pytest.param("predictions.npz", _write(b"junk junk junk"), r"\.npz archive of the predictions .* but it is not a zip file",
+                 id="predictions-junk"),
+    pytest.param("predictions.npz", _write(b""), r"\.npz archive of the predictions .* but it is empty", id="predictions-empty"),
+    pytest.param("predictions.npz", _cut(200), r"\.npz archive of the predictions .* but it could not be parsed", id="predictions-cut-short"),
+    pytest.param("predictions.npz", _some_predictions, r"is incomplete: it lacks the arrays models_loss, models_seed, val_targets",
+                 id="predictions-without-arrays"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "damage", "what"), DAMAGE)
+def test_a_damaged_file_is_a_value_error_naming_it(run, name, damage, what):
+    damage(run / name)
+    with pytest.raises(ValueError) as caught:
+        lossbench.load(run)
+    message = str(caught.value)
+    assert str(run / name) in message
+    assert re.search(what, message), message
+    assert "\n" not in message
+    if name != "predictions.npz" or "lacks" in what:
+        assert DAMAGED in message
+
+
+def test_a_whole_run_loads_and_one_saved_without_predictions_too(run, saved_run, tmp_path):
+    loaded = lossbench.load(run)
+    assert loaded.losses == ["softmax_ce", "bce", "mse"]
+    assert sorted(loaded.predictions) == ["models_loss", "models_seed", "test_scores", "test_targets", "val_scores", "val_targets"]
+    loaded.predictions = {}
+    again = lossbench.load(loaded.save(tmp_path / "again"))
+    assert again.predictions == {}
+    (run / "predictions.npz").unlink()  # an optional file
+    assert lossbench.load(run).predictions == {}
+
+
+def test_a_missing_directory_or_file_is_still_named(run, tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        lossbench.load(tmp_path / "nowhere")
+    (run / "history.csv").unlink()
+    with pytest.raises(ValueError, match=r"lacks history\.csv \(was the run interrupted"):
+        lossbench.load(run)
+
+
+@pytest.mark.parametrize("command", ["show", "plot"])
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        pytest.param("config.json", _write(b"[1, 2]"), id="config-array"),
+        pytest.param("summary.csv", _cut(300), id="summary-cut-short"),
+    ],
+)
+def test_cli_reports_a_damaged_run_in_one_line_without_a_traceback(run, name, damage, command, capsys):
+    damage(run / name)
+    assert cli.main([command, str(run)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"lossbench {command}: error: ") and str(run / name) in err
+    assert err.count("\n") == 1 and "Traceback" not in err
