@@ -53,6 +53,37 @@ def load_function(target: str) -> Callable[..., Any]:
     return fn
 
 
+def check_gradebook_path(text: str) -> Path:
+    """The --out of `grade` as a Path, if a CSV can be written there; UsageError otherwise, before any grading.
+
+    It must name a file (an existing one is overwritten) whose folder exists or can be made, and is writable.
+
+    >>> check_gradebook_path("grades.csv")
+    PosixPath('grades.csv')
+    >>> check_gradebook_path(".")
+    Traceback (most recent call last):
+    ...
+    lossbench.cli.UsageError: Expected --out to be a file, but '.' is a folder; name a file in it, such as grades.csv.
+    """
+    if not text.strip():
+        raise UsageError(f"Expected --out to be the path of a CSV file, such as grades.csv, but got {text!r}.")
+    path = Path(text)
+    if path.is_dir():
+        raise UsageError(f"Expected --out to be a file, but {text!r} is a folder; name a file in it, "
+                         f"such as {path / 'grades.csv'}.")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"Expected --out to be a regular file, but {text!r} is not one; choose another path.")
+    folder = path.parent
+    while not folder.exists():  # the folders that write_gradebook would make
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"Expected --out to be in a folder, but {str(folder)!r} in {text!r} is a file, not a folder; "
+                         "choose another path.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"Expected --out to be in a folder you can write to, but {str(folder)!r} is not writable.")
+    return path
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from lossbench.exercises.catalog import get_exercise
     from lossbench.exercises.checker import evaluate, format_report
@@ -67,6 +98,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_grade(args: argparse.Namespace) -> int:
     from lossbench.exercises import grading
 
+    out = check_gradebook_path(args.out)  # a path that cannot be written must not cost the grading
     timeout = grading.DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
     memory_mb = grading.DEFAULT_MEMORY_MB if args.memory_mb is None else args.memory_mb
     if not grading.find_submissions(args.submissions):  # a wrong folder, not a class that handed nothing in
@@ -74,7 +106,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
                          "none; grade looks only at the files directly in it, not in its subfolders.")
     frame = grading.grade(args.submissions, args.exercise, timeout=timeout, memory_mb=memory_mb,
                           function=args.function, seed=args.seed, progress=not args.quiet)
-    path = grading.write_gradebook(frame, args.out)
+    path = grading.write_gradebook(frame, out)
     totals = frame[frame["group"] == "total"]
     width = max([len("submission")] + [len(s) for s in totals["submission"]])
     print(f"{'submission':<{width}}  score  reason")
@@ -145,7 +177,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-mb", type=int, default=None,
                    help="address-space limit per submission in MiB (default 2048)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated cases (default 0)")
-    p.add_argument("--out", required=True, type=Path, help="the gradebook CSV to write")
+    p.add_argument("--out", required=True, help="the gradebook CSV to write; an existing file is overwritten")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_grade)
 

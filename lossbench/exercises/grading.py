@@ -286,6 +286,8 @@ def grade(submissions: Path | str, exercise: str, timeout: float = DEFAULT_TIMEO
 def write_gradebook(frame: pd.DataFrame, path: Path | str) -> Path:
     """Write the gradebook CSV atomically (a temporary file renamed into place); returns the path.
 
+    An existing file at `path` is replaced; if writing fails, the temporary file is removed.
+
     >>> import pandas as pd, tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     path = write_gradebook(pd.DataFrame({"submission": ["ada.py"], "score": [1.0]}), Path(tmp) / "g.csv")
@@ -295,7 +297,13 @@ def write_gradebook(frame: pd.DataFrame, path: Path | str) -> Path:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=target.parent, suffix=".tmp", delete=False, newline="") as fh:
-        frame.to_csv(fh, index=False)
-    os.replace(fh.name, target)
+    fh = tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False,
+                                     newline="")
+    try:
+        with fh:
+            frame.to_csv(fh, index=False)
+        os.replace(fh.name, target)
+    except BaseException:
+        os.unlink(fh.name)  # a failed write (target a folder, disk full, Ctrl-C) leaves no temporary file behind
+        raise
     return target

@@ -209,3 +209,31 @@ def test_grade_checks_its_limits_before_grading(one_submission, tmp_path, capsys
     assert main(["grade", str(one_submission), "--exercise", "bce", option, value, "--out", str(out), "--quiet"]) == 2
     assert_one_line_error(capsys, "grade", message)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("out, message", [
+    ("marked", "Expected --out to be a file, but 'marked' is a folder; name a file in it, such as marked/grades.csv."),
+    ("", "Expected --out to be the path of a CSV file, such as grades.csv, but got ''."),
+    ("notes.txt/grades.csv", "Expected --out to be in a folder, but 'notes.txt' in 'notes.txt/grades.csv' is a file, "
+                             "not a folder; choose another path."),
+    ("notes.txt/week1/grades.csv", "but 'notes.txt' in 'notes.txt/week1/grades.csv' is a file, not a folder"),
+])
+def test_grade_checks_out_before_grading_and_leaves_nothing_behind(one_submission, tmp_path, monkeypatch, capsys,
+                                                                   out, message):
+    monkeypatch.chdir(tmp_path)  # where the temporary files of a failed write used to be left
+    (tmp_path / "marked").mkdir()
+    (tmp_path / "notes.txt").write_text("keep me")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["grade", str(one_submission), "--exercise", "bce", "--out", out, "--quiet"]) == 2
+    assert_one_line_error(capsys, "grade", message)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_grade_makes_the_folders_of_out_and_overwrites_an_existing_gradebook(one_submission, tmp_path, capsys):
+    out = tmp_path / "course" / "week1" / "grades.csv"
+    assert main(["grade", str(one_submission), "--exercise", "bce", "--out", str(out), "--quiet"]) == 0
+    out.write_text("an older gradebook\n")
+    assert main(["grade", str(one_submission), "--exercise", "bce", "--out", str(out), "--quiet"]) == 0
+    assert out.read_text().startswith("submission,exercise,group,passed,cases,score,reason\n")
+    assert [p.name for p in out.parent.iterdir()] == ["grades.csv"]

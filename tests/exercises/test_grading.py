@@ -155,6 +155,13 @@ def test_the_gradebook_round_trips_through_csv(gradebook, tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["grades.csv"]  # no temporary file left
 
 
+def test_a_failed_write_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "grades.csv").mkdir()  # os.replace cannot put a file over a folder
+    with pytest.raises(IsADirectoryError):
+        grading.write_gradebook(pd.DataFrame({"submission": ["ada.py"], "score": [1.0]}), tmp_path / "grades.csv")
+    assert [p.name for p in tmp_path.iterdir()] == ["grades.csv"]
+
+
 def test_bad_arguments_are_value_errors(tmp_path):
     with pytest.raises(ValueError, match=r"^Expected `submissions` to be a folder of .py or .ipynb files"):
         grading.grade(tmp_path / "absent", "bce")
