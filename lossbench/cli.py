@@ -39,16 +39,23 @@ _FORMATTER = argparse.RawDescriptionHelpFormatter
 # ---------------------------------------------------------------------------------------------
 
 
-def _positive(kind: type, what: str) -> Callable[[str], float]:
-    """An argparse type: ``kind(text)`` if it is a finite number above 0, else a one-line error naming ``what``."""
+MAX_THREADS = 8 * (os.cpu_count() or 1)
+"""The most CPU threads --threads accepts: more than the cores only make the threads wait on each other."""
+
+
+def _positive(kind: type, what: str, at_most: float = float("inf")) -> Callable[[str], float]:
+    """An argparse type: ``kind(text)`` if it is a finite number above 0 (and at most ``at_most``), else a
+    one-line error naming ``what``."""
     expected = "a positive whole number" if kind is int else "a positive number"
+    if at_most < float("inf"):
+        expected += f" of at most {at_most:g}"
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or not (0 < value < float("inf")):
+        if value is None or not (0 < value < float("inf")) or value > at_most:
             raise argparse.ArgumentTypeError(f"Expected {what} to be {expected}, but got {text!r}.")
         return value
 
@@ -238,8 +245,55 @@ def default_run_dir(task: str, root: Path = Path("runs")) -> Path:
 
 
 def _check_new_dir(path: Path) -> None:
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    """Fail now, not after training, if the run directory ``path`` could not be written."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"Expected --out to be a new or empty directory, but {str(path)!r} is a file.")
+    if path.exists() and any(path.iterdir()):
         raise UsageError(f"Expected --out to be a new or empty directory, but {str(path)!r} already holds files; a saved run is never overwritten.")
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"Expected --out to be a directory that can be created, but {str(ancestor)!r} is a file.")
+    try:  # the run is written as a hidden folder next to its final place, then renamed
+        probe = tempfile.mkdtemp(prefix=".lossbench-write-check-", dir=ancestor)
+    except OSError as err:
+        raise UsageError(f"Expected --out to be somewhere this user can write, but {str(ancestor)!r} refuses it ({err.strerror}).") from None
+    os.rmdir(probe)
+
+
+def _save_run(result, out: Path, task: str, draw: Callable[[Path], None] | None) -> tuple[Path, list[str]]:
+    """Save the trained run to ``out`` whatever goes wrong after training; returns where, and what went wrong.
+
+    If the plots cannot be drawn, the run is saved without them; if ``out`` cannot be written after all,
+    the run goes to a new folder under ``runs/`` here, or else under the system's temporary folder.
+    """
+    problems: list[str] = []
+    failed_plots: list[BaseException] = []
+
+    def plots(tmp: Path) -> None:
+        try:
+            draw(tmp)
+        except Exception as err:  # noqa: BLE001 - a plotting failure must not lose the results
+            failed_plots.append(err)
+            shutil.rmtree(tmp / "plots", ignore_errors=True)
+
+    for place in (out, default_run_dir(task), None):
+        target = Path(tempfile.mkdtemp(prefix=f"lossbench-{task}-")) if place is None else place
+        try:
+            result.save(target, extra=None if draw is None else plots)
+        except OSError as err:
+            problems.append(f"could not write {str(target)!r} ({type(err).__name__}: {err})")
+            continue
+        if failed_plots:
+            problems.append(
+                f"the plots could not be drawn ({type(failed_plots[0]).__name__}: {failed_plots[0]}); the results are "
+                f"saved without them, and `lossbench plot {target}` draws them"
+            )
+        if target != out:
+            problems.append(f"the run was saved to {str(target)!r} instead")
+        return target, problems
+    raise UsageError("; ".join(problems))  # not reached: the temporary folder is always writable
 
 
 def _run_files(directory: Path) -> list[Path]:
@@ -292,15 +346,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         quick=args.quick, device=args.device, progress=True, threads=args.threads, threshold_metric=args.threshold_metric,
     )  # fmt: skip
 
-    # 3. save, with the plots drawn into the temporary directory so they land together with the rest
+    # 3. save, with the plots drawn into the temporary directory so they land together with the rest;
+    #    whatever fails now, the trained results are kept
     def draw(tmp: Path) -> None:
         from lossbench import plots
 
         plots.save_plots(result, tmp / "plots")
 
-    result.save(out, extra=None if args.no_plots else draw)
-    _print_report(result, _run_files(out), args.json)
-    return EXIT_OK
+    saved, problems = _save_run(result, out, args.task, None if args.no_plots else draw)
+    _print_report(result, _run_files(saved), args.json)
+    for problem in problems:
+        print(f"lossbench compare: error: {problem}", file=sys.stderr)
+    return EXIT_USAGE if problems else EXIT_OK
 
 
 def _has_target(task: str) -> bool:
@@ -441,7 +498,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     r = p.add_argument_group("where it runs and what it writes")
     r.add_argument("--device", default="auto", metavar="DEVICE", help="auto | cpu | cuda; default: %(default)s (CUDA when present)")
     r.add_argument(
-        "--threads", type=_positive(int, "--threads"), default=None, metavar="N",
+        "--threads", type=_positive(int, "--threads", at_most=MAX_THREADS), default=None, metavar="N",
         help="CPU threads for torch (default: torch's choice); on a busy machine --threads 1 is often faster",
     )  # fmt: skip
     r.add_argument("--data", metavar="PATH", help="your own data file or folder in the task's real format (default: the shipped data)")
@@ -534,6 +591,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lossbench {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the output went to `head` or a pager that closed early: nothing is lost
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's exit does not complain
+        return EXIT_OK
+    except Exception as err:  # noqa: BLE001 - one line, never a traceback; LOSSBENCH_TRACEBACK=1 shows it
+        if os.environ.get("LOSSBENCH_TRACEBACK"):
+            raise
+        print(f"lossbench {args.command}: error: {type(err).__name__}: {err} (unexpected; LOSSBENCH_TRACEBACK=1 shows "
+              "where it happened)", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -1,0 +1,97 @@
+"""What `lossbench compare` does when something goes wrong: fail before training, or keep what was trained."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import lossbench
+from lossbench import cli, plots
+from lossbench.results import Result
+
+QUICK = ["compare", "--task", "titanic", "--quick", "--seeds", "2", "--epochs", "1", "--set", "hidden=8", "--device", "cpu"]
+CSVS = {"config.json", "runs.csv", "history.csv", "thresholds.csv", "calibration.csv", "summary.csv", "predictions.npz"}
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line.split("\r")[-1] for line in err.split("\n") if line.strip()]  # past the progress bar's \r
+    assert "Traceback" not in err
+    return lines[-1]
+
+
+@pytest.mark.parametrize("where, message", [
+    ("afile", "Expected --out to be a new or empty directory, but '{tmp}/afile' is a file."),
+    ("afile/run", "Expected --out to be a directory that can be created, but '{tmp}/afile' is a file."),
+])
+def test_an_out_that_cannot_be_written_fails_before_training(tmp_path, capsys, where, message):
+    (tmp_path / "afile").write_text("not a folder")
+    assert cli.main([*QUICK, "--out", str(tmp_path / where)]) == 2
+    err = capsys.readouterr().err
+    assert "training" not in err  # no progress bar: nothing was trained
+    assert _one_error_line(err) == "lossbench compare: error: " + message.format(tmp=tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and not os.path.isdir("/proc"), reason="needs a folder nobody can write into")
+def test_a_place_that_refuses_new_folders_fails_before_training(capsys):
+    assert cli.main([*QUICK, "--out", "/proc/lossbench-run"]) == 2
+    err = capsys.readouterr().err
+    assert "training" not in err
+    assert "Expected --out to be somewhere this user can write, but '/proc' refuses it" in _one_error_line(err)
+
+
+def test_a_plotting_failure_keeps_the_results_and_says_how_to_draw_them(tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(plots, "save_plots", broken)
+    out = tmp_path / "run"
+    assert cli.main([*QUICK, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert {p.name for p in out.iterdir()} == CSVS  # every result, no half-drawn plots folder
+    assert lossbench.load(out).runs.shape[0] == 6
+    assert "test acc @0.5" in captured.out  # the table is printed all the same
+    assert _one_error_line(captured.err) == (
+        f"lossbench compare: error: the plots could not be drawn (RuntimeError: no display); the results are saved "
+        f"without them, and `lossbench plot {out}` draws them"
+    )
+
+
+def test_a_run_that_cannot_be_written_after_training_is_saved_under_runs_instead(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    save = Result.save
+
+    def disk_full_at_out(self, directory, extra=None):
+        if str(directory) == str(out):
+            raise OSError(28, "No space left on device")
+        return save(self, directory, extra)
+
+    monkeypatch.setattr(Result, "save", disk_full_at_out)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([*QUICK, "--out", str(out), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    (fallback,) = (tmp_path / "runs").iterdir()
+    assert fallback.name.startswith("titanic-")
+    assert lossbench.load(fallback).runs.shape[0] == 6
+    assert f"could not write '{out}' (OSError: [Errno 28] No space left on device)" in err
+    assert f"the run was saved to 'runs/{fallback.name}' instead" in err
+    assert "Traceback" not in err
+
+
+def test_more_threads_than_make_sense_are_refused(capsys):
+    assert cli.main([*QUICK, "--threads", str(cli.MAX_THREADS + 1)]) == 2
+    assert f"Expected --threads to be a positive whole number of at most {cli.MAX_THREADS}" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_is_one_line_with_exit_code_2(capsys, monkeypatch):
+    def crash(args):
+        raise RuntimeError("something unforeseen")
+
+    monkeypatch.setattr(cli, "_cmd_tasks", crash)
+    monkeypatch.delenv("LOSSBENCH_TRACEBACK", raising=False)
+    assert cli.main(["tasks"]) == 2
+    assert _one_error_line(capsys.readouterr().err) == (
+        "lossbench tasks: error: RuntimeError: something unforeseen (unexpected; LOSSBENCH_TRACEBACK=1 shows where it happened)"
+    )
+    monkeypatch.setenv("LOSSBENCH_TRACEBACK", "1")
+    with pytest.raises(RuntimeError, match="something unforeseen"):
+        cli.main(["tasks"])
