@@ -197,7 +197,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                            formatter_class=_FORMATTER,
                            description="Make the assignment from the solution notebooks: `plain` writes the student\n"
                                        "notebooks, `nbgrader` the nbgrader source notebooks, `otter` the otter-grader\n"
-                                       "master notebooks (assign format v1). It prints the path of each notebook written.\n\n"
+                                       "master notebooks (assign format v1). It writes a notebook per topic (losses.ipynb,\n"
+                                       "thresholds.ipynb) into OUTDIR, made if missing, overwriting the notebooks of those\n"
+                                       "names there, and prints each path written.\n\n"
                                        "examples:\n"
                                        "  lossbench exercises export --flavor plain handout/\n"
                                        "  lossbench exercises export --flavor nbgrader course/source/lossbench   then: nbgrader generate_assignment lossbench\n"
@@ -205,5 +207,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--flavor", required=True, choices=["plain", "nbgrader", "otter"])
     q.add_argument("--source", type=Path, default=None,
                    help="folder of *_solutions.ipynb (default: notebooks/exercises of this checkout)")
-    q.add_argument("outdir", metavar="OUTDIR", type=Path)
+    q.add_argument("outdir", metavar="OUTDIR", type=Path,
+                   help="the folder to write the notebooks to; notebooks of the same name there are overwritten")
     q.set_defaults(func=_cmd_export)

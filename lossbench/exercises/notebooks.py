@@ -266,7 +266,8 @@ def otter_notebook(solution: NotebookNode, assignment: str) -> NotebookNode:
 def export(flavor: Flavor, outdir: Path | str, source: Path | str | None = None) -> list[Path]:
     """Write every solution notebook of `source` in the chosen flavour to `outdir`; returns the paths.
 
-    Every flavour writes `<topic>.ipynb` (losses, thresholds). For nbgrader, copy them into your
+    Every flavour writes `<topic>.ipynb` (losses, thresholds), replacing a notebook of that name
+    in `outdir`; `outdir` and its parents are made if missing. For nbgrader, copy them into your
     course's `source/<assignment>/` folder; for otter, run `otter assign <topic>.ipynb dist/`.
 
     >>> import tempfile
@@ -277,6 +278,9 @@ def export(flavor: Flavor, outdir: Path | str, source: Path | str | None = None)
     if flavor not in FLAVORS:
         raise ValueError(f"Expected `flavor` to be one of {', '.join(map(repr, FLAVORS))}, but got {flavor!r}.")
     out = Path(outdir)
+    existing = next(p for p in (out, *out.parents) if p.exists())  # the current folder, at the latest
+    if not existing.is_dir():
+        raise ValueError(f"Expected `outdir` to be a folder, but {str(existing)!r} is a file; choose another path.")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in solution_notebooks(source):

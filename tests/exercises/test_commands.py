@@ -237,3 +237,21 @@ def test_grade_makes_the_folders_of_out_and_overwrites_an_existing_gradebook(one
     assert main(["grade", str(one_submission), "--exercise", "bce", "--out", str(out), "--quiet"]) == 0
     assert out.read_text().startswith("submission,exercise,group,passed,cases,score,reason\n")
     assert [p.name for p in out.parent.iterdir()] == ["grades.csv"]
+
+
+@pytest.mark.parametrize("outdir", ["handout", "handout/week1"])
+def test_exercises_export_to_a_file_is_a_usage_error(tmp_path, capsys, outdir):
+    (tmp_path / "handout").write_text("keep me")
+    assert main(["exercises", "export", "--flavor", "plain", str(tmp_path / outdir)]) == 2
+    assert_one_line_error(capsys, "exercises",
+                          f"Expected `outdir` to be a folder, but {str(tmp_path / 'handout')!r} is a file; "
+                          "choose another path.")
+    assert [p.name for p in tmp_path.iterdir()] == ["handout"] and (tmp_path / "handout").read_text() == "keep me"
+
+
+def test_exercises_export_help_says_it_overwrites_and_keeps_its_examples(capsys):
+    assert main(["exercises", "export", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "overwriting the notebooks of those\nnames there" in text
+    assert "  lossbench exercises export --flavor plain handout/\n" in text
+    assert "then: otter assign otter/losses.ipynb dist/" in text
