@@ -142,6 +142,17 @@ def _interval(mean: float, low: float, high: float, digits: int = 3, sign: bool 
     return f"{format(mean, spec)} [{format(low, spec)}, {format(high, spec)}]"
 
 
+def _loss_value(value: float) -> str:
+    """A training loss for the table: three decimals, or three significant digits when it is huge (a loss blowing up).
+
+    >>> _loss_value(0.33812), _loss_value(2.897e35), _loss_value(float("nan"))
+    ('0.338', '2.9e+35', 'n/a')
+    """
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{value:.3f}" if abs(value) < 1e4 else f"{value:.3g}"
+
+
 def _align(rows: list[list[str]], indent: str = "  ") -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -176,7 +187,7 @@ def format_table(result: Result) -> str:
         cells = [row["loss"]]
         for m in metrics:
             cells.append(_interval(row[m], row[f"{m}_low"], row[f"{m}_high"], digits=2 if m == "best_threshold" else 3))
-        cells += [f"{row['final_train_loss']:.3f}" if math.isfinite(row["final_train_loss"]) else "n/a", f"{row['diverged']}/{row['seeds']}"]
+        cells += [_loss_value(row["final_train_loss"]), f"{row['diverged']}/{row['seeds']}"]
         rows.append(cells)
     lines += _align(rows)
     if _multi(result):

@@ -3,6 +3,10 @@
 Seeds are the unit of replication: each seed gives one model per loss, all trained from the same start
 on the same batches, so the difference between two losses *on the same seed* is a paired measurement.
 The interval is Student's t: mean +- t(0.975, n - 1) * sd / sqrt(n), with the sample standard deviation.
+For a metric with a range (an accuracy, an AUC, a threshold: 0 to 1), an interval that reaches past the
+range is cut at its end, as no value can lie there; a cut interval says that few seeds or values near the
+edge leave the t-interval's normal approximation poor. A paired difference of such a metric is cut to
+-1 to 1 the same way.
 """
 from __future__ import annotations
 
@@ -15,12 +19,31 @@ from scipy.special import stdtrit  # Student's t quantile; half the import time 
 CONFIDENCE = 0.95
 
 
-def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float, int]:
+UNIT_RANGE_WORDS = ("accuracy", "auc", "f1", "sensitivity", "specificity", "exact_match", "ece", "threshold", "diverged")
+"""Metrics whose name holds one of these words lie between 0 and 1 (``diverged``: the fraction of seeds)."""
+
+
+def metric_range(metric: str) -> tuple[float, float] | None:
+    """The values ``metric`` can take, ``(low, high)``, or None when it has no fixed range (a loss).
+
+    >>> metric_range("test_accuracy_best"), metric_range("best_threshold"), metric_range("final_train_loss")
+    ((0.0, 1.0), (0.0, 1.0), None)
+    """
+    return (0.0, 1.0) if any(word in metric for word in UNIT_RANGE_WORDS) else None
+
+
+def mean_ci(
+    values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE, within: tuple[float, float] | None = None
+) -> tuple[float, float, float, int]:
     """Mean and t-interval of the finite values: ``(mean, low, high, n)``; the interval is NaN when n < 2.
+
+    ``within``: the values' range; the interval is cut at its ends.
 
     >>> mean, low, high, n = mean_ci([1.0, 2.0, 3.0])
     >>> mean, round(low, 4), round(high, 4), n   # 2 -+ 4.3027 * 1 / sqrt(3)
     (2.0, -0.4841, 4.4841, 3)
+    >>> mean_ci([0.7, 0.95], within=(0.0, 1.0))[1:3]   # 0.825 -+ 12.706 * 0.1768 / sqrt(2): past 1 above
+    (0.0, 1.0)
     """
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
@@ -31,7 +54,10 @@ def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE
     if n < 2:
         return mean, float("nan"), float("nan"), n
     half = float(stdtrit(n - 1, 0.5 + confidence / 2) * x.std(ddof=1) / np.sqrt(n))
-    return mean, mean - half, mean + half, n
+    low, high = mean - half, mean + half
+    if within is not None:
+        low, high = max(low, within[0]), min(high, within[1])
+    return mean, low, high, n
 
 
 def summarize(
@@ -40,7 +66,8 @@ def summarize(
     """One row per (loss, metric): mean and interval over seeds, and the paired difference to ``baseline``.
 
     ``runs`` has one row per model with columns ``loss``, ``seed`` and the metrics. The difference is
-    loss minus baseline, seed by seed (seeds where either value is missing are left out).
+    loss minus baseline, seed by seed (seeds where either value is missing are left out). Intervals are cut
+    to the metric's range (:func:`metric_range`).
 
     >>> runs = pd.DataFrame({"loss": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1], "acc": [0.8, 0.9, 0.7, 0.7]})
     >>> s = summarize(runs, ["acc"], baseline="b")
@@ -55,11 +82,13 @@ def summarize(
         mine = runs[runs["loss"] == loss].set_index("seed")
         base = runs[runs["loss"] == baseline].set_index("seed") if baseline is not None else None
         for metric in metrics:
-            mean, low, high, n = mean_ci(mine[metric].to_numpy(dtype=float), confidence)
+            span = metric_range(metric)
+            mean, low, high, n = mean_ci(mine[metric].to_numpy(dtype=float), confidence, span)
             row = {"loss": loss, "metric": metric, "n": n, "mean": mean, "ci_low": low, "ci_high": high}
             if base is not None:
                 paired = mine[metric].astype(float) - base[metric].astype(float).reindex(mine.index)
-                d_mean, d_low, d_high, d_n = mean_ci(paired.to_numpy(), confidence)
+                d_span = None if span is None else (span[0] - span[1], span[1] - span[0])
+                d_mean, d_low, d_high, d_n = mean_ci(paired.to_numpy(), confidence, d_span)
                 row.update(baseline=baseline, diff_mean=d_mean, diff_low=d_low, diff_high=d_high, diff_n=d_n)
             rows.append(row)
     return pd.DataFrame(rows)

@@ -59,3 +59,20 @@ def test_band_agrees_with_mean_ci_for_every_group():
         group = frame[(frame.loss == row["loss"]) & (frame.epoch == row["epoch"])]["v"]
         mean, low, high, n = stats.mean_ci(group.to_numpy())
         assert (row["mean"], row["ci_low"], row["ci_high"], row["n"]) == pytest.approx((mean, low, high, n), nan_ok=True)
+
+
+def test_intervals_stop_at_the_ends_of_a_metrics_range():
+    """Two seeds far apart: the t-interval reaches past 0 and 1, where no accuracy can lie."""
+    runs = pd.DataFrame({"loss": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1],
+                         "test_accuracy": [0.55, 0.95, 0.05, 0.99], "final_train_loss": [0.1, 0.9, 0.2, 0.3]})
+    s = stats.summarize(runs, ["test_accuracy", "final_train_loss"], baseline="b").set_index(["loss", "metric"])
+    mean, low, high, _ = stats.mean_ci([0.55, 0.95])
+    assert (low, high) != (0.0, 1.0) and low < 0 and high > 1  # the plain interval
+    assert s.loc[("a", "test_accuracy"), ["ci_low", "ci_high"]].tolist() == [0.0, 1.0]
+    assert s.loc[("a", "test_accuracy"), "mean"] == pytest.approx(mean)
+    # a difference of accuracies lies between -1 and 1: 0.5 and -0.04, an interval far wider than that
+    assert s.loc[("a", "test_accuracy"), ["diff_low", "diff_high"]].tolist() == [-1.0, 1.0]
+    # a loss has no upper end: its interval is left as it is
+    loss_low, loss_high = stats.mean_ci([0.1, 0.9])[1:3]
+    assert s.loc[("a", "final_train_loss"), ["ci_low", "ci_high"]].tolist() == pytest.approx([loss_low, loss_high])
+    assert loss_low < 0
