@@ -67,6 +67,10 @@ def parse_losses(text: str) -> list[str]:
 
     >>> parse_losses("bce, bce@weighted")
     ['bce', 'bce@weighted']
+    >>> parse_losses("bce,bce@")
+    Traceback (most recent call last):
+    ...
+    lossbench.cli.UsageError: Expected a label after @ made of letters, digits or _, as in bce@weighted, but got 'bce@'.
     >>> parse_losses("bce,hinge")
     Traceback (most recent call last):
     ...
@@ -79,7 +83,10 @@ def parse_losses(text: str) -> list[str]:
     if not names:
         raise UsageError(f"Expected --losses to name at least one loss among {', '.join(valid)}, but got {text!r}.")
     for name in names:
-        if name.split("@", 1)[0] not in valid:
+        family, at, label = name.partition("@")
+        if at and not (label.isidentifier() or label.isalnum()):
+            raise UsageError(f"Expected a label after @ made of letters, digits or _, as in bce@weighted, but got {name!r}.")
+        if family not in valid:
             raise UsageError(
                 f"Expected --losses to name loss families among {', '.join(valid)} (or labelled variants such as "
                 f"bce@weighted), but got {name!r}; `lossbench losses` lists them."
@@ -99,6 +106,10 @@ def parse_impl(text: str, losses: Sequence[str]) -> str | dict[str, str]:
     'naive'
     >>> parse_impl("bce=lossbench.losses.bce:binary_cross_entropy_naive,mse=reference", ["bce", "mse"])
     {'bce': 'lossbench.losses.bce:binary_cross_entropy_naive', 'mse': 'reference'}
+    >>> parse_impl("bce=naive,bce=reference", ["bce"])
+    Traceback (most recent call last):
+    ...
+    lossbench.cli.UsageError: Expected --impl to give 'bce' one implementation, but got 'naive' and 'reference'.
     """
     parts = [part.strip() for part in text.split(",") if part.strip()]
     if not any("=" in part for part in parts):
@@ -114,6 +125,8 @@ def parse_impl(text: str, losses: Sequence[str]) -> str | dict[str, str]:
             raise UsageError(f"Expected --impl pairs of the form loss=impl, as in bce=naive, but got {part!r}.")
         if name not in losses:
             raise UsageError(f"Expected --impl to name one of the losses {', '.join(losses)}, but got {name!r} in {part!r}.")
+        if name in mapping:
+            raise UsageError(f"Expected --impl to give {name!r} one implementation, but got {mapping[name]!r} and {impl!r}.")
         mapping[name] = _check_impl(impl)
     return mapping
 
