@@ -30,6 +30,19 @@ NUMBER_ATOL = 1e-6  # accuracies and thresholds: float32 arithmetic (a .float().
 CLAMP_EPS_MAX = 1e-6
 CONFIDENT_MISTAKE_RANGE = (-math.log(CLAMP_EPS_MAX), 100.0)
 CONFIDENT_RIGHT_ATOL = 1e-5  # p = y exactly: the loss is 0, or -log(1 - eps) ~ eps with a clamp
+SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit integer
+
+
+def check_seed(seed: int) -> None:
+    """A ValueError unless `seed` is a whole number from 0 to SEED_MAX, the seeds a case generator takes.
+
+    >>> check_seed(2**64)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `seed` to be a whole number from 0 to 9223372036854775807 (2**63 - 1), but got 18446744073709551616.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"Expected `seed` to be a whole number from 0 to {SEED_MAX} (2**63 - 1), but got {seed!r}.")
 
 
 @dataclass(frozen=True)

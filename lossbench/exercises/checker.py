@@ -26,7 +26,7 @@ from typing import Any, Callable, Literal, TextIO
 import torch
 from torch import Tensor
 
-from lossbench.exercises.cases import ATOL32, ATOL64, GRAD_ATOL, GRAD_RTOL, NUMBER_ATOL, RTOL32, RTOL64, Case
+from lossbench.exercises.cases import ATOL32, ATOL64, GRAD_ATOL, GRAD_RTOL, NUMBER_ATOL, RTOL32, RTOL64, Case, check_seed
 from lossbench.exercises.catalog import Exercise, close, get_exercise
 from lossbench.exercises.forbidden import CallRecorder
 
@@ -342,6 +342,7 @@ def evaluate(name: str, fn: Callable[..., Any], seed: int = 0) -> list[CaseResul
     if not callable(fn):
         raise ValueError(f"Expected `fn` to be a function {ex.signature}, but got {type(fn).__name__}. "
                          f"Pass the function itself, e.g. report({name!r}, {name}).")
+    check_seed(seed)
     results = []
     for number, case in enumerate(ex.make_cases(seed), start=1):
         results.append(run_case(ex, case, fn, number))

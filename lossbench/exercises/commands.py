@@ -85,10 +85,12 @@ def check_gradebook_path(text: str) -> Path:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from lossbench.exercises.cases import check_seed
     from lossbench.exercises.catalog import get_exercise
     from lossbench.exercises.checker import evaluate, format_report
 
     get_exercise(args.exercise)  # an unknown exercise is a ValueError: exit 2 before importing anything
+    check_seed(args.seed)  # so is a seed torch.Generator cannot take
     fn = load_function(args.function)
     results = evaluate(args.exercise, fn, seed=args.seed)
     print(format_report(args.exercise, results))
@@ -156,7 +158,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("exercise", metavar="EXERCISE", help="the exercise name (see `lossbench exercises list`)")
     p.add_argument("function", metavar="FUNCTION",
                    help="your function as package.module:function; the current directory is searched first")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated cases (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated cases, 0 to 2**63 - 1 (default 0)")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("grade", help="grade a folder of submissions into a CSV gradebook",
@@ -176,7 +178,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=None, help="seconds per submission (default 60)")
     p.add_argument("--memory-mb", type=int, default=None,
                    help="address-space limit per submission in MiB (default 2048)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated cases (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated cases, 0 to 2**63 - 1 (default 0)")
     p.add_argument("--out", required=True, help="the gradebook CSV to write; an existing file is overwritten")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_grade)

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch  # imported here so that the forkserver holds it before any child forks
 
+from lossbench.exercises.cases import check_seed
 from lossbench.exercises.catalog import get_exercise
 from lossbench.exercises.checker import evaluate
 
@@ -272,6 +273,7 @@ def grade(submissions: Path | str, exercise: str, timeout: float = DEFAULT_TIMEO
         raise ValueError(f"Expected `memory_mb` to be at least {MIN_MEMORY_MB} (a child starts at about 0.9 GiB "
                          f"of address space: torch and lossbench) and at most {MAX_MEMORY_MB} (1 TiB), "
                          f"but got {memory_mb!r}.")
+    check_seed(seed)  # not in each child: a seed torch cannot take is the grader's mistake, not the students'
     files = find_submissions(submissions)
     function = function or exercise
     sizes = _group_sizes(exercise)  # {group: number of cases}, in case order

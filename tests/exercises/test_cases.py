@@ -70,3 +70,15 @@ def test_the_threshold_cases_cover_ties_and_probabilities_on_a_threshold():
 def test_describe_summarises_shape_dtype_and_values():
     assert describe("target", torch.tensor([1.0, 0.0])) == "target (2,) float32 in {0, 1}"
     assert describe("probs", torch.tensor([[0.25, 0.5], [0.125, 0.75]])) == "probs (2, 2) float32 in [0.125, 0.75]"
+
+
+@pytest.mark.parametrize("seed", [cs.SEED_MAX, 0])
+def test_every_seed_check_seed_accepts_makes_cases(seed):
+    cs.check_seed(seed)
+    assert EXERCISES["bce"].make_cases(seed)
+
+
+@pytest.mark.parametrize("seed", [-1, cs.SEED_MAX + 1, 10**20, 1.5, True, "7"])
+def test_check_seed_rejects_what_a_generator_cannot_take(seed):
+    with pytest.raises(ValueError, match=r"^Expected `seed` to be a whole number from 0 to 9223372036854775807 "):
+        cs.check_seed(seed)

@@ -532,6 +532,8 @@ def test_unknown_exercises_and_non_functions_are_value_errors():
     with pytest.raises(ValueError, match=r"^Expected `fn` to be a function bce\(logits, target\) -> scalar tensor, "
                                          r"but got int\."):
         check("bce", 3)
+    with pytest.raises(ValueError, match=r"^Expected `seed` to be a whole number from 0 to 9223372036854775807"):
+        evaluate("bce", bce_right, seed=2**64)  # torch's own message: "Overflow when unpacking long long"
 
 
 def test_cases_follow_the_seed():

@@ -255,3 +255,21 @@ def test_exercises_export_help_says_it_overwrites_and_keeps_its_examples(capsys)
     assert "overwriting the notebooks of those\nnames there" in text
     assert "  lossbench exercises export --flavor plain handout/\n" in text
     assert "then: otter assign otter/losses.ipynb dist/" in text
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999", str(2**63), "-1"])
+@pytest.mark.parametrize("command", ["check", "grade"])
+def test_a_seed_torch_cannot_take_is_a_usage_error(one_submission, student_dir, capsys, command, seed):
+    (student_dir / "student_right.py").write_text(RIGHT)
+    out = student_dir / "grades.csv"
+    argv = (["check", "bce", "student_right:bce"] if command == "check" else
+            ["grade", str(one_submission), "--exercise", "bce", "--out", str(out), "--quiet"])
+    assert main(argv + ["--seed", seed]) == 2
+    assert_one_line_error(capsys, command, f"Expected `seed` to be a whole number from 0 to 9223372036854775807 "
+                                           f"(2**63 - 1), but got {seed}.")
+    assert not out.exists()
+
+
+def test_the_largest_seed_torch_takes_is_accepted(student_dir, capsys):
+    (student_dir / "student_right.py").write_text(RIGHT)
+    assert main(["check", "bce", "student_right:bce", "--seed", str(2**63 - 1)]) == 0

@@ -174,4 +174,6 @@ def test_bad_arguments_are_value_errors(tmp_path):
             grading.grade(tmp_path, "bce", memory_mb=memory_mb)
     with pytest.raises(ValueError, match=r"^Expected `name` to be one of"):
         grading.grade(tmp_path, "bcee")
+    with pytest.raises(ValueError, match=r"^Expected `seed` to be a whole number from 0 to 9223372036854775807"):
+        grading.grade(tmp_path, "bce", seed=-1)
     assert grading.grade(tmp_path, "bce", progress=False).empty  # an empty folder is an empty gradebook
