@@ -163,21 +163,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("grade", help="grade a folder of submissions into a CSV gradebook",
                        formatter_class=_FORMATTER,
-                       description="Run every .py or .ipynb file in SUBMISSIONS_DIR in its own process with time and\n"
-                                   "memory limits, and write one row per submission per case group plus a total. It\n"
-                                   "prints each submission's score (the fraction of cases passed) and why it lost\n"
-                                   "points; a submission that fails to import, hangs or crashes scores 0 with the reason.\n\n"
+                       description="Grade every .py and .ipynb file directly in SUBMISSIONS_DIR (not in its subfolders;\n"
+                                   "hidden files skipped): each is a submission, run in its own process with time and\n"
+                                   "memory limits. It writes the gradebook to --out, a row per submission per case\n"
+                                   "group plus a total, and prints each submission's score (the fraction of cases\n"
+                                   "passed) and why it lost points; a submission that fails to import, hangs or\n"
+                                   "crashes scores 0 with the reason.\n\n"
                                    "examples:\n"
                                    "  lossbench grade submissions/ --exercise bce --out grades.csv\n"
                                    "  lossbench grade submissions/ --exercise best_threshold --function best --timeout 30 --out grades.csv")
-    p.add_argument("submissions", metavar="SUBMISSIONS_DIR", type=Path)
+    p.add_argument("submissions", metavar="SUBMISSIONS_DIR", type=Path,
+                   help="the folder of submissions: every .py and .ipynb file directly in it, each run in its own process")
     p.add_argument("--exercise", required=True, help="the exercise name (see `lossbench exercises list`)")
     p.add_argument("--function", default=None,
                    help="the function each submission defines (default: the exercise name, e.g. bce)")
     # The defaults live in grading.py (importing it here would import torch for every command).
-    p.add_argument("--timeout", type=float, default=None, help="seconds per submission (default 60)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per submission, at most 86400 (default 60)")
     p.add_argument("--memory-mb", type=int, default=None,
-                   help="address-space limit per submission in MiB (default 2048)")
+                   help="address-space limit per submission in MiB, 1024 to 1048576 (default 2048)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated cases, 0 to 2**63 - 1 (default 0)")
     p.add_argument("--out", required=True, help="the gradebook CSV to write; an existing file is overwritten")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

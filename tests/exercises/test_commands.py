@@ -160,8 +160,18 @@ def test_grade_help_states_the_defaults_of_the_grading_module(capsys):
 
     assert main(["grade", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert f"(default {grading.DEFAULT_TIMEOUT_S:g})" in text
-    assert f"(default {grading.DEFAULT_MEMORY_MB})" in text
+    assert f"at most {grading.MAX_TIMEOUT_S:g} (default {grading.DEFAULT_TIMEOUT_S:g})" in text
+    assert f"{grading.MIN_MEMORY_MB} to {grading.MAX_MEMORY_MB} (default {grading.DEFAULT_MEMORY_MB})" in text
+
+
+def test_grade_help_says_what_a_submission_is_and_that_out_is_overwritten(capsys):
+    assert main(["grade", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("SUBMISSIONS_DIR the folder of submissions: every .py and .ipynb file directly in it, "
+            "each run in its own process") in text
+    assert "Grade every .py and .ipynb file directly in SUBMISSIONS_DIR (not in its subfolders; hidden files skipped)" in text
+    assert "--out OUT the gradebook CSV to write; an existing file is overwritten" in text
+    assert "lossbench grade submissions/ --exercise bce --out grades.csv" in text
 
 
 def test_grade_rejects_a_folder_without_submissions_and_writes_nothing(tmp_path, capsys):
