@@ -538,10 +538,11 @@ def loss_and_gradient_shapes(
 # ---------------------------------------------------------------------------------------------
 
 
-def save_plots(result: Result, directory: str | os.PathLike, epoch: int | None = None) -> list[Path]:
+def save_plots(result: Result, directory: str | os.PathLike, epoch: int | None = None, progress: bool = False) -> list[Path]:
     """Draw every figure of :data:`PLOT_NAMES` once and write them as PNG files into ``directory``.
 
-    ``epoch`` picks the epoch of the gradient-allocation bars (default: the last). Returns the paths.
+    ``epoch`` picks the epoch of the gradient-allocation bars (default: the last); ``progress`` shows a
+    bar on stderr, a step per figure (drawing them takes seconds). Returns the paths.
 
     >>> import lossbench, tempfile
     >>> result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})  # a small, fast run
@@ -559,7 +560,11 @@ def save_plots(result: Result, directory: str | os.PathLike, epoch: int | None =
         "loss_and_gradient_shapes": lambda: loss_and_gradient_shapes(result.losses, options),
     }
     paths = []
-    for name in PLOT_NAMES:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(PLOT_NAMES, desc="plots", unit="plot", leave=False, disable=not progress)
+    for name in bar:
+        bar.set_postfix_str(name)  # the figure being drawn
         fig = drawings[name]()
         path = directory / f"{name}.png"
         fig.savefig(path, dpi=DPI)
