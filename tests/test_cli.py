@@ -161,11 +161,17 @@ def test_plot_redraws_the_plots_of_a_saved_run(titanic_run, tmp_path):
     assert leftovers(copy) == []
 
 
+def _last_line(stderr: str) -> str:
+    """What a terminal shows last: the progress bar (cleared with \\r) is not part of the message."""
+    assert "Traceback" not in stderr
+    return stderr.strip().split("\n")[-1].split("\r")[-1]
+
+
 def test_plot_of_an_unrecorded_epoch_is_a_usage_error(titanic_run):
     out, _, _ = titanic_run
     code, _, stderr = run(["plot", out, "--epoch", "99"])
     assert code == 2
-    assert stderr.strip() == "lossbench plot: error: Expected `epoch` to be a recorded epoch, 0 to 2, but got 99."
+    assert _last_line(stderr) == "lossbench plot: error: Expected `epoch` to be a recorded epoch, 0 to 2, but got 99."
     assert leftovers(out) == []  # the hidden folder it drew into is gone
 
 
@@ -184,7 +190,7 @@ def test_interrupted_redraw_keeps_the_old_plots(titanic_run, tmp_path, monkeypat
 
     monkeypatch.setattr(plots, "accuracy_vs_threshold", interrupt)  # the second plot: the first one is drawn
     code, _, stderr = run(["plot", copy])
-    assert code == 130 and stderr.strip() == "lossbench plot: interrupted"
+    assert code == 130 and _last_line(stderr) == "lossbench plot: interrupted"
     assert sorted(p.name for p in (copy / "plots").iterdir()) == sorted(p.name for p in (out / "plots").iterdir())
     assert leftovers(copy) == []
 
