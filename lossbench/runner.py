@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -353,6 +354,47 @@ def init_models(
             heads.append({k: torch.nn.functional.pad(v, (0, width - v.shape[-1])) for k, v in head.items()})
     packed = Models.from_parts(stack(bodies * len(setups)), stack(heads), len(setups))  # the same bodies for every loss
     return Models(packed.flat.to(device=device, dtype=dtype).requires_grad_(), packed.shapes, len(setups))
+
+
+def _memory_of(device: torch.device) -> int | None:
+    """The bytes of memory ``device`` has (a GPU's own memory; the machine's for the CPU), or None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return None
+
+
+def check_fits(task: TaskData, setups: list[LossSetup], cfg: TrainingDefaults, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse at once a comparison that cannot fit in memory, instead of working towards it for hours.
+
+    The lower bound counted: every model's weights, gradients and two optimizer moments, and every
+    epoch's example order for every seed (int64). Activations come on top.
+
+    >>> from lossbench.tasks import get
+    >>> cfg = resolve_config("titanic", seeds=10**8)
+    >>> task, cpu = get("titanic").load(cfg), torch.device("cpu")
+    >>> check_fits(task, resolve_losses(["bce"], "handwritten", None, task, cpu, torch.float32), cfg, cpu, torch.float32)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected the comparison to fit in memory, but 100,000,000 models of 2,177 parameters ... need at least 66.3 TB, ...
+    """
+    seeds = cfg.seeds if isinstance(cfg.seeds, (int, np.integer)) else len(cfg.seeds)
+    spec = task.body
+    generator = torch.Generator().manual_seed(0)
+    width = max(s.head.units for s in setups)
+    per_model = sum(v.numel() for v in init_body(spec, generator).values())
+    per_model += sum(v.numel() for v in init_head(spec.features, width, spec.bias, generator).values())
+    models = int(seeds) * len(setups)
+    needed = models * per_model * dtype.itemsize * 4 + int(seeds) * cfg.epochs * len(task.train) * 8
+    available = _memory_of(device)
+    if available is not None and needed > available:
+        raise ValueError(
+            f"Expected the comparison to fit in memory, but {models:,} models of {per_model:,} parameters (weights, "
+            f"gradients and optimizer state) and their batch order need at least {needed / 1e12:.1f} TB, and this "
+            f"{device.type.upper()} has {available / 2**30:.0f} GiB; use fewer seeds or epochs."
+        )
 
 
 def batch_order(seeds: list[int], epochs: int, n: int, device: torch.device) -> torch.Tensor:
@@ -909,6 +951,7 @@ def compare(
         empty = int((task_data.train.y.sum(dim=1) == 0).sum())
         if empty:
             raise ValueError(f"Expected every training example to have a label for softmax across labels, but {empty} have none.")
+    check_fits(task_data, setups, cfg, dev, torch_dtype)
     seed_values = seed_list(cfg.seeds)
     if threshold_points < 2:
         raise ValueError(f"Expected `threshold_points` to be at least 2, but got {threshold_points}.")

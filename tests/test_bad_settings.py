@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+import torch
 
 import lossbench
 from lossbench import cli
@@ -79,3 +80,27 @@ def test_the_cli_says_it_in_one_line_with_exit_code_2(user_losses, capsys, argv,
     assert code == 2
     assert message in err and "Traceback" not in err
     assert len(err.strip().split("\n")) == 1  # the progress bar's \r-overwritten line, then the error
+
+
+def test_a_comparison_that_cannot_fit_in_memory_is_refused_at_once(capsys):
+    """A hundred million seeds: refused in one line before any seed is drawn, not a silent wait at 0%."""
+    import time
+
+    start = time.perf_counter()
+    code = cli.main(["compare", "--task", "titanic", "--seeds", str(10**8), "--no-plots", "--device", "cpu", "--out", "never"])
+    err = capsys.readouterr().err
+    assert code == 2 and time.perf_counter() - start < 30
+    assert "Expected the comparison to fit in memory, but 300,000,000 models of 2,306 parameters" in err
+    assert "use fewer seeds or epochs." in err and "training" not in err
+
+
+def test_the_default_comparisons_fit():
+    from lossbench.runner import check_fits, resolve_config, resolve_losses
+    from lossbench.tasks import get
+
+    cpu = torch.device("cpu")
+    for name in ("titanic", "multilabel", "mammography"):
+        cfg = resolve_config(name)
+        task = get(name).load(cfg, None)
+        setups = resolve_losses(["softmax_ce", "bce", "mse"], "handwritten", None, task, cpu, torch.float32)
+        check_fits(task, setups, cfg, cpu, torch.float32)  # no error
