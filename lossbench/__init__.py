@@ -18,9 +18,20 @@ __version__ = "0.1.0"
 
 __all__ = ["Result", "__version__", "compare", "load"]
 
+SUBMODULES: tuple[str, ...] = (
+    "cli", "exercises", "gradients", "graphs", "loop", "losses", "models", "optim",
+    "plots", "report", "results", "runner", "stats", "tasks", "thresholds",
+)
+"""The public submodules, reachable as ``lossbench.losses`` and so on once ``lossbench`` is imported."""
+
 
 def __getattr__(name: str):
-    """Import the runner only when it is first used, so `import lossbench` and the CLI start fast."""
+    """Import the runner and the submodules only when first used, so `import lossbench` and the CLI start fast.
+
+    >>> import lossbench
+    >>> lossbench.thresholds.threshold_grid(3)
+    tensor([0.0100, 0.5000, 0.9900], dtype=torch.float64)
+    """
     if name == "compare":
         from lossbench.runner import compare
 
@@ -29,4 +40,13 @@ def __getattr__(name: str):
         from lossbench import results
 
         return getattr(results, name)
+    if name in SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"lossbench.{name}")  # also sets the attribute: later lookups skip this
     raise AttributeError(f"module 'lossbench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names and its submodules, imported or not (for tab completion)."""
+    return sorted(set(globals()) | set(SUBMODULES) | set(__all__))
