@@ -20,12 +20,29 @@ from lossbench.losses.checks import (
     check_reduction,
     check_same_shape,
     check_unit_interval,
+    is_real,
     reduce,
 )
 from lossbench.losses.stable import log_sigmoid
 
 _POS_WEIGHT_FORMS = "a float, a 0-dim tensor or one value per output column, shape (K,)"
 _WEIGHT_FORMS = "a float or a tensor of per-element weights"
+
+
+def check_options(
+    pos_weight: Tensor | float | None = None, weight: Tensor | float | None = None, reduction: Reduction = "mean"
+) -> None:
+    """The checks :func:`lossbench.losses.get` runs when it binds options; shapes wait for the target.
+
+    >>> check_options(pos_weight="4")
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `pos_weight` to be a float or a torch.Tensor, but got '4'.
+    """
+    for name, value in (("pos_weight", pos_weight), ("weight", weight)):
+        if value is not None and not (is_real(value) or isinstance(value, Tensor)):
+            raise ValueError(f"Expected `{name}` to be a float or a torch.Tensor, but got {value!r}.")
+    check_reduction(reduction)
 
 
 def binary_cross_entropy_with_logits(

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
+import numbers
 from typing import Iterator, Literal
 
 import torch
@@ -69,6 +71,24 @@ def format_shape(shape: torch.Size | tuple[int, ...]) -> str:
     ('(4,)', '(4, 2)', '()')
     """
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def is_real(value: object) -> bool:
+    """Whether ``value`` is a real number: a Python or numpy int or float (NaN and inf included), not a bool.
+
+    >>> is_real(2), is_real(0.5), is_real(float("nan")), is_real(True), is_real("2")
+    (True, True, True, False, False)
+    """
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_finite_real(value: object) -> bool:
+    """Whether ``value`` is a finite real number (:func:`is_real`, neither NaN nor inf).
+
+    >>> is_finite_real(2), is_finite_real(float("inf")), is_finite_real(float("nan"))
+    (True, False, False)
+    """
+    return is_real(value) and math.isfinite(value)
 
 
 def check_logits(output: Tensor) -> None:
@@ -185,7 +205,7 @@ def check_broadcasts_to(value: Tensor | float | None, target: Tensor, name: str,
     ...
     ValueError: Expected `pos_weight` to be one value per column and to broadcast to the target's shape (4, 2), but got shape (3,).
     """
-    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+    if value is None or is_real(value):
         return
     if not isinstance(value, Tensor):
         raise ValueError(f"Expected `{name}` to be a float or a torch.Tensor, but got {type(value).__name__}.")

@@ -21,20 +21,42 @@ from lossbench.losses.checks import (
     check_reduction,
     check_same_shape,
     check_unit_interval,
+    is_finite_real,
     reduce,
 )
 from lossbench.losses.stable import log_sigmoid, logsumexp
 
 
-def _check_options(alpha: float | None, gamma: float) -> None:
-    """Static checks: ``alpha`` in [0, 1] (None or negative: no alpha weighting), ``gamma`` >= 0."""
-    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha > 1):
+def _check_options(alpha: float | None, gamma: float) -> tuple[float | None, float]:
+    """Static checks: ``alpha`` in [0, 1] (None or negative: no alpha weighting), ``gamma`` >= 0, both finite.
+
+    Returns them as Python floats (a numpy scalar such as ``np.float32(2)`` is accepted, a bool is not).
+
+    >>> _check_options(0.25, float("inf"))
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `gamma` to be a finite float >= 0 (0: plain cross-entropy), but got inf.
+    """
+    if alpha is not None and not (is_finite_real(alpha) and alpha <= 1):
         raise ValueError(
             f"Expected `alpha` to be a float in [0, 1] (the weight of the positive class), or None or a negative "
             f"number for no alpha weighting, but got {alpha!r}."
         )
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma >= 0:
-        raise ValueError(f"Expected `gamma` to be a float >= 0 (0: plain cross-entropy), but got {gamma!r}.")
+    if not (is_finite_real(gamma) and gamma >= 0):
+        raise ValueError(f"Expected `gamma` to be a finite float >= 0 (0: plain cross-entropy), but got {gamma!r}.")
+    return (None if alpha is None else float(alpha)), float(gamma)
+
+
+def check_options(alpha: float | None = 0.25, gamma: float = 2.0, reduction: Reduction = "mean") -> None:
+    """The checks :func:`lossbench.losses.get` runs when it binds options, before any loss is computed.
+
+    >>> check_options(alpha=float("nan"))
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `alpha` to be a float in [0, 1] (the weight of the positive class), or None or a negative number for no alpha weighting, but got nan.
+    """
+    _check_options(alpha, gamma)
+    check_reduction(reduction)
 
 
 def _alpha_t(alpha: float | None, target: Tensor | float) -> Tensor | float:
@@ -78,7 +100,7 @@ def focal_loss(
     """
     check_logits(output)
     check_reduction(reduction)
-    _check_options(alpha, gamma)
+    alpha, gamma = _check_options(alpha, gamma)
     check_same_shape(output, target)
     check_unit_interval(target)
 
@@ -146,7 +168,7 @@ def loss_of_probability(p: Tensor, y: Tensor | float, alpha: float | None = 0.25
     >>> loss_of_probability(torch.tensor([0.5, 0.9]), 1.0, alpha=None)
     tensor([0.1733, 0.0011])
     """
-    _check_options(alpha, gamma)
+    alpha, gamma = _check_options(alpha, gamma)
     q = p + y - 2 * y * p  # 1 - p_t
     ce = -(y * torch.log(p) + (1 - y) * torch.log1p(-p))
     return _alpha_t(alpha, y) * q**gamma * ce
@@ -165,7 +187,7 @@ def grad_wrt_logit(p: Tensor, y: Tensor | float, alpha: float | None = 0.25, gam
     >>> grad_wrt_logit(torch.tensor([0.5, 0.9]), 1.0, alpha=None)
     tensor([-0.2983, -0.0029])
     """
-    _check_options(alpha, gamma)
+    alpha, gamma = _check_options(alpha, gamma)
     q = p + y - 2 * y * p  # 1 - p_t
     ce = -(y * torch.log(p) + (1 - y) * torch.log1p(-p))
     grad = q**gamma * (p - y)

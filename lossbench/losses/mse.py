@@ -38,6 +38,18 @@ def _check_on(on: str) -> None:
         )
 
 
+def check_options(on: On = "probability", reduction: Reduction = "mean") -> None:
+    """The checks :func:`lossbench.losses.get` runs when it binds options, before any loss is computed.
+
+    >>> check_options(on="logit")
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `on` to be 'probability' (square sigmoid(output) - target, classification) or 'raw' (square output - target, regression), but got 'logit'.
+    """
+    _check_on(on)
+    check_reduction(reduction)
+
+
 def mse(output: Tensor, target: Tensor, on: On = "probability", reduction: Reduction = "mean") -> Tensor:
     r"""Mean squared error from first principles, on the predicted probability (default) or the raw output.
 

@@ -32,6 +32,7 @@ class LossFamily:
     options: tuple[str, ...]  # the settings the handwritten and reference implementations accept (besides `reduction`)
     probability_loss: Callable = field(repr=False)  # the family module's loss_of_probability(p, y, ...)
     logit_gradient: Callable = field(repr=False)  # the family module's grad_wrt_logit(p, y, ...)
+    check_options: Callable = field(repr=False)  # the family module's check_options(**options): raises a ValueError
 
     def loss_of_probability(self, p: Tensor, y: float | Tensor, **options) -> Tensor:
         """The loss of one binary decision as a function of the predicted probability ``p`` of the positive class.
@@ -75,6 +76,7 @@ _FAMILIES: dict[str, LossFamily] = {
             options=("weight", "label_smoothing"),
             probability_loss=softmax_ce.loss_of_probability,
             logit_gradient=softmax_ce.grad_wrt_logit,
+            check_options=softmax_ce.check_options,
         ),
         LossFamily(
             name="bce",
@@ -88,6 +90,7 @@ _FAMILIES: dict[str, LossFamily] = {
             options=("pos_weight", "weight"),
             probability_loss=bce.loss_of_probability,
             logit_gradient=bce.grad_wrt_logit,
+            check_options=bce.check_options,
         ),
         LossFamily(
             name="mse",
@@ -102,6 +105,7 @@ _FAMILIES: dict[str, LossFamily] = {
             options=("on",),
             probability_loss=mse.loss_of_probability,
             logit_gradient=mse.grad_wrt_logit,
+            check_options=mse.check_options,
         ),
         LossFamily(
             name="focal",
@@ -116,6 +120,7 @@ _FAMILIES: dict[str, LossFamily] = {
             options=("alpha", "gamma"),
             probability_loss=focal.loss_of_probability,
             logit_gradient=focal.grad_wrt_logit,
+            check_options=focal.check_options,
         ),
     )
 }
@@ -247,7 +252,12 @@ def get(name: str, **options) -> Callable:
 
     ``"bce"`` is the handwritten implementation, ``"bce:naive"`` / ``"bce:reference"`` the others, and
     ``"package.module:function"`` a user's own. Options must be ones the implementation accepts
-    (the naive implementations accept none).
+    (the naive implementations accept none), with values the family accepts, checked here:
+
+    >>> get("focal", gamma=-1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `gamma` to be a finite float >= 0 (0: plain cross-entropy), but got -1.0.
 
     >>> import torch
     >>> loss = get("bce", pos_weight=4.0)
@@ -274,6 +284,8 @@ def get(name: str, **options) -> Callable:
     if not options:
         return fn
     _check_keywords(fn, options, label)
+    if head in _FAMILIES:
+        _FAMILIES[head].check_options(**options)  # a bad value fails here, not at the first training step
     return functools.partial(fn, **options)
 
 

@@ -20,13 +20,42 @@ from lossbench.losses.checks import (
     check_reduction,
     check_unit_interval,
     format_shape,
+    is_real,
     reduce,
+    value_checks_enabled,
 )
 from lossbench.losses.stable import log_softmax
 
 
+def _check_label_smoothing(label_smoothing: float) -> None:
+    """Static check: ``label_smoothing`` is a number in [0, 1] (NaN and inf are not; a numpy scalar is)."""
+    if not (is_real(label_smoothing) and 0.0 <= label_smoothing <= 1.0):
+        raise ValueError(
+            f"Expected `label_smoothing` to be a float in [0, 1] (0: no smoothing), but got {label_smoothing!r}."
+        )
+
+
+def _check_weight_values(weight: Tensor) -> None:
+    """Check of the class weights' values: finite, >= 0 and not all zero (the weighted mean divides by them).
+
+    It reads the tensor's values, so the losses run it only while value checks are on; :func:`check_options`
+    runs it once, always, when :func:`lossbench.losses.get` binds a ``weight``.
+
+    >>> _check_weight_values(torch.tensor([0.0, 0.0]))
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `weight` to hold finite class weights >= 0, not all zero (the weighted mean divides by the weights of the target classes), but got [0.0, 0.0].
+    """
+    if not bool((torch.isfinite(weight).all() & (weight >= 0).all() & (weight > 0).any()).item()):
+        raise ValueError(
+            "Expected `weight` to hold finite class weights >= 0, not all zero (the weighted mean divides by the "
+            f"weights of the target classes), but got {weight.tolist()}."
+        )
+
+
 def _check_options(output: Tensor, weight: Tensor | None, label_smoothing: float) -> None:
-    """Static checks of the options: ``weight`` is one float per class, ``label_smoothing`` in [0, 1]."""
+    """Checks of the options: ``weight`` is one float per class (its values: while value checks are on),
+    ``label_smoothing`` in [0, 1]."""
     n_classes = output.shape[1]
     if weight is not None:
         if not isinstance(weight, Tensor) or weight.shape != (n_classes,) or not weight.is_floating_point():
@@ -37,12 +66,31 @@ def _check_options(output: Tensor, weight: Tensor | None, label_smoothing: float
                 f"Expected `weight` to be a floating-point tensor of shape ({n_classes},), one weight per class, "
                 f"but got {got}."
             )
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not (
-        0.0 <= label_smoothing <= 1.0
-    ):
-        raise ValueError(
-            f"Expected `label_smoothing` to be a float in [0, 1] (0: no smoothing), but got {label_smoothing!r}."
-        )
+        if value_checks_enabled():
+            _check_weight_values(weight)
+    _check_label_smoothing(label_smoothing)
+
+
+def check_options(weight: Tensor | None = None, label_smoothing: float = 0.0, reduction: Reduction = "mean") -> None:
+    """The checks :func:`lossbench.losses.get` runs when it binds options, before any loss is computed.
+
+    The number of classes is not known yet, so ``weight`` is checked for being a floating-point vector of
+    finite weights >= 0, not all zero; its length is checked against the logits when the loss is called.
+
+    >>> check_options(label_smoothing=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `label_smoothing` to be a float in [0, 1] (0: no smoothing), but got 1.5.
+    """
+    if weight is not None:
+        if not isinstance(weight, Tensor) or weight.ndim != 1 or not weight.is_floating_point():
+            got = f"shape {format_shape(weight.shape)}, dtype {weight.dtype}" if isinstance(weight, Tensor) else repr(weight)
+            raise ValueError(
+                f"Expected `weight` to be a floating-point tensor of shape (C,), one weight per class, but got {got}."
+            )
+        _check_weight_values(weight)
+    _check_label_smoothing(label_smoothing)
+    check_reduction(reduction)
 
 
 def _is_probability_target(output: Tensor, target: Tensor) -> bool:
@@ -184,6 +232,7 @@ def cross_entropy_reference(
 
 def _two_class_targets(y: Tensor | float, weight: Tensor | None, label_smoothing: float) -> tuple:
     """Smoothed, weighted targets of the negative and positive unit of a 2-logit head: (w0 t0, w1 t1)."""
+    _check_label_smoothing(label_smoothing)
     eps = float(label_smoothing)
     t1 = (1.0 - eps) * y + eps / 2
     t0 = (1.0 - eps) * (1 - y) + eps / 2

@@ -171,9 +171,19 @@ BAD = [
                  "Expected `alpha` to be a float in [0, 1] (the weight of the positive class), or None or a negative number for no alpha weighting, but got 1.5.",
                  id="alpha-above-1"),
     pytest.param(torch.zeros(3), torch.zeros(3), {"gamma": -1.0},
-                 "Expected `gamma` to be a float >= 0 (0: plain cross-entropy), but got -1.0.", id="negative-gamma"),
+                 "Expected `gamma` to be a finite float >= 0 (0: plain cross-entropy), but got -1.0.", id="negative-gamma"),
     pytest.param(torch.zeros(3), torch.zeros(3), {"gamma": float("nan")},
-                 "Expected `gamma` to be a float >= 0 (0: plain cross-entropy), but got nan.", id="nan-gamma"),
+                 "Expected `gamma` to be a finite float >= 0 (0: plain cross-entropy), but got nan.", id="nan-gamma"),
+    pytest.param(torch.zeros(3), torch.zeros(3), {"gamma": float("inf")},
+                 "Expected `gamma` to be a finite float >= 0 (0: plain cross-entropy), but got inf.", id="inf-gamma"),
+    pytest.param(torch.zeros(3), torch.zeros(3), {"gamma": True},
+                 "Expected `gamma` to be a finite float >= 0 (0: plain cross-entropy), but got True.", id="bool-gamma"),
+    pytest.param(torch.zeros(3), torch.zeros(3), {"alpha": float("nan")},
+                 "Expected `alpha` to be a float in [0, 1] (the weight of the positive class), or None or a negative number for no alpha weighting, but got nan.",
+                 id="nan-alpha"),
+    pytest.param(torch.zeros(3), torch.zeros(3), {"alpha": float("-inf")},
+                 "Expected `alpha` to be a float in [0, 1] (the weight of the positive class), or None or a negative number for no alpha weighting, but got -inf.",
+                 id="minus-inf-alpha"),
     pytest.param(torch.zeros(3), torch.zeros(3), {"reduction": "batchmean"},
                  "Expected `reduction` to be one of 'mean', 'sum', 'none', but got 'batchmean'.", id="unknown-reduction"),
 ]
@@ -184,3 +194,10 @@ def test_bad_inputs_raise_a_clear_value_error(output, target, options, message):
     with pytest.raises(ValueError) as info:
         focal_loss(output, target, **options)
     assert str(info.value).startswith(message)
+
+
+def test_numpy_scalar_options_are_numbers():
+    np = pytest.importorskip("numpy")
+    output, target = _inputs((5,), soft=False)
+    got = focal_loss(output, target, alpha=np.float32(0.5), gamma=np.int64(2))
+    torch.testing.assert_close(got, focal_loss(output, target, alpha=0.5, gamma=2.0))

@@ -5,6 +5,7 @@ import functools
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -163,3 +164,61 @@ def test_describe_has_one_line_per_family_with_head_implementations_and_options(
         assert family.head in line and family.summary in line
         assert all((family.name if impl == "handwritten" else f"{family.name}:{impl}") in line for impl in family.implementations)
         assert "options: " + ", ".join(family.options) in line
+
+
+WEIGHT_VALUES = (
+    "Expected `weight` to hold finite class weights >= 0, not all zero "
+    "(the weighted mean divides by the weights of the target classes), but got "
+)
+ALPHA = "Expected `alpha` to be a float in [0, 1] (the weight of the positive class), or None or a negative number for no alpha weighting, but got "
+GAMMA = "Expected `gamma` to be a finite float >= 0 (0: plain cross-entropy), but got "
+SMOOTHING = "Expected `label_smoothing` to be a float in [0, 1] (0: no smoothing), but got "
+BAD_OPTIONS = [
+    pytest.param("softmax_ce", {"label_smoothing": 1.5}, SMOOTHING + "1.5.", id="smoothing-above-1"),
+    pytest.param("softmax_ce:reference", {"label_smoothing": -0.1}, SMOOTHING + "-0.1.", id="smoothing-negative-reference"),
+    pytest.param("softmax_ce", {"label_smoothing": float("nan")}, SMOOTHING + "nan.", id="smoothing-nan"),
+    pytest.param("softmax_ce", {"label_smoothing": "0.1"}, SMOOTHING + "'0.1'.", id="smoothing-string"),
+    pytest.param("softmax_ce", {"weight": torch.tensor([-1.0, 1.0])}, WEIGHT_VALUES + "[-1.0, 1.0].", id="weight-negative"),
+    pytest.param("softmax_ce:reference", {"weight": torch.zeros(2)}, WEIGHT_VALUES + "[0.0, 0.0].", id="weight-all-zero"),
+    pytest.param("softmax_ce", {"weight": torch.tensor([float("nan"), 1.0])}, WEIGHT_VALUES + "[nan, 1.0].", id="weight-nan"),
+    pytest.param("softmax_ce", {"weight": [1.0, 2.0]},
+                 "Expected `weight` to be a floating-point tensor of shape (C,), one weight per class, but got [1.0, 2.0].", id="weight-list"),
+    pytest.param("focal", {"gamma": "2"}, GAMMA + "'2'.", id="gamma-string"),
+    pytest.param("focal", {"gamma": float("inf")}, GAMMA + "inf.", id="gamma-inf"),
+    pytest.param("focal:reference", {"gamma": -1.0}, GAMMA + "-1.0.", id="gamma-negative-reference"),
+    pytest.param("focal", {"gamma": True}, GAMMA + "True.", id="gamma-bool"),
+    pytest.param("focal", {"alpha": float("nan")}, ALPHA + "nan.", id="alpha-nan"),
+    pytest.param("focal", {"alpha": 1.5}, ALPHA + "1.5.", id="alpha-above-1"),
+    pytest.param("focal", {"alpha": "0.25"}, ALPHA + "'0.25'.", id="alpha-string"),
+    pytest.param("mse", {"on": "logit"},
+                 "Expected `on` to be 'probability' (square sigmoid(output) - target, classification) or 'raw' "
+                 "(square output - target, regression), but got 'logit'.", id="on-unknown"),
+    pytest.param("bce", {"pos_weight": "4"}, "Expected `pos_weight` to be a float or a torch.Tensor, but got '4'.", id="pos-weight-string"),
+    pytest.param("bce", {"reduction": "avg"}, "Expected `reduction` to be one of 'mean', 'sum', 'none', but got 'avg'.", id="reduction"),
+]
+
+
+@pytest.mark.parametrize("name, options, message", BAD_OPTIONS)
+def test_get_checks_option_values_when_it_binds_them(name, options, message):
+    with pytest.raises(ValueError) as info:
+        losses.get(name, **options)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        pytest.param("focal", {"alpha": np.float32(0.5), "gamma": np.float32(2)}, id="focal-numpy"),
+        pytest.param("focal", {"alpha": -1.0, "gamma": 0}, id="focal-negative-alpha-means-none"),
+        pytest.param("focal", {"alpha": None}, id="focal-no-alpha"),
+        pytest.param("softmax_ce", {"label_smoothing": np.float64(0.1), "weight": torch.tensor([0.0, 2.0])}, id="softmax-numpy"),
+        pytest.param("bce", {"pos_weight": np.float32(3)}, id="bce-numpy"),
+        pytest.param("mse", {"on": "raw"}, id="mse-raw"),
+    ],
+)
+def test_get_accepts_valid_option_values_numpy_scalars_included(name, options):
+    loss = losses.get(name, **options)
+    output = torch.tensor([[0.5, -1.0], [2.0, 0.0]]) if name == "softmax_ce" else torch.tensor([0.5, -1.0])
+    target = torch.tensor([1, 1]) if name == "softmax_ce" else torch.tensor([1.0, 0.0])
+    value = loss(output, target)
+    assert isinstance(value, torch.Tensor) and torch.isfinite(value)

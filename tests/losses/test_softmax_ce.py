@@ -163,6 +163,10 @@ def test_two_logit_gradient_without_options_is_p_minus_y():
 
 # Bad inputs: one clear ValueError each.
 
+WEIGHT_VALUES = (
+    "Expected `weight` to hold finite class weights >= 0, not all zero "
+    "(the weighted mean divides by the weights of the target classes), but got "
+)
 BAD = [
     pytest.param(torch.zeros(4, 3, dtype=torch.long), torch.tensor([0, 1, 2, 0]), {},
                  "Expected `output` to be a floating-point tensor of logits, but got dtype torch.int64", id="integer-logits"),
@@ -193,6 +197,14 @@ BAD = [
                  "Expected `weight` to be a floating-point tensor of shape (3,), one weight per class, but got shape (2,)", id="weight-shape"),
     pytest.param(torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), {"label_smoothing": 1.5},
                  "Expected `label_smoothing` to be a float in [0, 1] (0: no smoothing), but got 1.5", id="smoothing-range"),
+    pytest.param(torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), {"label_smoothing": float("nan")},
+                 "Expected `label_smoothing` to be a float in [0, 1] (0: no smoothing), but got nan", id="smoothing-nan"),
+    pytest.param(torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), {"weight": torch.tensor([1.0, -1.0, 1.0])},
+                 WEIGHT_VALUES + "[1.0, -1.0, 1.0]", id="weight-negative"),
+    pytest.param(torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), {"weight": torch.zeros(3)},
+                 WEIGHT_VALUES + "[0.0, 0.0, 0.0]", id="weight-all-zero"),
+    pytest.param(torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), {"weight": torch.tensor([1.0, float("nan"), 1.0])},
+                 WEIGHT_VALUES + "[1.0, nan, 1.0]", id="weight-nan"),
 ]
 
 
@@ -206,3 +218,23 @@ def test_bad_inputs_raise_a_clear_value_error(output, target, options, message):
 def test_float64_class_weights_keep_a_float32_loss_float32():
     loss = cross_entropy(torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), weight=torch.ones(3, dtype=F64), label_smoothing=0.1)
     assert loss.dtype == torch.float32
+
+
+def test_weight_values_are_a_value_check_skipped_under_vmap():
+    # reading the weights' values is what value_checks(False) switches off (vmap, CUDA graph capture);
+    # lossbench.losses.get checks them once, when it binds them
+    from lossbench.losses import value_checks
+
+    output, index = torch.zeros(4, 3), torch.tensor([0, 1, 2, 0])
+    with value_checks(False):
+        loss = cross_entropy(output, index, weight=torch.tensor([1.0, 0.0, 1.0]))  # one zero weight is fine
+        assert torch.isfinite(loss)
+        assert torch.isnan(cross_entropy(output, index, weight=torch.zeros(3)))  # not checked here
+
+
+def test_numpy_scalar_label_smoothing_is_a_number_and_a_bool_is_not():
+    np = pytest.importorskip("numpy")
+    output, index = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    torch.testing.assert_close(cross_entropy(output, index, label_smoothing=np.float32(0.25)), cross_entropy(output, index, label_smoothing=0.25))
+    with pytest.raises(ValueError, match="Expected `label_smoothing` to be a float in"):
+        cross_entropy(output, index, label_smoothing=True)
