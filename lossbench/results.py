@@ -132,7 +132,8 @@ def load(directory: str | os.PathLike) -> Result:
     """
     path = Path(directory)
     if not path.is_dir():
-        raise ValueError(f"Expected a lossbench run directory, but {str(path)!r} does not exist.")
+        state = "is a file" if path.exists() else "does not exist"
+        raise ValueError(f"Expected a lossbench run directory, but {str(path)!r} {state}.")
     missing = [f"{n}.csv" for n in FRAMES if not (path / f"{n}.csv").is_file()]
     missing += [n for n in ("config.json",) if not (path / n).is_file()]
     if missing:

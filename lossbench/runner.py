@@ -37,6 +37,7 @@ import os
 import platform
 import subprocess
 import sys
+import typing
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ from lossbench import gradients, losses as loss_registry, optim, stats, threshol
 from lossbench.graphs import CudaGraphed, Traced
 from lossbench.models import (
     Head,
+    CNNBody,
     MLPBody,
     Params,
     chunked_body_forward,
@@ -62,7 +64,7 @@ from lossbench.models import (
     stack,
 )
 from lossbench.results import Result
-from lossbench.tasks import TaskData, TrainingDefaults, get as get_task
+from lossbench.tasks import TaskData, TrainingDefaults, get as get_task, names as task_names
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -116,17 +118,108 @@ def resolve_config(task: str, quick: bool = False, config: Mapping | None = None
     ValueError: Expected config keys among ..., but got 'epoch'.
     """
     module = get_task(task)
-    cfg = module.Config()
+    return configured(module.Config(), dict(module.QUICK) if quick else {}, config, training)
+
+
+def configured(cfg: TrainingDefaults, changes: dict, config: Mapping | None, training: Mapping) -> TrainingDefaults:
+    """``cfg`` with ``changes`` (a preset), then ``config``, then the non-None ``training`` arguments applied, each
+    value checked against its field's type (a whole number is not a bool; numpy numbers count as numbers).
+
+    >>> configured(TrainingDefaults(), {}, {"epochs": 3}, {"lr": np.float32(0.5)}).lr
+    0.5
+    >>> configured(TrainingDefaults(), {}, {"epochs": True}, {})
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `epochs` to be a whole number, but got True.
+    """
+    if config is not None and not isinstance(config, Mapping):
+        raise ValueError(f"Expected `config` to be a mapping of setting names to values, but got {config!r}.")
+    hints = typing.get_type_hints(type(cfg))
     fields = [f.name for f in dataclasses.fields(cfg)]
-    changes: dict = dict(module.QUICK) if quick else {}
+    changes = dict(changes)
     for key, value in (config or {}).items():
         if key not in fields:
             raise ValueError(f"Expected config keys among {', '.join(fields)}, but got {key!r}.")
         changes[key] = value
     changes.update({k: v for k, v in training.items() if v is not None})
-    cfg = dataclasses.replace(cfg, **changes)
+    cfg = dataclasses.replace(cfg, **{k: v if k == "seeds" else _typed(k, v, hints[k]) for k, v in changes.items()})
     validate_training(cfg)
     return cfg
+
+
+def _typed(key: str, value, hint):
+    """``value`` as the type ``hint`` of config field ``key`` asks for, or a ValueError saying what it should be."""
+    if hint is bool:
+        ok, expected = isinstance(value, (bool, np.bool_)), "True or False"
+        value = bool(value) if ok else value
+    elif hint is int:
+        ok, expected = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)), "a whole number"
+        value = int(value) if ok else value
+    elif hint is float:
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+        expected, value = "a number", float(value) if ok else value
+    elif hint is str:
+        ok, expected = isinstance(value, str), "a string"
+    elif typing.get_origin(hint) is Literal:
+        ok, expected = value in typing.get_args(hint), "one of " + ", ".join(map(repr, typing.get_args(hint)))
+    else:  # tuples and other compound settings: the task's loader checks them
+        ok, expected = True, ""
+    if not ok:
+        raise ValueError(f"Expected `{key}` to be {expected}, but got {value!r}.")
+    return value
+
+
+def _check_arguments(**given) -> None:
+    """compare()'s arguments that are not training settings: each of the type it must be, or a ValueError saying so."""
+    rules = {
+        "losses": (lambda v: isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(n, str) for n in v)),
+                   "a loss name or a list of loss names"),
+        "impl": (lambda v: isinstance(v, str) or (isinstance(v, Mapping) and all(isinstance(i, str) for i in v.values())),
+                 "an implementation name or import path, or a mapping from loss name to one"),
+        "overrides": (lambda v: v is None or (isinstance(v, Mapping) and all(isinstance(o, Mapping) for o in v.values())),
+                      "None or a mapping from loss name to a mapping of options"),
+        "quick": (lambda v: isinstance(v, bool), "True or False"),
+        "device": (lambda v: isinstance(v, (str, torch.device)), "'auto', 'cpu', 'cuda' or a torch.device"),
+        "threshold_points": (lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool), "a whole number, 2 or more"),
+        "progress": (lambda v: isinstance(v, bool) or callable(v), "True, False or a function taking a ProgressReport"),
+        "threads": (lambda v: v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)), "None or a whole number, 1 or more"),
+    }
+    for name, value in given.items():
+        ok, expected = rules[name]
+        if not ok(value):
+            raise ValueError(f"Expected `{name}` to be {expected}, but got {value!r}.")
+
+
+def check_task_data(task: TaskData) -> None:
+    """A ready :class:`TaskData` the runner can train on, or a ValueError naming what is wrong with it.
+
+    The splits must be non-empty, their inputs finite and of one shape, their targets ``(N, K)`` in [0, 1]
+    with the same K, the kind one the heads know and the body a body spec.
+    """
+    if task.kind not in ("binary", "multilabel", "grid"):
+        raise ValueError(f"Expected the task's kind to be 'binary', 'multilabel' or 'grid', but got {task.kind!r}.")
+    k = task.train.y.shape[1]
+    if task.kind == "binary" and k != 1:
+        raise ValueError(f"Expected a binary task to have one output, but its targets have {k}; use kind 'multilabel'.")
+    if task.kind != "binary" and k < 2:
+        raise ValueError(f"Expected a {task.kind} task to have several outputs, but its targets have {k}; use kind 'binary'.")
+    if len(task.label_names) != k:
+        raise ValueError(f"Expected one label name per output ({k}), but got {len(task.label_names)}.")
+    if not isinstance(task.body, (MLPBody, CNNBody)):
+        raise ValueError(f"Expected the task's body to be an MLPBody or a CNNBody, but got {task.body!r}.")
+    for name in ("train", "val", "test"):
+        split = getattr(task, name)
+        if len(split) == 0:
+            raise ValueError(f"Expected the {name} split to hold examples, but it is empty.")
+        if split.x.shape[1:] != task.train.x.shape[1:] or split.y.shape[1] != k:
+            raise ValueError(
+                f"Expected every split to have inputs {tuple(task.train.x.shape[1:])} and {k} targets per example, but the "
+                f"{name} split has {tuple(split.x.shape[1:])} and {split.y.shape[1]}."
+            )
+        if not torch.isfinite(split.x).all():
+            raise ValueError(f"Expected the {name} split's inputs to be finite, but some are NaN or infinite.")
+        if not ((split.y >= 0) & (split.y <= 1)).all():
+            raise ValueError(f"Expected the {name} split's targets to lie in [0, 1], but some do not.")
 
 
 def validate_training(cfg: TrainingDefaults) -> None:
@@ -136,18 +229,23 @@ def validate_training(cfg: TrainingDefaults) -> None:
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"Expected `{name}` to be a positive whole number, but got {value!r}.")
     seeds = cfg.seeds
-    if isinstance(seeds, (int, np.integer)):
+
+    def whole(v) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+    if whole(seeds):
         if seeds < 1:
             raise ValueError(f"Expected `seeds` to be a positive whole number or a list of seeds, but got {seeds!r}.")
-    elif len(seeds) == 0 or len(set(seeds)) != len(seeds) or any(int(s) < 0 for s in seeds):
-        raise ValueError(f"Expected `seeds` to be distinct non-negative integers, but got {list(seeds)!r}.")
-    if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):
+    elif (not isinstance(seeds, (list, tuple, range, np.ndarray)) or len(seeds) == 0 or not all(whole(v) for v in seeds)
+          or len(set(int(v) for v in seeds)) != len(seeds) or any(v < 0 for v in seeds)):
+        raise ValueError(f"Expected `seeds` to be a positive whole number or distinct non-negative whole numbers, but got {seeds!r}.")
+    if not (isinstance(cfg.lr, (int, float)) and not isinstance(cfg.lr, bool) and math.isfinite(cfg.lr) and cfg.lr > 0):
         raise ValueError(f"Expected `lr` to be a positive number, but got {cfg.lr!r}.")
     if cfg.optimizer not in ("adam", "sgd"):
         raise ValueError(f"Expected `optimizer` to be 'adam' or 'sgd', but got {cfg.optimizer!r}.")
     for name in ("weight_decay", "momentum"):
         value = getattr(cfg, name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
             raise ValueError(f"Expected `{name}` to be a non-negative number, but got {value!r}.")
 
 
@@ -369,8 +467,10 @@ def _memory_of(device: torch.device) -> int | None:
 def check_fits(task: TaskData, setups: list[LossSetup], cfg: TrainingDefaults, device: torch.device, dtype: torch.dtype) -> None:
     """Refuse at once a comparison that cannot fit in memory, instead of working towards it for hours.
 
-    The lower bound counted: every model's weights, gradients and two optimizer moments, and every
-    epoch's example order for every seed (int64). Activations come on top.
+    The lower bound counted: every model's weights, gradients and two optimizer moments, every epoch's
+    example order for every seed (int64), and the per-epoch probe's inputs and body outputs (with their
+    pre-activations and gradients) for every model on the whole validation split. A CNN's inner
+    activations come on top (the probe runs them in chunks).
 
     >>> from lossbench.tasks import get
     >>> cfg = resolve_config("titanic", seeds=10**8)
@@ -378,7 +478,7 @@ def check_fits(task: TaskData, setups: list[LossSetup], cfg: TrainingDefaults, d
     >>> check_fits(task, resolve_losses(["bce"], "handwritten", None, task, cpu, torch.float32), cfg, cpu, torch.float32)
     Traceback (most recent call last):
     ...
-    ValueError: Expected the comparison to fit in memory, but 100,000,000 models of 2,177 parameters ... need at least 66.3 TB, ...
+    ValueError: Expected the comparison to fit in memory, but 100,000,000 models of 2,177 parameters need at least 108.1 TB ...
     """
     seeds = cfg.seeds if isinstance(cfg.seeds, (int, np.integer)) else len(cfg.seeds)
     spec = task.body
@@ -387,13 +487,16 @@ def check_fits(task: TaskData, setups: list[LossSetup], cfg: TrainingDefaults, d
     per_model = sum(v.numel() for v in init_body(spec, generator).values())
     per_model += sum(v.numel() for v in init_head(spec.features, width, spec.bias, generator).values())
     models = int(seeds) * len(setups)
-    needed = models * per_model * dtype.itemsize * 4 + int(seeds) * cfg.epochs * len(task.train) * 8
+    positions = task.n_outputs if task.kind == "grid" else 1
+    probe = models * len(task.val) * (3 * spec.features * positions + task.val.x[0].numel()) * dtype.itemsize
+    needed = models * per_model * dtype.itemsize * 4 + int(seeds) * cfg.epochs * len(task.train) * 8 + probe
     available = _memory_of(device)
     if available is not None and needed > available:
+        size = f"{needed / 1e12:.1f} TB" if needed >= 1e12 else f"{needed / 1e9:.0f} GB"
         raise ValueError(
-            f"Expected the comparison to fit in memory, but {models:,} models of {per_model:,} parameters (weights, "
-            f"gradients and optimizer state) and their batch order need at least {needed / 1e12:.1f} TB, and this "
-            f"{device.type.upper()} has {available / 2**30:.0f} GiB; use fewer seeds or epochs."
+            f"Expected the comparison to fit in memory, but {models:,} model{'s' if models != 1 else ''} of {per_model:,} "
+            f"parameters need at least {size} for weights, gradients, optimizer state, batch order and probe, and this "
+            f"{device.type.upper()} has {available / 2**30:.0f} GiB; use fewer seeds or epochs, or a smaller model."
         )
 
 
@@ -454,6 +557,11 @@ def vectorise(setup: LossSetup, output: torch.Tensor, target: torch.Tensor) -> t
     if not isinstance(value, torch.Tensor) or value.ndim != 0:
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         raise ValueError(f"Expected loss {name!r} to return a scalar tensor (the mean over the batch), but got {shape}.")
+    if ":" in setup.impl and not torch.isfinite(value):
+        raise ValueError(
+            f"Expected the loss function {setup.impl} (for {name!r}) to be finite on one model's first minibatch, "
+            f"before any training, but it returned {value.item()}: every model would be frozen at once."
+        )
     if not value.requires_grad:
         raise ValueError(
             f"Expected loss {name!r} to be differentiable in the model's output, but its value carries no gradient "
@@ -924,23 +1032,25 @@ def compare(
     >>> result = compare("titanic", quick=True, seeds=2, epochs=2, device="cpu")  # doctest: +SKIP
     >>> result.summary.query("metric == 'test_accuracy'")[["loss", "mean", "ci_low", "ci_high"]]  # doctest: +SKIP
     """
+    _check_arguments(losses=losses, impl=impl, overrides=overrides, quick=quick, device=device, threshold_points=threshold_points,
+                     progress=progress, threads=threads)
+    training = dict(seeds=seeds, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay, momentum=momentum)
     if isinstance(task, TaskData):
+        if quick or data is not None:
+            raise ValueError("Expected `quick` and `data` only with a task name: a TaskData is already loaded; set its "
+                             "training through `config` or the training arguments.")
+        check_task_data(task)
         task_data = task
-        cfg = dataclasses.replace(
-            TrainingDefaults(),
-            **{k: v for k, v in dict(config or {}).items()},
-            **{k: v for k, v in dict(seeds=seeds, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay, momentum=momentum).items() if v is not None},
-        )
-        validate_training(cfg)
-    else:
-        cfg = resolve_config(
-            task, quick, config, seeds=seeds, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay, momentum=momentum
-        )
+        cfg = configured(TrainingDefaults(), {}, config, training)
+    elif isinstance(task, str):
+        cfg = resolve_config(task, quick, config, **training)
         task_data = get_task(task).load(cfg, data)
+    else:
+        raise ValueError(f"Expected `task` to be a task name ({', '.join(task_names())}) or a TaskData, but got {task!r}.")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"Expected `dtype` to be 'float32' or 'float64', but got {dtype!r}.")
     torch_dtype = getattr(torch, dtype)
-    dev = resolve_device(device)
+    dev = resolve_device(str(device))
     losses = [losses] if isinstance(losses, str) else list(losses)
     setups = resolve_losses(losses, impl, overrides, task_data, dev, torch_dtype)
     if baseline is None:
@@ -971,13 +1081,13 @@ def compare(
     for name, value in (("cuda_graphs", cuda_graphs), ("cpu_trace", cpu_trace)):
         if not isinstance(value, bool):
             raise ValueError(f"Expected `{name}` to be True or False, but got {value!r}.")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
+    if threads is not None and threads < 1:
         raise ValueError(f"Expected `threads` to be a positive whole number, but got {threads!r}.")
     callback = _progress_bar(cfg.epochs) if progress is True else (progress or None)
     previous_threads = torch.get_num_threads()
     try:
         if threads is not None:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(int(threads))
         threads_used = torch.get_num_threads()
         graphs = {} if engine == "loop" else {"cuda_graphs": cuda_graphs, "cpu_trace": cpu_trace}
         trained = trainer(task_data, setups, cfg, seed_values, head_init, dev, torch_dtype, callback, **graphs)

@@ -1,13 +1,18 @@
 """Settings that cannot train anything are refused before training, with one line that says what is wrong."""
 from __future__ import annotations
 
+import dataclasses
+import re
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 import lossbench
 from lossbench import cli
+from lossbench.tasks.base import Split
+from tests.conftest import tiny_task
 
 TINY = dict(seeds=2, epochs=1, device="cpu", config={"hidden": 8})
 
@@ -91,7 +96,7 @@ def test_a_comparison_that_cannot_fit_in_memory_is_refused_at_once(capsys):
     err = capsys.readouterr().err
     assert code == 2 and time.perf_counter() - start < 30
     assert "Expected the comparison to fit in memory, but 300,000,000 models of 2,306 parameters" in err
-    assert "use fewer seeds or epochs." in err and "training" not in err
+    assert "use fewer seeds or epochs, or a smaller model." in err and "training" not in err
 
 
 def test_the_default_comparisons_fit():
@@ -104,3 +109,110 @@ def test_the_default_comparisons_fit():
         task = get(name).load(cfg, None)
         setups = resolve_losses(["softmax_ce", "bce", "mse"], "handwritten", None, task, cpu, torch.float32)
         check_fits(task, setups, cfg, cpu, torch.float32)  # no error
+
+
+USER_LOSSES_MORE = '''
+import torch
+
+def nan(z, y):
+    return (z * float("nan")).mean()
+'''
+
+
+@pytest.mark.parametrize("seeds, shown", [
+    ([0.2, 0.7], "[0.2, 0.7]"), ([0, 0], "[0, 0]"), ("12", "'12'"), (True, "True"), ([True, False], "[True, False]"),
+    (2.0, "2.0"), ([float("nan")], "[nan]"), ([], "[]"), ([-1, 2], "[-1, 2]"),
+])
+def test_seeds_are_whole_numbers_each_used_once(seeds, shown):
+    with pytest.raises(ValueError, match="Expected `seeds` to be a positive whole number or distinct non-negative whole "
+                                         f"numbers, but got {re.escape(shown)}."):
+        lossbench.compare("titanic", seeds=seeds, epochs=1, device="cpu", config={"hidden": 8})
+
+
+def test_numpy_seeds_and_numbers_are_numbers():
+    result = lossbench.compare("titanic", losses=("bce",), seeds=np.array([3, 5]), epochs=1, lr=np.float32(0.01),
+                               threads=np.int64(1), device="cpu", config={"hidden": np.int64(8)})
+    assert result.config["seeds"] == [3, 5]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(lr=True), "Expected `lr` to be a number, but got True."),
+    (dict(config={"hidden": True}), "Expected `hidden` to be a whole number, but got True."),
+    (dict(config={"split_seed": 1.5}), "Expected `split_seed` to be a whole number, but got 1.5."),
+    (dict(config={"bias": "no"}), "Expected `bias` to be True or False, but got 'no'."),
+    (dict(config=["hidden"]), "Expected `config` to be a mapping of setting names to values, but got ['hidden']."),
+    (dict(threshold_points=2.5), "Expected `threshold_points` to be a whole number, 2 or more, but got 2.5."),
+    (dict(device=None), "Expected `device` to be 'auto', 'cpu', 'cuda' or a torch.device, but got None."),
+    (dict(losses=[1]), "Expected `losses` to be a loss name or a list of loss names, but got [1]."),
+    (dict(threads=True), "Expected `threads` to be None or a whole number, 1 or more, but got True."),
+    (dict(overrides={"bce": 2}), "Expected `overrides` to be None or a mapping from loss name to a mapping of options, but got {'bce': 2}."),
+    (dict(impl=None), "Expected `impl` to be an implementation name or import path, or a mapping from loss name to one, but got None."),
+    (dict(progress=1), "Expected `progress` to be True, False or a function taking a ProgressReport, but got 1."),
+    (dict(quick="yes"), "Expected `quick` to be True or False, but got 'yes'."),
+])
+def test_arguments_of_the_wrong_type_are_named(kwargs, message):
+    settings = dict(seeds=2, epochs=1, device="cpu", config={"hidden": 8}) | kwargs
+    with pytest.raises(ValueError, match=re.escape(message)):
+        lossbench.compare("titanic", **settings)
+
+
+def test_a_torch_device_is_a_device():
+    assert lossbench.compare("titanic", losses=("bce",), device=torch.device("cpu"), seeds=2, epochs=1,
+                             config={"hidden": 8}).config["device"] == "cpu"
+
+
+def test_a_task_is_a_name_or_a_task_data():
+    with pytest.raises(ValueError, match=r"Expected `task` to be a task name \(titanic, multilabel, mammography\) or a TaskData, but got \{\}."):
+        lossbench.compare({})
+
+
+def test_a_user_loss_that_is_not_finite_before_training_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "lossbench_user_nan.py").write_text(USER_LOSSES_MORE)
+    monkeypatch.chdir(tmp_path)
+    try:
+        with pytest.raises(ValueError, match="to be finite on one model's first minibatch, before any training, but it returned nan"):
+            lossbench.compare("titanic", losses=("bce",), impl="lossbench_user_nan:nan", **TINY)
+    finally:
+        sys.modules.pop("lossbench_user_nan", None)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda t: dataclasses.replace(t, kind="regression"), "Expected the task's kind to be 'binary', 'multilabel' or 'grid', but got 'regression'."),
+    (lambda t: dataclasses.replace(t, kind="grid"), "Expected a grid task to have several outputs, but its targets have 1"),
+    (lambda t: dataclasses.replace(t, label_names=("a", "b")), "Expected one label name per output (1), but got 2."),
+    (lambda t: dataclasses.replace(t, body=None), "Expected the task's body to be an MLPBody or a CNNBody, but got None."),
+    (lambda t: dataclasses.replace(t, test=Split(t.test.x[:, :3], t.test.y, t.test.source)),
+     "Expected every split to have inputs (5,) and 1 targets per example, but the test split has (3,) and 1."),
+    (lambda t: dataclasses.replace(t, val=Split(t.val.x[:0], t.val.y[:0], t.val.source[:0])), "Expected the val split to hold examples, but it is empty."),
+    (lambda t: dataclasses.replace(t, train=Split(t.train.x * float("nan"), t.train.y, t.train.source)),
+     "Expected the train split's inputs to be finite, but some are NaN or infinite."),
+])
+def test_a_task_data_the_runner_cannot_train_on_is_refused(make, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        lossbench.compare(make(tiny_task("binary")), losses=("bce",), seeds=2, epochs=1, device="cpu")
+
+
+def test_a_task_data_takes_training_settings_and_no_quick_or_data():
+    task = tiny_task("binary")
+    result = lossbench.compare(task, losses=("bce",), seeds=2, config={"epochs": 3}, epochs=1, device="cpu")
+    assert result.config["task_config"]["epochs"] == 1  # the explicit argument wins, as with a task name
+    with pytest.raises(ValueError, match=r"Expected `quick` and `data` only with a task name"):
+        lossbench.compare(task, quick=True, seeds=2, epochs=1, device="cpu")
+    with pytest.raises(ValueError, match=r"Expected config keys among seeds, epochs, .*, but got 'hidden'."):
+        lossbench.compare(task, config={"hidden": 8}, seeds=2, epochs=1, device="cpu")
+
+
+def test_a_comparison_whose_probe_cannot_fit_is_refused():
+    """Weights and optimizer state fit (about 5 GB) but the probe's body outputs on the validation split do not (63 GB)."""
+    from lossbench.runner import _memory_of
+
+    if _memory_of(torch.device("cpu")) > 60e9:
+        pytest.skip("this machine holds the probe")
+    with pytest.raises(ValueError, match=r"Expected the comparison to fit in memory, but 2 models of 170,000,001 parameters need at least 6\d GB"):
+        lossbench.compare("titanic", losses=("bce",), quick=True, seeds=2, epochs=1, device="cpu", config={"hidden": 10**7})
+
+
+def test_loading_a_file_says_it_is_a_file(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match=r"Expected a lossbench run directory, but '.*afile' is a file."):
+        lossbench.load(tmp_path / "afile")
