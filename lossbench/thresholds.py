@@ -6,9 +6,23 @@ target shared by all models. An output is predicted positive when ``score >= thr
 """
 from __future__ import annotations
 
+import math
+import numbers
+from typing import Literal
+
 import torch
 
 METRICS = ("accuracy", "f1", "sensitivity", "specificity", "exact_match")
+
+
+def _is_whole(value: object) -> bool:
+    """A whole number: a Python or numpy int, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_finite(value: object) -> bool:
+    """A finite real number: a Python or numpy int or float, not a bool, NaN or inf."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def threshold_grid(points: int = 99, low: float = 0.01, high: float = 0.99) -> torch.Tensor:
@@ -16,9 +30,15 @@ def threshold_grid(points: int = 99, low: float = 0.01, high: float = 0.99) -> t
 
     >>> threshold_grid(5)
     tensor([0.0100, 0.2550, 0.5000, 0.7450, 0.9900], dtype=torch.float64)
+    >>> threshold_grid(5, low=0.9, high=0.1)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `low` and `high` to be finite with 0 <= low < high <= 1, but got low=0.9, high=0.1.
     """
-    if points < 2:
-        raise ValueError(f"Expected `points` to be at least 2, but got {points}.")
+    if not _is_whole(points) or points < 2:
+        raise ValueError(f"Expected `points` to be a whole number at least 2, but got {points!r}.")
+    if not (_is_finite(low) and _is_finite(high) and 0 <= low < high <= 1):
+        raise ValueError(f"Expected `low` and `high` to be finite with 0 <= low < high <= 1, but got low={low!r}, high={high!r}.")
     return torch.linspace(low, high, points, dtype=torch.float64)
 
 
@@ -88,7 +108,10 @@ def best_threshold_index(metric: torch.Tensor, thresholds: torch.Tensor) -> torc
     return penalty.argmin(dim=1)
 
 
-def auc(scores: torch.Tensor, y: torch.Tensor, average: str = "macro") -> torch.Tensor:
+AVERAGES = ("macro", "micro")
+
+
+def auc(scores: torch.Tensor, y: torch.Tensor, average: Literal["macro", "micro"] = "macro") -> torch.Tensor:
     """Area under the ROC curve per model, (models,), by the rank-sum (Mann-Whitney) formula.
 
     AUC = (sum of the ranks of the positives - P (P + 1) / 2) / (P N), with tied scores sharing their
@@ -100,6 +123,8 @@ def auc(scores: torch.Tensor, y: torch.Tensor, average: str = "macro") -> torch.
     >>> auc(torch.tensor([[[0.1], [0.4], [0.35], [0.8]]]), torch.tensor([[0.], [0.], [1.], [1.]]))
     tensor([0.7500], dtype=torch.float64)
     """
+    if average not in AVERAGES:
+        raise ValueError(f"Expected `average` to be one of {', '.join(map(repr, AVERAGES))}, but got {average!r}.")
     scores = scores.detach().to(torch.float64)
     y = y.to(scores.device, torch.float64)
     if average == "micro":
@@ -148,6 +173,8 @@ def calibration(scores: torch.Tensor, y: torch.Tensor, bins: int = 10) -> dict[s
     >>> c["fraction_positive"], c["ece"]
     (tensor([[0.5000, 1.0000]], dtype=torch.float64), tensor([0.2500], dtype=torch.float64))
     """
+    if not _is_whole(bins) or bins < 1:
+        raise ValueError(f"Expected `bins` to be a whole number at least 1, but got {bins!r}.")
     scores = scores.detach().to(torch.float64).reshape(scores.shape[0], -1)  # (models, examples * K)
     y = y.to(scores.device, torch.float64).reshape(1, -1).expand_as(scores)
     inner = torch.linspace(0, 1, bins + 1, dtype=torch.float64, device=scores.device)[1:-1]

@@ -114,3 +114,49 @@ def test_average_ranks_match_scipy_rankdata():
     x = (torch.rand(4, 3, 50, generator=torch.Generator().manual_seed(1)) * 6).round()  # many ties
     expected = rankdata(x.numpy(), method="average", axis=-1)
     np.testing.assert_array_equal(thr._average_ranks(x).numpy(), expected)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        pytest.param((1,), "Expected `points` to be a whole number at least 2, but got 1.", id="one-point"),
+        pytest.param((5.0,), "Expected `points` to be a whole number at least 2, but got 5.0.", id="float-points"),
+        pytest.param((True,), "Expected `points` to be a whole number at least 2, but got True.", id="bool-points"),
+        pytest.param((5, float("nan"), 0.9), "Expected `low` and `high` to be finite with 0 <= low < high <= 1, but got low=nan, high=0.9.", id="nan-low"),
+        pytest.param((5, 0.1, float("inf")), "Expected `low` and `high` to be finite with 0 <= low < high <= 1, but got low=0.1, high=inf.", id="inf-high"),
+        pytest.param((5, 0.9, 0.1), "Expected `low` and `high` to be finite with 0 <= low < high <= 1, but got low=0.9, high=0.1.", id="low-above-high"),
+        pytest.param((5, 0.5, 0.5), "Expected `low` and `high` to be finite with 0 <= low < high <= 1, but got low=0.5, high=0.5.", id="low-equals-high"),
+        pytest.param((5, -0.1, 0.9), "Expected `low` and `high` to be finite with 0 <= low < high <= 1, but got low=-0.1, high=0.9.", id="below-0"),
+    ],
+)
+def test_threshold_grid_refuses_bad_settings(args, message):
+    with pytest.raises(ValueError) as info:
+        thr.threshold_grid(*args)
+    assert str(info.value) == message
+
+
+def test_threshold_grid_accepts_numpy_integers_and_the_whole_unit_interval():
+    grid = thr.threshold_grid(np.int64(3), 0, 1)
+    assert grid.tolist() == [0.0, 0.5, 1.0]
+
+
+def test_auc_refuses_an_unknown_average():
+    scores, y = _data(k=2)
+    with pytest.raises(ValueError) as info:
+        thr.auc(scores, y, average="weird")
+    assert str(info.value) == "Expected `average` to be one of 'macro', 'micro', but got 'weird'."
+
+
+@pytest.mark.parametrize("bins", [0, -3, 2.5, True], ids=["zero", "negative", "float", "bool"])
+def test_calibration_refuses_bins_that_are_not_a_whole_number_at_least_1(bins):
+    scores, y = _data()
+    with pytest.raises(ValueError) as info:
+        thr.calibration(scores, y, bins=bins)
+    assert str(info.value) == f"Expected `bins` to be a whole number at least 1, but got {bins!r}."
+
+
+def test_calibration_with_one_bin_is_the_overall_gap():
+    scores, y = _data()
+    c = thr.calibration(scores, y, bins=np.int64(1))
+    expected = (y.mean() - scores.mean(dim=(1, 2))).abs()
+    torch.testing.assert_close(c["ece"], expected.to(torch.float64))
