@@ -10,6 +10,8 @@ edge leave the t-interval's normal approximation poor. A paired difference of su
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -32,6 +34,12 @@ def metric_range(metric: str) -> tuple[float, float] | None:
     return (0.0, 1.0) if any(word in metric for word in UNIT_RANGE_WORDS) else None
 
 
+def _check_confidence(confidence: float) -> None:
+    """A confidence level is a probability strictly between 0 and 1 (0.95, not 95)."""
+    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0 < confidence < 1:
+        raise ValueError(f"Expected `confidence` to be a number between 0 and 1 (0.95 for 95%), but got {confidence!r}.")
+
+
 def mean_ci(
     values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE, within: tuple[float, float] | None = None
 ) -> tuple[float, float, float, int]:
@@ -44,7 +52,14 @@ def mean_ci(
     (2.0, -0.4841, 4.4841, 3)
     >>> mean_ci([0.7, 0.95], within=(0.0, 1.0))[1:3]   # 0.825 -+ 12.706 * 0.1768 / sqrt(2): past 1 above
     (0.0, 1.0)
+    >>> mean_ci([1.0, 2.0], confidence=95)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `confidence` to be a number between 0 and 1 (0.95 for 95%), but got 95.
     """
+    _check_confidence(confidence)
+    if within is not None and not (len(within) == 2 and within[0] <= within[1]):
+        raise ValueError(f"Expected `within` to be a range (low, high) with low <= high, or None, but got {within!r}.")
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
     n = len(x)
@@ -61,11 +76,12 @@ def mean_ci(
 
 
 def summarize(
-    runs: pd.DataFrame, metrics: Iterable[str], baseline: str | None, confidence: float = CONFIDENCE
+    runs: pd.DataFrame, metrics: str | Iterable[str], baseline: str | None, confidence: float = CONFIDENCE
 ) -> pd.DataFrame:
     """One row per (loss, metric): mean and interval over seeds, and the paired difference to ``baseline``.
 
-    ``runs`` has one row per model with columns ``loss``, ``seed`` and the metrics. The difference is
+    ``runs`` has one row per model with columns ``loss``, ``seed`` and the metrics (``metrics``: a list
+    of column names, or one name). ``baseline`` is one of the losses, or None for no differences. The difference is
     loss minus baseline, seed by seed (seeds where either value is missing are left out). Intervals are cut
     to the metric's range (:func:`metric_range`).
 
@@ -76,8 +92,14 @@ def summarize(
     0    a    acc  0.85       0.15
     1    b    acc  0.70       0.00
     """
+    _check_confidence(confidence)
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)  # "acc" is one metric, not 'a', 'c', 'c'
     rows = []
     losses = list(dict.fromkeys(runs["loss"]))
+    if baseline is not None and baseline not in losses:
+        raise ValueError(
+            f"Expected `baseline` to be one of the losses {', '.join(map(repr, losses))}, or None, but got {baseline!r}."
+        )
     for loss in losses:
         mine = runs[runs["loss"] == loss].set_index("seed")
         base = runs[runs["loss"] == baseline].set_index("seed") if baseline is not None else None
@@ -103,6 +125,7 @@ def band(frame: pd.DataFrame, value: str, by: Sequence[str], confidence: float =
     0    a      0   2.0  2
     1    a      1   2.0  2
     """
+    _check_confidence(confidence)
     values = frame[value].astype(float).where(np.isfinite(frame[value].astype(float)))  # inf counts as missing
     grouped = values.groupby([frame[c] for c in by], sort=False).agg(["mean", "std", "count"])
     n = grouped["count"].to_numpy()

@@ -76,3 +76,41 @@ def test_intervals_stop_at_the_ends_of_a_metrics_range():
     loss_low, loss_high = stats.mean_ci([0.1, 0.9])[1:3]
     assert s.loc[("a", "final_train_loss"), ["ci_low", "ci_high"]].tolist() == pytest.approx([loss_low, loss_high])
     assert loss_low < 0
+
+
+@pytest.mark.parametrize("confidence", [95, 0, 1, -0.5, float("nan"), True, "0.95"], ids=str)
+def test_mean_ci_refuses_a_confidence_that_is_not_between_0_and_1(confidence):
+    with pytest.raises(ValueError) as info:
+        stats.mean_ci([1.0, 2.0, 3.0], confidence=confidence)
+    assert str(info.value) == f"Expected `confidence` to be a number between 0 and 1 (0.95 for 95%), but got {confidence!r}."
+
+
+def test_mean_ci_accepts_a_numpy_confidence():
+    assert stats.mean_ci([1.0, 2.0, 3.0], confidence=np.float64(0.95))[1] == pytest.approx(stats.mean_ci([1.0, 2.0, 3.0])[1])
+
+
+@pytest.mark.parametrize("within", [(1.0, 0.0), (0.0, float("nan")), (0.0,)], ids=["reversed", "nan", "one-end"])
+def test_mean_ci_refuses_a_range_whose_low_end_is_above_its_high_end(within):
+    with pytest.raises(ValueError) as info:
+        stats.mean_ci([0.2, 0.4], within=within)
+    assert str(info.value) == f"Expected `within` to be a range (low, high) with low <= high, or None, but got {within!r}."
+
+
+RUNS = pd.DataFrame({"loss": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1], "acc": [0.8, 0.9, 0.7, 0.7]})
+
+
+def test_summarize_takes_a_single_metric_name_as_one_metric():
+    pd.testing.assert_frame_equal(stats.summarize(RUNS, "acc", baseline="b"), stats.summarize(RUNS, ["acc"], baseline="b"))
+
+
+def test_summarize_refuses_a_baseline_that_is_not_among_the_losses():
+    with pytest.raises(ValueError) as info:
+        stats.summarize(RUNS, ["acc"], baseline="c")
+    assert str(info.value) == "Expected `baseline` to be one of the losses 'a', 'b', or None, but got 'c'."
+
+
+def test_summarize_and_band_refuse_a_percentage_as_confidence():
+    with pytest.raises(ValueError, match="Expected `confidence` to be a number between 0 and 1"):
+        stats.summarize(RUNS, ["acc"], baseline=None, confidence=95)
+    with pytest.raises(ValueError, match="Expected `confidence` to be a number between 0 and 1"):
+        stats.band(RUNS, "acc", ["loss"], confidence=95)
