@@ -194,7 +194,7 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
     history = result.history
     epochs = sorted(history["epoch"].unique())
     epoch = int(epochs[-1]) if epoch is None else epoch
-    if epoch not in epochs:
+    if isinstance(epoch, bool) or epoch not in epochs:  # True == 1: not an epoch
         raise ValueError(f"Expected `epoch` to be a recorded epoch, {epochs[0]} to {epochs[-1]}, but got {epoch!r}.")
     names = _gradient_panels(result)
     fig, axs = _panels(axes, names, ncols=3, panel_size=(5.0, 3.9), what="gradient-allocation panels")
@@ -550,6 +550,8 @@ def save_plots(result: Result, directory: str | os.PathLike, epoch: int | None =
     ['gradient_allocation.png', 'accuracy_vs_threshold.png', 'training_curves.png', 'calibration.png', 'loss_and_gradient_shapes.png']
     """
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"Expected `directory` to be a folder for the plots, but {str(directory)!r} is a file.")
     directory.mkdir(parents=True, exist_ok=True)
     options = {name: setup.get("options", {}) for name, setup in result.config.get("loss_setups", {}).items()}
     drawings = {

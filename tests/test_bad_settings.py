@@ -216,3 +216,14 @@ def test_loading_a_file_says_it_is_a_file(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ValueError, match=r"Expected a lossbench run directory, but '.*afile' is a file."):
         lossbench.load(tmp_path / "afile")
+
+
+def test_plot_arguments_are_checked(tmp_path):
+    from lossbench import plots
+
+    result = lossbench.compare("titanic", losses=("bce",), **TINY)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match=r"Expected `directory` to be a folder for the plots, but '.*afile' is a file."):
+        plots.save_plots(result, tmp_path / "afile")
+    with pytest.raises(ValueError, match=r"Expected `epoch` to be a recorded epoch, 0 to 1, but got True."):
+        plots.gradient_allocation(result, epoch=True)
