@@ -364,7 +364,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     def draw(tmp: Path) -> None:
         from lossbench import plots
 
-        plots.save_plots(result, tmp / "plots", progress=True)
+        plots.save_plots(result, tmp / "plots", progress=True, workers=plots.plot_workers())
 
     saved, problems = _save_run(result, out, args.task, None if args.no_plots else draw)
     _print_report(result, _run_files(saved), args.json)
@@ -409,7 +409,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     # draw into a hidden folder first: an interruption leaves the old plots as they were
     tmp = Path(tempfile.mkdtemp(prefix=".plots.partial-", dir=run_dir))
     try:
-        plots.save_plots(result, tmp, epoch=args.epoch, progress=True)
+        plots.save_plots(result, tmp, epoch=args.epoch, progress=True, workers=plots.plot_workers())
         old = None
         if target.exists():
             old = run_dir / f".plots.old-{os.getpid()}"

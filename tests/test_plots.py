@@ -1,6 +1,7 @@
 """The figures: what each panel draws equals the Result's bands, one colour per loss, titles, labels, legends, PNGs."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -277,6 +278,56 @@ def test_save_plots_writes_real_pngs_and_a_loaded_run_draws_the_same(results, tm
     for ax_a, ax_b in zip(a.axes, b.axes):
         for la, lb in zip(ax_a.get_lines(), ax_b.get_lines()):
             np.testing.assert_allclose(la.get_ydata(), lb.get_ydata(), rtol=1e-9, equal_nan=True)
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="figures are drawn in forked processes on Linux only")
+
+
+@linux_only
+def test_figures_drawn_in_parallel_processes_are_the_same_files_byte_for_byte(results, tmp_path, monkeypatch):
+    result = results["binary"]
+    one = plots.save_plots(result, tmp_path / "one")
+    drawn_by = tmp_path / "drawn_by.txt"
+    draw = plots._draw
+
+    def draw_and_say_where(*args):
+        with open(drawn_by, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return draw(*args)
+
+    monkeypatch.setattr(plots, "_draw", draw_and_say_where)
+    two = plots.save_plots(result, tmp_path / "two", workers=2)
+    pids = drawn_by.read_text().split()
+    assert len(pids) == len(plots.PLOT_NAMES) and str(os.getpid()) not in pids  # every figure drawn in another process
+    five = plots.save_plots(result, tmp_path / "five", workers=99)  # at most one process per figure
+    assert [p.name for p in two] == [p.name for p in five] == [f"{name}.png" for name in plots.PLOT_NAMES]  # PLOT_NAMES' order
+    for a, b, c in zip(one, two, five):
+        assert a.read_bytes() == b.read_bytes() == c.read_bytes(), a.name
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in two)  # nothing else written
+
+
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=linux_only)])
+def test_an_error_while_drawing_a_figure_reaches_the_caller(results, tmp_path, monkeypatch, workers):
+    def broken(result, axes=None):
+        raise RuntimeError("no room on the canvas")
+
+    monkeypatch.setattr(plots, "calibration", broken)  # the forked processes inherit the patched module
+    with pytest.raises(RuntimeError, match="^no room on the canvas$"):
+        plots.save_plots(results["binary"], tmp_path, workers=workers)
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
+def test_save_plots_refuses_a_number_of_workers_that_is_not_a_whole_number_from_1(results, tmp_path, workers):
+    with pytest.raises(ValueError, match=r"^Expected `workers` to be a whole number >= 1, but got "):
+        plots.save_plots(results["binary"], tmp_path, workers=workers)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=linux_only)])
+def test_save_plots_refuses_an_epoch_that_was_not_recorded(results, tmp_path, workers):
+    with pytest.raises(ValueError, match=r"^Expected `epoch` to be a recorded epoch, 0 to 3, but got 7\.$"):
+        plots.save_plots(results["binary"], tmp_path, epoch=7, workers=workers)
+    assert not list(tmp_path.glob("*.png"))
 
 
 def test_importing_lossbench_does_not_import_matplotlib_and_plots_never_use_pyplot():
