@@ -1,6 +1,4 @@
 """`python -m lossbench` runs the `lossbench` command line."""
-import sys
+from lossbench.cli import run
 
-from lossbench.cli import main
-
-sys.exit(main())
+run()

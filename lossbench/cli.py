@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -615,5 +616,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def run() -> None:
+    """The ``lossbench`` program: :func:`main`, then exit with its code.
+
+    Once the command is done, Ctrl-C is ignored: pressed while Python shuts down (joining threads,
+    running exit handlers), it would print an "Exception ignored" traceback after a finished command.
+    """
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -95,3 +95,25 @@ def test_an_unexpected_error_is_one_line_with_exit_code_2(capsys, monkeypatch):
     monkeypatch.setenv("LOSSBENCH_TRACEBACK", "1")
     with pytest.raises(RuntimeError, match="something unforeseen"):
         cli.main(["tasks"])
+
+
+def test_the_program_ignores_ctrl_c_once_its_command_is_done(monkeypatch):
+    # a Ctrl-C while Python shuts down (exit handlers, threads) would print "Exception ignored" and a traceback
+    events = []
+    monkeypatch.setattr(cli, "main", lambda: events.append("main") or 3)
+    monkeypatch.setattr(cli.signal, "signal", lambda sig, handler: events.append((sig, handler)))
+    with pytest.raises(SystemExit) as done:
+        cli.run()
+    assert done.value.code == 3
+    assert events == ["main", (cli.signal.SIGINT, cli.signal.SIG_IGN)]  # only after the command
+
+
+def test_python_m_lossbench_and_the_console_script_run_the_same_function():
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "lossbench"]
+    assert script.value == "lossbench.cli:run"
+    done = subprocess.run([sys.executable, "-m", "lossbench", "tasks", "--nonsense"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr == "lossbench: error: unrecognized arguments: --nonsense (see `lossbench --help`)\n"
