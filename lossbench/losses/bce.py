@@ -22,6 +22,7 @@ from lossbench.losses.checks import (
     check_unit_interval,
     is_real,
     reduce,
+    value_checks_enabled,
 )
 from lossbench.losses.stable import log_sigmoid
 
@@ -42,7 +43,32 @@ def check_options(
     for name, value in (("pos_weight", pos_weight), ("weight", weight)):
         if value is not None and not (is_real(value) or isinstance(value, Tensor)):
             raise ValueError(f"Expected `{name}` to be a float or a torch.Tensor, but got {value!r}.")
+    check_weight_values(pos_weight, weight)
     check_reduction(reduction)
+
+
+def check_weight_values(pos_weight: Tensor | float | None, weight: Tensor | float | None) -> None:
+    """Value check (skipped when value checks are off): ``pos_weight`` finite and positive, ``weight``
+    finite and non-negative. A pos_weight of 0 or below would stop the positives' loss or reward
+    mistakes on them; a negative weight would reward the mistakes on its elements.
+
+    >>> check_weight_values(-4.0, None)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `pos_weight` to be finite and positive, but got -4.0.
+    >>> check_weight_values(None, torch.tensor([1.0, float("nan")]))
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `weight` to be finite and non-negative, but got tensor([1., nan]).
+    """
+    if not value_checks_enabled():
+        return
+    for name, value, allowed, what in (("pos_weight", pos_weight, torch.gt, "positive"), ("weight", weight, torch.ge, "non-negative")):
+        if value is None:
+            continue
+        values = torch.as_tensor(value).detach()
+        if not bool((torch.isfinite(values) & allowed(values, 0)).all()):
+            raise ValueError(f"Expected `{name}` to be finite and {what}, but got {value!r}.")
 
 
 def binary_cross_entropy_with_logits(
@@ -74,6 +100,7 @@ def binary_cross_entropy_with_logits(
     check_unit_interval(target)
     check_broadcasts_to(pos_weight, target, "pos_weight", _POS_WEIGHT_FORMS)
     check_broadcasts_to(weight, target, "weight", _WEIGHT_FORMS)
+    check_weight_values(pos_weight, weight)
 
     if isinstance(pos_weight, Tensor):
         pos_weight = pos_weight.to(output.dtype)  # a float64 pos_weight must not turn float32 losses into float64
@@ -127,6 +154,7 @@ def binary_cross_entropy_reference(
     >>> binary_cross_entropy_reference(torch.tensor([0.0, 3.0]), torch.tensor([1.0, 1.0]), pos_weight=2.0)
     tensor(0.7417)
     """
+    check_weight_values(pos_weight, weight)
     return F.binary_cross_entropy_with_logits(
         output,
         target,

@@ -224,3 +224,30 @@ def test_float64_weights_keep_a_float32_loss_float32():
     output, target = torch.zeros(4, 2), torch.ones(4, 2)
     loss = binary_cross_entropy_with_logits(output, target, pos_weight=torch.ones(2, dtype=F64), weight=torch.ones(2, dtype=F64))
     assert loss.dtype == torch.float32
+
+
+@pytest.mark.parametrize("options, message", [
+    pytest.param({"pos_weight": -4.0}, "Expected `pos_weight` to be finite and positive, but got -4.0.", id="negative-pos-weight"),
+    pytest.param({"pos_weight": 0}, "Expected `pos_weight` to be finite and positive, but got 0.", id="zero-pos-weight"),
+    pytest.param({"pos_weight": torch.tensor([1.0, float("inf")])}, "Expected `pos_weight` to be finite and positive, but got tensor([1., inf]).",
+                 id="infinite-pos-weight"),
+    pytest.param({"weight": float("nan")}, "Expected `weight` to be finite and non-negative, but got nan.", id="nan-weight"),
+    pytest.param({"weight": torch.tensor([[1.0, -0.5]])}, "Expected `weight` to be finite and non-negative, but got tensor([[ 1.0000, -0.5000]]).",
+                 id="negative-weight"),
+])
+@pytest.mark.parametrize("fn", [binary_cross_entropy_with_logits, binary_cross_entropy_reference], ids=["handwritten", "reference"])
+def test_weights_that_would_reward_mistakes_or_give_nan_are_refused_when_called_directly(fn, options, message):
+    # a negative pos_weight makes every confident mistake on a positive lower the loss; torch computes it silently
+    with pytest.raises(ValueError) as info:
+        fn(torch.zeros(3, 2), torch.ones(3, 2), **options)
+    assert str(info.value) == message
+
+
+def test_zero_weights_on_some_elements_are_allowed_and_the_value_checks_switch_turns_the_weight_checks_off():
+    from lossbench.losses import value_checks
+
+    z, y = torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0])
+    masked = binary_cross_entropy_with_logits(z, y, weight=torch.tensor([1.0, 0.0]), reduction="none")
+    assert masked[1] == 0 and masked[0] > 0
+    with value_checks(False):  # the runner's training step: checked once before, then never again
+        assert torch.isfinite(binary_cross_entropy_with_logits(z, y, pos_weight=-1.0))
