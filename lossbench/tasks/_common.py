@@ -86,7 +86,8 @@ def read_csv(path: str | Path) -> CsvTable:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"Expected a CSV file at {path}, but there is no such file.")
+        found = "a folder" if path.is_dir() else "no such file"
+        raise DataError(f"Expected a CSV file at {path}, but there is {found}.")
     rows: list[list[str]] = []
     lines: dict[int, int] = {}
     try:
@@ -102,11 +103,7 @@ def read_csv(path: str | Path) -> CsvTable:
                     header = [cell.strip() for cell in record]
                 else:
                     if len(record) != len(header):
-                        raise DataError(
-                            f"{path.name}, line {start}: expected {len(header)} fields like the header, "
-                            f"but got {len(record)}. Check the quoting of that line (a comma inside a "
-                            'value needs the value in double quotes, "like, this").'
-                        )
+                        raise DataError(_width_problem(path, start, header, record))
                     rows.append([cell.strip() for cell in record])
                     lines[len(rows)] = start
                 start = reader.line_num + 1
@@ -125,19 +122,50 @@ def read_csv(path: str | Path) -> CsvTable:
     return CsvTable(path=path, frame=frame, lines=lines)
 
 
+def _width_problem(path: Path, line: int, header: list[str], record: list[str]) -> str:
+    """Why a row has another number of fields than the header: its quoting, or a file not separated by commas.
+
+    >>> _width_problem(Path("t.csv"), 2, ["name;age"], ["Allen", " Miss.;29"])
+    "t.csv, line 2: expected 1 fields like the header, but got 2. The header holds no comma but ';': expected a comma-separated file (save it as CSV with commas)."
+    """
+    problem = f"{path.name}, line {line}: expected {len(header)} fields like the header, but got {len(record)}."
+    hint = _separator_hint(header)
+    if hint:
+        return f"{problem} {hint}"
+    return f'{problem} Check the quoting of that line (a comma inside a value needs the value in double quotes, "like, this").'
+
+
+def _separator_hint(header: Sequence[str]) -> str:
+    """A sentence for a header that is one field holding another separator, else ''.
+
+    >>> _separator_hint(["name|age"]), _separator_hint(["name", "age"])
+    ("The header holds no comma but '|': expected a comma-separated file (save it as CSV with commas).", '')
+    """
+    if len(header) == 1:
+        others = [sep for sep in (";", "\t", "|") if sep in str(header[0])]
+        if others:
+            return f"The header holds no comma but {others[0]!r}: expected a comma-separated file (save it as CSV with commas)."
+    return ""
+
+
 def find_columns(table: CsvTable, wanted: Sequence[str]) -> dict[str, str]:
     """Map each wanted column name to the file's own spelling, matching case-insensitively.
 
-    Raises :class:`DataError` listing every missing column, or naming a column that appears twice.
+    Raises :class:`DataError` listing every missing column, or naming a wanted column that appears
+    twice. Other columns are ignored, however they are named: blank ones (the trailing commas a
+    spreadsheet may write) and repeated ones included.
 
     >>> import pandas as pd
-    >>> table = CsvTable(Path("train.csv"), pd.DataFrame(columns=["Survived", "Age"]), {})
+    >>> table = CsvTable(Path("train.csv"), pd.DataFrame(columns=["Survived", "Age", "", "", "note", "Note"]), {})
     >>> find_columns(table, ["survived", "age"])
     {'survived': 'Survived', 'age': 'Age'}
     """
+    wanted_keys = {name.lower() for name in wanted}
     by_lower: dict[str, str] = {}
     for name in table.frame.columns:
         key = str(name).lower()
+        if key not in wanted_keys:
+            continue
         if key in by_lower:
             raise DataError(
                 f"{table.path.name}: the column {name!r} appears twice (as {by_lower[key]!r} too); "
@@ -148,7 +176,7 @@ def find_columns(table: CsvTable, wanted: Sequence[str]) -> dict[str, str]:
     if missing:
         raise DataError(
             f"{table.path.name} is missing the required column(s) {', '.join(missing)}; "
-            f"it has {', '.join(map(str, table.frame.columns))}."
+            f"it has {', '.join(map(str, table.frame.columns))}. {_separator_hint(list(table.frame.columns))}".rstrip()
         )
     return {name: by_lower[name.lower()] for name in wanted}
 
@@ -262,7 +290,8 @@ def read_image(path: str | Path, size: int | None, mode: str, where: str) -> np.
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{where}: expected an image file at {path}, but there is no such file.")
+        found = "a folder" if path.is_dir() else "no such file"
+        raise DataError(f"{where}: expected an image file at {path}, but there is {found}.")
     try:
         with Image.open(path) as image:
             if size is not None:

@@ -373,6 +373,16 @@ BROKEN = [
         ["the column 'age' appears twice (as 'Age' too)"],
         id="duplicate-column",
     ),
+    pytest.param(
+        lambda text: text.replace(",", ";").replace("7.25", "7,25"),  # the decimal comma of such locales
+        ["broken.csv, line 2: expected 1 fields like the header, but got 2.", "The header holds no comma but ';'"],
+        id="semicolon-separated",
+    ),
+    pytest.param(
+        lambda text: text.replace(",", "\t"),
+        ["broken.csv is missing the required column(s)", "The header holds no comma but '\\t'"],
+        id="tab-separated",
+    ),
 ]
 
 
@@ -394,6 +404,20 @@ def test_unreadable_and_absent_files(tmp_path):
         load(Config(), data=binary)
     with pytest.raises(DataError, match="Expected a CSV file at .*absent.csv, but there is no such file"):
         load(Config(), data=tmp_path / "absent.csv")
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(DataError, match="Expected a CSV file at .*folder.csv, but there is a folder"):
+        load(Config(), data=tmp_path / "folder.csv")
+
+
+def test_columns_it_does_not_use_may_be_blank_or_repeated(tmp_path, titanic_fixture):
+    # a spreadsheet's trailing empty columns, and two notes columns, are none of the loader's business
+    text = titanic_fixture("kaggle_train").read_text()
+    padded = tmp_path / "padded.csv"
+    lines = text.splitlines()
+    padded.write_text("\n".join([lines[0] + ",,,Note,note"] + [line + ",,,a,b" for line in lines[1:]]) + "\n")
+    plain, extra = load(Config(), data=titanic_fixture("kaggle_train")), load(Config(), data=padded)
+    for a, b in zip((plain.train, plain.val, plain.test), (extra.train, extra.val, extra.test)):
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
 
 
 def test_too_few_passengers_for_three_splits(tmp_path, titanic_fixture):
