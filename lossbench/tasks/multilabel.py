@@ -263,6 +263,11 @@ def _pascal_splits(config: Config, folder: Path) -> tuple[tuple[str, ...], Split
     """Read the folder, build multi-hot targets over the sorted vocabulary and split the rows."""
     images, labels, is_valid, fnames = read_pascal(folder, config.image_size)
     vocabulary = tuple(sorted({name for row in labels for name in row}))
+    if len(vocabulary) < 2:
+        raise DataError(
+            f"{folder / 'train.csv'}: every row has the one label {vocabulary[0]!r}; expected at least two "
+            "distinct labels, since a multi-label task learns which of several labels each image holds."
+        )
     column = {name: j for j, name in enumerate(vocabulary)}
     y = np.zeros((len(labels), len(vocabulary)), dtype=np.float32)  # (N, K) multi-hot
     for i, row in enumerate(labels):

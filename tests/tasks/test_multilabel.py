@@ -245,6 +245,8 @@ BROKEN = [
     pytest.param(HEADER + GOOD.replace("True", "False"), None, ["the is_valid (validation) split is empty"], id="no-validation-rows"),
     pytest.param(HEADER + GOOD.replace("False", "True"), None, ["the test split is empty"], id="nothing-to-train-on"),
     pytest.param(HEADER + GOOD.replace("000007.jpg,car,True", "000007.jpg,car"), None, ["train.csv, line 3: expected 3 fields like the header, but got 2"], id="short-row"),
+    pytest.param(HEADER + "000005.jpg,car,True\n000007.jpg,car,True\n000009.jpg,car,False\n000012.jpg,car,False\n", None,
+                 ["every row has the one label 'car'; expected at least two distinct labels"], id="one-label"),
 ]
 
 
