@@ -247,6 +247,8 @@ def validate_training(cfg: TrainingDefaults) -> None:
         value = getattr(cfg, name)
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
             raise ValueError(f"Expected `{name}` to be a non-negative number, but got {value!r}.")
+    if not whole(cfg.split_seed) or cfg.split_seed < 0:
+        raise ValueError(f"Expected `split_seed` to be a whole number, 0 or more, but got {cfg.split_seed!r}.")
 
 
 def seed_list(seeds: int | Sequence[int]) -> list[int]:
@@ -1045,6 +1047,11 @@ def compare(
     elif isinstance(task, str):
         cfg = resolve_config(task, quick, config, **training)
         task_data = get_task(task).load(cfg, data)
+        try:  # what the loader made of the data or the settings
+            check_task_data(task_data)
+        except ValueError as err:
+            source = f"from {data}" if data is not None else "with these settings"
+            raise ValueError(f"The {task} task loaded {source} cannot be trained on: {err}") from None
     else:
         raise ValueError(f"Expected `task` to be a task name ({', '.join(task_names())}) or a TaskData, but got {task!r}.")
     if dtype not in ("float32", "float64"):

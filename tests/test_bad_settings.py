@@ -139,6 +139,7 @@ def test_numpy_seeds_and_numbers_are_numbers():
     (dict(lr=True), "Expected `lr` to be a number, but got True."),
     (dict(config={"hidden": True}), "Expected `hidden` to be a whole number, but got True."),
     (dict(config={"split_seed": 1.5}), "Expected `split_seed` to be a whole number, but got 1.5."),
+    (dict(config={"split_seed": -1}), "Expected `split_seed` to be a whole number, 0 or more, but got -1."),
     (dict(config={"bias": "no"}), "Expected `bias` to be True or False, but got 'no'."),
     (dict(config=["hidden"]), "Expected `config` to be a mapping of setting names to values, but got ['hidden']."),
     (dict(threshold_points=2.5), "Expected `threshold_points` to be a whole number, 2 or more, but got 2.5."),
@@ -190,6 +191,22 @@ def test_a_user_loss_that_is_not_finite_before_training_is_refused(tmp_path, mon
 def test_a_task_data_the_runner_cannot_train_on_is_refused(make, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         lossbench.compare(make(tiny_task("binary")), losses=("bce",), seeds=2, epochs=1, device="cpu")
+
+
+def test_a_task_loaded_by_name_is_checked_like_a_task_data(monkeypatch):
+    from lossbench.tasks import titanic
+
+    def load_with_a_hole(config, data=None):
+        task = load(config, data)
+        task.val.x[0, 0] = float("nan")  # what a loader might let through
+        return task
+
+    load = titanic.load
+    monkeypatch.setattr(titanic, "load", load_with_a_hole)
+    message = ("The titanic task loaded with these settings cannot be trained on: "
+               "Expected the val split's inputs to be finite, but some are NaN or infinite.")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        lossbench.compare("titanic", losses=("bce",), **TINY)
 
 
 def test_a_task_data_takes_training_settings_and_no_quick_or_data():
