@@ -183,6 +183,15 @@ def generate(config: Config) -> tuple[Split, Split, Split]:
     scans = digits.images / DIGIT_MAX  # (1797, 8, 8) in [0, 1]
     classes = digits.target  # (1797,)
     parts = split_indices(len(scans), config.val_fraction, config.test_fraction, config.split_seed, classes)
+    remedies = ("lower val_fraction or test_fraction", "raise val_fraction", "raise test_fraction")
+    for name, ids, remedy in zip(("training", "validation", "test"), parts, remedies):
+        absent = sorted(set(range(N_CLASSES)) - set(classes[ids].tolist()))
+        if absent:  # a canvas may ask for any digit, so every split needs scans of all ten
+            raise ValueError(
+                f"Expected the {name} split of the scans to hold every digit, but its {len(ids)} of the {len(scans)} "
+                f"scans (val_fraction={config.val_fraction}, test_fraction={config.test_fraction}) include no "
+                f"{', '.join(map(str, absent))}; {remedy}."
+            )
     splits = []
     for s, (ids, n) in enumerate(zip(parts, (config.n_train, config.n_val, config.n_test))):
         x, y, source = compose(

@@ -148,6 +148,10 @@ def test_compose_uses_only_the_scans_it_is_given():
         pytest.param({"grid": 1, "channels": (8, 16, 32, 64)}, "at least 2 ** len(channels) = 16", id="too-small-for-cnn"),
         pytest.param({"channels": ()}, "Expected `channels` to be a non-empty tuple", id="no-channels"),
         pytest.param({"val_fraction": 0.6, "test_fraction": 0.5}, "to be below 1", id="no-training-scans"),
+        pytest.param({"val_fraction": 0.002}, "the validation split of the scans to hold every digit, but its 0 of the 1797 scans",
+                     id="no-validation-scans"),
+        pytest.param({"test_fraction": 0.001}, "include no 0, 1, 2, 3, 4, 5, 6, 7, 8, 9; raise test_fraction", id="too-few-test-scans"),
+        pytest.param({"val_fraction": 0.5, "test_fraction": 0.499}, "its 3 of the 1797 scans", id="three-training-scans"),
     ],
 )
 def test_bad_generator_settings_are_refused(overrides, message):
