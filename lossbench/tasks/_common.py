@@ -205,6 +205,22 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
         )
 
 
+def check_channels(channels: Sequence[int]) -> tuple[int, ...]:
+    """The CNN's block widths as a tuple, or a ``ValueError`` unless they are one or more whole numbers >= 1.
+
+    >>> check_channels([8, 16])
+    (8, 16)
+    >>> check_channels((8, 0))
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `channels` to be a non-empty tuple of whole numbers, 1 or more, but got (8, 0).
+    """
+    widths = tuple(channels) if isinstance(channels, (tuple, list)) else ()
+    if not widths or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 1 for c in widths):
+        raise ValueError(f"Expected `channels` to be a non-empty tuple of whole numbers, 1 or more, but got {channels!r}.")
+    return widths
+
+
 def split_indices(
     n: int,
     val_fraction: float,

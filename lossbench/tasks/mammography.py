@@ -41,6 +41,7 @@ deviation of the training split's pixels. The body is ``CNNBody(1, patch_size, c
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -49,7 +50,7 @@ import numpy as np
 import torch
 
 from lossbench.models import CNNBody
-from lossbench.tasks._common import sha256_of, split_indices
+from lossbench.tasks._common import check_channels, sha256_of, split_indices
 from lossbench.tasks._mammo_mias import load_mias
 from lossbench.tasks._mammo_synth import generate_patches
 from lossbench.tasks.base import DataError, Split, TaskData, TrainingDefaults
@@ -72,7 +73,7 @@ class Config(TrainingDefaults):
 
     # --- what the model predicts, and the model ---
     target: Literal["patch", "grid"] = "patch"  # one yes/no per patch, or one per area of a grid x grid map
-    grid: int = 4  # areas per side for target="grid"; must divide patch_size / 2**len(channels)
+    grid: int = 4  # areas per side; divides patch_size / 2**len(channels) for "grid", patch_size for "patch"
     patch_size: int = 32  # patch side in pixels (64 works too, at about 4x the cost)
     channels: tuple[int, ...] = (8, 16, 32)  # CNN blocks (3x3 conv, ReLU, 2x2 max-pool): 32 -> 4
     min_area_pixels: int = 4  # an area is abnormal if the lesion covers this many of its pixels (or its centre)
@@ -162,13 +163,22 @@ def check_config(config: Config) -> None:
         value = getattr(config, name)
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"Expected `{name}` to be a positive integer, but got {value!r}.")
-    reduction = 2 ** len(config.channels)
+    seed = config.data_seed
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"Expected `data_seed` to be a whole number, 0 or more, but got {seed!r}.")
+    reduction = 2 ** len(check_channels(config.channels))
     if config.patch_size % reduction:
         raise ValueError(
             f"Expected `patch_size` to be a multiple of {reduction} (each of the {len(config.channels)} CNN blocks "
             f"halves it), but got {config.patch_size}; try 32 or 64."
         )
     final = config.patch_size // reduction
+    if config.target == "patch" and config.patch_size % config.grid:
+        divisors = [d for d in range(1, config.patch_size + 1) if config.patch_size % d == 0]
+        raise ValueError(
+            f"Expected `grid` to divide patch_size {config.patch_size} (a patch is abnormal when one of its "
+            f"grid x grid areas is), but got {config.grid}; valid grids: {divisors}."
+        )
     if config.target == "grid" and final % config.grid:
         divisors = [d for d in range(1, final + 1) if final % d == 0]
         raise ValueError(
@@ -188,12 +198,24 @@ def check_config(config: Config) -> None:
             "Expected `mias_val_fraction + mias_test_fraction` to be below 1, but got "
             f"{config.mias_val_fraction + config.mias_test_fraction!r}; the training split takes what is left."
         )
-    if not config.contrast >= 0:
+    if not 0 <= config.contrast < math.inf:
         raise ValueError(
-            f"Expected `contrast` to be 0 or more (background standard deviations), but got {config.contrast!r}."
+            f"Expected `contrast` to be a finite number, 0 or more (background standard deviations), but got {config.contrast!r}."
         )
-    if not config.quantum_noise >= 0:
-        raise ValueError(f"Expected `quantum_noise` to be 0 or more, but got {config.quantum_noise!r}.")
+    if not 0 <= config.quantum_noise < math.inf:
+        raise ValueError(f"Expected `quantum_noise` to be a finite number, 0 or more, but got {config.quantum_noise!r}.")
+    if not math.isfinite(config.beta):
+        raise ValueError(f"Expected `beta` to be a finite number (breast tissue: about 3), but got {config.beta!r}.")
+
+
+def check_mias_tiling(config: Config) -> None:
+    """Raise ``ValueError`` unless the shrunk 1024 x 1024 films cut into whole patches (checked with ``data`` only).
+
+    >>> check_mias_tiling(Config(patch_size=48))
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `mias_downsample` to shrink 1024 pixels to a multiple of patch_size 48, but got 4 ...
+    """
     if 1024 % config.mias_downsample or (1024 // config.mias_downsample) % config.patch_size:
         raise ValueError(
             f"Expected `mias_downsample` to shrink 1024 pixels to a multiple of patch_size {config.patch_size}, "
@@ -214,6 +236,7 @@ def load(config: Config, data: str | Path | None = None) -> TaskData:
     check_config(config)
     if data is None:
         return _load_synthetic(config)
+    check_mias_tiling(config)
     return _load_mias(config, Path(data))
 
 

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from lossbench.models import CNNBody
-from lossbench.tasks._common import check_fractions, find_columns, read_csv, read_image, split_indices
+from lossbench.tasks._common import check_channels, check_fractions, find_columns, read_csv, read_image, split_indices
 from lossbench.tasks.base import DataError, Split, TaskData, TrainingDefaults
 
 DIGIT_SIDE = 8  # load_digits scans are 8 x 8 pixels
@@ -317,9 +317,7 @@ def load(config: Config, data: str | Path | None = None) -> TaskData:
     CNNBody(in_channels=1, image_size=16, channels=(16, 32, 64), grid=None, bias=True)
     """
     check_fractions(config.val_fraction, config.test_fraction)
-    channels = tuple(config.channels)
-    if not channels or not all(isinstance(c, int) and c >= 1 for c in channels):
-        raise ValueError(f"Expected `channels` to be a non-empty tuple of whole numbers, but got {config.channels!r}.")
+    channels = check_channels(config.channels)
     if data is None:
         side = config.grid * DIGIT_SIDE * config.upscale
         in_channels, label_names = 1, tuple(str(d) for d in range(N_CLASSES))

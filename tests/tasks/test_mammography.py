@@ -222,9 +222,15 @@ def test_lesion_kinds_and_sizes():
         pytest.param({"target": "grid", "grid": 3}, "Expected `grid` to divide 4", id="grid"),
         pytest.param({"patch_size": 30}, "Expected `patch_size` to be a multiple of 8", id="patch-size"),
         pytest.param({"prevalence": 1.5}, "Expected `prevalence` to be between 0 and 1, but got 1.5", id="prevalence"),
-        pytest.param({"contrast": -1.0}, "Expected `contrast` to be 0 or more", id="contrast"),
+        pytest.param({"contrast": -1.0}, "Expected `contrast` to be a finite number, 0 or more", id="contrast"),
         pytest.param({"n_val": 0}, "Expected `n_val` to be a positive integer, but got 0", id="n-val"),
-        pytest.param({"mias_downsample": 3}, "Expected `mias_downsample` to shrink 1024 pixels", id="downsample"),
+        pytest.param({"grid": 5}, "Expected `grid` to divide patch_size 32 (a patch is abnormal when one of its", id="patch-grid"),
+        pytest.param({"channels": ()}, "Expected `channels` to be a non-empty tuple of whole numbers, 1 or more", id="no-channels"),
+        pytest.param({"channels": (8, 0)}, "but got (8, 0)", id="zero-channels"),
+        pytest.param({"data_seed": -1}, "Expected `data_seed` to be a whole number, 0 or more, but got -1", id="data-seed"),
+        pytest.param({"beta": float("nan")}, "Expected `beta` to be a finite number", id="beta"),
+        pytest.param({"contrast": float("inf")}, "Expected `contrast` to be a finite number, 0 or more", id="contrast-inf"),
+        pytest.param({"quantum_noise": -0.1}, "Expected `quantum_noise` to be a finite number, 0 or more", id="noise"),
         pytest.param(
             {"mias_test_fraction": 0.9}, "Expected `mias_val_fraction + mias_test_fraction`", id="fractions"
         ),
@@ -234,6 +240,11 @@ def test_bad_settings_are_refused(override, message):
     with pytest.raises(ValueError) as error:
         mammo.load(replace(SMALL, **override))
     assert message in str(error.value)
+
+
+def test_patch_sizes_that_do_not_tile_a_film_are_fine_for_synthetic_patches():
+    for size in (24, 48):
+        assert mammo.load(replace(SMALL, patch_size=size)).train.x.shape[-1] == size
 
 
 # --------------------------------------------------------------------------------------------------
@@ -551,3 +562,9 @@ def test_too_few_women_for_three_splits(tmp_path):
     folder = _folder(tmp_path, "mdb001 G NORM\nmdb002 G NORM\nmdb003 G NORM\n", {r: film(r) for r in (1, 2, 3)})
     with pytest.raises(DataError, match=r"Expected enough women .* but got 2 women \(train 2, val 0, test 0\)"):
         mammo.load(mammo.Config(), data=folder)
+
+
+@pytest.mark.parametrize("override", [{"mias_downsample": 3}, {"patch_size": 48}])
+def test_mias_films_must_cut_into_whole_patches(mias, override):
+    with pytest.raises(ValueError, match="Expected `mias_downsample` to shrink 1024 pixels to a multiple of patch_size"):
+        mammo.load(replace(mammo.Config(), **override), data=mias)
