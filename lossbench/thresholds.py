@@ -10,6 +10,7 @@ import math
 import numbers
 from typing import Literal
 
+import numpy as np
 import torch
 
 METRICS = ("accuracy", "f1", "sensitivity", "specificity", "exact_match")
@@ -50,12 +51,16 @@ def sweep(scores: torch.Tensor, y: torch.Tensor, thresholds: torch.Tensor) -> di
        F1 = 2 TP / (2 TP + FP + FN) (NaN where a denominator is zero);
     3. exact match: the fraction of examples whose K outputs are all right (equals accuracy when K = 1).
 
+    A model with a NaN score (one whose weights went NaN) gets NaN for every metric, as in :func:`auc`:
+    a NaN is neither above nor below a threshold, so its decisions are not defined.
+
     >>> s = torch.tensor([[[0.2], [0.6], [0.9]]])  # one model, three examples
     >>> m = sweep(s, torch.tensor([[0.0], [1.0], [0.0]]), torch.tensor([0.5, 0.95]))
     >>> m["accuracy"], m["sensitivity"]
     (tensor([[0.6667, 0.6667]], dtype=torch.float64), tensor([[1., 0.]], dtype=torch.float64))
     """
     scores = scores.detach().to(torch.float64)
+    undefined = scores.isnan().flatten(1).any(dim=1).unsqueeze(1)  # (models, 1)
     y = y.to(scores.device, torch.float64).bool()  # (examples, K)
     out: dict[str, list[torch.Tensor]] = {name: [] for name in METRICS}
     pos = y.sum().double()
@@ -72,7 +77,7 @@ def sweep(scores: torch.Tensor, y: torch.Tensor, thresholds: torch.Tensor) -> di
         denom = 2 * tp + fp + fn
         out["f1"].append(torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.nan))
         out["exact_match"].append((pred == y).all(dim=2).double().mean(dim=1))
-    return {name: torch.stack(values, dim=1) for name, values in out.items()}
+    return {name: torch.stack(values, dim=1).masked_fill(undefined, torch.nan) for name, values in out.items()}
 
 
 SELECTION_METRICS = ("accuracy", "balanced_accuracy", "f1", "exact_match")
@@ -168,6 +173,7 @@ def calibration(scores: torch.Tensor, y: torch.Tensor, bins: int = 10) -> dict[s
     bin, exactly as scikit-learn's ``calibration_curve(strategy="uniform")`` bins them. Per bin: the mean predicted probability, the fraction of
     positives and the count, each ``(models, bins)`` (NaN for an empty bin).
     ECE = sum over bins of count / total * |fraction positive - mean predicted|, ``(models,)``.
+    A model with a NaN score (one whose weights went NaN) has no bins: NaN means and ECE, counts 0.
 
     >>> c = calibration(torch.tensor([[[0.1], [0.2], [0.8], [0.9]]]), torch.tensor([[0.], [1.], [1.], [1.]]), bins=2)
     >>> c["fraction_positive"], c["ece"]
@@ -177,13 +183,15 @@ def calibration(scores: torch.Tensor, y: torch.Tensor, bins: int = 10) -> dict[s
         raise ValueError(f"Expected `bins` to be a whole number at least 1, but got {bins!r}.")
     scores = scores.detach().to(torch.float64).reshape(scores.shape[0], -1)  # (models, examples * K)
     y = y.to(scores.device, torch.float64).reshape(1, -1).expand_as(scores)
-    inner = torch.linspace(0, 1, bins + 1, dtype=torch.float64, device=scores.device)[1:-1]
+    undefined = scores.isnan().any(dim=1, keepdim=True)  # (models, 1)
+    inner = torch.from_numpy(np.linspace(0, 1, bins + 1)[1:-1]).to(scores.device)  # numpy's edges, as scikit-learn's
     index = torch.bucketize(scores.contiguous(), inner)  # bin i holds (edge i, edge i+1], the first one also 0
     count = torch.zeros(scores.shape[0], bins, dtype=torch.float64, device=scores.device)
     count.scatter_add_(1, index, torch.ones_like(scores))
+    count.masked_fill_(undefined, 0)
     sum_p = torch.zeros_like(count).scatter_add_(1, index, scores)
     sum_y = torch.zeros_like(count).scatter_add_(1, index, y)
-    mean_p = sum_p / count
-    frac = sum_y / count
-    ece = (count / scores.shape[1] * (frac - mean_p).abs()).nansum(dim=1)
+    mean_p = (sum_p / count).masked_fill_(undefined, torch.nan)
+    frac = (sum_y / count).masked_fill_(undefined, torch.nan)
+    ece = (count / scores.shape[1] * (frac - mean_p).abs()).nansum(dim=1).masked_fill(undefined.squeeze(1), torch.nan)
     return {"mean_predicted": mean_p, "fraction_positive": frac, "count": count, "ece": ece}

@@ -160,3 +160,43 @@ def test_calibration_with_one_bin_is_the_overall_gap():
     c = thr.calibration(scores, y, bins=np.int64(1))
     expected = (y.mean() - scores.mean(dim=(1, 2))).abs()
     torch.testing.assert_close(c["ece"], expected.to(torch.float64))
+
+
+def test_a_model_with_a_nan_score_has_no_threshold_metrics_and_the_others_are_unchanged():
+    scores, y = _data(k=2, n=30)
+    broken = scores.clone()
+    broken[1, 4, 1] = torch.nan  # one score of model 1
+    grid = thr.threshold_grid(9)
+    ours, clean = thr.sweep(broken, y, grid), thr.sweep(scores, y, grid)
+    for name in thr.METRICS:
+        assert torch.isnan(ours[name][1]).all(), name
+        keep = torch.arange(scores.shape[0]) != 1
+        torch.testing.assert_close(ours[name][keep], clean[name][keep], rtol=0, atol=0, equal_nan=True)
+
+
+def test_a_model_with_a_nan_score_has_no_calibration_and_the_others_are_unchanged():
+    scores, y = _data(n=50)
+    broken = scores.clone()
+    broken[0, :, :] = torch.nan  # every score of model 0, as after its weights went NaN
+    broken[2, 7, 0] = torch.nan  # one score of model 2
+    ours, clean = thr.calibration(broken, y), thr.calibration(scores, y)
+    for m in (0, 2):
+        assert torch.isnan(ours["ece"][m]) and (ours["count"][m] == 0).all()
+        assert torch.isnan(ours["mean_predicted"][m]).all() and torch.isnan(ours["fraction_positive"][m]).all()
+    for name in ("ece", "count", "mean_predicted", "fraction_positive"):
+        torch.testing.assert_close(ours[name][1], clean[name][1], rtol=0, atol=0, equal_nan=True)
+
+
+def test_calibration_bins_scores_on_numpys_bin_edges_as_calibration_curve_does():
+    # float64 scores exactly on numpy's edges 0.6000000000000001 and 0.7000000000000001, which torch.linspace
+    # would round to 0.6 and 0.7, and so put one bin higher than scikit-learn does
+    edges = np.linspace(0, 1, 11)
+    values = [edges[6], edges[7], edges[3], 0.05, 0.95, 0.62]
+    scores = torch.tensor(values, dtype=torch.float64).reshape(1, -1, 1)
+    y = torch.tensor([[1.0], [0.0], [1.0], [0.0], [1.0], [1.0]])
+    cal = thr.calibration(scores, y, bins=10)
+    prob_true, prob_pred = calibration_curve(y.numpy().reshape(-1), np.array(values), n_bins=10, strategy="uniform")
+    filled = cal["count"][0] > 0
+    np.testing.assert_allclose(cal["mean_predicted"][0][filled].numpy(), prob_pred, atol=1e-15)
+    np.testing.assert_allclose(cal["fraction_positive"][0][filled].numpy(), prob_true, atol=1e-15)
+    assert cal["count"][0].tolist() == [1, 0, 1, 0, 0, 1, 2, 0, 0, 1]  # each edge value in the bin below it
