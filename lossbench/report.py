@@ -198,6 +198,12 @@ def format_table(result: Result) -> str:
             f"Exact match: the share of examples with all {k} {what} right."
         )
     lines.append("Train loss: the last epoch's mean, each loss on its own scale (not comparable across losses).")
+    undefined = result.runs["test_accuracy"].isna().groupby(result.runs["loss"], sort=False).agg(["sum", "size"])
+    if undefined["sum"].any():
+        counts = ", ".join(f"{loss} {int(r['sum'])} of {int(r['size'])}" for loss, r in undefined.iterrows() if r["sum"])
+        lines.append(
+            f"Models whose predictions are NaN (their weights blew up) have no test metrics and are left out of the means: {counts}."
+        )
     return "\n".join(lines)
 
 

@@ -1177,7 +1177,7 @@ def _assemble(
         split = getattr(task, name)
         y = split.y.to(device=device, dtype=dtype)
         scores = predict(task, models, setups, split.x.to(device=device, dtype=dtype))
-        splits[name] = {"y": y, "scores": scores, "sweep": thr.sweep(scores, y, grid)}
+        splits[name] = {"y": y, "scores": scores, "sweep": thr.sweep(scores, y, grid), "half": thr.sweep(scores, y, torch.tensor([0.5]))}
     chosen_by = thr.selection_metric(splits["val"]["sweep"], options.get("threshold_metric", "accuracy"))
     best = thr.best_threshold_index(chosen_by, grid).cpu().numpy()
     multi = task.n_outputs > 1
@@ -1186,7 +1186,11 @@ def _assemble(
     rows = np.arange(m)
     test_sweep = {k: v.cpu().numpy() for k, v in splits["test"]["sweep"].items()}
     val_sweep = {k: v.cpu().numpy() for k, v in splits["val"]["sweep"].items()}
-    half = int(np.argmin(np.abs(grid.numpy() - 0.5)))
+    # "@0.5" is at 0.5 itself, whatever the grid holds
+    test_half = {k: v.cpu().numpy()[:, 0] for k, v in splits["test"]["half"].items()}
+    val_half = {k: v.cpu().numpy()[:, 0] for k, v in splits["val"]["half"].items()}
+    # a model with NaN validation scores (its weights went NaN) has no best threshold
+    best_threshold = np.where(splits["val"]["scores"].isnan().flatten(1).any(dim=1).cpu().numpy(), np.nan, grid.numpy()[best])
     test_scores, test_y = splits["test"]["scores"], splits["test"]["y"]
     calib = thr.calibration(test_scores, test_y)
     last = history.groupby("model")["train_loss"].apply(lambda v: v.dropna().iloc[-1] if v.notna().any() else np.nan)
@@ -1203,24 +1207,24 @@ def _assemble(
             "diverged_epoch": np.where(trained["diverged_epoch"] > 0, trained["diverged_epoch"], np.nan),
             "final_train_loss": last.reindex(rows).to_numpy(),
             "val_loss": final["val_loss"].reindex(rows).to_numpy(),
-            "val_accuracy": val_sweep["accuracy"][rows, half],
+            "val_accuracy": val_half["accuracy"],
             "val_auc": thr.auc(splits["val"]["scores"], splits["val"]["y"], average).cpu().numpy(),
-            "best_threshold": grid.numpy()[best],
+            "best_threshold": best_threshold,
             "val_accuracy_best": val_sweep["accuracy"][rows, best],
-            "test_accuracy": test_sweep["accuracy"][rows, half],
+            "test_accuracy": test_half["accuracy"],
             "test_accuracy_best": test_sweep["accuracy"][rows, best],
             "test_auc": thr.auc(test_scores, test_y, average).cpu().numpy(),
-            "test_f1": test_sweep["f1"][rows, half],
+            "test_f1": test_half["f1"],
             "test_f1_best": test_sweep["f1"][rows, best],
-            "test_sensitivity": test_sweep["sensitivity"][rows, half],
-            "test_specificity": test_sweep["specificity"][rows, half],
+            "test_sensitivity": test_half["sensitivity"],
+            "test_specificity": test_half["specificity"],
             "test_sensitivity_best": test_sweep["sensitivity"][rows, best],
             "test_specificity_best": test_sweep["specificity"][rows, best],
             "test_ece": calib["ece"].cpu().numpy(),
         }
     )
     if multi:
-        runs["test_exact_match"] = test_sweep["exact_match"][rows, half]
+        runs["test_exact_match"] = test_half["exact_match"]
         runs["test_exact_match_best"] = test_sweep["exact_match"][rows, best]
 
     threshold_frames = []

@@ -262,6 +262,39 @@ def test_runs_frame_has_one_row_per_loss_and_seed_with_test_metrics_at_both_thre
     pd.testing.assert_series_equal(best.sort_index(), chosen.sort_index(), check_names=False)
 
 
+def test_metrics_at_one_half_are_measured_at_one_half_whatever_the_threshold_grid():
+    result = lossbench.compare(tiny_task("multilabel"), LOSSES, seeds=2, epochs=2, batch_size=16, device="cpu", threshold_points=4)
+    assert 0.5 not in set(result.thresholds.threshold)  # 0.01, 0.3367, 0.6633, 0.99
+    p = result.predictions
+    y = p["test_targets"].astype(bool)
+    pred = p["test_scores"] >= 0.5  # (models, examples, K)
+    np.testing.assert_allclose(result.runs.test_accuracy, (pred == y).mean(axis=(1, 2)))
+    np.testing.assert_allclose(result.runs.test_exact_match, (pred == y).all(axis=2).mean(axis=1))
+    tp, fn = (pred & y).sum(axis=(1, 2)), (~pred & y).sum(axis=(1, 2))
+    np.testing.assert_allclose(result.runs.test_sensitivity, tp / (tp + fn))
+    val = result.predictions["val_scores"] >= 0.5
+    np.testing.assert_allclose(result.runs.val_accuracy, (val == p["val_targets"].astype(bool)).mean(axis=(1, 2)))
+
+
+def test_a_model_whose_predictions_are_nan_has_no_metrics_and_the_table_says_so():
+    # naive softmax cross-entropy at an absurd SGD learning rate: one seed's weights blow up
+    result = lossbench.compare("titanic", seeds=3, epochs=3, config={"hidden": 8}, impl="naive", lr=50.0, optimizer="sgd", device="cpu")
+    nan_model = np.isnan(result.predictions["test_scores"]).any(axis=(1, 2))
+    assert nan_model.any() and not nan_model.all()
+    runs = result.runs
+    for column in ("test_accuracy", "test_accuracy_best", "best_threshold", "test_auc", "test_f1", "test_sensitivity", "test_ece"):
+        assert runs[column][nan_model].isna().all(), column
+    assert runs["test_accuracy"][~nan_model].notna().all()
+    summary = result.summary.set_index(["loss", "metric"])
+    for loss, counted in runs.assign(ok=~nan_model).groupby("loss").ok.sum().items():
+        assert summary.loc[(loss, "test_accuracy"), "n"] == counted
+    losses = runs.loss[nan_model].value_counts()
+    line = lossbench.report.format_table(result).splitlines()[-1]
+    assert line.startswith("Models whose predictions are NaN (their weights blew up) have no test metrics")
+    for loss, count in losses.items():
+        assert f"{loss} {count} of 3" in line
+
+
 def test_probe_measurements_match_a_direct_autograd_computation():
     task = tiny_task("binary")
     setups = runner.resolve_losses(("softmax_ce", "bce"), "reference", None, task, torch.device("cpu"), torch.float64)
