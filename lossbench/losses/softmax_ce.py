@@ -153,6 +153,14 @@ def cross_entropy(
     if not isinstance(target, Tensor):
         raise ValueError(f"Expected `target` to be a torch.Tensor, but got {type(target).__name__}.")
     if output.ndim == 1:  # one example, (C,): a batch of one, as torch allows
+        if target.shape == (1,) and not target.is_floating_point():
+            target = target.reshape(())  # one class index given as a 1-element tensor
+        if target.ndim > 1 or (target.ndim == 1 and target.shape != output.shape):
+            raise ValueError(
+                f"Expected `target` for the logits of one example, shape {format_shape(output.shape)}, to be one class "
+                f"index (shape () or (1,)) or class probabilities of shape {format_shape(output.shape)}, but got shape "
+                f"{format_shape(target.shape)}."
+            )
         loss = cross_entropy(output.unsqueeze(0), target.unsqueeze(0), weight, label_smoothing, reduction)
         return loss.squeeze(0) if reduction == "none" else loss
     n_classes = output.shape[1]

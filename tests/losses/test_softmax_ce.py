@@ -191,6 +191,10 @@ BAD = [
     pytest.param(torch.zeros(2, 2), torch.tensor([[0.5, 0.5], [1.5, -0.5]]), {},
                  "Expected `target` to hold values in [0, 1] (labels or probabilities), but got values from -0.5 to 1.5", id="prob-out-of-range"),
     pytest.param(torch.zeros(3), [0, 1, 2], {}, "Expected `target` to be a torch.Tensor, but got list.", id="list-target"),
+    pytest.param(torch.zeros(3), torch.tensor([1, 2]), {},
+                 "Expected `target` for the logits of one example, shape (3,), to be one class index (shape () or (1,)) or "
+                 "class probabilities of shape (3,), but got shape (2,).", id="one-example-two-indices"),
+    pytest.param(torch.zeros(3), torch.tensor([[1]]), {}, "Expected `target` for the logits of one example, shape (3,)", id="one-example-2d-target"),
     pytest.param(torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), {"reduction": "avg"},
                  "Expected `reduction` to be one of 'mean', 'sum', 'none', but got 'avg'", id="unknown-reduction"),
     pytest.param(torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), {"weight": torch.ones(2)},
@@ -213,6 +217,18 @@ def test_bad_inputs_raise_a_clear_value_error(output, target, options, message):
     with pytest.raises(ValueError) as info:
         cross_entropy(output, target, **options)
     assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize("target", [torch.tensor(2), torch.tensor([2]), torch.tensor([0.2, 0.3, 0.5])], ids=["index", "index-(1,)", "probabilities"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_one_example_takes_one_index_or_probabilities(target, reduction):
+    z = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    ours = cross_entropy(z, target, reduction=reduction)
+    # torch's forward takes a (1,) index too, but its backward then fails ("size mismatch"): compared as ()
+    theirs = F.cross_entropy(z, target if target.is_floating_point() else target.reshape(()), reduction=reduction)
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(torch.autograd.grad(ours.sum(), z)[0], torch.autograd.grad(theirs.sum(), z)[0])
 
 
 def test_float64_class_weights_keep_a_float32_loss_float32():
