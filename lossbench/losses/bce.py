@@ -133,10 +133,21 @@ def binary_cross_entropy_naive(output: Tensor, target: Tensor) -> Tensor:
     return -torch.log(torch.where(target == 1, p, 1 - p)).mean()
 
 
-def _as_tensor(value: Tensor | float | None, like: Tensor) -> Tensor | None:
-    """A float option as a tensor on the output's dtype and device (torch's function wants tensors)."""
+def _as_tensor(value: Tensor | float | None, like: Tensor, name: str) -> Tensor | None:
+    """A float option as a tensor on the output's dtype and device (torch's function wants tensors).
+
+    >>> _as_tensor([1.0, 2.0], torch.zeros(2), "pos_weight")
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `pos_weight` to be a float or a tensor, but got list; write torch.tensor([1.0, 2.0]) for one per output.
+    """
     if value is None or isinstance(value, Tensor):
         return value
+    if not is_real(value):
+        raise ValueError(
+            f"Expected `{name}` to be a float or a tensor, but got {type(value).__name__}; "
+            f"write torch.tensor({value!r}) for one per output."
+        )
     return torch.tensor(float(value), dtype=like.dtype, device=like.device)
 
 
@@ -154,12 +165,13 @@ def binary_cross_entropy_reference(
     >>> binary_cross_entropy_reference(torch.tensor([0.0, 3.0]), torch.tensor([1.0, 1.0]), pos_weight=2.0)
     tensor(0.7417)
     """
+    weights, pos_weights = _as_tensor(weight, output, "weight"), _as_tensor(pos_weight, output, "pos_weight")
     check_weight_values(pos_weight, weight)
     return F.binary_cross_entropy_with_logits(
         output,
         target,
-        weight=_as_tensor(weight, output),
-        pos_weight=_as_tensor(pos_weight, output),
+        weight=weights,
+        pos_weight=pos_weights,
         reduction=reduction,
     )
 

@@ -251,3 +251,9 @@ def test_zero_weights_on_some_elements_are_allowed_and_the_value_checks_switch_t
     assert masked[1] == 0 and masked[0] > 0
     with value_checks(False):  # the runner's training step: checked once before, then never again
         assert torch.isfinite(binary_cross_entropy_with_logits(z, y, pos_weight=-1.0))
+
+
+@pytest.mark.parametrize("fn", [binary_cross_entropy_with_logits, binary_cross_entropy_reference], ids=["handwritten", "reference"])
+def test_a_list_of_weights_is_a_value_error_naming_the_option(fn):
+    with pytest.raises(ValueError, match="Expected `pos_weight` to be"):
+        fn(torch.zeros(4, 2), torch.ones(4, 2), pos_weight=[1.0, 2.0])

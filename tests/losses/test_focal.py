@@ -201,3 +201,26 @@ def test_numpy_scalar_options_are_numbers():
     output, target = _inputs((5,), soft=False)
     got = focal_loss(output, target, alpha=np.float32(0.5), gamma=np.int64(2))
     torch.testing.assert_close(got, focal_loss(output, target, alpha=0.5, gamma=2.0))
+
+
+@pytest.mark.parametrize("options, message", [
+    pytest.param({"alpha": 2.0}, "Expected `alpha` to be a float in [0, 1]", id="alpha-above-1"),
+    pytest.param({"gamma": -1.0}, "Expected `gamma` to be a finite float >= 0", id="negative-gamma"),
+])
+@pytest.mark.parametrize("fn", [focal_loss, focal_loss_reference], ids=["handwritten", "reference"])
+def test_options_that_would_give_a_negative_loss_are_refused_by_both_forms(fn, options, message):
+    # alpha = 2 gives alpha_t = -1 for a negative example: a loss below zero that rewards its mistakes
+    with pytest.raises(ValueError) as info:
+        fn(torch.zeros(3), torch.tensor([0.0, 1.0, 0.0]), **options)
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize("dtype, big", [(torch.float32, 1.1e38), (torch.float64, 5e307)], ids=["float32", "float64"])
+@pytest.mark.parametrize("y", [0.0, 1.0])
+def test_gradient_is_finite_up_to_the_documented_limit_near_the_largest_float(dtype, big, y):
+    # below about float max / (gamma + 1): a confident mistake has gradient +-1, a confident right answer 0
+    z = torch.tensor([big, -big], dtype=dtype, requires_grad=True)
+    loss = focal_loss(z, torch.full((2,), y, dtype=dtype), alpha=None, gamma=2.0, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, z)
+    expected = [1.0, 0.0] if y == 0.0 else [0.0, -1.0]
+    assert loss.item() == pytest.approx(big, rel=1e-6) and grad.tolist() == expected
