@@ -555,7 +555,7 @@ def save_plots(
     bar on stderr, a step per figure (drawing them takes seconds). ``workers`` > 1 draws that many figures
     at once, each in a process forked from this one (Linux only; elsewhere, and with 1, they are drawn
     one after another here): matplotlib draws on one core, and the five figures take a few seconds, so the
-    command line draws them on every core (:func:`plot_workers`). The files are the same either way, byte
+    command line draws them on every core, up to one per figure (:func:`plot_workers`). The files are the same either way, byte
     for byte. Returns the paths, in the order of :data:`PLOT_NAMES`.
 
     >>> import lossbench, tempfile
