@@ -6,10 +6,10 @@
 After every epoch the runner probes all models on the validation split (:meth:`lossbench.runner.Recorder.measure`:
 the forward pass, dL/dz by autograd, the gradient allocation, the losses, accuracy and AUC). On a CPU the
 training step runs from a TorchScript trace (:class:`lossbench.graphs.Traced`) and the probe runs eagerly.
-This script traces the probe the same way (``make_fx``, then TorchScript) on the Titanic grid's models and
-prints:
+This script traces the probe the same way (:func:`lossbench.graphs.record_graph`, then TorchScript) on the
+Titanic grid's models and prints:
 
-- the start-up of the trace (``make_fx`` and TorchScript), after the one-off import of ``torch._dynamo``;
+- the start-up of the trace (recording the operations, then TorchScript);
 - the median time of one probe, eager and traced, timed in alternating blocks in one process;
 - how many probes the trace needs to win back its start-up, against the probes of a default run;
 - whether the two give the same records, bit for bit.
@@ -19,7 +19,6 @@ It is the measurement behind keeping the probe eager on a CPU (benchmarks/RESULT
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import statistics
@@ -76,10 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     flat = prepared.models.flat.detach()
     with loss_registry.value_checks(False):
         eager = lambda: recorder.measure(prepared.models, train_loss, diverged)  # noqa: E731 - the runner's own call
-        start = time.perf_counter()
-        importlib.import_module("torch._dynamo")  # make_fx imports it: paid once per process, timed apart
-
-        import_s = time.perf_counter() - start
         traced = graphs.Traced(probe_of, warmup=0)
         start = time.perf_counter()
         from_trace = traced(flat, train_loss, diverged)  # traces, then runs the trace
@@ -102,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "models": m,
         "validation_examples": len(task.val),
-        "import_dynamo_s": import_s,
         "trace_s": trace_s,
         "eager_ms": eager_ms,
         "traced_ms": traced_ms,
@@ -120,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"titanic per-epoch probe on cpu (torch {figures['torch']}, {figures['threads']} threads): "
           f"{m} models on {len(task.val)} validation examples")
-    print(f"  start-up: import torch._dynamo {import_s:.2f} s (once per process), trace {trace_s:.2f} s")
+    print(f"  start-up: trace {trace_s:.2f} s")
     print(f"  eager   median {eager_ms:.2f} ms a probe ({args.blocks} blocks of {args.calls})")
     print(f"  traced  median {traced_ms:.2f} ms a probe: {figures['speedup']:.2f}x; the same records bit for bit: {'yes' if identical else 'NO'}")
     if math.isfinite(break_even):

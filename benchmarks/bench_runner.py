@@ -11,9 +11,7 @@ the ratio of the two, the share of the batched time spent recording (the per-epo
 memory (RSS; CUDA memory when on a GPU). On a GPU the batched runner replays its step and its probe as
 CUDA graphs; `--no-cuda-graphs` launches every operation on its own, to see what the graphs buy. On a
 CPU it runs an MLP's training step from a TorchScript trace; `--no-cpu-trace` runs it eagerly. The
-tracing (a few tenths of a second) is part of each timed run, as it is of every run a user makes; the
-runner traces from a process's second comparison on (the first trace imports torch's tracer, about
-1.7 s), so on a CPU the batched runner warms up with two runs, and their times are reported.
+tracing (a few hundredths of a second) is part of each timed run, as it is of every run a user makes.
 """
 from __future__ import annotations
 
@@ -152,13 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         "train_examples": n_train,
         "command": "python benchmarks/bench_runner.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
-    # on a CPU the runner traces its step from a process's second comparison on, and that one pays for
-    # importing the tracer (runner.trace_threshold): two warm-up runs, so the timed ones are what a
-    # notebook's later comparisons get
-    tracing = device.type == "cpu" and not args.no_cpu_trace
     batched = time_engine(
         functools.partial(runner.train, cuda_graphs=not args.no_cuda_graphs, cpu_trace=not args.no_cpu_trace),
-        task, setups, cfg, seeds, device, dtype, args.repeats, warmups=2 if tracing else 1,
+        task, setups, cfg, seeds, device, dtype, args.repeats,
     )
     figures["batched"] = batched
     figures["batched"]["model_epochs_per_s"] = models * cfg.epochs / batched["median_s"]

@@ -28,32 +28,38 @@ size depends on the data). A function that breaks these rules fails to record.
 **TorchScript traces.** :class:`Traced`:
 
 1. the first ``warmup`` calls with a given set of input shapes run eagerly;
-2. the next call traces the function with ``make_fx`` (which runs autograd while it traces, so the graph
-   holds the backward pass as plain operations) and turns that graph into TorchScript, both times running
-   it on copies of the inputs, so the tracing changes nothing;
+2. the next call traces the function (:func:`record_graph`, which writes down every aten operation the
+   call runs, autograd's backward included, so the graph holds the backward pass as plain operations) and
+   turns that graph into TorchScript, both times running it on copies of the inputs, so the tracing
+   changes nothing;
 3. from then on each call runs the TorchScript graph on its inputs.
 
 What a trace can hold: the operations one call made. Everything the function updates must be one of
 its inputs (updated in place), and nothing may depend on the *values* of tensors (no ``.item()``, no
 ``if`` on a tensor): a trace would replay the branch taken on the first call, so such a function must not
-be traced. ``make_fx`` refuses ``.item()`` and the like; the runner traces only losses that ``vmap`` has
-already batched, which rules out the rest. Python's own side effects (a ``print`` in a loss) happen
-while tracing, not at every step. TorchScript's graph executor is used without its optimisations: it
-runs exactly the traced operations, so the results equal eager ones bit for bit.
+be traced. :func:`record_graph` refuses any operation that hands the host a tensor's value; the runner
+traces only losses that ``vmap`` has already batched, which rules out the rest. Python's own side
+effects (a ``print`` in a loss) happen while tracing, not at every step. TorchScript's graph executor is
+used without its optimisations: it runs exactly the traced operations, so the results equal eager ones
+bit for bit.
 
-The first trace in a process imports ``torch._dynamo`` (``make_fx`` needs it): about 1.7 s on a 2-core
-CPU, paid once per process (benchmarks/RESULTS.md); the runner decides whether a run pays for it
-(:func:`lossbench.runner.trace_threshold`).
+A trace of the Titanic step takes 0.04 to 0.1 s on a 2-core CPU and needs nothing beyond what
+``import torch`` loads (``torch.fx.experimental.proxy_tensor.make_fx`` does the same job, but its first
+use imports ``torch._dynamo`` and sympy, about 2 s); the runner traces a run long enough to win that
+back (:data:`lossbench.runner.TRACE_FROM_STEPS`).
 """
 from __future__ import annotations
 
 import functools
+import operator
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from torch.fx.experimental.proxy_tensor import make_fx
+import torch.fx
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 class _Recorded:
@@ -187,12 +193,97 @@ class Traced(_Recorded):
 
     def _record(self, tensors: tuple[torch.Tensor, ...]) -> Any:
         try:
-            graph = make_fx(self.fn)(*[t.clone() for t in tensors])  # aten operations, autograd's backward included
+            graph = record_graph(self.fn, *[t.clone() for t in tensors])  # aten operations, autograd's backward included
             return _script(graph, tensors)
         except Exception as err:  # noqa: BLE001 - any failure to trace means: run eagerly, and say why
             message = str(err).strip()
             self.failed = f"{type(err).__name__}: {message.splitlines()[0] if message else ''}"
             return None
+
+
+class _GraphRecorder(TorchDispatchMode):
+    """Writes every aten operation that runs while it is active into an fx graph, with what it ran on.
+
+    A tensor is known by the Python object that stands for it: an input, the output of a recorded
+    operation, or else a constant (a tensor made before the call, such as a learning rate). Autograd's
+    backward runs its operations through the same dispatcher, so they are recorded too; the tensors it
+    saved for the backward come back as ``detach`` of recorded tensors.
+    """
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # False: the mode's __torch_dispatch__ is left as it is; wrapping it (the default) imports torch._dynamo
+        return False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.graph, self.root = torch.fx.Graph(), torch.nn.Module()
+        self.nodes: dict[int, torch.fx.Node] = {}  # id of a tensor -> the node that makes it
+        self.seen: list[torch.Tensor] = []  # every tensor known, kept alive while recording, so no id is reused
+        self.storages: set[int] = set()  # the memory of the inputs and of every tensor the call allocates
+        self.constant_storages: set[int] = set()
+        self.constants = 0
+
+    def track(self, tensor: torch.Tensor, node: torch.fx.Node) -> None:
+        self.nodes[id(tensor)] = node
+        self.seen.append(tensor)
+        memory = tensor.untyped_storage().data_ptr()
+        if node.op == "get_attr":  # a constant's memory (and its views') may be met again under other names
+            self.constant_storages.add(memory)
+        elif memory not in self.constant_storages:
+            self.storages.add(memory)
+
+    def node_of(self, tensor: torch.Tensor) -> torch.fx.Node:
+        node = self.nodes.get(id(tensor))
+        if node is None:
+            if tensor.numel() and tensor.untyped_storage().data_ptr() in self.storages:
+                # a tensor in the call's own memory that no recorded operation made (torch.from_numpy of
+                # x.numpy(), say): baked in as a constant, it would replay the first call's numbers
+                raise RuntimeError("an operation used a tensor that shares memory with the call's tensors but was not made by a recorded operation")
+            name = f"_tensor_constant{self.constants}"
+            self.constants += 1
+            setattr(self.root, name, tensor)
+            node = self.graph.get_attr(name)
+            self.track(tensor, node)
+        return node
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        graph_args, graph_kwargs = pytree.tree_map_only(torch.Tensor, self.node_of, (args, kwargs))
+        out = func(*args, **kwargs)
+        node = self.graph.call_function(func, tuple(graph_args), graph_kwargs)
+        if isinstance(out, torch.Tensor):
+            self.track(out, node)
+        elif isinstance(out, (tuple, list)):
+            for i, item in enumerate(out):
+                if isinstance(item, torch.Tensor):
+                    self.track(item, self.graph.call_function(operator.getitem, (node, i)))
+        elif out is not None:
+            # .item(), bool(tensor) and the like: the value could steer Python, and a trace would replay the first call's branch
+            raise RuntimeError(f"{func} gave the host a tensor's value ({type(out).__name__}), which a trace would fix at its first value")
+        return out
+
+
+def record_graph(fn: Callable[..., Any], *tensors: torch.Tensor) -> torch.fx.GraphModule:
+    """``fn(*tensors)`` run once, with every aten operation it makes (autograd's backward included) written
+    into an fx graph whose inputs are ``tensors``; raises if ``fn`` needs a tensor's value on the host.
+
+    >>> def step(w, x):  # one gradient step on sum((w * x)^2)
+    ...     w_ = w.detach().requires_grad_()
+    ...     with torch.enable_grad():
+    ...         (g,) = torch.autograd.grad(((w_ * x) ** 2).sum(), [w_])
+    ...     return w.sub_(0.1 * g)
+    >>> graph = record_graph(step, torch.ones(2), torch.ones(2))
+    >>> graph(torch.ones(2), torch.tensor([1.0, 2.0]))   # w - 0.1 * 2 w x^2
+    tensor([0.8000, 0.2000])
+    """
+    recorder = _GraphRecorder()
+    for i, tensor in enumerate(tensors):
+        recorder.track(tensor, recorder.graph.placeholder(f"arg{i}"))
+    with recorder:
+        out = fn(*tensors)
+    recorder.graph.output(pytree.tree_map_only(torch.Tensor, recorder.node_of, out))
+    return torch.fx.GraphModule(recorder.root, recorder.graph)
 
 
 _SCRIPTS: dict[str, list[tuple[list[torch.Tensor], Any]]] = {}

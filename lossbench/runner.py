@@ -27,7 +27,7 @@ On a GPU, steps 2 to 5 and the probe are each recorded once as a CUDA graph and 
 CPU, steps 2 to 5 of an MLP are traced once into a TorchScript graph and run from it
 (:class:`TracedStep`): the same operations in the same order, without Python between them, so the
 numbers are equal bit for bit and a step takes about half the time (the whole Titanic grid, probe
-included, runs 1.3x to 1.7x as fast); a run is traced when it wins the tracing back (:func:`trace_threshold`).
+included, runs 1.3x to 1.7x as fast); a run is traced when it wins the tracing back (:data:`TRACE_FROM_STEPS`).
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import typing
 import warnings
 import zlib
@@ -833,7 +832,7 @@ class TracedStep:
     The weights and the optimizer's state are passed in as inputs, so the trace updates the runner's own
     tensors in place. Only full minibatches run from the trace: the last, smaller minibatch of an epoch
     (one step in 13 for Titanic) runs eagerly, since a second trace would cost more than it saves; and a
-    run is traced only when it wins the tracing back (:func:`trace_threshold`).
+    run is traced only when it wins the tracing back (:data:`TRACE_FROM_STEPS`).
     """
 
     def __init__(self, step: TrainStep, batch_size: int) -> None:
@@ -850,27 +849,10 @@ class TracedStep:
         return self.traced(self.step.models.flat.detach(), *self.step.optimizer.state(), x, alive, *batch_targets)
 
 
-TRACE_FROM_STEPS = 300
-"""Tracing the step costs about 0.3 s and saves about 1 ms a step, so a run is traced from this many full minibatches on."""
-
-TRACE_FIRST_FROM_STEPS = 2_000
-"""The first trace in a process also imports ``torch._dynamo`` (about 1.7 s), which a single default
-comparison does not win back: so the first comparison of a process that has not loaded it is traced only
-from this many full minibatches on. From a process's second comparison on (a notebook, a sweep) the
-import is worth paying, and :data:`TRACE_FROM_STEPS` applies."""
-
-_comparisons_trained = 0  # by train() in this process
-
-
-def trace_threshold(dynamo_loaded: bool, earlier_comparisons: int) -> int:
-    """The fewest full minibatches a run needs for its step to be traced.
-
-    >>> trace_threshold(dynamo_loaded=False, earlier_comparisons=0)  # a one-off command
-    2000
-    >>> trace_threshold(dynamo_loaded=False, earlier_comparisons=1), trace_threshold(dynamo_loaded=True, earlier_comparisons=0)
-    (300, 300)
-    """
-    return TRACE_FROM_STEPS if dynamo_loaded or earlier_comparisons else TRACE_FIRST_FROM_STEPS
+TRACE_FROM_STEPS = 100
+"""Tracing the step costs 0.04 to 0.1 s and saves about 1 ms a step (Titanic grid, 2-core CPU), so a run is
+traced from this many full minibatches on (benchmarks/RESULTS.md: a run of 36 is slower traced, one of 72
+about even, one of 120 faster)."""
 
 
 def _cpu_trace(step: TrainStep, setups: list[LossSetup], batching: list[str], device: torch.device, full_steps: int, wanted: bool) -> str | None:
@@ -884,9 +866,8 @@ def _cpu_trace(step: TrainStep, setups: list[LossSetup], batching: list[str], de
     looped = [s.name for s, mode in zip(setups, batching) if mode == "loop"]
     if looped:
         return f"{looped[0]} runs one model at a time, and a trace would replay its first call's branches"
-    threshold = trace_threshold("torch._dynamo" in sys.modules, _comparisons_trained)
-    if full_steps < threshold:
-        return f"{full_steps} full minibatches, too few to win back the tracing (from {threshold} on)"
+    if full_steps < TRACE_FROM_STEPS:
+        return f"{full_steps} full minibatches, too few to win back the tracing (from {TRACE_FROM_STEPS} on)"
     return None
 
 
@@ -943,8 +924,6 @@ def train(
             recorder(epoch, models, train_loss, diverged_epoch)
     used = _graphs_used(step, recorder.graphed) if graphed else "no: " + ("turned off" if device.type == "cuda" else "not on a GPU")
     traced = f"no: {untraced}" if untraced is not None else _trace_used(step.traced)
-    global _comparisons_trained
-    _comparisons_trained += 1
     if graphed:  # free the graphs' memory now, not when the garbage collector next runs
         step.release()
         recorder.graphed.release()
@@ -1027,8 +1006,8 @@ def compare(
     ``cuda_graphs=False`` launches every operation on its own instead (the same results, slower); the
     config's ``cuda_graphs`` entry says whether graphs were used. On a CPU, the training step of an MLP
     body is traced once into a TorchScript graph and run from it (about twice as fast a step, 1.3x to
-    1.7x as fast a Titanic run, the same numbers) when the run is long enough to win the tracing back (:func:`trace_threshold`: from a
-    process's second comparison on, at the default sizes); ``cpu_trace=False`` always runs it eagerly,
+    1.7x as fast a Titanic run, the same numbers) when the run is long enough to win the tracing back
+    (:data:`TRACE_FROM_STEPS`; the default and quick Titanic runs are); ``cpu_trace=False`` always runs it eagerly,
     and the config's ``cpu_trace`` entry says which, and why.
 
     >>> result = compare("titanic", quick=True, seeds=2, epochs=2, device="cpu")  # doctest: +SKIP

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,7 +47,7 @@ def test_a_traced_function_runs_from_its_trace_and_updates_its_inputs_in_place()
 
 @pytest.mark.parametrize("branch", ["item", "bool"])
 def test_a_function_whose_work_depends_on_tensor_values_is_not_traced_and_runs_eagerly(branch):
-    # a trace would replay the branch of the call it was made on; make_fx refuses instead, and the
+    # a trace would replay the branch of the call it was made on; the recorder refuses instead, and the
     # wrapper says why and runs the function eagerly from then on, with the right branch every time
     def fn(x):
         positive = x.sum().item() > 0 if branch == "item" else bool(x.sum() > 0)
@@ -55,6 +58,36 @@ def test_a_function_whose_work_depends_on_tensor_values_is_not_traced_and_runs_e
         x = sign * torch.ones(4)
         assert torch.equal(traced(x), fn(x))
     assert traced.failed is not None and traced.replays == 0
+
+
+def test_a_tensor_that_no_recorded_operation_made_but_that_shares_the_calls_memory_is_not_baked_in():
+    # a round trip through numpy makes a second tensor of x's memory without an operation the recorder
+    # sees; as a constant it would hold the first call's x at every replay, so the function is not traced
+    # and runs eagerly
+    def fn(x):
+        return torch.from_numpy(x.numpy()) * 2
+
+    traced = Traced(fn, warmup=1)
+    for value in (1.0, 2.0, 3.0):
+        assert torch.equal(traced(torch.full((3,), value)), torch.full((3,), 2 * value))
+    assert traced.replays == 0 and "shares memory" in traced.failed
+
+
+def test_tracing_loads_nothing_beyond_torch():
+    # make_fx's first use imports torch._dynamo and sympy (about 2 s on a 2-core CPU), more than a default
+    # Titanic run wins back by tracing; the runner's own recorder needs neither
+    code = (
+        "import sys, torch\n"
+        "from lossbench.graphs import Traced\n"
+        "step = Traced(lambda w, x: w.sub_(0.1 * x.sum(0)))\n"
+        "w = torch.zeros(3)\n"
+        "for _ in range(3): step(w, torch.ones(4, 3))\n"
+        "assert step.replays == 2 and torch.allclose(w, torch.full((3,), -1.2)), (step.replays, step.failed, w)\n"
+        "print(sorted(m for m in ('torch._dynamo', 'torch._inductor', 'sympy') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_the_same_graph_traced_again_reuses_its_script_and_other_constants_do_not():
@@ -75,7 +108,6 @@ def test_the_same_graph_traced_again_reuses_its_script_and_other_constants_do_no
 def trace_every_run(monkeypatch):
     """Trace even the tiny runs of these tests (the runner traces only runs long enough to win the time back)."""
     monkeypatch.setattr(runner, "TRACE_FROM_STEPS", 0)
-    monkeypatch.setattr(runner, "TRACE_FIRST_FROM_STEPS", 0)
 
 
 def _traced_and_eager(task, **kwargs):
@@ -130,9 +162,8 @@ def test_a_users_loss_trains_from_the_trace_as_it_does_eagerly(trace_every_run, 
 
 def test_the_config_says_why_a_step_was_not_traced(tmp_path, monkeypatch):
     small = dict(seeds=1, epochs=1, batch_size=16, device="cpu")
-    monkeypatch.setattr(runner, "_comparisons_trained", 1)  # not the first comparison of this process
     assert lossbench.compare(tiny_task("binary"), LOSSES, **small).config["cpu_trace"] == (
-        "no: 3 full minibatches, too few to win back the tracing (from 300 on)"
+        "no: 3 full minibatches, too few to win back the tracing (from 100 on)"
     )
     monkeypatch.setattr(runner, "TRACE_FROM_STEPS", 0)
     assert lossbench.compare(tiny_task("grid", image=True), LOSSES, **small).config["cpu_trace"].startswith("no: a CNN's step")
