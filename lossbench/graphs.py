@@ -45,8 +45,8 @@ bit for bit.
 
 A trace of the Titanic step takes 0.04 to 0.1 s on a 2-core CPU and needs nothing beyond what
 ``import torch`` loads (``torch.fx.experimental.proxy_tensor.make_fx`` does the same job, but its first
-use imports ``torch._dynamo`` and sympy, about 2 s); the runner traces a run long enough to win that
-back (:data:`lossbench.runner.TRACE_FROM_STEPS`).
+use imports ``torch._dynamo`` and sympy, about 2 s); the runner traces a run long enough to win the
+trace back (:data:`lossbench.runner.TRACE_FROM_STEPS`).
 """
 from __future__ import annotations
 
