@@ -41,7 +41,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Mapping, Sequence
+from typing import Callable, Collection, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -830,13 +830,13 @@ class TracedStep:
     """A :class:`TrainStep` on a CPU, traced once into a TorchScript graph and run from it (:class:`lossbench.graphs.Traced`).
 
     The weights and the optimizer's state are passed in as inputs, so the trace updates the runner's own
-    tensors in place. Only full minibatches run from the trace: the last, smaller minibatch of an epoch
-    (one step in 13 for Titanic) runs eagerly, since a second trace would cost more than it saves; and a
-    run is traced only when it wins the tracing back (:data:`TRACE_FROM_STEPS`).
+    tensors in place. Each size of minibatch in ``sizes`` has its own trace: the full minibatches, and the
+    epoch's last, smaller one when the run has enough epochs to win its trace back; a size not in ``sizes``
+    runs eagerly. A run is traced only when it wins the tracing back (:data:`TRACE_FROM_STEPS`).
     """
 
-    def __init__(self, step: TrainStep, batch_size: int) -> None:
-        self.step, self.batch_size = step, batch_size
+    def __init__(self, step: TrainStep, sizes: Collection[int]) -> None:
+        self.step, self.sizes = step, frozenset(sizes)
         self.traced = Traced(self._pure)
 
     def _pure(self, flat: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -844,7 +844,7 @@ class TracedStep:
         return self.step.on(flat, list(tensors[:n_state]))(*tensors[n_state:])
 
     def __call__(self, x: torch.Tensor, alive: torch.Tensor, *batch_targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if x.shape[1] != self.batch_size:
+        if x.shape[1] not in self.sizes:
             return self.step(x, alive, *batch_targets)
         return self.traced(self.step.models.flat.detach(), *self.step.optimizer.state(), x, alive, *batch_targets)
 
@@ -852,7 +852,19 @@ class TracedStep:
 TRACE_FROM_STEPS = 100
 """Tracing the step costs 0.04 to 0.1 s and saves about 1 ms a step (Titanic grid, 2-core CPU), so a run is
 traced from this many full minibatches on (benchmarks/RESULTS.md: a run of 36 is slower traced, one of 72
-about even, one of 120 faster)."""
+about even, one of 120 faster), and the epoch's last, smaller minibatch, which has a trace of its own,
+from this many epochs on."""
+
+
+def traced_sizes(n: int, batch_size: int, epochs: int) -> set[int]:
+    """The minibatch sizes whose steps a run of ``epochs`` epochs over ``n`` examples would run often enough
+    to win their trace back: each size has its own trace.
+
+    >>> sorted(traced_sizes(785, 64, 100)), sorted(traced_sizes(785, 64, 10))  # Titanic: 12 of 64 and 1 of 17 an epoch
+    ([17, 64], [64])
+    """
+    steps = {batch_size: epochs * (n // batch_size), n % batch_size: epochs}
+    return {size for size, count in steps.items() if size and count >= TRACE_FROM_STEPS}
 
 
 def _cpu_trace(step: TrainStep, setups: list[LossSetup], batching: list[str], device: torch.device, full_steps: int, wanted: bool) -> str | None:
@@ -906,7 +918,7 @@ def train(
     if graphed:
         step = CudaGraphed(step)
     elif untraced is None:
-        step = TracedStep(step, cfg.batch_size)
+        step = TracedStep(step, traced_sizes(x_train.shape[0], cfg.batch_size, cfg.epochs))
 
     with loss_registry.value_checks(False):
         recorder(0, models, torch.full((m,), torch.nan, dtype=dtype, device=device), diverged_epoch)

@@ -130,8 +130,9 @@ def test_the_traced_step_trains_exactly_as_the_eager_step(trace_every_run, kind,
     # the trace runs the same operations in the same order, so every number is equal, in float32 too
     kwargs = dict(seeds=2, epochs=3, batch_size=20, device="cpu", overrides={"softmax_ce": {"head_lr_scale": 0.5}}, **options)
     traced, eager = _traced_and_eager(tiny_task(kind), **kwargs)
-    # 48 examples: two full minibatches and one of 8 (eager) per epoch; the first full one warms up
-    assert traced.config["cpu_trace"] == "yes: 5 steps run from the trace"
+    # 48 examples: two full minibatches and one of 8 per epoch, each size traced on its own after one
+    # eager call: 5 full steps and 2 of the last ones from the trace
+    assert traced.config["cpu_trace"] == "yes: 7 steps run from the trace"
     assert eager.config["cpu_trace"] == "no: turned off"
     for name in ("history", "runs", "thresholds", "calibration", "summary"):
         assert_same_numbers(getattr(traced, name), getattr(eager, name), atol=0.0)
@@ -158,6 +159,14 @@ def test_a_users_loss_trains_from_the_trace_as_it_does_eagerly(trace_every_run, 
     eager = lossbench.compare(tiny_task("binary"), ("bce", "mse"), cpu_trace=False, **kwargs)
     assert traced.config["cpu_trace"].startswith("yes") and traced.config["loss_setups"]["bce"]["batched_by"] == "vmap"
     assert_same_numbers(traced.history, eager.history, atol=0.0)
+
+
+@pytest.mark.parametrize("epochs, replays", [(60, 119), (100, 199 + 99)])
+def test_the_last_smaller_minibatch_is_traced_only_in_a_run_with_epochs_enough_to_win_its_trace_back(epochs, replays):
+    # 48 examples in minibatches of 20: two full ones and one of 8 an epoch; each size warms up once, and
+    # the size of 8 (one step an epoch) is traced from runner.TRACE_FROM_STEPS (100) epochs on
+    result = lossbench.compare(tiny_task("binary"), LOSSES, seeds=1, epochs=epochs, batch_size=20, device="cpu")
+    assert result.config["cpu_trace"] == f"yes: {replays} steps run from the trace"
 
 
 def test_the_config_says_why_a_step_was_not_traced(tmp_path, monkeypatch):
