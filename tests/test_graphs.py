@@ -124,6 +124,9 @@ def _traced_and_eager(task, **kwargs):
         pytest.param("binary", dict(optimizer="sgd", lr=0.3), id="binary-sgd"),
         pytest.param("multilabel", dict(optimizer="adam", lr=0.01), id="multilabel-adam"),
         pytest.param("binary", dict(optimizer="adam", lr=0.01, dtype="float64"), id="binary-adam-float64"),
+        # torch.nn.functional's losses (their own fused kernels and backward operations) and the naive ones (vmapped)
+        pytest.param("binary", dict(optimizer="adam", lr=0.05, impl="reference"), id="binary-reference"),
+        pytest.param("multilabel", dict(optimizer="adam", lr=0.05, impl="naive"), id="multilabel-naive"),
     ],
 )
 def test_the_traced_step_trains_exactly_as_the_eager_step(trace_every_run, kind, options):
