@@ -60,8 +60,8 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def time_engine(engine, task, setups, cfg, seeds, device, dtype, repeats: int, warmups: int = 1) -> dict:
-    """Warm up (``warmups`` runs), then time ``repeats`` runs; also time the recording (the per-epoch probe) of each run."""
+def time_engine(engine, task, setups, cfg, seeds, device, dtype, repeats: int) -> dict:
+    """Warm up (one run), then time ``repeats`` runs; also time the recording (the per-epoch probe) of each run."""
     record_time = [0.0]
     original = runner.Recorder.__call__
 
@@ -74,13 +74,11 @@ def time_engine(engine, task, setups, cfg, seeds, device, dtype, repeats: int, w
 
     runner.Recorder.__call__ = timed_record
     try:
-        warmup = []
-        for _ in range(warmups):
-            _sync(device)
-            start = time.perf_counter()
-            engine(task, setups, cfg, seeds, "matched", device, dtype)
-            _sync(device)
-            warmup.append(time.perf_counter() - start)
+        _sync(device)
+        start = time.perf_counter()
+        engine(task, setups, cfg, seeds, "matched", device, dtype)
+        _sync(device)
+        warmup = time.perf_counter() - start
         walls, records = [], []
         for _ in range(repeats):
             record_time[0] = 0.0
@@ -92,7 +90,7 @@ def time_engine(engine, task, setups, cfg, seeds, device, dtype, repeats: int, w
             records.append(record_time[0])
     finally:
         runner.Recorder.__call__ = original
-    figures = {"warmups_s": warmup, "median_s": statistics.median(walls), "walls_s": walls, "record_share": statistics.median(r / w for r, w in zip(records, walls))}
+    figures = {"warmup_s": warmup, "median_s": statistics.median(walls), "walls_s": walls, "record_share": statistics.median(r / w for r, w in zip(records, walls))}
     for key in ("cuda_graphs", "cpu_trace"):  # the batched runner says whether it replayed a recorded step, or why not
         if key in trained:
             figures[key] = trained[key]
@@ -183,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, f in rows:
         extra = f", {f['model_images_per_s']:,.0f} model-images/s" if images else ""
         epochs = f" ({f['epochs']} epochs)" if "epochs" in f and f["epochs"] != cfg.epochs else ""
-        warmups = " + ".join(f"{w:.3f}" for w in f["warmups_s"])
-        print(f"  {name:<10} median {f['median_s']:.3f} s of {len(f['walls_s'])}{epochs}, warm-up {warmups} s: "
+        print(f"  {name:<10} median {f['median_s']:.3f} s of {len(f['walls_s'])}{epochs}, warm-up {f['warmup_s']:.3f} s: "
               f"{f['model_epochs_per_s']:,.0f} model-epochs/s{extra}; recording {100 * f['record_share']:.1f}% of the time")
     if "speedup" in figures:
         print(f"  batched / plain loop: {figures['speedup']:.1f}x")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ def test_json_figures_of_a_tiny_titanic_grid(bench, capsys):
     figures = json.loads(capsys.readouterr().out)
     assert (figures["models"], figures["epochs"], figures["threads"]) == (6, 2, 1)
     assert len(figures["batched"]["walls_s"]) == 2 and figures["loop"]["epochs"] == 1
-    assert len(figures["batched"]["warmups_s"]) == 1 and len(figures["loop"]["warmups_s"]) == 1
+    assert figures["batched"]["warmup_s"] > 0 and figures["loop"]["warmup_s"] > 0
     assert figures["batched"]["model_epochs_per_s"] == pytest.approx(6 * 2 / figures["batched"]["median_s"])
     assert figures["loop"]["model_epochs_per_s"] == pytest.approx(6 * 1 / figures["loop"]["median_s"])
     assert figures["speedup"] == pytest.approx(figures["batched"]["model_epochs_per_s"] / figures["loop"]["model_epochs_per_s"])
@@ -37,7 +38,7 @@ def test_the_header_says_whether_the_step_ran_from_its_trace(bench, capsys):
     assert bench.main(["--task", "titanic", "--seeds", "2", "--epochs", "10", "--repeats", "1", "--skip-loop"]) == 0
     header, batched = capsys.readouterr().out.splitlines()[:2]
     assert "; CPU trace: yes: 119 steps run from the trace" in header
-    assert "warm-up " in batched and " + " not in batched.split("warm-up ")[1]  # one warm-up run
+    assert re.search(r"warm-up \d+\.\d{3} s: ", batched)  # one warm-up run
     assert bench.main(["--task", "titanic", "--seeds", "1", "--epochs", "1", "--repeats", "1", "--skip-loop", "--no-cpu-trace"]) == 0
     assert "; CPU trace: no: turned off" in capsys.readouterr().out.splitlines()[0]
 
