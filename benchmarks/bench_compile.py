@@ -5,12 +5,13 @@
 
 The step is :class:`lossbench.runner.TrainStep` on the Titanic grid's first minibatch (30 models: the
 bodies, the heads, the three losses and their gradient by autograd, the written-out MLP backward, Adam).
-It is traced once into a graph of aten operations (``make_fx`` runs autograd's backward while it traces,
-so the graph holds the backward too) and the graph is handed to ``torch.compile``, which fuses its
-operations. The script prints:
+It is traced once into a graph of aten operations, as the runner traces it on a CPU
+(:func:`lossbench.graphs.record_graph` runs autograd's backward while it records, so the graph holds the
+backward too), and the graph is handed to ``torch.compile``, which fuses its operations. The script prints:
 
 - how many aten operations one step is (the graph's nodes, views included);
-- the start-up: tracing, then compiling (with the first call);
+- the start-up: tracing, making TorchScript of the trace (what the runner runs on a CPU), then compiling
+  (with the first call);
 - the median time of one step, eager and compiled, timed in alternating blocks in one process;
 - how many steps the compiled step needs to win back its start-up, in epochs of the grid;
 - the largest difference between the two after one step, from the same weights.
@@ -31,29 +32,13 @@ import time
 from pathlib import Path
 
 import torch
-from torch.fx.experimental.proxy_tensor import make_fx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_runner import GRIDS, _positive, _sync  # noqa: E402
-from lossbench import losses as loss_registry, optim, runner  # noqa: E402
+from lossbench import graphs, losses as loss_registry, optim, runner  # noqa: E402
 from lossbench.tasks import get as get_task  # noqa: E402
-
-
-def traceable_step(prepared: runner.Prepared, task, setups, optimizer: optim.Adam | optim.SGD):
-    """The step as a function of the tensors it updates, so that a trace takes them as inputs, not constants.
-
-    ``step(flat, state, x, alive, *targets) -> (losses, alive)`` updates ``flat`` (the weights) and ``state``
-    (the optimizer's tensors: Adam's m, v and step count, or SGD's momentum buffer) in place, exactly as
-    the runner's step does.
-    """
-    step = runner.TrainStep(task, setups, prepared.loss_fns, prepared.models, optimizer)
-
-    def pure(flat, state, x, alive, *targets):
-        return step.on(flat, state)(x, alive, *targets)
-
-    return pure
 
 
 def optimizer_state(optimizer: optim.Adam | optim.SGD) -> list[torch.Tensor]:
@@ -104,17 +89,22 @@ def main(argv: list[str] | None = None) -> int:
     with loss_registry.value_checks(False):
         eager(x, alive, *targets)  # one step, so that the optimizer's state exists
         start_flat, start_state = models.flat.detach().clone(), optimizer_state(optimizer)
-        step = traceable_step(prepared, task, setups, optimizer)
+        # the runner's traced step: a function of the weights and the optimizer's state, updated in place
+        step = runner.TracedStep(runner.TrainStep(task, setups, prepared.loss_fns, models, optimizer), {cfg.batch_size}).pure
+        inputs = (x, alive, *targets)
 
         start = time.perf_counter()
-        graph = make_fx(step)(start_flat.clone(), [s.clone() for s in start_state], x, alive, *targets)
+        graph = graphs.record_graph(step, start_flat.clone(), *[s.clone() for s in start_state], *inputs)
         trace_s = time.perf_counter() - start
+        start = time.perf_counter()
+        graphs._script(graph, (start_flat, *start_state, *inputs))
+        script_s = time.perf_counter() - start
         compiled = torch.compile(graph, backend=args.backend, fullgraph=True, dynamic=False)
         flat, state = start_flat.clone(), [s.clone() for s in start_state]
         _sync(device)
         start = time.perf_counter()
         try:
-            compiled_losses, _ = compiled(flat, state, x, alive, *targets)
+            compiled_losses, _ = compiled(flat, *state, *inputs)
         except Exception as error:  # noqa: BLE001 - no compiler here, say: one line, not inductor's traceback
             print(f"bench_compile.py: torch.compile (backend {args.backend!r}) failed here: {type(error).__name__}: {str(error).splitlines()[0]}", file=sys.stderr)
             return 1
@@ -123,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # the same step from the same weights, eager
         eager_flat, eager_state = start_flat.clone(), [s.clone() for s in start_state]
-        eager_losses, _ = step(eager_flat, eager_state, x, alive, *targets)
+        eager_losses, _ = step(eager_flat, *eager_state, *inputs)
         weight_diff = (eager_flat - flat).abs().max().item()
         loss_diff = (eager_losses - compiled_losses).abs().max().item()
 
@@ -131,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         eager_times, compiled_times = [], []
         for _ in range(args.blocks):
             eager_times.append(block_us(eager, (x, alive, *targets), args.steps, device))
-            compiled_times.append(block_us(compiled, (flat, state, x, alive, *targets), args.steps, device))
+            compiled_times.append(block_us(compiled, (flat, *state, *inputs), args.steps, device))
 
     eager_us, compiled_us = statistics.median(eager_times), statistics.median(compiled_times)
     steps_per_epoch = math.ceil(len(task.train) / cfg.batch_size)
@@ -148,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "backend": args.backend,
         "step_operations": sum(node.op == "call_function" for node in graph.graph.nodes),  # aten operations, views included
         "trace_s": trace_s,
+        "script_s": script_s,
         "compile_s": compile_s,
         "eager_us": eager_us,
         "compiled_us": compiled_us,
@@ -167,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"titanic training step on {figures['device_name']} (torch {figures['torch']}, {figures['threads']} threads): "
           f"{figures['models']} models, batch {cfg.batch_size}, {cfg.optimizer}, backend {args.backend}")
     print(f"  one step is {figures['step_operations']} aten operations (views included), launched one by one when eager")
-    print(f"  start-up: trace {trace_s:.2f} s, compile and first call {compile_s:.2f} s")
+    print(f"  start-up: trace {trace_s:.2f} s (and {script_s:.2f} s to make TorchScript of it, as the runner does on a CPU), "
+          f"compile and first call {compile_s:.2f} s")
     print(f"  eager     median {eager_us:,.0f} us a step ({args.blocks} blocks of {args.steps})")
     print(f"  compiled  median {compiled_us:,.0f} us a step: {figures['speedup']:.2f}x")
     if math.isfinite(break_even_steps):

@@ -837,9 +837,11 @@ class TracedStep:
 
     def __init__(self, step: TrainStep, sizes: Collection[int]) -> None:
         self.step, self.sizes = step, frozenset(sizes)
-        self.traced = Traced(self._pure)
+        self.traced = Traced(self.pure)
 
-    def _pure(self, flat: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def pure(self, flat: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step as a function of the tensors it updates in place (the weights, then the optimizer's state),
+        then ``x``, ``alive`` and the targets: what a trace takes as its inputs."""
         n_state = len(self.step.optimizer.state())  # then x, alive and the targets
         return self.step.on(flat, list(tensors[:n_state]))(*tensors[n_state:])
 

@@ -31,6 +31,7 @@ def test_the_traced_step_is_the_runners_step(bench, capsys, optimizer):
     assert figures["max_weight_difference"] == 0.0 and figures["max_loss_difference"] == 0.0
     assert (figures["models"], figures["optimizer"], figures["steps_per_epoch"]) == (6, optimizer, math.ceil(785 / 64))
     assert 100 < figures["step_operations"] < 400  # three losses forward and backward, the MLP, Adam
+    assert figures["trace_s"] > 0 and figures["script_s"] > 0
     assert len(figures["eager_blocks_us"]) == len(figures["compiled_blocks_us"]) == 2
     assert figures["speedup"] == pytest.approx(figures["eager_us"] / figures["compiled_us"])
     saved = figures["eager_us"] - figures["compiled_us"]
