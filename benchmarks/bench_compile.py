@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         eager(x, alive, *targets)  # one step, so that the optimizer's state exists
         start_flat, start_state = models.flat.detach().clone(), optimizer_state(optimizer)
         # the runner's traced step: a function of the weights and the optimizer's state, updated in place
-        step = runner.TracedStep(runner.TrainStep(task, setups, prepared.loss_fns, models, optimizer), {cfg.batch_size}).pure
+        step = runner.TracedStep(eager, {cfg.batch_size}).pure
         inputs = (x, alive, *targets)
 
         start = time.perf_counter()
