@@ -221,7 +221,7 @@ class _GraphRecorder(TorchDispatchMode):
         self.nodes: dict[int, torch.fx.Node] = {}  # id of a tensor -> the node that makes it
         self.seen: list[torch.Tensor] = []  # every tensor known, kept alive while recording, so no id is reused
         self.storages: set[int] = set()  # the memory of the inputs and of every tensor the call allocates
-        self.constant_storages: set[int] = set()
+        self.constant_storages: set[int] = set()  # the memory of constants: views of it are not the call's own
         self.constants = 0
 
     def track(self, tensor: torch.Tensor, node: torch.fx.Node) -> None:
