@@ -305,6 +305,9 @@ def _script(graph: torch.fx.GraphModule, tensors: tuple[torch.Tensor, ...]) -> A
     with warnings.catch_warnings(), torch.jit.optimized_execution(False):
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated, but still the one C++ runner of a graph
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # newer torch (2.14) also says "`torch.jit.trace_method` is deprecated" as a FutureWarning, which a
+        # student would read as a problem with their run
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
         script = torch.jit.trace(graph, tuple(t.clone() for t in tensors), check_trace=False, strict=False)
     _SCRIPTS.setdefault(graph.code, []).append((constants, script))
     return script

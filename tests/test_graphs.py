@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,18 @@ def test_a_tensor_that_no_recorded_operation_made_but_that_shares_the_calls_memo
     for value in (1.0, 2.0, 3.0):
         assert torch.equal(traced(torch.full((3,), value)), torch.full((3,), 2 * value))
     assert traced.replays == 0 and "shares memory" in traced.failed
+
+
+def test_tracing_and_replaying_warn_nothing():
+    # TorchScript is deprecated, and torch says so (DeprecationWarning, and from torch 2.14 a FutureWarning
+    # for torch.jit.trace_method); a default comparison traces its step, and must not print that at a student
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would fail the trace, and the function would run eagerly
+        traced = Traced(lambda x, w: w.add_(x.relu().sum(0)), warmup=1)
+        w = torch.zeros(3)
+        for _ in range(3):
+            traced(torch.ones(4, 3), w)
+    assert traced.failed is None and traced.replays == 2 and torch.equal(w, torch.full((3,), 12.0))
 
 
 def test_tracing_loads_nothing_beyond_torch():
