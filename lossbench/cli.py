@@ -134,11 +134,14 @@ def parse_impl(text: str, losses: Sequence[str]) -> str | dict[str, str]:
 
 def _check_impl(impl: str) -> str:
     """A built-in implementation name, or an import path whose function can be imported (checked now, before training)."""
-    from lossbench.losses import load_user_function
+    from lossbench.losses import LossNameError, load_user_function
     from lossbench.runner import BUILT_IN_IMPLS
 
     if ":" in impl:
-        load_user_function(impl)  # a ValueError naming what is wrong: the module, the function
+        try:
+            load_user_function(impl)
+        except LossNameError as err:  # said for --impl: what is wrong with the path, not every loss name there is
+            raise UsageError(f"Expected --impl {impl!r} to import a loss function as package.module:function, but {err.detail}.") from err
     elif impl not in BUILT_IN_IMPLS:
         raise UsageError(
             f"Expected --impl to be one of {', '.join(BUILT_IN_IMPLS)} or an import path package.module:function, but got {impl!r}."

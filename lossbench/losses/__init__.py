@@ -16,6 +16,7 @@ from __future__ import annotations
 from lossbench.losses.checks import value_checks, value_checks_enabled
 from lossbench.losses.registry import (
     LossFamily,
+    LossNameError,
     accepted_options,
     describe,
     families,
@@ -27,6 +28,7 @@ from lossbench.losses.registry import (
 
 __all__ = [
     "LossFamily",
+    "LossNameError",
     "accepted_options",
     "describe",
     "families",

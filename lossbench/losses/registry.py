@@ -175,12 +175,22 @@ def names() -> list[str]:
     return [f"{f.name}:{impl}" for f in families() for impl in f.implementations]
 
 
-def _usage_error(got: str, detail: str = "") -> ValueError:
+class LossNameError(ValueError):
+    """A loss name or import path that names no loss function; ``detail`` says what is wrong with it, if known."""
+
+    def __init__(self, message: str, got: object, detail: str) -> None:
+        super().__init__(message)
+        self.got, self.detail = got, detail
+
+
+def _usage_error(got: str, detail: str = "") -> LossNameError:
     valid = ", ".join(repr(n) for n in list(_FAMILIES) + names())
     why = f" ({detail})" if detail else ""
-    return ValueError(
+    return LossNameError(
         f"Expected `loss` to be one of {valid} or an import path 'package.module:function', but got "
-        f"{got!r}{why}; `lossbench losses` lists them."
+        f"{got!r}{why}; `lossbench losses` lists them.",
+        got,
+        detail,
     )
 
 
