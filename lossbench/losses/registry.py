@@ -214,14 +214,15 @@ def load_user_function(path: str) -> Callable:
     """Import ``"package.module:function"``, looking on the import path and in the current directory.
 
     A student who runs ``lossbench`` next to ``mysolution.py`` names their loss ``"mysolution:my_bce"``.
-    Every mistake (malformed path, no such module, no such attribute, not callable) is a ``ValueError``.
+    Every mistake (malformed path, no such module, no such attribute, not callable) is a ``LossNameError``,
+    a ``ValueError`` whose ``detail`` says what is wrong with the path.
 
     >>> load_user_function("lossbench.losses.bce:binary_cross_entropy_naive").__name__
     'binary_cross_entropy_naive'
     >>> load_user_function("lossbench.losses.bce:nothing_here")
     Traceback (most recent call last):
     ...
-    ValueError: Expected `loss` to be one of ... but got 'lossbench.losses.bce:nothing_here' (module 'lossbench.losses.bce' has no attribute 'nothing_here'); `lossbench losses` lists them.
+    lossbench.losses.registry.LossNameError: Expected `loss` to be one of ... but got 'lossbench.losses.bce:nothing_here' (module 'lossbench.losses.bce' has no attribute 'nothing_here'); `lossbench losses` lists them.
     """
     if not isinstance(path, str) or path.count(":") != 1:
         raise _usage_error(path, "an import path has exactly one ':' between module and function")
