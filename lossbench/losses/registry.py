@@ -178,9 +178,9 @@ def names() -> list[str]:
 class LossNameError(ValueError):
     """A loss name or import path that names no loss function; ``detail`` says what is wrong with it, if known."""
 
-    def __init__(self, message: str, got: object, detail: str) -> None:
+    def __init__(self, message: str, detail: str) -> None:
         super().__init__(message)
-        self.got, self.detail = got, detail
+        self.detail = detail
 
 
 def _usage_error(got: str, detail: str = "") -> LossNameError:
@@ -189,7 +189,6 @@ def _usage_error(got: str, detail: str = "") -> LossNameError:
     return LossNameError(
         f"Expected `loss` to be one of {valid} or an import path 'package.module:function', but got "
         f"{got!r}{why}; `lossbench losses` lists them.",
-        got,
         detail,
     )
 
