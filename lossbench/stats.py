@@ -10,7 +10,6 @@ edge leave the t-interval's normal approximation poor. A paired difference of su
 """
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Iterable, Sequence
 
