@@ -680,6 +680,18 @@ def _to_host(tensors: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: part.reshape(v.shape) for (k, v), part in zip(tensors.items(), np.split(joined, sizes))}
 
 
+def accuracy_at_half(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each model's accuracy at the threshold 0.5, (models,); NaN for a model with a NaN score, as in the sweep.
+
+    A NaN score is never >= 0.5, so without the NaN such a model would be counted as predicting the negative class.
+
+    >>> accuracy_at_half(torch.tensor([[[0.9], [0.2]], [[0.9], [torch.nan]]]), torch.tensor([[1.0], [1.0]]))
+    tensor([0.5000,    nan])
+    """
+    right = ((scores >= 0.5) == y.bool()).to(scores.dtype).mean(dim=(1, 2))
+    return right.masked_fill(scores.isnan().flatten(1).any(dim=1), torch.nan)
+
+
 class Recorder:
     """Probes every model after each epoch and keeps the records, moving them to the host once per epoch."""
 
@@ -714,7 +726,7 @@ class Recorder:
         return {
             "train_loss": train_loss,
             "val_loss": probed.pop("val_loss"),
-            "val_accuracy": ((scores >= 0.5) == y.bool()).to(scores.dtype).mean(dim=(1, 2)),
+            "val_accuracy": accuracy_at_half(scores, y),
             "val_auc": thr.auc(scores, y, average="micro" if self.task.kind == "grid" else "macro"),
             **probed,
             "decision_weight_change": torch.cat(
@@ -1186,7 +1198,6 @@ def _assemble(
     best_threshold = np.where(splits["val"]["scores"].isnan().flatten(1).any(dim=1).cpu().numpy(), np.nan, grid.numpy()[best])
     test_scores, test_y = splits["test"]["scores"], splits["test"]["y"]
     calib = thr.calibration(test_scores, test_y)
-    last = history.groupby("model")["train_loss"].apply(lambda v: v.dropna().iloc[-1] if v.notna().any() else np.nan)
     final = history[history["epoch"] == history["epoch"].max()].set_index("model")
 
     runs = pd.DataFrame(
@@ -1198,7 +1209,8 @@ def _assemble(
             "model": rows,
             "diverged": trained["diverged_epoch"] > 0,
             "diverged_epoch": np.where(trained["diverged_epoch"] > 0, trained["diverged_epoch"], np.nan),
-            "final_train_loss": last.reindex(rows).to_numpy(),
+            # the mean of the last epoch's minibatch losses; a diverged model stopped before it and has none
+            "final_train_loss": np.where(trained["diverged_epoch"] > 0, np.nan, final["train_loss"].reindex(rows).to_numpy()),
             "val_loss": final["val_loss"].reindex(rows).to_numpy(),
             "val_accuracy": val_half["accuracy"],
             "val_auc": thr.auc(splits["val"]["scores"], splits["val"]["y"], average).cpu().numpy(),

@@ -184,6 +184,7 @@ def test_naive_bce_diverges_at_a_high_learning_rate_while_the_handwritten_one_tr
     assert (runs.loc["bce@naive"].diverged_epoch >= 1).all()
     assert not runs.loc["bce"].diverged.any()
     assert np.isfinite(runs.loc["bce"].final_train_loss).all()
+    assert runs.loc["bce@naive"].final_train_loss.isna().all()  # no last epoch to average over
     h = result.history
     dead = h[(h.loss == "bce@naive") & (h.epoch > runs.loc["bce@naive"].diverged_epoch.max())]
     assert dead.train_loss.isna().all()  # a frozen model no longer trains
@@ -276,6 +277,37 @@ def test_metrics_at_one_half_are_measured_at_one_half_whatever_the_threshold_gri
     np.testing.assert_allclose(result.runs.val_accuracy, (val == p["val_targets"].astype(bool)).mean(axis=(1, 2)))
 
 
+@pytest.mark.parametrize("kind", ["binary", "multilabel"])
+def test_every_best_threshold_metric_is_measured_at_the_threshold_chosen_on_validation(kind):
+    result = lossbench.compare(tiny_task(kind), LOSSES, seeds=3, epochs=2, batch_size=16, device="cpu")
+    p, runs = result.predictions, result.runs
+    grid = np.sort(result.thresholds.threshold.unique())
+    for split in ("val", "test"):
+        scores, y = p[f"{split}_scores"], p[f"{split}_targets"].astype(bool)  # (models, examples, K)
+        right = np.empty((len(runs), len(grid), 2))  # Hamming accuracy and exact match at each threshold
+        for j, t in enumerate(grid):
+            hit = (scores >= np.float32(t)) == y
+            right[:, j] = np.stack([hit.mean(axis=(1, 2)), hit.all(axis=2).mean(axis=1)], axis=1)
+        if split == "val":  # the chosen threshold maximises validation accuracy, ties going to the one nearest 0.5
+            best = right[:, :, 0].max(axis=1)
+            nearest = [min(grid[row >= top - 1e-12], key=lambda t: (round(abs(t - 0.5), 9), t)) for row, top in zip(right[:, :, 0], best)]
+            np.testing.assert_allclose(runs.best_threshold, nearest, atol=1e-6)
+            np.testing.assert_allclose(runs.val_accuracy_best, best)
+            continue
+        at = [int(np.argmin(np.abs(grid - t))) for t in runs.best_threshold]
+        pred = scores >= np.float32(grid[at])[:, None, None]
+        tp, fp = (pred & y).sum(axis=(1, 2)), (pred & ~y).sum(axis=(1, 2))
+        fn, tn = (~pred & y).sum(axis=(1, 2)), (~pred & ~y).sum(axis=(1, 2))
+        np.testing.assert_allclose(runs.test_accuracy_best, (pred == y).mean(axis=(1, 2)))
+        np.testing.assert_allclose(runs.test_sensitivity_best, tp / (tp + fn))
+        np.testing.assert_allclose(runs.test_specificity_best, tn / (tn + fp))
+        np.testing.assert_allclose(runs.test_f1_best, 2 * tp / (2 * tp + fp + fn))
+        if kind == "multilabel":
+            np.testing.assert_allclose(runs.test_exact_match_best, (pred == y).all(axis=2).mean(axis=1))
+        # which is not the threshold best on test: for some model the two differ, so the check above can tell
+        assert (runs.test_accuracy_best.to_numpy() < right[:, :, 0].max(axis=1) - 1e-12).any()
+
+
 def test_a_model_whose_predictions_are_nan_has_no_metrics_and_the_table_says_so():
     # naive softmax cross-entropy at an absurd SGD learning rate: one seed's weights blow up
     result = lossbench.compare("titanic", seeds=3, epochs=3, config={"hidden": 8}, impl="naive", lr=50.0, optimizer="sgd", device="cpu")
@@ -288,6 +320,13 @@ def test_a_model_whose_predictions_are_nan_has_no_metrics_and_the_table_says_so(
     summary = result.summary.set_index(["loss", "metric"])
     for loss, counted in runs.assign(ok=~nan_model).groupby("loss").ok.sum().items():
         assert summary.loc[(loss, "test_accuracy"), "n"] == counted
+    # nor a validation accuracy in its history (a NaN score is not a negative prediction), nor a last train loss
+    nan_on_val = np.isnan(result.predictions["val_scores"]).any(axis=(1, 2))
+    last = result.history[result.history.epoch == 3].set_index("model").loc[runs.model]
+    assert nan_on_val.any()
+    np.testing.assert_array_equal(last.val_accuracy.isna().to_numpy(), nan_on_val)
+    assert runs.final_train_loss[runs.diverged.astype(bool)].isna().all()
+    assert runs.final_train_loss[~runs.diverged.astype(bool)].notna().all()
     losses = runs.loss[nan_model].value_counts()
     line = lossbench.report.format_table(result).splitlines()[-1]
     assert line.startswith("Models whose predictions are NaN (their weights blew up) have no test metrics")
