@@ -101,14 +101,21 @@ def selection_metric(sweep_metrics: dict[str, torch.Tensor], name: str) -> torch
 def best_threshold_index(metric: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """For each model, the index of the threshold that maximises ``metric`` (models, thresholds).
 
-    Ties go to the threshold closest to 0.5, so a flat curve keeps the usual threshold.
+    Ties go to the threshold closest to 0.5, so a flat curve keeps the usual threshold; of two maxima
+    equally far from 0.5, to the lower threshold (distances are compared to 9 decimals, so that float
+    rounding does not decide it).
 
     >>> best_threshold_index(torch.tensor([[0.7, 0.8, 0.8, 0.6]]), torch.tensor([0.2, 0.4, 0.6, 0.8]))
     tensor([1])
+    >>> grid = torch.linspace(0.01, 0.99, 99)
+    >>> flat = torch.zeros(2, 99)
+    >>> flat[0, [45, 53]] = flat[1, [44, 54]] = 1.0  # maxima at 0.46 and 0.54; at 0.45 and 0.55
+    >>> grid[best_threshold_index(flat, grid)]
+    tensor([0.4600, 0.4500])
     """
     metric = torch.nan_to_num(metric.to(torch.float64), nan=-1.0)
     best = metric.max(dim=1, keepdim=True).values
-    distance = (thresholds.to(metric.device, torch.float64) - 0.5).abs()  # (thresholds,)
+    distance = (thresholds.to(metric.device, torch.float64) - 0.5).abs().round(decimals=9)  # (thresholds,)
     penalty = torch.where(metric >= best - 1e-12, distance, torch.inf)  # only the maxima compete
     return penalty.argmin(dim=1)
 

@@ -21,7 +21,7 @@ def _best_by_hand(result, metric: str) -> np.ndarray:
         values = values.fillna(-1.0).to_numpy()
         t = sweep["threshold"].to_numpy()
         tied = t[values >= values.max() - 1e-12]
-        chosen.append((loss, seed, min(tied, key=lambda x: (abs(x - 0.5), x))))
+        chosen.append((loss, seed, min(tied, key=lambda x: (round(abs(x - 0.5), 9), x))))
     by_model = {(loss, seed): t for loss, seed, t in chosen}
     return np.array([by_model[(row.loss, row.seed)] for row in result.runs.itertuples()])
 
