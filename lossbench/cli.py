@@ -469,10 +469,10 @@ examples:
 
 prints:
   a progress bar while training (on stderr); then a table with one row per loss: test accuracy at the
-  threshold 0.5 and at the best-validation threshold (and that threshold), AUC, the final training loss
-  and how many seeds diverged, each as mean [95% CI]; then the paired differences to the baseline loss
-  with a plain reading ("interval excludes 0" or not); then the files written. --json prints all of it
-  as one JSON document instead, and nothing else on stdout.
+  threshold 0.5 and at the best-validation threshold (and that threshold) and AUC, each as mean [95% CI]
+  over seeds, then the mean final training loss and how many seeds diverged; then the paired
+  differences to the baseline loss with a plain reading ("interval excludes 0" or not); then the files
+  written. --json prints all of it as one JSON document instead, and nothing else on stdout.
 
 writes (never overwriting a run):
   RUN_DIR/config.json, runs.csv, history.csv, thresholds.csv, calibration.csv, summary.csv,

@@ -82,11 +82,18 @@ def reading(low: float, high: float, loss: str) -> str:
     'interval includes 0: no clear difference'
     >>> reading(-0.08, -0.01, "mse")
     'interval excludes 0: mse is lower'
+    >>> reading(0.004, 0.004, "mse")
+    'the same difference on every seed: mse is higher on each'
     >>> reading(float("nan"), float("nan"), "mse")
-    'no interval (fewer than 2 seeds)'
+    'no interval (fewer than 2 seeds with a value)'
+
+    A zero-width interval (every seed differed by the same amount, as accuracies on a small split often
+    do) is said as what it is: a t-interval of no spread is no evidence of its own, only a count of seeds.
     """
     if not (math.isfinite(low) and math.isfinite(high)):
-        return "no interval (fewer than 2 seeds)"
+        return "no interval (fewer than 2 seeds with a value)"
+    if low == high != 0:
+        return f"the same difference on every seed: {loss} is {'higher' if low > 0 else 'lower'} on each"
     if low > 0:
         return f"interval excludes 0: {loss} is higher"
     if high < 0:
@@ -197,7 +204,7 @@ def format_table(result: Result) -> str:
             f"Accuracy is Hamming accuracy: the share of all {k} {what} of all examples predicted right. "
             f"Exact match: the share of examples with all {k} {what} right."
         )
-    lines.append("Train loss: the last epoch's mean, each loss on its own scale (not comparable across losses).")
+    lines.append("Train loss: the mean of the last epoch's minibatch losses (none for a diverged model), on each loss's own scale, not comparable across losses.")
     undefined = result.runs["test_accuracy"].isna().groupby(result.runs["loss"], sort=False).agg(["sum", "size"])
     if undefined["sum"].any():
         counts = ", ".join(f"{loss} {int(r['sum'])} of {int(r['size'])}" for loss, r in undefined.iterrows() if r["sum"])

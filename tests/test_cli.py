@@ -101,7 +101,9 @@ def test_compare_prints_paired_differences_with_a_plain_reading(titanic_run):
         loss, label, interval, words = re.split(r"\s{2,}", line.strip())
         metric = {"test acc @0.5": "test_accuracy", "test acc @best thr": "test_accuracy_best", "test AUC": "test_auc"}[label]
         low, high = summary.loc[(loss, metric), ["diff_low", "diff_high"]]
-        if low > 0 or high < 0:
+        if low == high != 0:
+            assert words.startswith("the same difference on every seed"), line
+        elif low > 0 or high < 0:
             assert words.startswith("interval excludes 0"), line
         else:
             assert words == "interval includes 0: no clear difference", line

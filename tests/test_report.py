@@ -92,8 +92,8 @@ def test_paired_differences_read_in_plain_words(result):
     assert d.loc[("mse", "test_accuracy"), "reading"] == "interval excludes 0: mse is lower"
     # softmax_ce: +0.00, +0.01, +0.01 -> the interval includes 0
     assert d.loc[("softmax_ce", "test_accuracy"), "reading"] == "interval includes 0: no clear difference"
-    # softmax_ce's AUC is 0.01 higher on every seed: a zero-width interval above 0
-    assert d.loc[("softmax_ce", "test_auc"), "reading"] == "interval excludes 0: softmax_ce is higher"
+    # softmax_ce's AUC is 0.01 higher on every seed: a zero-width interval, read as such
+    assert d.loc[("softmax_ce", "test_auc"), "reading"] == "the same difference on every seed: softmax_ce is higher on each"
     text = report.format_differences(result)
     assert text.splitlines()[0] == "Paired differences to bce (loss minus bce on the same seeds, mean [95% CI]):"
     assert "  mse         test acc @0.5" in text and "-0.093 [" in text
@@ -106,7 +106,9 @@ def test_paired_differences_read_in_plain_words(result):
         pytest.param(-0.05, -0.01, "interval excludes 0: x is lower", id="below"),
         pytest.param(0.0, 0.05, "interval includes 0: no clear difference", id="touches-0"),
         pytest.param(-0.05, 0.05, "interval includes 0: no clear difference", id="around-0"),
-        pytest.param(float("nan"), float("nan"), "no interval (fewer than 2 seeds)", id="one-seed"),
+        pytest.param(float("nan"), float("nan"), "no interval (fewer than 2 seeds with a value)", id="one-seed"),
+        pytest.param(-0.02, -0.02, "the same difference on every seed: x is lower on each", id="no-spread"),
+        pytest.param(0.0, 0.0, "interval includes 0: no clear difference", id="no-difference"),
     ],
 )
 def test_reading(low, high, expected):
@@ -130,7 +132,7 @@ def test_one_seed_gives_means_without_intervals_and_strict_json():
     text = report.format_table(result)
     row = next(line for line in text.splitlines() if line.strip().startswith("bce"))
     assert row.split()[1] == "0.800" and "[" not in row
-    assert "no interval (fewer than 2 seeds)" in report.format_differences(result)
+    assert "no interval (fewer than 2 seeds with a value)" in report.format_differences(result)
 
     def no_nan(token):
         raise AssertionError(f"{token} is not JSON")
@@ -140,7 +142,7 @@ def test_one_seed_gives_means_without_intervals_and_strict_json():
     assert bce["test_accuracy"] == 0.8 and bce["test_accuracy_low"] is None
     assert doc["files"] == ["r/config.json"] and doc["plots"] == ["r/plots/calibration.png"]
     assert len(doc["summary"]) == len(result.summary)
-    assert doc["differences"][0]["reading"] == "no interval (fewer than 2 seeds)"
+    assert doc["differences"][0]["reading"] == "no interval (fewer than 2 seeds with a value)"
 
 
 def test_json_summary_matches_the_frame(result):
