@@ -155,11 +155,11 @@ def cross_entropy(
     if output.ndim == 1:  # one example, (C,): a batch of one, as torch allows
         if target.shape == (1,) and not target.is_floating_point():
             target = target.reshape(())  # one class index given as a 1-element tensor
-        if target.ndim > 1 or (target.ndim == 1 and target.shape != output.shape):
+        if target.ndim > 1 or (target.ndim == 1 and target.shape != output.shape) or (target.ndim == 0 and target.is_floating_point()):
             raise ValueError(
                 f"Expected `target` for the logits of one example, shape {format_shape(output.shape)}, to be one class "
-                f"index (shape () or (1,)) or class probabilities of shape {format_shape(output.shape)}, but got shape "
-                f"{format_shape(target.shape)}."
+                f"index (an integer tensor of shape () or (1,)) or class probabilities of shape {format_shape(output.shape)}, "
+                f"but got dtype {str(target.dtype).removeprefix('torch.')} and shape {format_shape(target.shape)}."
             )
         loss = cross_entropy(output.unsqueeze(0), target.unsqueeze(0), weight, label_smoothing, reduction)
         return loss.squeeze(0) if reduction == "none" else loss
@@ -231,10 +231,14 @@ def cross_entropy_reference(
 
     One limit (torch 2.x): with class indices, ``weight`` and ``label_smoothing`` together, torch's
     function cannot run under ``torch.func.vmap`` (it calls ``masked_select``); :func:`cross_entropy` can.
+    Class weights are checked as the handwritten form checks them (torch would take a negative weight
+    and return a negative loss).
 
     >>> cross_entropy_reference(torch.tensor([[2.0, 0.0], [-1000.0, 1000.0]]), torch.tensor([0, 0]))
     tensor(1000.0635)
     """
+    if weight is not None and value_checks_enabled():
+        _check_weight_values(weight)
     return F.cross_entropy(output, target, weight=weight, label_smoothing=label_smoothing, reduction=reduction)
 
 
@@ -279,8 +283,8 @@ def grad_wrt_logit(
               \;\overset{\text{no weights}}{=}\; p - t_1
 
     The loss depends on the logits only through ``z1 - z0``, so this is also dL/d(z1 - z0), and the
-    negative unit gets exactly the opposite, ``dL/dz0 = -dL/dz1``: the same signal as a 1-logit sigmoid
-    head (binary cross-entropy, ``p - y``), split into two equal and opposite halves.
+    negative unit gets exactly the opposite, ``dL/dz0 = -dL/dz1``: each unit gets the whole signal of a
+    1-logit sigmoid head (binary cross-entropy's ``p - y``), one with the opposite sign, not half of it.
 
     >>> grad_wrt_logit(torch.tensor([0.2, 0.9]), 1.0)
     tensor([-0.8000, -0.1000])
