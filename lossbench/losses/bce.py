@@ -80,6 +80,10 @@ def binary_cross_entropy_with_logits(
 ) -> Tensor:
     r"""Binary cross-entropy from logits, finite in value and gradient for every finite logit.
 
+    An infinite logit gives NaN in value and gradient (from ``0 * inf``). So does torch's value, but for
+    ``z = +inf, y = 0`` (``inf``), while its gradient stays finite. A logit that large has already
+    overflowed upstream.
+
     .. math:: \ell = -w \left[\, p_w\, y \log \sigma(z) + (1 - y) \log \sigma(-z) \,\right]
 
     ``target`` has the output's shape and holds labels or probabilities in [0, 1]. ``pos_weight``
@@ -120,8 +124,8 @@ def binary_cross_entropy_naive(output: Tensor, target: Tensor) -> Tensor:
 
     .. math:: p = \sigma(z), \qquad \ell = -\log\big(p \text{ if } y = 1 \text{ else } 1 - p\big)
 
-    Two lessons: ``sigmoid(40)`` rounds to exactly 1.0 in float64 (``sigmoid(17)`` in float32), so a
-    confident mistake costs ``-log(0) = inf``; and the ``y == 1`` test treats a soft target such as 0.7
+    Two lessons: ``sigmoid(z)`` rounds to exactly 1.0 from about z = 37 in float64 (z = 17 in float32),
+    so a confident mistake costs ``-log(0) = inf``; and the ``y == 1`` test treats a soft target such as 0.7
     as a 0, so it is only right for hard 0/1 targets.
 
     >>> binary_cross_entropy_naive(torch.tensor([0.0, 3.0]), torch.tensor([1.0, 1.0]))

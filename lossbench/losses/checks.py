@@ -109,7 +109,7 @@ def check_logits(output: Tensor) -> None:
     if output.numel() == 0:
         raise ValueError(
             f"Expected `output` to be a non-empty batch, but got shape {format_shape(output.shape)}; "
-            "a mean over zero examples is undefined."
+            "a mean over zero elements is undefined."
         )
 
 
@@ -173,7 +173,12 @@ def check_unit_interval(target: Tensor, name: str = "target") -> None:
     """
     if not value_checks_enabled():
         return
-    if target.numel() and bool(((target < 0) | (target > 1) | torch.isnan(target)).any()):
+    if not target.numel():
+        return
+    if bool(torch.isnan(target).any()):
+        missing = int(torch.isnan(target).sum())
+        raise ValueError(f"Expected `{name}` to hold values in [0, 1] (labels or probabilities), but got {missing} NaN of {target.numel()}.")
+    if bool(((target < 0) | (target > 1)).any()):
         raise ValueError(
             f"Expected `{name}` to hold values in [0, 1] (labels or probabilities), but got values from "
             f"{target.min().item()} to {target.max().item()}."

@@ -1,6 +1,6 @@
 r"""Numerically stable building blocks, written out: log-sum-exp, log-softmax and log-sigmoid.
 
-Both rest on one trick. ``exp`` overflows for arguments above about 88 (float32) or 709 (float64),
+All three rest on one trick. ``exp`` overflows for arguments above about 88 (float32) or 709 (float64),
 but ``log(sum(exp(x)))`` does not change when the same number ``m`` is taken out of every term:
 
 .. math::

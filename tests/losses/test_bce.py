@@ -257,3 +257,17 @@ def test_zero_weights_on_some_elements_are_allowed_and_the_value_checks_switch_t
 def test_a_list_of_weights_is_a_value_error_naming_the_option(fn):
     with pytest.raises(ValueError, match="Expected `pos_weight` to be"):
         fn(torch.zeros(4, 2), torch.ones(4, 2), pos_weight=[1.0, 2.0])
+
+
+def test_an_infinite_logit_gives_nan_as_documented_where_torch_keeps_a_finite_gradient():
+    z, y = torch.tensor([float("inf"), float("inf"), -float("inf"), -float("inf")]), torch.tensor([1.0, 0.0, 1.0, 0.0])
+    ours, d_ours = value_and_grad(lambda o, t: binary_cross_entropy_with_logits(o, t, reduction="none").sum(), z, y)
+    torch_value, d_torch = value_and_grad(lambda o, t: F.binary_cross_entropy_with_logits(o, t, reduction="none").sum(), z, y)
+    assert torch.isnan(ours) and torch.isnan(d_ours).all()
+    nan = float("nan")
+    torch.testing.assert_close(F.binary_cross_entropy_with_logits(z, y, reduction="none"), torch.tensor([nan, float("inf"), nan, nan]), equal_nan=True)
+    torch.testing.assert_close(d_torch, torch.tensor([0.0, 1.0, -1.0, 0.0]))
+    assert torch.isnan(torch_value)
+    # one logit short of infinity is a finite loss of the logit's size
+    big = torch.finfo(torch.float32).max / 4
+    torch.testing.assert_close(binary_cross_entropy_with_logits(torch.tensor([big, -big]), torch.tensor([0.0, 1.0]), reduction="none"), torch.tensor([big, big]))

@@ -76,3 +76,11 @@ def test_reduce_and_broadcast_check():
     check_broadcasts_to(2.0, loss, "pos_weight", "one value per column")
     with pytest.raises(ValueError, match=r"Expected `pos_weight` to be a float or a torch.Tensor, but got bool"):
         check_broadcasts_to(True, loss, "pos_weight", "one value per column")
+
+
+def test_a_nan_target_is_refused_and_counted():
+    target = torch.tensor([0.0, float("nan"), 1.0])
+    with pytest.raises(ValueError, match=r"but got 1 NaN of 3\.$"):
+        binary_cross_entropy_with_logits(torch.zeros(3), target)
+    with value_checks(False):  # not read while value checks are off: the loss is NaN, as torch's is
+        assert torch.isnan(binary_cross_entropy_with_logits(torch.zeros(3), target))

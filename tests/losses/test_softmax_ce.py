@@ -192,8 +192,11 @@ BAD = [
                  "Expected `target` to hold values in [0, 1] (labels or probabilities), but got values from -0.5 to 1.5", id="prob-out-of-range"),
     pytest.param(torch.zeros(3), [0, 1, 2], {}, "Expected `target` to be a torch.Tensor, but got list.", id="list-target"),
     pytest.param(torch.zeros(3), torch.tensor([1, 2]), {},
-                 "Expected `target` for the logits of one example, shape (3,), to be one class index (shape () or (1,)) or "
-                 "class probabilities of shape (3,), but got shape (2,).", id="one-example-two-indices"),
+                 "Expected `target` for the logits of one example, shape (3,), to be one class index (an integer tensor of shape () "
+                 "or (1,)) or class probabilities of shape (3,), but got dtype int64 and shape (2,).", id="one-example-two-indices"),
+    pytest.param(torch.zeros(3), torch.tensor(1.0), {},
+                 "Expected `target` for the logits of one example, shape (3,), to be one class index (an integer tensor of shape () "
+                 "or (1,)) or class probabilities of shape (3,), but got dtype float32 and shape ().", id="one-example-float-index"),
     pytest.param(torch.zeros(3), torch.tensor([[1]]), {}, "Expected `target` for the logits of one example, shape (3,)", id="one-example-2d-target"),
     pytest.param(torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), {"reduction": "avg"},
                  "Expected `reduction` to be one of 'mean', 'sum', 'none', but got 'avg'", id="unknown-reduction"),
@@ -254,3 +257,11 @@ def test_numpy_scalar_label_smoothing_is_a_number_and_a_bool_is_not():
     torch.testing.assert_close(cross_entropy(output, index, label_smoothing=np.float32(0.25)), cross_entropy(output, index, label_smoothing=0.25))
     with pytest.raises(ValueError, match="Expected `label_smoothing` to be a float in"):
         cross_entropy(output, index, label_smoothing=True)
+
+
+@pytest.mark.parametrize("weight", [[-1.0, 1.0], [0.0, 0.0], [1.0, float("inf")]], ids=["negative", "all-zero", "inf"])
+def test_the_reference_refuses_class_weights_the_handwritten_form_refuses(weight):
+    output, index = torch.tensor([[0.0, 3.0]]), torch.tensor([0])
+    for fn in (cross_entropy, cross_entropy_reference):
+        with pytest.raises(ValueError, match="Expected `weight` to hold finite class weights >= 0, not all zero"):
+            fn(output, index, weight=torch.tensor(weight), reduction="sum")

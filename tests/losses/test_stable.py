@@ -23,7 +23,8 @@ def test_log_sigmoid_equals_torch_in_value_and_gradient_with_full_relative_preci
 
 
 def test_log_sigmoid_gradient_at_zero_is_one_half():
-    # no kink: the max taken out is detached, so autograd sees the smooth function
+    # no kink at 0, where the max taken out, max(0, -z), has one: the value does not depend on it, so
+    # neither does the gradient (detaching it only saves autograd the work)
     z = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     log_sigmoid(z).backward()
     assert z.grad.item() == 0.5
