@@ -279,11 +279,13 @@ def _check_new_dir(path: Path) -> None:
     os.rmdir(probe)
 
 
-def _save_run(result, out: Path, task: str, draw: Callable[[Path], None] | None) -> tuple[Path, list[str]]:
-    """Save the trained run to ``out`` whatever goes wrong after training; returns where, and what went wrong.
+def _save_run(result, out: Path, task: str, draw: Callable[[Path], None] | None) -> tuple[Path, list[str], bool]:
+    """Save the trained run to ``out`` whatever goes wrong after training; returns where, what went wrong,
+    and whether Ctrl-C stopped the plots.
 
-    If the plots cannot be drawn, the run is saved without them; if ``out`` cannot be written after all,
-    the run goes to a new folder under ``runs/`` here, or else under the system's temporary folder.
+    If the plots cannot be drawn, or Ctrl-C stops them, the run is saved without them; if ``out`` cannot
+    be written after all (or another run took it meanwhile), the run goes to a new folder under ``runs/``
+    here, or else under the system's temporary folder.
     """
     problems: list[str] = []
     failed_plots: list[BaseException] = []
@@ -291,25 +293,29 @@ def _save_run(result, out: Path, task: str, draw: Callable[[Path], None] | None)
     def plots(tmp: Path) -> None:
         try:
             draw(tmp)
-        except Exception as err:  # noqa: BLE001 - a plotting failure must not lose the results
+        except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - neither may lose the trained results
             failed_plots.append(err)
             shutil.rmtree(tmp / "plots", ignore_errors=True)
 
     for place in (out, default_run_dir(task), None):
         target = Path(tempfile.mkdtemp(prefix=f"lossbench-{task}-")) if place is None else place
+        failed_plots.clear()  # a failed save is tried again, plots and all
         try:
             result.save(target, extra=None if draw is None else plots)
-        except OSError as err:
+        except OSError as err:  # RunExistsError too: another run took the folder while this one trained
             problems.append(f"could not write {str(target)!r} ({type(err).__name__}: {err})")
             continue
-        if failed_plots:
+        interrupted = bool(failed_plots) and isinstance(failed_plots[0], KeyboardInterrupt)
+        if interrupted:
+            problems.append(f"interrupted while drawing the plots: the results are saved without them, and `lossbench plot {target}` draws them")
+        elif failed_plots:
             problems.append(
                 f"the plots could not be drawn ({type(failed_plots[0]).__name__}: {failed_plots[0]}); the results are "
                 f"saved without them, and `lossbench plot {target}` draws them"
             )
         if target != out:
             problems.append(f"the run was saved to {str(target)!r} instead")
-        return target, problems
+        return target, problems, interrupted
     raise UsageError("; ".join(problems))  # not reached: the temporary folder is always writable
 
 
@@ -370,11 +376,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
         plots.save_plots(result, tmp / "plots", progress=True, workers=plots.plot_workers())
 
-    saved, problems = _save_run(result, out, args.task, None if args.no_plots else draw)
+    saved, problems, interrupted = _save_run(result, out, args.task, None if args.no_plots else draw)
     _print_report(result, _run_files(saved), args.json)
     for problem in problems:
-        print(f"lossbench compare: error: {problem}", file=sys.stderr)
-    return EXIT_USAGE if problems else EXIT_OK
+        print(f"lossbench compare: {'' if interrupted else 'error: '}{problem}", file=sys.stderr)
+    return EXIT_INTERRUPTED if interrupted else EXIT_USAGE if problems else EXIT_OK
 
 
 def _has_target(task: str) -> bool:

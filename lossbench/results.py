@@ -94,7 +94,7 @@ class Result:
         """
         target = Path(directory)
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise ValueError(f"Expected `directory` to be a new or empty directory, but {str(target)!r} already holds files.")
+            raise RunExistsError(f"Expected `directory` to be a new or empty directory, but {str(target)!r} already holds files.")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
         umask = os.umask(0)
@@ -117,6 +117,12 @@ class Result:
             raise
         self.directory = target
         return target
+
+
+class RunExistsError(FileExistsError, ValueError):
+    """The directory given to :meth:`Result.save` already holds files: a ``ValueError`` (a wrong argument)
+    that is also a ``FileExistsError``, so that a caller who falls back to another folder when one cannot
+    be written (an ``OSError``) falls back on this too, as when another run took the folder first."""
 
 
 def load(directory: str | os.PathLike) -> Result:

@@ -328,7 +328,7 @@ def test_show_of_a_folder_that_is_not_a_run(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Ctrl-C: exit 130, and no run directory (not even a hidden partial one)
+# Ctrl-C: exit 130; during training no run directory (not even a hidden partial one), during the plots the results
 # ---------------------------------------------------------------------------------------------
 
 
@@ -354,7 +354,7 @@ def test_ctrl_c_during_training(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["drawn-here", "drawn-in-processes"])
-def test_ctrl_c_during_plotting_leaves_no_run_directory(tmp_path, monkeypatch, workers):
+def test_ctrl_c_during_plotting_keeps_the_trained_results_without_plots(tmp_path, monkeypatch, workers):
     drawn = tmp_path / "drawn.txt"  # written by the drawing, wherever it runs
 
     def interrupt(result, *args, **kwargs):
@@ -367,9 +367,14 @@ def test_ctrl_c_during_plotting_leaves_no_run_directory(tmp_path, monkeypatch, w
     code, stdout, stderr = run(["compare", "--task", "titanic", "--quick", *FAST, "--out", out])
     assert drawn.read_text() == "Result"
     assert code == 130
-    assert stderr.strip().splitlines()[-1] == "lossbench compare: interrupted"
-    assert not out.exists()
-    assert list((tmp_path / "runs").iterdir()) == []  # the hidden partial directory was removed
+    assert stderr.strip().splitlines()[-1] == (
+        f"lossbench compare: interrupted while drawing the plots: the results are saved without them, and `lossbench plot {out}` draws them"
+    )
+    assert "test acc @0.5" in stdout  # the table is printed all the same
+    assert list((tmp_path / "runs").iterdir()) == [out]  # no hidden partial directory is left
+    assert {p.name for p in out.iterdir()} == {"config.json", "runs.csv", "history.csv", "thresholds.csv", "calibration.csv",
+                                              "summary.csv", "predictions.npz"}  # fmt: skip
+    assert lossbench.load(out).runs.shape[0] == 6
 
 
 # ---------------------------------------------------------------------------------------------

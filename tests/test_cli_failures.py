@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -75,6 +76,56 @@ def test_a_run_that_cannot_be_written_after_training_is_saved_under_runs_instead
     assert f"could not write '{out}' (OSError: [Errno 28] No space left on device)" in err
     assert f"the run was saved to 'runs/{fallback.name}' instead" in err
     assert "Traceback" not in err
+
+
+def test_a_run_whose_folder_another_run_took_meanwhile_is_saved_under_a_new_name(tmp_path, capsys, monkeypatch):
+    # two runs started in the same second get the same default folder; the one that finishes second saves beside it
+    monkeypatch.chdir(tmp_path)
+    names = iter(["runs/titanic-20261123-120000", "runs/titanic-20261123-120000-2"])
+    monkeypatch.setattr(cli, "default_run_dir", lambda task: Path(next(names)))
+    taken, compare = tmp_path / "runs" / "titanic-20261123-120000", lossbench.compare
+
+    def the_other_run_saves_first(*args, **kwargs):
+        result = compare(*args, **kwargs)
+        taken.mkdir(parents=True)
+        (taken / "runs.csv").write_text("the other run's table\n")
+        return result
+
+    monkeypatch.setattr(lossbench, "compare", the_other_run_saves_first)
+    assert cli.main([*QUICK, "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert (taken / "runs.csv").read_text() == "the other run's table\n"  # untouched
+    assert lossbench.load(tmp_path / "runs" / "titanic-20261123-120000-2").runs.shape[0] == 6
+    assert "could not write 'runs/titanic-20261123-120000' (RunExistsError: " in err and "already holds files" in err
+    assert _one_error_line(err) == "lossbench compare: error: the run was saved to 'runs/titanic-20261123-120000-2' instead"
+
+
+def test_plots_that_failed_for_a_folder_that_failed_are_not_reported_once_drawn_for_the_next(tmp_path, capsys, monkeypatch):
+    out, scratch = tmp_path / "run", tmp_path / "scratch"
+    save, draw, drawn = Result.save, plots.save_plots, []
+
+    def fails_the_first_time(result, path, **kwargs):
+        drawn.append(path)
+        if len(drawn) == 1:
+            raise RuntimeError("no display")
+        return draw(result, path, **kwargs)
+
+    def disk_full_at_out(self, directory, extra=None):
+        if str(directory) == str(out):
+            scratch.mkdir()
+            extra(scratch)  # the plots fail here, and then the folder too
+            raise OSError(28, "No space left on device")
+        return save(self, directory, extra)
+
+    monkeypatch.setattr(plots, "save_plots", fails_the_first_time)
+    monkeypatch.setattr(Result, "save", disk_full_at_out)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([*QUICK, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    (fallback,) = (tmp_path / "runs").iterdir()
+    assert len(drawn) == 2 and len(list((fallback / "plots").glob("*.png"))) == 5
+    assert "could not be drawn" not in err  # they were drawn, where the run was saved
+    assert _one_error_line(err) == f"lossbench compare: error: the run was saved to 'runs/{fallback.name}' instead"
 
 
 def test_more_threads_than_make_sense_are_refused(capsys):
