@@ -193,7 +193,8 @@ def check_task_data(task: TaskData) -> None:
     """A ready :class:`TaskData` the runner can train on, or a ValueError naming what is wrong with it.
 
     The splits must be non-empty, their inputs finite and of one shape, their targets ``(N, K)`` in [0, 1]
-    with the same K, the kind one the heads know and the body a body spec.
+    with the same K (and for a binary task, both classes in every split), the kind one the heads know and
+    the body a body spec.
     """
     if task.kind not in ("binary", "multilabel", "grid"):
         raise ValueError(f"Expected the task's kind to be 'binary', 'multilabel' or 'grid', but got {task.kind!r}.")
@@ -219,6 +220,13 @@ def check_task_data(task: TaskData) -> None:
             raise ValueError(f"Expected the {name} split's inputs to be finite, but some are NaN or infinite.")
         if not ((split.y >= 0) & (split.y <= 1)).all():
             raise ValueError(f"Expected the {name} split's targets to lie in [0, 1], but some do not.")
+        positives = int((split.y >= 0.5).sum())
+        if task.kind == "binary" and positives in (0, len(split)):
+            raise ValueError(
+                f"Expected the {name} split to hold both classes (a model needs both to learn from, and AUC, sensitivity "
+                f"and specificity need both to be measured), but its {len(split)} example{'s are all' if len(split) > 1 else ' is'} "
+                f"{'positive' if positives else 'negative'}; give more data, or data with both labels."
+            )
 
 
 def validate_training(cfg: TrainingDefaults) -> None:
@@ -262,15 +270,46 @@ def seed_list(seeds: int | Sequence[int]) -> list[int]:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` picks CUDA when present, else the CPU; asking for CUDA without it is an error."""
+    """``"auto"`` picks CUDA when present, else the CPU; asking for CUDA without it is an error, and so is
+    any other kind of device (the runner is built and tested for these two).
+
+    >>> resolve_device("mps")
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `device` to be 'auto', 'cpu', 'cuda' or 'cuda:N', but got 'mps'.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"Expected a CUDA device for `device={device!r}`, but CUDA is not available here; use 'cpu' or 'auto'.")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"Expected `device` to be 'auto', 'cpu' or 'cuda', but got {device!r}.") from None
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"Expected `device` to be 'auto', 'cpu', 'cuda' or 'cuda:N', but got {device!r}.")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Expected a CUDA device for `device={device!r}`, but CUDA is not available here; use 'cpu' or 'auto'.")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(f"Expected `device={device!r}` to name one of the {torch.cuda.device_count()} CUDA devices here, counted from 0.")
+    return resolved
+
+
+def check_representable(cfg: TrainingDefaults, setups: list[LossSetup], dtype: torch.dtype) -> None:
+    """The optimizer's settings must be numbers of the training dtype: past its largest (3.4e38 in
+    float32) a learning rate would be inf.
+
+    >>> cpu = torch.device("cpu")
+    >>> setups = resolve_losses(["bce"], "handwritten", None, get_task("titanic").load(resolve_config("titanic")), cpu, torch.float32)
+    >>> check_representable(resolve_config("titanic", lr=1e39), setups, torch.float32)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `lr` to be at most 3.4e+38, the largest float32, but got 1e+39.
+    """
+    largest = torch.finfo(dtype).max
+    values = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "momentum": cfg.momentum}
+    values |= {f"lr x head_lr_scale of {s.name!r}": cfg.lr * s.head_lr_scale for s in setups}
+    for name, value in values.items():
+        if abs(value) > largest:
+            raise ValueError(f"Expected `{name}` to be at most {largest:.2g}, the largest {str(dtype).removeprefix('torch.')}, but got {value:.3g}.")
 
 
 def resolve_losses(
@@ -493,7 +532,7 @@ def check_fits(task: TaskData, setups: list[LossSetup], cfg: TrainingDefaults, d
     needed = models * per_model * dtype.itemsize * 4 + int(seeds) * cfg.epochs * len(task.train) * 8 + probe
     available = _memory_of(device)
     if available is not None and needed > available:
-        size = f"{needed / 1e12:.1f} TB" if needed >= 1e12 else f"{needed / 1e9:.0f} GB"
+        size = f"{needed / 1e12:,.1f} TB" if needed >= 1e12 else f"{needed / 1e9:.0f} GB"
         raise ValueError(
             f"Expected the comparison to fit in memory, but {models:,} model{'s' if models != 1 else ''} of {per_model:,} "
             f"parameters need at least {size} for weights, gradients, optimizer state, batch order and probe, and this "
@@ -1074,6 +1113,7 @@ def compare(
         if empty:
             raise ValueError(f"Expected every training example to have a label for softmax across labels, but {empty} have none.")
     check_fits(task_data, setups, cfg, dev, torch_dtype)
+    check_representable(cfg, setups, torch_dtype)
     seed_values = seed_list(cfg.seeds)
     if threshold_points < 2:
         raise ValueError(f"Expected `threshold_points` to be at least 2, but got {threshold_points}.")

@@ -14,6 +14,7 @@ import torch
 
 import lossbench
 from lossbench import cli, plots, runner
+from lossbench.tasks import titanic
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FAST = ["--seeds", "2", "--epochs", "2", "--device", "cpu"]
@@ -283,7 +284,19 @@ BAD = [
     pytest.param(["--task", "titanic", "--loss-option", "bce.gamma=2"], "Expected overrides of 'bce' among head_lr_scale, pos_weight, weight", id="unknown-loss-option"),
     pytest.param(["--task", "titanic", "--loss-option", "hinge.gamma=2"], "name one of the losses", id="loss-option-for-unknown-loss"),
     pytest.param(["--task", "titanic", "--baseline", "focal"], "Expected --baseline to be one of the losses", id="baseline-not-compared"),
-    pytest.param(["--task", "titanic", "--device", "tpu"], "Expected `device` to be 'auto', 'cpu' or 'cuda'", id="unknown-device"),
+    pytest.param(["--task", "titanic", "--device", "tpu"], "Expected `device` to be 'auto', 'cpu', 'cuda' or 'cuda:N', but got 'tpu'", id="unknown-device"),
+    pytest.param(["--task", "titanic", "--device", "mps"], "Expected `device` to be 'auto', 'cpu', 'cuda' or 'cuda:N', but got 'mps'", id="other-torch-device"),
+    pytest.param(["--task", "titanic", "--epochs", "0"], "lossbench compare: error: Expected --epochs to be", id="option-named-once"),
+    pytest.param(["--task", "titanic", "--lr", "1e39"], "Expected `lr` to be at most 3.4e+38, the largest float32, but got 1e+39.", id="lr-past-float32"),
+    pytest.param(["--task", "titanic", "--loss-option", "bce.head_lr_scale=1e300"], "Expected `lr x head_lr_scale of 'bce'` to be at most 3.4e+38",
+                 id="head-lr-past-float32"),
+    pytest.param(["--task", "titanic", "--seeds", "3", "--set", "seeds=5"], "Expected --seeds or --set seeds=, not both, but got --seeds 3 and --set seeds=5.",
+                 id="option-and-set"),
+    pytest.param(["--task", "titanic", "--set", "hidden=3", "--set", "hidden=4"], "Expected each setting once, but got --set hidden= twice.", id="set-twice"),
+    pytest.param(["--task", "titanic", "--loss-option", "bce.pos_weight=1", "--loss-option", "bce.pos_weight=9"],
+                 "Expected each loss option once, but got --loss-option bce.pos_weight= twice.", id="loss-option-twice"),
+    pytest.param(["--task", "mammography", "--set", "patch_size=1048576"], "Expected the synthetic patches to fit in memory, but", id="patches-past-memory"),
+    pytest.param(["--task", "titanic", "--data", "{one_class}"], "cannot be trained on: Expected the train split to hold both classes", id="one-class-data"),
 ]
 
 
@@ -291,7 +304,9 @@ BAD = [
 def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text(BAD_DATA)
-    argv = [a.format(bad_data=bad, missing=tmp_path / "missing.csv") for a in argv]
+    shipped = pd.read_csv(titanic.SHIPPED_PATH)
+    shipped.assign(survived=1).to_csv(tmp_path / "one_class.csv", index=False)  # every passenger survived
+    argv = [a.format(bad_data=bad, missing=tmp_path / "missing.csv", one_class=tmp_path / "one_class.csv") for a in argv]
     out = tmp_path / "run"
     code, stdout, stderr = run(["compare", "--quick", "--device", "cpu", *argv, "--out", out])  # argv's options win
     assert code == 2
@@ -382,15 +397,21 @@ def test_ctrl_c_during_plotting_keeps_the_trained_results_without_plots(tmp_path
 # ---------------------------------------------------------------------------------------------
 
 
-def test_tasks_and_losses_print_a_line_each():
+def test_tasks_print_what_each_is_and_its_defaults_and_losses_a_line_each():
     code, stdout, _ = run(["tasks"])
     assert code == 0
     lines = stdout.splitlines()
-    assert [line.split()[0] for line in lines] == lossbench.tasks.names()
-    assert all(len(line.split(None, 1)[1]) > 20 for line in lines)
+    assert [line.split()[0] for line in lines[::2]] == lossbench.tasks.names()
+    assert all(len(line.split(None, 1)[1]) > 20 for line in lines[::2])
+    from lossbench.tasks import multilabel
+
+    assert lines[3].split() == ["defaults:", *(f"{k}={getattr(multilabel.Config(), k)}" for k in ("seeds", "epochs", "batch_size", "lr")),
+                                "optimizer=adam;", "--quick:", *(f"{k}={v}" for k, v in multilabel.QUICK.items())]
     code, stdout, _ = run(["losses"])
     assert code == 0
-    assert [line.split()[0] for line in stdout.splitlines()] == [f.name for f in lossbench.losses.families()]
+    lines = stdout.splitlines()
+    assert [line.split()[0] for line in lines[:4]] == [f.name for f in lossbench.losses.families()]
+    assert lines[4] == "" and "--impl bce=naive" in lines[5]
 
 
 @pytest.mark.parametrize("command", [[], ["compare"], ["tasks"], ["losses"], ["show"], ["plot"], ["check"], ["grade"], ["exercises"],

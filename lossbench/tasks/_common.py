@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -202,6 +203,27 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
         raise ValueError(
             f"Expected `val_fraction + test_fraction` to be below 1, but got {val_fraction + test_fraction!r}; "
             "the training split takes what is left."
+        )
+
+
+def check_images_fit(n: int, side: int, what: str, instead: str, copies: int = 8) -> None:
+    """Refuse at once ``n`` generated images of ``side x side`` float32 pixels that this machine could not
+    hold while making them (``copies`` arrays of them at a time), instead of failing deep inside numpy.
+
+    >>> check_images_fit(3000, 10**5, "synthetic patches", "lower patch_size")
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected the synthetic patches to fit in memory, but 3,000 of 100000 x 100000 pixels need about 960,000 GB to make, ...
+    """
+    needed = n * side * side * 4 * copies
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: nothing to compare with
+        return
+    if needed > available:
+        raise ValueError(
+            f"Expected the {what} to fit in memory, but {n:,} of {side} x {side} pixels need about {needed / 1e9:,.0f} GB "
+            f"to make, and this machine has {available / 2**30:.0f} GiB; {instead}."
         )
 
 

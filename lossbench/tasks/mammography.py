@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from lossbench.models import CNNBody
-from lossbench.tasks._common import check_channels, sha256_of, split_indices
+from lossbench.tasks._common import check_channels, check_images_fit, sha256_of, split_indices
 from lossbench.tasks._mammo_mias import load_mias
 from lossbench.tasks._mammo_synth import generate_patches
 from lossbench.tasks.base import DataError, Split, TaskData, TrainingDefaults
@@ -243,6 +243,7 @@ def load(config: Config, data: str | Path | None = None) -> TaskData:
 def _load_synthetic(config: Config) -> TaskData:
     """Generate the patches, label them, split them (stratified) and standardise them."""
     n = config.n_train + config.n_val + config.n_test
+    check_images_fit(n, config.patch_size, "synthetic patches", "lower patch_size (32 or 64) or n_train, n_val, n_test")
     settings = dict(
         prevalence=config.prevalence,
         contrast=config.contrast,

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from lossbench.models import CNNBody
-from lossbench.tasks._common import check_channels, check_fractions, find_columns, read_csv, read_image, split_indices
+from lossbench.tasks._common import check_channels, check_fractions, check_images_fit, find_columns, read_csv, read_image, split_indices
 from lossbench.tasks.base import DataError, Split, TaskData, TrainingDefaults
 
 DIGIT_SIDE = 8  # load_digits scans are 8 x 8 pixels
@@ -233,7 +233,7 @@ def read_pascal(
     if not folder.is_dir():
         raise DataError(
             f"Expected `data` to be a folder holding train.csv and train/ (the fastai PASCAL_2007 layout), "
-            f"but {folder} is not a folder."
+            f"but {folder} {'is a file' if folder.exists() else 'does not exist'}."
         )
     table = read_csv(folder / "train.csv")
     names = find_columns(table, ("fname", "labels", "is_valid"))
@@ -331,6 +331,7 @@ def load(config: Config, data: str | Path | None = None) -> TaskData:
         )
 
     if data is None:
+        check_images_fit(config.n_train + config.n_val + config.n_test, side, "digit canvases", "lower upscale or grid, or n_train, n_val, n_test")
         train, val, test = generate(config)
         description = (
             f"synthetic canvases of 1-{config.max_digits} real scanned digits ({side}x{side}), which digits "
