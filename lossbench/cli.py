@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import sys
@@ -12,7 +13,7 @@ import time
 import types
 import typing
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -29,6 +30,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, except that a mistake is one line (no usage block) and never exits the caller's process."""
 
     def error(self, message: str) -> typing.NoReturn:
+        # "argument --seeds: Expected --seeds to be ..." -> the option's own message, which names it already
+        message = re.sub(r"^argument [^:]+: (?=Expected )", "", message)
         raise UsageError(f"{message} (see `{self.prog} --help`)", prog=self.prog)
 
 
@@ -209,8 +212,15 @@ def parse_settings(pairs: Sequence[str], config_class: type) -> dict:
             raise UsageError(f"Expected --set KEY=VALUE, as in --set epochs=20, but got {pair!r}.")
         if key not in fields:
             raise UsageError(f"Expected --set to name a setting of the task, one of {', '.join(fields)}, but got {key!r}.")
+        if key in out:
+            raise UsageError(f"Expected each setting once, but got --set {key}= twice.")
         out[key] = _parse_typed(value, hints[key], f"--set {key}")
     return out
+
+
+OPTIONS_OF_SETTINGS = {"seeds": "--seeds", "epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "optimizer": "--optimizer",
+                       "target": "--target"}  # fmt: skip
+"""The settings that have an option of their own, which the same setting given by ``--set`` would contradict."""
 
 
 def _option_value(text: str):
@@ -242,6 +252,8 @@ def parse_loss_options(pairs: Sequence[str], losses: Sequence[str]) -> dict[str,
             raise UsageError(f"Expected --loss-option LOSS.KEY=VALUE, as in bce.pos_weight=4, but got {pair!r}.")
         if name not in losses:
             raise UsageError(f"Expected --loss-option to name one of the losses {', '.join(losses)}, but got {name!r} in {pair!r}.")
+        if key in out.get(name, {}):
+            raise UsageError(f"Expected each loss option once, but got --loss-option {name}.{key}= twice.")
         out.setdefault(name, {})[key] = _option_value(value)
     return out
 
@@ -261,8 +273,8 @@ def default_run_dir(task: str, root: Path = Path("runs")) -> Path:
     return path
 
 
-def _check_new_dir(path: Path) -> None:
-    """Fail now, not after training, if the run directory ``path`` could not be written."""
+def _check_new_dir(path: Path, chosen: bool = True) -> None:
+    """Fail now, not after training, if the run directory ``path`` (given by --out, or else the default) could not be written."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"Expected --out to be a new or empty directory, but {str(path)!r} is a file.")
     if path.exists() and any(path.iterdir()):
@@ -275,7 +287,8 @@ def _check_new_dir(path: Path) -> None:
     try:  # the run is written as a hidden folder next to its final place, then renamed
         probe = tempfile.mkdtemp(prefix=".lossbench-write-check-", dir=ancestor)
     except OSError as err:
-        raise UsageError(f"Expected --out to be somewhere this user can write, but {str(ancestor)!r} refuses it ({err.strerror}).") from None
+        where = "--out to be somewhere" if chosen else f"{str(path.parent)!r}, where a run goes without --out, to be somewhere"
+        raise UsageError(f"Expected {where} this user can write, but {str(ancestor)!r} refuses it ({err.strerror}).") from None
     os.rmdir(probe)
 
 
@@ -343,6 +356,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     losses = parse_losses(args.losses)
     impl = parse_impl(args.impl, losses)
     config = parse_settings(args.set, module.Config)
+    for key, option in OPTIONS_OF_SETTINGS.items():
+        if key in config and getattr(args, key) is not None:
+            raise UsageError(f"Expected {option} or --set {key}=, not both, but got {option} {getattr(args, key)} and --set {key}={config[key]}.")
     if args.target is not None:
         if "target" not in {f.name for f in dataclasses.fields(module.Config)}:
             having = [name for name in tasks.names() if _has_target(name)]
@@ -357,7 +373,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     resolve_device(args.device)  # --device cuda on a machine without CUDA fails here, before any work
     out = Path(args.out) if args.out is not None else default_run_dir(args.task)
-    _check_new_dir(out)
+    _check_new_dir(out, chosen=args.out is not None)
 
     # 2. train
     import lossbench
@@ -417,7 +433,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     run_dir = Path(result.directory)
     target = run_dir / "plots"
     # draw into a hidden folder first: an interruption leaves the old plots as they were
-    tmp = Path(tempfile.mkdtemp(prefix=".plots.partial-", dir=run_dir))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".plots.partial-", dir=run_dir))
+    except OSError as err:
+        raise UsageError(f"Expected RUN_DIR to be a folder this user can write, to draw its plots in, but {str(run_dir)!r} "
+                         f"refuses it ({err.strerror}).") from None
     try:
         plots.save_plots(result, tmp, epoch=args.epoch, progress=True, workers=plots.plot_workers())
         old = None
@@ -442,11 +462,25 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     width = max(len(n) for n in names)
     for name in names:
         try:
-            summary = tasks.get(name).SUMMARY
+            module = tasks.get(name)
         except ImportError as err:
-            summary = f"(not available in this installation: {err})"
-        print(f"{name.ljust(width)}  {summary}")
+            print(f"{name.ljust(width)}  (not available in this installation: {err})")
+            continue
+        print(f"{name.ljust(width)}  {module.SUMMARY}")
+        print(" " * (width + 2) + task_defaults(module.Config(), module.QUICK))
     return EXIT_OK
+
+
+def task_defaults(config, quick: Mapping) -> str:
+    """A task's training defaults, and what ``--quick`` changes, as ``--set`` would name them.
+
+    >>> from lossbench.tasks import titanic
+    >>> task_defaults(titanic.Config(), titanic.QUICK)
+    'defaults: seeds=10 epochs=100 batch_size=64 lr=0.001 optimizer=adam; --quick: seeds=3 epochs=10'
+    """
+    keys = ("seeds", "epochs", "batch_size", "lr", "optimizer")
+    return (f"defaults: {' '.join(f'{k}={getattr(config, k)}' for k in keys)}; "
+            f"--quick: {' '.join(f'{k}={v}' for k, v in quick.items())}")
 
 
 def _cmd_losses(args: argparse.Namespace) -> int:
@@ -454,6 +488,8 @@ def _cmd_losses(args: argparse.Namespace) -> int:
 
     for line in losses.describe():
         print(line)
+    print("\nPick an implementation with --impl naive (every loss) or --impl bce=naive (one loss), and set an option "
+          "with --loss-option bce.pos_weight=4; every loss also takes head_lr_scale, a factor on its head's learning rate.")
     return EXIT_OK
 
 
@@ -502,8 +538,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                         "separated by commas (bce=mysolution:my_bce); default: %(default)s")
     g.add_argument("--baseline", metavar="LOSS", help="the loss that paired differences refer to (default: bce, else the first)")
     g.add_argument("--loss-option", action="append", default=[], metavar="LOSS.KEY=VALUE",
-                   help="a per-loss setting, repeatable: bce.pos_weight=4, softmax_ce.head_lr_scale=0.5, focal.gamma=1")
-    t = p.add_argument_group("training (defaults: the task's Config, see `lossbench tasks`)")
+                   help="a per-loss setting, repeatable: bce.pos_weight=4, softmax_ce.head_lr_scale=0.5 (`lossbench losses` "
+                        "lists each loss's options; focal.gamma=1 needs --losses with focal)")
+    t = p.add_argument_group("training (defaults: the task's own, which `lossbench tasks` lists)")
     t.add_argument("--seeds", type=_positive(int, "--seeds"), metavar="N", help="models per loss, seeds 0..N-1")
     t.add_argument("--epochs", type=_positive(int, "--epochs"), metavar="N", help="passes over the training split")
     t.add_argument("--lr", type=_positive(float, "--lr"), metavar="RATE", help="learning rate, the same for every loss")
@@ -524,7 +561,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "--threads", type=_positive(int, "--threads", at_most=MAX_THREADS), default=None, metavar="N",
         help="CPU threads for torch (default: torch's choice); on a busy machine --threads 1 is often faster",
     )  # fmt: skip
-    r.add_argument("--data", metavar="PATH", help="your own data file or folder in the task's real format (default: the shipped data)")
+    r.add_argument("--data", metavar="PATH",
+                   help="your own data in the task's real format: titanic a CSV (titanic3, or Kaggle's train.csv), "
+                        "multilabel a PASCAL VOC 2007 folder, mammography a mini-MIAS folder (default: the shipped "
+                        "Titanic passengers, generated digit canvases, generated SYNTHETIC patches)")
     r.add_argument("--out", metavar="DIR", help="the run directory to create (default: runs/<task>-<YYYYmmdd-HHMMSS>)")
     r.add_argument("--json", action="store_true", help="print the results as JSON on stdout instead of the table")
     r.add_argument("--no-plots", action="store_true", help="skip drawing the plots")  # fmt: skip
@@ -556,8 +596,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
 
     p = sub.add_parser(
-        "tasks", help="list the tasks, a line each", formatter_class=_FORMATTER,
-        description="List the tasks `lossbench compare --task` accepts, a line each: name and what it is.\n\n"
+        "tasks", help="list the tasks and their training defaults", formatter_class=_FORMATTER,
+        description="List the tasks `lossbench compare --task` accepts: name and what it is, then its training defaults "
+                    "(which --seeds, --epochs, --set KEY=VALUE change) and what --quick changes.\n\n"
                     "example:\n  lossbench tasks",
     )  # fmt: skip
     p.set_defaults(func=_cmd_tasks)
@@ -606,13 +647,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help
         return done.code if isinstance(done.code, int) else EXIT_OK
     func: Callable[[argparse.Namespace], int] = args.func
+    command = " ".join(filter(None, (args.command, getattr(args, "action", None))))  # "exercises export"
     try:
         return func(args)
-    except (UsageError, ValueError, FileNotFoundError) as err:
-        print(f"lossbench {args.command}: error: {err}", file=sys.stderr)
+    except (UsageError, ValueError, FileNotFoundError, PermissionError) as err:
+        print(f"lossbench {command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"lossbench {args.command}: interrupted", file=sys.stderr)
+        print(f"lossbench {command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # the output went to `head` or a pager that closed early: nothing is lost
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's exit does not complain
@@ -620,7 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - one line, never a traceback; LOSSBENCH_TRACEBACK=1 shows it
         if os.environ.get("LOSSBENCH_TRACEBACK"):
             raise
-        print(f"lossbench {args.command}: error: {type(err).__name__}: {err} (unexpected; LOSSBENCH_TRACEBACK=1 shows "
+        print(f"lossbench {command}: error: {type(err).__name__}: {err} (unexpected; LOSSBENCH_TRACEBACK=1 shows "
               "where it happened)", file=sys.stderr)
         return EXIT_USAGE
 

@@ -165,6 +165,15 @@ def _align(rows: list[list[str]], indent: str = "  ") -> list[str]:
     return [indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
 
+def _count(n, one: str, many: str | None = None) -> str:
+    """``n`` and the noun, singular for 1.
+
+    >>> _count(1, "seed"), _count(3, "loss", "losses")
+    ('1 seed', '3 losses')
+    """
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
 def format_table(result: Result) -> str:
     """The per-loss table as aligned text, with a heading that says what the numbers are.
 
@@ -181,10 +190,11 @@ def format_table(result: Result) -> str:
     sizes = cfg.get("sizes", {})
     lines = [
         f"{cfg.get('task', '')}: {cfg.get('task_description', '')}",
-        f"{len(result.losses)} losses x {n_seeds} seeds, {task_cfg.get('epochs', '?')} epochs, {task_cfg.get('optimizer', '?')} "
+        f"{_count(len(result.losses), 'loss', 'losses')} x {_count(n_seeds, 'seed')}, {_count(task_cfg.get('epochs', '?'), 'epoch')}, "
+        f"{task_cfg.get('optimizer', '?')} "
         f"(lr {task_cfg.get('lr', '?')}, batch {task_cfg.get('batch_size', '?')}), device {cfg.get('device', '?')}; "
         f"train/val/test {sizes.get('train', '?')}/{sizes.get('val', '?')}/{sizes.get('test', '?')}",
-        f"Test split, mean [95% CI] over {n_seeds} seeds; the best threshold is chosen on the validation split"
+        f"Test split, mean [95% CI] over {_count(n_seeds, 'seed')}; the best threshold is chosen on the validation split"
         + ("." if cfg.get("threshold_metric", "accuracy") == "accuracy" else f", by its {cfg['threshold_metric'].replace('_', ' ')}."),
     ]
     metrics = _metrics(result, HEADLINE)

@@ -32,6 +32,33 @@ def test_an_out_that_cannot_be_written_fails_before_training(tmp_path, capsys, w
     assert _one_error_line(err) == "lossbench compare: error: " + message.format(tmp=tmp_path)
 
 
+def _refuse_new_folders(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
+
+
+def test_a_working_directory_that_refuses_the_default_run_folder_says_so_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.tempfile, "mkdtemp", _refuse_new_folders)
+    assert cli.main(QUICK) == 2
+    err = capsys.readouterr().err
+    assert "training" not in err
+    assert _one_error_line(err) == (f"lossbench compare: error: Expected 'runs', where a run goes without --out, to be somewhere this user "
+                                    f"can write, but '{tmp_path}' refuses it (Permission denied).")
+
+
+def test_plot_in_a_run_directory_that_refuses_writing_is_one_line(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert cli.main([*QUICK, "--out", str(out), "--no-plots"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(cli.tempfile, "mkdtemp", _refuse_new_folders)
+    assert cli.main(["plot", str(out)]) == 2
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"lossbench plot: error: Expected RUN_DIR to be a folder this user can write, to draw its plots in, but '{out}' refuses it "
+        "(Permission denied)."
+    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(CSVS)
+
+
 @pytest.mark.skipif(os.geteuid() != 0 and not os.path.isdir("/proc"), reason="needs a folder nobody can write into")
 def test_a_place_that_refuses_new_folders_fails_before_training(capsys):
     assert cli.main([*QUICK, "--out", "/proc/lossbench-run"]) == 2

@@ -11,6 +11,7 @@ them costs nothing to the other `lossbench` commands.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -84,13 +85,26 @@ def check_gradebook_path(text: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _named_as_typed(names: dict[str, str]):
+    """Word a ValueError of the library with the command line's names for its arguments (`timeout` -> --timeout)."""
+    try:
+        yield
+    except ValueError as err:
+        message = str(err)
+        for argument, option in names.items():
+            message = message.replace(f"`{argument}`", option)
+        raise UsageError(message) from None
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from lossbench.exercises.cases import check_seed
     from lossbench.exercises.catalog import get_exercise
     from lossbench.exercises.checker import evaluate, format_report
 
-    get_exercise(args.exercise)  # an unknown exercise is a ValueError: exit 2 before importing anything
-    check_seed(args.seed)  # so is a seed torch.Generator cannot take
+    with _named_as_typed({"name": "EXERCISE", "seed": "--seed"}):
+        get_exercise(args.exercise)  # an unknown exercise is a ValueError: exit 2 before importing anything
+        check_seed(args.seed)  # so is a seed torch.Generator cannot take
     fn = load_function(args.function)
     results = evaluate(args.exercise, fn, seed=args.seed)
     print(format_report(args.exercise, results))
@@ -106,8 +120,9 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     if not grading.find_submissions(args.submissions):  # a wrong folder, not a class that handed nothing in
         raise UsageError(f"Expected SUBMISSIONS_DIR to hold .py or .ipynb files, but {str(args.submissions)!r} has "
                          "none; grade looks only at the files directly in it, not in its subfolders.")
-    frame = grading.grade(args.submissions, args.exercise, timeout=timeout, memory_mb=memory_mb,
-                          function=args.function, seed=args.seed, progress=not args.quiet)
+    with _named_as_typed({"name": "--exercise", "timeout": "--timeout", "memory_mb": "--memory-mb", "seed": "--seed"}):
+        frame = grading.grade(args.submissions, args.exercise, timeout=timeout, memory_mb=memory_mb,
+                              function=args.function, seed=args.seed, progress=not args.quiet)
     path = grading.write_gradebook(frame, out)
     totals = frame[frame["group"] == "total"]
     width = max([len("submission")] + [len(s) for s in totals["submission"]])
@@ -132,8 +147,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except ImportError as err:  # nbformat comes with the dev extra, not with the core install
         raise UsageError(f"exporting notebooks needs nbformat ({err}): pip install nbformat") from None
 
-    for path in export(args.flavor, args.outdir, source=args.source):
-        print(f"wrote {path}")
+    try:
+        with _named_as_typed({"outdir": "OUTDIR", "source": "--source"}):
+            for path in export(args.flavor, args.outdir, source=args.source):
+                print(f"wrote {path}")
+    except (FileNotFoundError, PermissionError, NotADirectoryError) as err:
+        raise UsageError(f"Expected OUTDIR to be a folder this user can make and write, but {str(args.outdir)!r} refuses it "
+                         f"({err.strerror}: {err.filename}).") from None
     return EXIT_OK
 
 
@@ -209,7 +229,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                        "  lossbench exercises export --flavor plain handout/\n"
                                        "  lossbench exercises export --flavor nbgrader course/source/lossbench   then: nbgrader generate_assignment lossbench\n"
                                        "  lossbench exercises export --flavor otter otter/                      then: otter assign otter/losses.ipynb dist/")
-    q.add_argument("--flavor", required=True, choices=["plain", "nbgrader", "otter"])
+    q.add_argument("--flavor", required=True, choices=["plain", "nbgrader", "otter"],
+                   help="plain: student notebooks to hand out; nbgrader: nbgrader's source notebooks; otter: otter-grader's")
     q.add_argument("--source", type=Path, default=None,
                    help="folder of *_solutions.ipynb (default: notebooks/exercises of this checkout)")
     q.add_argument("outdir", metavar="OUTDIR", type=Path,

@@ -303,13 +303,13 @@ def describe() -> list[str]:
     """One line per family for ``lossbench losses``: name, head, implementations, options, summary.
 
     >>> print(describe()[1])
-    bce  one_logit  bce, bce:naive, bce:reference  options: pos_weight, weight  binary cross-entropy on logits, ...
+    bce  one_logit  impl: handwritten, naive, reference  options: pos_weight, weight  binary cross-entropy on logits, ...
     """
     rows = [
         (
             f.name,
             f.head,
-            ", ".join(f.name if impl == "handwritten" else f"{f.name}:{impl}" for impl in f.implementations),
+            "impl: " + ", ".join(f.implementations),
             "options: " + ", ".join(f.options),
             f.summary,
         )

@@ -68,7 +68,7 @@ def test_check_finds_a_module_in_a_package_of_the_current_directory(student_dir,
 
 @pytest.mark.parametrize("argv, message", [
     (["check", "bcee", "student_right:bce"],
-     "lossbench check: error: Expected `name` to be one of 'softmax_ce', 'bce', 'bce_probs', 'mse', 'dlogits', "
+     "lossbench check: error: Expected EXERCISE to be one of 'softmax_ce', 'bce', 'bce_probs', 'mse', 'dlogits', "
      "'accuracy_multi', 'best_threshold', but got 'bcee'. List them with `lossbench exercises list`."),
     (["check", "bce", "student_absent:bce"],
      "lossbench check: error: could not import 'student_absent': ModuleNotFoundError: "
@@ -138,7 +138,7 @@ def test_exercises_export_writes_the_flavor(tmp_path, capsys, flavor):
 def test_exercises_export_rejects_an_unknown_flavor_and_a_missing_source(tmp_path, capsys):
     assert main(["exercises", "export", "--flavor", "moodle", str(tmp_path)]) == 2
     assert main(["exercises", "export", "--flavor", "plain", "--source", str(tmp_path), str(tmp_path / "o")]) == 2
-    assert "Expected `source` to be a folder holding *_solutions.ipynb notebooks" in capsys.readouterr().err
+    assert "Expected --source to be a folder holding *_solutions.ipynb notebooks" in capsys.readouterr().err
 
 
 def test_grade_writes_the_gradebook_and_prints_the_totals(tmp_path, capsys):
@@ -207,11 +207,11 @@ def assert_one_line_error(capsys, command: str, message: str) -> None:
 
 
 @pytest.mark.parametrize("option, value, message", [
-    ("--timeout", "inf", "Expected `timeout` to be a positive number of seconds, at most 86400 (a day), but got inf."),
-    ("--timeout", "nan", "Expected `timeout` to be a positive number of seconds, at most 86400 (a day), but got nan."),
-    ("--timeout", "1e12", "Expected `timeout` to be a positive number of seconds, at most 86400 (a day), but got 1"),
-    ("--timeout", "0", "Expected `timeout` to be a positive number of seconds, at most 86400 (a day), but got 0.0."),
-    ("--memory-mb", "512", "Expected `memory_mb` to be at least 1024"),
+    ("--timeout", "inf", "Expected --timeout to be a positive number of seconds, at most 86400 (a day), but got inf."),
+    ("--timeout", "nan", "Expected --timeout to be a positive number of seconds, at most 86400 (a day), but got nan."),
+    ("--timeout", "1e12", "Expected --timeout to be a positive number of seconds, at most 86400 (a day), but got 1"),
+    ("--timeout", "0", "Expected --timeout to be a positive number of seconds, at most 86400 (a day), but got 0.0."),
+    ("--memory-mb", "512", "Expected --memory-mb to be at least 1024"),
     ("--memory-mb", "99999999999999", "and at most 1048576 (1 TiB), but got 99999999999999."),
 ])
 def test_grade_checks_its_limits_before_grading(one_submission, tmp_path, capsys, option, value, message):
@@ -253,8 +253,8 @@ def test_grade_makes_the_folders_of_out_and_overwrites_an_existing_gradebook(one
 def test_exercises_export_to_a_file_is_a_usage_error(tmp_path, capsys, outdir):
     (tmp_path / "handout").write_text("keep me")
     assert main(["exercises", "export", "--flavor", "plain", str(tmp_path / outdir)]) == 2
-    assert_one_line_error(capsys, "exercises",
-                          f"Expected `outdir` to be a folder, but {str(tmp_path / 'handout')!r} is a file; "
+    assert_one_line_error(capsys, "exercises export",
+                          f"Expected OUTDIR to be a folder, but {str(tmp_path / 'handout')!r} is a file; "
                           "choose another path.")
     assert [p.name for p in tmp_path.iterdir()] == ["handout"] and (tmp_path / "handout").read_text() == "keep me"
 
@@ -275,7 +275,7 @@ def test_a_seed_torch_cannot_take_is_a_usage_error(one_submission, student_dir, 
     argv = (["check", "bce", "student_right:bce"] if command == "check" else
             ["grade", str(one_submission), "--exercise", "bce", "--out", str(out), "--quiet"])
     assert main(argv + ["--seed", seed]) == 2
-    assert_one_line_error(capsys, command, f"Expected `seed` to be a whole number from 0 to 9223372036854775807 "
+    assert_one_line_error(capsys, command, f"Expected --seed to be a whole number from 0 to 9223372036854775807 "
                                            f"(2**63 - 1), but got {seed}.")
     assert not out.exists()
 
