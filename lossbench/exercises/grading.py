@@ -131,8 +131,8 @@ def _child(path: str, exercise: str, function: str, seed: int, timeout: float, m
             outcome["error"] = f"no function `{function}`: define `def {signature}`"
         else:
             results = evaluate(exercise, fn, seed)
-            outcome["results"] = [{"group": r.group, "status": r.status, "hint": r.hint, "problems": r.problems,
-                                   "nonfinite": r.nonfinite} for r in results]
+            outcome["results"] = [{"number": r.number, "group": r.group, "status": r.status, "hint": r.hint, "problems": r.problems,
+                                   "nonfinite": r.nonfinite, "expected": r.expected, "actual": r.actual} for r in results]
     except BaseException as exc:  # import-time errors of the submission, SystemExit, MemoryError
         outcome["error"] = f"raised {type(exc).__name__} while loading: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     sys.stdout.flush()
@@ -222,15 +222,30 @@ def _rows(name: str, exercise: str, sizes: dict[str, int], outcome: dict[str, An
         in_group = [r for r in results if r["group"] == group]
         total = len(in_group) or size  # a submission that never ran still owes every case
         passed = sum(r["status"] == "pass" for r in in_group)
-        hints = list(dict.fromkeys(r["hint"] for r in in_group if r["status"] != "pass" and r["hint"]))
-        why = "; ".join(hints) if in_group else "; ".join(reasons)
+        failing = [r for r in in_group if r["status"] != "pass"]
+        hints = list(dict.fromkeys(r["hint"] for r in failing if r["hint"]))
+        why = ("; ".join(hints) or (_case_failure(failing[0]) if failing else "")) if in_group else "; ".join(reasons)
         rows.append({"submission": name, "exercise": exercise, "group": group, "passed": passed, "cases": total,
                      "score": passed / total, "reason": why})
     passed = sum(row["passed"] for row in rows)
     cases = sum(row["cases"] for row in rows)
+    failing = [r for r in results if r["status"] != "pass"]
+    if not reasons and failing:  # no fault of the whole submission: say which cases fail and why the first does
+        hints = list(dict.fromkeys(r["hint"] for r in failing if r["hint"]))
+        reasons.append(f"{len(failing)} of {len(results)} cases fail: " + ("; ".join(hints) or _case_failure(failing[0])))
     rows.append({"submission": name, "exercise": exercise, "group": "total", "passed": passed, "cases": cases,
                  "score": passed / cases, "reason": "; ".join(reasons)})
     return rows
+
+
+def _case_failure(result: dict[str, Any]) -> str:
+    """Why one case failed, for a case with no hint: its value against the expected one, and its first problem.
+
+    >>> _case_failure({"number": 1, "group": "basic", "expected": "1.14", "actual": "-0.94", "problems": ["the gradient differs"]})
+    'case 1 (basic): expected 1.14, got -0.94; the gradient differs'
+    """
+    what = f"case {result['number']} ({result['group']}): expected {result['expected']}, got {result['actual']}"
+    return "; ".join([what, *result["problems"][:1]])
 
 
 def _group_sizes(exercise: str) -> dict[str, int]:

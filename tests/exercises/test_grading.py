@@ -114,6 +114,20 @@ def test_a_wrong_answer_scores_its_passed_cases_with_hints(gradebook):
     assert basic.reason == "about 12 times the expected value: sum instead of mean?"
 
 
+def test_a_wrong_answer_without_hints_says_which_case_fails_and_how():
+    outcome = {"results": [
+        {"number": 1, "group": "basic", "status": "pass", "hint": None, "problems": [], "nonfinite": False, "expected": "1", "actual": "1"},
+        {"number": 2, "group": "basic", "status": "fail", "hint": None, "problems": ["the gradient differs from the reference's"],
+         "nonfinite": False, "expected": "1.14", "actual": "-0.94"},
+    ]}  # fmt: skip
+    rows = grading._rows("neg.py", "bce", {"basic": 2}, outcome, "", None)
+    assert [r["reason"] for r in rows] == [
+        "case 2 (basic): expected 1.14, got -0.94; the gradient differs from the reference's",
+        "1 of 2 cases fail: case 2 (basic): expected 1.14, got -0.94; the gradient differs from the reference's",
+    ]
+    assert rows[-1]["score"] == 0.5
+
+
 @pytest.mark.parametrize("submission, reason", [
     ("raises.py", "raised ValueError: I give up"),
     ("loops.py", f"timed out after {TIMEOUT_S:g} s"),
