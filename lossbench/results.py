@@ -212,8 +212,13 @@ def _read_frame(file: Path, columns: tuple[str, ...], losses: list[str]) -> pd.D
     """One table: it parses, has ``columns`` (numbers but for the names) and rows for every loss."""
     try:
         frame = pd.read_csv(file)
+        with open(file, "rb") as fh:  # every table is written whole, ending in a newline; a cut one lost its last row's end
+            fh.seek(-1, os.SEEK_END)
+            whole = fh.read(1) == b"\n"
     except (ValueError, OSError) as err:  # EmptyDataError, ParserError and UnicodeDecodeError are ValueErrors
         raise _unreadable(file, "a CSV table", err) from err
+    if not whole:
+        raise _damaged(f"Expected {file} to end with a newline, as written, but its last line is cut off")
     absent = [c for c in columns if c not in frame.columns]
     if absent:
         raise _damaged(f"Expected {file} to have the columns {', '.join(columns)}, but it lacks {', '.join(absent)}")

@@ -52,6 +52,10 @@ def _cut(n_bytes: int):
     return lambda path: path.write_bytes(path.read_bytes()[:n_bytes])
 
 
+def _cut_lines(n_lines: int):
+    return lambda path: path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:n_lines]))
+
+
 def _set_cell(frame: pd.DataFrame, column: str, value) -> pd.DataFrame:
     frame[column] = frame[column].astype(object)
     frame.loc[0, column] = value
@@ -79,7 +83,9 @@ DAMAGE = [
     pytest.param("config.json", _edit_config(loss_setups={"bce": "one_logit"}), r'"loss_setups" in .* maps to "one_logit"',
                  id="config-loss-setup-a-string"),
     # the tables
-    pytest.param("summary.csv", _cut(300), r"is incomplete: it has no rows for the losses 'bce', 'mse'", id="summary-cut-short"),
+    pytest.param("summary.csv", _cut_lines(4), r"is incomplete: it has no rows for the losses 'bce', 'mse'", id="summary-cut-short"),
+    pytest.param("runs.csv", lambda path: path.write_bytes(path.read_bytes()[:-150]), r"to end with a newline, as written, but its last line is cut off",
+                 id="runs-last-line-cut"),
     pytest.param("summary.csv", _edit_csv(lambda f: f[~((f["loss"] == "bce") & (f["metric"] == "test_auc"))]),
                  r"is incomplete: it has no rows for the metrics test_auc of the loss 'bce'", id="summary-without-a-metric"),
     pytest.param("summary.csv", _edit_csv(lambda f: _set_cell(f, "mean", "oops")), r"column mean of .* to hold numbers, but it holds 'oops'",
