@@ -28,7 +28,7 @@ NUMBER_ATOL = 1e-6  # accuracies and thresholds: float32 arithmetic (a .float().
 # [eps, 1 - eps] gives -log(eps) per element; PyTorch clamps log at -100. Both are accepted for
 # eps <= 1e-6, i.e. a per-element loss between -log(1e-6) = 13.8 and 100.
 CLAMP_EPS_MAX = 1e-6
-CONFIDENT_MISTAKE_RANGE = (-math.log(CLAMP_EPS_MAX), 100.0)
+CONFIDENT_MISTAKE_RANGE = (-math.log(CLAMP_EPS_MAX) * (1 - 1e-9), 100.0)  # eps = 1e-6 itself: 1 - (1 - 1e-6) rounds above 1e-6
 CONFIDENT_RIGHT_ATOL = 1e-5  # p = y exactly: the loss is 0, or -log(1 - eps) ~ eps with a clamp
 SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit integer
 

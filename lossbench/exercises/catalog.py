@@ -112,7 +112,7 @@ class Exercise:
     mistakes: tuple[Mistake, ...] = ()
     nan_hint: str = ""  # the usual cause of NaN or inf in the answer
     nan_grad_hint: str = ""  # the usual cause of NaN in the gradient when the value is finite
-    error_hints: tuple[tuple[str, str], ...] = ()  # (case group, hint) for an exception in that group
+    error_hints: tuple[tuple[Callable[[cs.Case], bool], str], ...] = ()  # (which cases, hint) for an exception in them
     grad_hint: str = ("the value is right but the gradient is not: something detaches or clamps the logits "
                       "(.detach(), .data, clamp on z?)")  # the usual cause of a right value with a wrong gradient
     group_grad_hints: tuple[tuple[str, str], ...] = ()  # (case group, hint): grad_hint for that group
@@ -137,7 +137,7 @@ def _clearly_below(actual: Any, expected: Any) -> bool:
         a, e = float(actual), float(expected)
     except (TypeError, ValueError, RuntimeError):
         return False
-    return math.isfinite(a) and a < 0.9 * e
+    return math.isfinite(a) and 0 <= a < 0.9 * e  # a negative loss is a flipped sign, not a cap
 
 
 def _finite_below(actual: Any, bound: float) -> bool:
@@ -198,8 +198,8 @@ SOFTMAX_CE = Exercise(
     nan_hint="inf/NaN at large logits: subtract the max before exp (log-sum-exp trick), "
              "log softmax(z) = z - max - log(sum(exp(z - max)))",
     nan_grad_hint="NaN in the gradient at large logits: subtract the row max before exp",
-    error_hints=(("probability targets", "the target may also hold class probabilities (float (N, C)): "
-                                         "then loss = -mean_n sum_c q_nc log p_nc"),),
+    error_hints=((lambda case: torch.is_tensor(case.inputs[1]) and case.inputs[1].is_floating_point(),
+                  "the target may also hold class probabilities (float (N, C)): then loss = -mean_n sum_c q_nc log p_nc"),),
 )
 
 BCE = Exercise(
@@ -226,8 +226,9 @@ BCE = Exercise(
     nan_hint="NaN/inf at large logits: use log-sigmoid (F.logsigmoid), or compute F.softplus(z) - y z",
     nan_grad_hint="NaN in the gradient at large logits: sigmoid then log overflows; use F.logsigmoid or F.softplus",
     group_grad_hints=(("logit exactly 0", "right value, wrong gradient at z = 0: max(z, 0) and |z| have no derivative "
-                                          "there, and autograd's choice gives 1 - y instead of 1/2 - y; use "
-                                          "F.softplus(z) - y z or F.logsigmoid"),),
+                                          "there, and autograd's choice gives 1 - y instead of 1/2 - y (use "
+                                          "F.softplus(z) - y z or F.logsigmoid); or the soft target 0.25 is taken as "
+                                          "a 0 by torch.where(y == 1, ...), which gives the same value at z = 0"),),
 )
 
 

@@ -80,8 +80,8 @@ def _fresh_inputs(case: Case) -> tuple[Any, ...]:
 def _error_hint(ex: Exercise, case: Case, err: BaseException) -> str | None:
     """The hint for an exception: the usual causes of the usual messages."""
     message = str(err)
-    for group, hint in ex.error_hints:
-        if case.group == group:
+    for applies, hint in ex.error_hints:
+        if applies(case):
             return hint
     if "in-place operation" in message or "inplace operation" in message:
         return "in-place operation on an input: write x = x - m, not x -= m (the inputs require grad)"

@@ -139,14 +139,21 @@ class CallRecorder:
         """The calls as the student wrote them: Python names when seen, else the kernels that ran."""
         return self._functions + self._python or self._kernels
 
+    def _in_forbidden_module(self, frame: FrameType | None) -> bool:
+        module = frame.f_globals.get("__name__", "") if frame is not None else ""
+        return any(module == m or module.startswith(m + ".") for m in self.forbidden.modules)
+
     def _profile(self, frame: FrameType, event: str, arg: Any) -> None:
-        if event == "call":
-            module = frame.f_globals.get("__name__", "")
-            if any(module == m or module.startswith(m + ".") for m in self.forbidden.modules):
-                code = frame.f_code
-                name = f"{module}.{getattr(code, 'co_qualname', code.co_name)}"
-                if name not in self._python:
-                    self._python.append(name)
+        # Only where other code enters a forbidden module counts (not the helpers it calls in turn), and
+        # only functions: not a module's own code run by an import, nor the code a dataclass generates.
+        if event == "call" and self._in_forbidden_module(frame) and not self._in_forbidden_module(frame.f_back):
+            code = frame.f_code
+            qualname = getattr(code, "co_qualname", code.co_name)
+            if code.co_name.startswith("<") or "__create_fn__" in qualname:
+                return
+            name = f"{frame.f_globals['__name__']}.{qualname}"
+            if name not in self._python:
+                self._python.append(name)
 
     def __enter__(self) -> "CallRecorder":
         if self.forbidden.modules:

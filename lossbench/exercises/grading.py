@@ -40,7 +40,7 @@ import torch  # imported here so that the forkserver holds it before any child f
 
 from lossbench.exercises.cases import check_seed
 from lossbench.exercises.catalog import get_exercise
-from lossbench.exercises.checker import evaluate
+from lossbench.exercises.checker import ExerciseFailed, evaluate
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -94,7 +94,9 @@ def _load_notebook(path: Path, notes: list[str]) -> dict[str, Any]:
         lines = [("# " + line) if line.lstrip().startswith(("%", "!")) else line for line in cell.source.splitlines()]
         try:
             exec(compile("\n".join(lines), f"{path.name}, cell {number}", "exec"), namespace)
-        except Exception as err:  # a failing check cell, a typo: the function may still be defined
+        except ExerciseFailed:  # the student's own check of an exercise: the graded one's cases say it all
+            continue
+        except Exception as err:  # a typo, a cell that needs what failed before: the function may still be defined
             notes.append(f"cell {number} raised {type(err).__name__}")
     return namespace
 

@@ -57,6 +57,16 @@ def dlogits_right(z, y):
     return (e / e.sum(dim=1, keepdim=True) - F.one_hot(y, z.shape[1]).to(z.dtype)) / z.shape[0]
 
 
+def bce_probs_clamp_1e6(p, y):  # eps = 1e-6, the largest the exercise allows
+    p = p.clamp(1e-6, 1 - 1e-6)
+    return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+
+
+def bce_probs_clamp_1e6_log1p(p, y):
+    p = p.clamp(1e-6, 1 - 1e-6)
+    return -(y * torch.log(p) + (1 - y) * torch.log1p(-p)).mean()
+
+
 def accuracy_right(p, y, threshold=0.5):
     return ((p >= threshold) == y.bool()).float().mean().item()  # float32 arithmetic is accepted
 
@@ -81,6 +91,8 @@ RIGHT = [
     pytest.param("bce", bce_softplus, id="bce-softplus-allowed"),
     pytest.param("bce_probs", bce_probs_right, id="bce_probs-clamp-1e-7"),
     pytest.param("bce_probs", bce_probs_log_clamp, id="bce_probs-log-clamp-100"),
+    pytest.param("bce_probs", bce_probs_clamp_1e6, id="bce_probs-clamp-1e-6"),
+    pytest.param("bce_probs", bce_probs_clamp_1e6_log1p, id="bce_probs-clamp-1e-6-log1p"),
     pytest.param("mse", mse_right, id="mse"),
     pytest.param("dlogits", dlogits_right, id="dlogits"),
     pytest.param("accuracy_multi", accuracy_right, id="accuracy-float32"),
@@ -266,6 +278,21 @@ def _wrong_axis_ce(z, y):
 
 def hints_of(results):
     return [r.hint or "" for r in results if not r.passed]
+
+
+def test_each_case_gets_the_hint_of_its_own_mistake():
+    # a flipped sign is a flipped sign at large logits too, not a capped loss
+    flipped = evaluate("bce", lambda z, y: -(F.softplus(z) - y * z).mean())
+    assert {r.hint for r in flipped} == {"the sign is flipped: a loss is -log p (a positive number), not log p"}
+    # an answer for class indices only: every case with probability targets says so, whatever its group
+    index_only = evaluate("softmax_ce", lambda z, y: -(z - torch.logsumexp(z, 1, keepdim=True)).gather(1, y[:, None]).mean())
+    failed = [r for r in index_only if not r.passed]
+    assert {r.group for r in failed} == {"probability targets", "stability"}
+    assert all(r.hint.startswith("the target may also hold class probabilities") for r in failed)
+    # soft targets read as hard ones have the right value at z = 0 with y = 0.25: the hint names that cause too
+    hard = evaluate("bce", lambda z, y: torch.where(y == 1, -F.logsigmoid(z), -F.logsigmoid(-z)).mean())
+    (at_zero,) = [r for r in hard if r.group == "logit exactly 0"]
+    assert "max(z, 0) and |z|" in at_zero.hint and "soft target 0.25 is taken as a 0" in at_zero.hint
 
 
 @pytest.mark.parametrize("name, fn, hint", WRONG)

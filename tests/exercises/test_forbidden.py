@@ -70,7 +70,7 @@ def test_functions_of_forbidden_modules_are_recorded_with_their_qualified_name()
     module = types.ModuleType("lossbench.losses.fake")
     exec("def helper(x):\n    return x * 2\ndef loss(x):\n    return helper(x).sum()\n", module.__dict__)
     rule = Forbidden(modules=("lossbench.losses",))
-    assert calls(rule, lambda: module.loss(Z)) == ["lossbench.losses.fake.loss", "lossbench.losses.fake.helper"]
+    assert calls(rule, lambda: module.loss(Z)) == ["lossbench.losses.fake.loss"]  # where it is entered, not its helpers
     assert calls(Forbidden(modules=("lossbench.thresholds",)), lambda: module.loss(Z)) == []
 
 
@@ -105,3 +105,24 @@ def test_names_missing_from_this_torch_are_skipped():
     rule = Forbidden(functions=("torch.nn.functional.no_such_loss", "torch.no_such_module.f"))
     assert calls(rule, lambda: F.cross_entropy(Z, Y)) == []
     assert not Forbidden() and rule
+
+
+def test_an_import_inside_the_function_is_not_a_call_and_calling_the_registry_names_only_what_was_called():
+    def imports_only():
+        import lossbench.losses.focal  # noqa: F401 - the module's code runs (if not yet imported), nothing is called
+
+        return F.logsigmoid(Z)
+
+    def via_registry():
+        import lossbench.losses
+
+        return lossbench.losses.get("bce")(Z[:, 0], Y.double().clamp(max=1))
+
+    rule = Forbidden(modules=("lossbench.losses",))
+    kept = sys.modules.pop("lossbench.losses.focal", None)  # so that the import runs the module's code
+    try:
+        assert calls(rule, imports_only) == []
+    finally:
+        if kept is not None:
+            sys.modules["lossbench.losses.focal"] = kept
+    assert calls(rule, via_registry) == ["lossbench.losses.registry.get", "lossbench.losses.bce.binary_cross_entropy_with_logits"]

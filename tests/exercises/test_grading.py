@@ -191,3 +191,18 @@ def test_bad_arguments_are_value_errors(tmp_path):
     with pytest.raises(ValueError, match=r"^Expected `seed` to be a whole number from 0 to 9223372036854775807"):
         grading.grade(tmp_path, "bce", seed=-1)
     assert grading.grade(tmp_path, "bce", progress=False).empty  # an empty folder is an empty gradebook
+
+
+def test_a_notebook_s_own_failing_checks_of_other_exercises_are_not_reasons(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Exercises"),
+        nbformat.v4.new_code_cell(SUBMISSIONS["right.py"]),
+        nbformat.v4.new_code_cell("from lossbench.exercises import check\ncheck('mse', lambda p, y: p.sum())  # not done yet"),
+        nbformat.v4.new_code_cell("undefined_name + 1"),
+    ]
+    nbformat.write(nb, tmp_path / "student.ipynb")
+    row = total(grading.grade(tmp_path, "bce", timeout=TIMEOUT_S, progress=False), "student.ipynb")
+    assert (row.score, row.reason) == (1.0, "cell 4 raised NameError")
