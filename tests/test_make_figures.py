@@ -21,7 +21,7 @@ def test_quick_run_writes_both_readme_figures(make_figures, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--device", "tpu"], "Expected `device` to be 'auto', 'cpu' or 'cuda', but got 'tpu'."),
+        (["--device", "tpu"], "Expected `device` to be 'auto', 'cpu', 'cuda' or 'cuda:N', but got 'tpu'."),
         (["--out", __file__], "Expected --out to be a folder"),
     ],
 )
