@@ -302,12 +302,18 @@ def _save_run(result, out: Path, task: str, draw: Callable[[Path], None] | None)
     """
     problems: list[str] = []
     failed_plots: list[BaseException] = []
+    stopped: list[KeyboardInterrupt] = []  # Ctrl-C during the plots: no more drawing, at any folder
 
     def plots(tmp: Path) -> None:
+        if stopped:
+            failed_plots.append(stopped[0])
+            return
         try:
             draw(tmp)
         except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - neither may lose the trained results
             failed_plots.append(err)
+            if isinstance(err, KeyboardInterrupt):
+                stopped.append(err)
             shutil.rmtree(tmp / "plots", ignore_errors=True)
 
     for place in (out, default_run_dir(task), None):
