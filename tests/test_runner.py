@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import filecmp
-import warnings
 
 import numpy as np
 import pandas as pd

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
