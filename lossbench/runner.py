@@ -1327,9 +1327,10 @@ def _assemble(
     predictions = {
         "models_loss": runs["loss"].to_numpy().astype(str),
         "models_seed": runs["seed"].to_numpy(),
-        "val_scores": splits["val"]["scores"].cpu().numpy().astype(np.float32),
+        # the scores in the run's own dtype, so that every metric recomputed from them is the one reported
+        "val_scores": splits["val"]["scores"].cpu().numpy(),
         "val_targets": task.val.y.numpy().astype(np.float32),
-        "test_scores": test_scores.cpu().numpy().astype(np.float32),
+        "test_scores": test_scores.cpu().numpy(),
         "test_targets": task.test.y.numpy().astype(np.float32),
     }
     return Result(runs, history, thresholds_frame, calibration_frame, summary, config, predictions)

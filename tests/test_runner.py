@@ -276,16 +276,18 @@ def test_metrics_at_one_half_are_measured_at_one_half_whatever_the_threshold_gri
     np.testing.assert_allclose(result.runs.val_accuracy, (val == p["val_targets"].astype(bool)).mean(axis=(1, 2)))
 
 
-@pytest.mark.parametrize("kind", ["binary", "multilabel"])
-def test_every_best_threshold_metric_is_measured_at_the_threshold_chosen_on_validation(kind):
-    result = lossbench.compare(tiny_task(kind), LOSSES, seeds=3, epochs=2, batch_size=16, device="cpu")
+@pytest.mark.parametrize("kind, dtype", [("binary", "float32"), ("multilabel", "float32"), ("binary", "float64")])
+def test_every_best_threshold_metric_is_measured_at_the_threshold_chosen_on_validation(kind, dtype):
+    result = lossbench.compare(tiny_task(kind), LOSSES, seeds=3, epochs=2, batch_size=16, device="cpu", dtype=dtype)
     p, runs = result.predictions, result.runs
+    assert p["test_scores"].dtype == np.dtype(dtype)  # the saved scores are the ones the metrics were measured on
+    as_scores = np.dtype(dtype).type
     grid = np.sort(result.thresholds.threshold.unique())
     for split in ("val", "test"):
         scores, y = p[f"{split}_scores"], p[f"{split}_targets"].astype(bool)  # (models, examples, K)
         right = np.empty((len(runs), len(grid), 2))  # Hamming accuracy and exact match at each threshold
         for j, t in enumerate(grid):
-            hit = (scores >= np.float32(t)) == y
+            hit = (scores >= as_scores(t)) == y
             right[:, j] = np.stack([hit.mean(axis=(1, 2)), hit.all(axis=2).mean(axis=1)], axis=1)
         if split == "val":  # the chosen threshold maximises validation accuracy, ties going to the one nearest 0.5
             best = right[:, :, 0].max(axis=1)
@@ -294,7 +296,7 @@ def test_every_best_threshold_metric_is_measured_at_the_threshold_chosen_on_vali
             np.testing.assert_allclose(runs.val_accuracy_best, best)
             continue
         at = [int(np.argmin(np.abs(grid - t))) for t in runs.best_threshold]
-        pred = scores >= np.float32(grid[at])[:, None, None]
+        pred = scores >= as_scores(grid[at])[:, None, None]
         tp, fp = (pred & y).sum(axis=(1, 2)), (pred & ~y).sum(axis=(1, 2))
         fn, tn = (~pred & y).sum(axis=(1, 2)), (~pred & ~y).sum(axis=(1, 2))
         np.testing.assert_allclose(runs.test_accuracy_best, (pred == y).mean(axis=(1, 2)))
