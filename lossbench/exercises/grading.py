@@ -215,6 +215,9 @@ def _rows(name: str, exercise: str, sizes: dict[str, int], outcome: dict[str, An
     errors = sorted({p for r in results if r["status"] == "error" for p in r["problems"]})
     if errors:
         reasons.append(errors[0])
+    failing = [r for r in results if r["status"] != "pass"]
+    if failing and not reasons:  # nothing wrong with the submission as a whole: which cases fail, and why
+        reasons.append(f"{len(failing)} of {len(results)} cases fail: {_why_cases(failing)}")
     if stderr.strip():
         reasons.append(f"wrote to stderr: {stderr.strip().splitlines()[0][:120]}")
     if outcome and outcome.get("notes"):
@@ -224,20 +227,20 @@ def _rows(name: str, exercise: str, sizes: dict[str, int], outcome: dict[str, An
         in_group = [r for r in results if r["group"] == group]
         total = len(in_group) or size  # a submission that never ran still owes every case
         passed = sum(r["status"] == "pass" for r in in_group)
-        failing = [r for r in in_group if r["status"] != "pass"]
-        hints = list(dict.fromkeys(r["hint"] for r in failing if r["hint"]))
-        why = ("; ".join(hints) or (_case_failure(failing[0]) if failing else "")) if in_group else "; ".join(reasons)
+        why = _why_cases([r for r in in_group if r["status"] != "pass"]) if in_group else "; ".join(reasons)
         rows.append({"submission": name, "exercise": exercise, "group": group, "passed": passed, "cases": total,
                      "score": passed / total, "reason": why})
     passed = sum(row["passed"] for row in rows)
     cases = sum(row["cases"] for row in rows)
-    failing = [r for r in results if r["status"] != "pass"]
-    if not reasons and failing:  # no fault of the whole submission: say which cases fail and why the first does
-        hints = list(dict.fromkeys(r["hint"] for r in failing if r["hint"]))
-        reasons.append(f"{len(failing)} of {len(results)} cases fail: " + ("; ".join(hints) or _case_failure(failing[0])))
     rows.append({"submission": name, "exercise": exercise, "group": "total", "passed": passed, "cases": cases,
                  "score": passed / cases, "reason": "; ".join(reasons)})
     return rows
+
+
+def _why_cases(failing: list[dict[str, Any]]) -> str:
+    """Why these cases fail: their hints, or where none has one, the first case's value against the expected one."""
+    hints = list(dict.fromkeys(r["hint"] for r in failing if r["hint"]))
+    return "; ".join(hints) or (_case_failure(failing[0]) if failing else "")
 
 
 def _case_failure(result: dict[str, Any]) -> str:

@@ -125,6 +125,8 @@ def test_a_wrong_answer_without_hints_says_which_case_fails_and_how():
         "1 of 2 cases fail: case 2 (basic): expected 1.14, got -0.94; the gradient differs from the reference's",
     ]
     assert rows[-1]["score"] == 0.5
+    noisy = grading._rows("neg.py", "bce", {"basic": 2}, outcome, "debug: here\n", None)[-1]["reason"]
+    assert noisy == rows[-1]["reason"] + "; wrote to stderr: debug: here"  # the cases are still named
 
 
 @pytest.mark.parametrize("submission, reason", [
