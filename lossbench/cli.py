@@ -569,7 +569,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     r.add_argument("--data", metavar="PATH",
                    help="your own data in the task's real format: titanic a CSV (titanic3, or Kaggle's train.csv), "
-                        "multilabel a PASCAL VOC 2007 folder, mammography a mini-MIAS folder (default: the shipped "
+                        "multilabel a fastai PASCAL_2007 folder (train.csv and train/), mammography a mini-MIAS folder (default: the shipped "
                         "Titanic passengers, generated digit canvases, generated SYNTHETIC patches)")
     r.add_argument("--out", metavar="DIR", help="the run directory to create (default: runs/<task>-<YYYYmmdd-HHMMSS>)")
     r.add_argument("--json", action="store_true", help="print the results as JSON on stdout instead of the table")

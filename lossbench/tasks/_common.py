@@ -206,11 +206,12 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
         )
 
 
-def check_images_fit(n: int, side: int, what: str, instead: str, copies: int = 8) -> None:
+def check_images_fit(n: int, side: int, what: str, instead: str, copies: float) -> None:
     """Refuse at once ``n`` generated images of ``side x side`` float32 pixels that this machine could not
-    hold while making them (``copies`` arrays of them at a time), instead of failing deep inside numpy.
+    hold while making them, instead of failing deep inside numpy. ``copies``: the peak memory of making
+    them, in multiples of the finished images (measured for each generator where it calls this).
 
-    >>> check_images_fit(3000, 10**5, "synthetic patches", "lower patch_size")
+    >>> check_images_fit(3000, 10**5, "synthetic patches", "lower patch_size", copies=8)
     Traceback (most recent call last):
     ...
     ValueError: Expected the synthetic patches to fit in memory, but 3,000 of 100000 x 100000 pixels need about 960,000 GB to make, ...
