@@ -271,3 +271,12 @@ def test_an_infinite_logit_gives_nan_as_documented_where_torch_keeps_a_finite_gr
     # one logit short of infinity is a finite loss of the logit's size
     big = torch.finfo(torch.float32).max / 4
     torch.testing.assert_close(binary_cross_entropy_with_logits(torch.tensor([big, -big]), torch.tensor([0.0, 1.0]), reduction="none"), torch.tensor([big, big]))
+
+
+@pytest.mark.parametrize("dtype, first_inf", [(torch.float32, 17.0), (torch.float64, 37.0)], ids=["f32", "f64"])
+def test_the_naive_form_overflows_where_its_docstring_says(dtype, first_inf):
+    # sigmoid(z) rounds to exactly 1 from this z on (on a grid of 0.5), so a confident mistake costs -log(0)
+    z = torch.arange(0.0, 60.0, 0.5, dtype=dtype)
+    losses = torch.stack([binary_cross_entropy_naive(zi.reshape(1), torch.zeros(1, dtype=dtype)) for zi in z])
+    assert z[torch.isinf(losses)].min().item() == first_inf
+    assert torch.isfinite(losses[z < first_inf]).all()
