@@ -8,8 +8,14 @@ models at once:
   norm per example is used; the runner gets it from dL/dz and the head's weights
   (:func:`body_gradient_norms`) without building dL/dh.
 
-Both are multiplied by the number of probe examples N, so that they are *per-example* gradients: for a
-binary decision with BCE, an example's entry is exactly ``p - y``.
+Both are multiplied by the number of terms the mean averages over, so that every entry is the gradient of
+*one decision's* loss, on the scale of the analytic curves dL/dz(p): for BCE exactly ``p - y``, for
+softmax across labels ``p - t``. That number is N examples times the head's
+:attr:`~lossbench.models.Head.terms_per_example`: torch's binary cross-entropy and MSE average over every
+label or area of every example, cross-entropy on a grid over every area, and softmax across labels over
+the examples only. Scaling by N alone would leave a 1-logit head's gradient on K labels divided by K, and
+softmax's across the same labels not: a factor of K between two losses that comes from the reduction,
+not from the loss.
 
 What is reported per model (DESIGN.md, "Gradient allocation"):
 
@@ -17,7 +23,8 @@ What is reported per model (DESIGN.md, "Gradient allocation"):
    makes the two logit gradients equal and opposite, so this is always one half, and it is *not* wasted:
    the gradient into the body is w1 g - w0 g = (w1 - w0) g, that of a sigmoid head with w = w1 - w0.
 2. ``label_share``: the share of sum |g| that each of the K scored outputs receives (per label, per area).
-3. ``body``: the mean over examples of ||dl_i/dh_i||, the size of the signal into the body.
+3. ``body``: the mean over examples of ||dl_i/dh_i||, the size of the signal into the body, where l_i is
+   the sum of example i's decision losses (one per label or area for a 1-logit head).
 4. ``positive_share``: the share of sum |g| coming from positive targets (y = 1) rather than negative ones.
 5. ``confidence``: mean |g| of the predictions in each confidence bin (confidence = max(p, 1 - p)),
    separately for correct and for wrong predictions at threshold 0.5. MSE's gradient vanishes on
@@ -73,17 +80,18 @@ def stacked_allocation(
     """
     n = d_outputs[0].shape[1]
     y = y.to(body_norms.dtype)
-    g = torch.cat([head.decision_gradient(d) for head, d in zip(heads, d_outputs)]).abs() * n  # (models, N, K) per-example |dl/dz|
+    terms = [n * head.terms_per_example for head in heads]  # what each loss's mean divides by
+    g = torch.cat([head.decision_gradient(d) * t for head, d, t in zip(heads, d_outputs, terms)]).abs()  # (models, N, K) per decision
     total = g.sum(dim=(1, 2))  # (models,)
     out: dict[str, torch.Tensor] = {}
 
     # 1. the negative unit of a 2-logit head
     if any(head.negative_unit for head in heads):
         negative = [
-            head.negative_unit_gradient(d) if head.negative_unit else torch.full_like(head.decision_gradient(d), torch.nan)
-            for head, d in zip(heads, d_outputs)
+            head.negative_unit_gradient(d) * t if head.negative_unit else torch.full_like(head.decision_gradient(d), torch.nan)
+            for head, d, t in zip(heads, d_outputs, terms)
         ]
-        neg = torch.cat(negative).abs().sum(dim=(1, 2)) * n
+        neg = torch.cat(negative).abs().sum(dim=(1, 2))
         out["negative_unit_share"] = neg / (neg + total)
     else:
         out["negative_unit_share"] = torch.full_like(total, torch.nan)
@@ -92,7 +100,8 @@ def stacked_allocation(
     out["label_share"] = g.sum(dim=1) / total.unsqueeze(1)  # (models, K)
 
     # 3. into the body: per-example norm over positions and features
-    out["body"] = (body_norms * n).mean(dim=1)  # (models,)
+    scale = torch.cat([body_norms.new_full((d.shape[0], 1), t) for d, t in zip(d_outputs, terms)])  # (models, 1)
+    out["body"] = (body_norms * scale).mean(dim=1)  # (models,)
 
     # 4. positive vs negative examples
     out["positive_share"] = (g * y).sum(dim=(1, 2)) / total
@@ -105,7 +114,9 @@ def stacked_allocation(
     bins = len(CONFIDENCE_EDGES) - 1
     cell = bin_of + bins * (~correct)  # bins of the correct predictions first, then of the wrong ones
     one_hot = g.new_zeros(*cell.shape, 2 * bins).scatter_(-1, cell.unsqueeze(-1), 1.0)  # (models, N, K, 2 bins)
-    count = one_hot.sum(dim=(1, 2))  # (models, 2 bins)
+    # a model with a NaN score has no confidence to bin (as runner.accuracy_at_half): NaN counts, not a last bin
+    unscored = scores.isnan().flatten(1).any(dim=1, keepdim=True)  # (models, 1)
+    count = one_hot.sum(dim=(1, 2)).masked_fill(unscored, torch.nan)  # (models, 2 bins)
     summed = (one_hot * g.unsqueeze(-1)).sum(dim=(1, 2))
     for name, half in (("correct", slice(0, bins)), ("wrong", slice(bins, 2 * bins))):
         out[f"confidence_{name}"] = summed[:, half] / count[:, half]  # NaN where a bin is empty

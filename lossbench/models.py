@@ -329,6 +329,19 @@ class Head:
         return 2 if self.style == "two_logit" else 1
 
     @property
+    def terms_per_example(self) -> int:
+        """How many terms one example adds to the loss's mean, as torch's losses reduce it.
+
+        One per scored output for a 1-logit head (binary cross-entropy and MSE average over every element)
+        and for a 2-logit head on a grid (cross-entropy averages over examples and areas); one for softmax
+        across labels, whose loss is one cross-entropy per example.
+
+        >>> Head("one_logit", "multilabel", 10).terms_per_example, Head("two_logit", "multilabel", 10).terms_per_example
+        (10, 1)
+        """
+        return 1 if self.kind == "multilabel" and self.style == "two_logit" else self.k
+
+    @property
     def negative_unit(self) -> bool:
         """Whether the head has a unit for the negative class (a 2-logit head per decision)."""
         return self.style == "two_logit" and self.kind != "multilabel"

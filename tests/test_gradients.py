@@ -126,3 +126,60 @@ def test_body_gradient_norms_equal_the_norms_of_autograds_gradient_into_the_body
     d_z, d_h = torch.autograd.grad(loss, [z, h])
     expected = d_h.flatten(2).norm(dim=2)  # (models, N): over positions and features
     torch.testing.assert_close(gradients.body_gradient_norms(d_z, w), expected)
+
+
+@pytest.mark.parametrize(
+    "style, kind, loss",
+    [("one_logit", "multilabel", "bce"), ("one_logit", "multilabel", "mse"), ("two_logit", "multilabel", "softmax_ce"),
+     ("one_logit", "grid", "bce"), ("two_logit", "grid", "softmax_ce")],
+)  # fmt: skip
+def test_every_entry_is_one_decisions_gradient_whatever_the_reduction_divides_by(style, kind, loss):
+    """BCE's mean over N x K cells and softmax's mean over N examples both give each decision its own p - y.
+
+    Scaling dL/dz by N alone left a 1-logit head's gradient on K outputs divided by K (and softmax's across
+    labels not), a factor between losses that comes from the reduction, not from the loss.
+    """
+    torch.manual_seed(5)
+    k, n = 4, 12
+    y = (torch.rand(n, k) < 0.4).double()
+    y[:, 0] = 1.0  # every example has a label (softmax across labels shares its target among them)
+    head = Head(style, kind, k)
+    w = torch.randn(3, 1 if kind == "grid" and style == "one_logit" else (2 if kind == "grid" else k), dtype=torch.float64)
+    h = torch.randn(n, k if kind == "grid" else 1, 3, dtype=torch.float64, requires_grad=True)  # grid: areas are positions
+    out = head.output((h @ w).unsqueeze(0))
+    value = get(loss)(out[0], head.target(y))
+    d_out, d_h = torch.autograd.grad(value, [out, h], retain_graph=True)
+    scores = head.scores(out.detach())
+    a = gradients.allocation(head, d_out, d_h.unsqueeze(0), scores, y)
+    p = scores[0]
+    if loss == "mse":
+        per_decision = 2 * (p - y) * p * (1 - p)  # d/dz of (sigmoid(z) - y)^2
+    elif kind == "multilabel" and style == "two_logit":
+        per_decision = p - y / y.sum(dim=1, keepdim=True)  # one cross-entropy per example, target y / k
+    else:
+        per_decision = p - y  # one binary decision per label or area
+    g = per_decision.abs()
+    assert a["positive_share"].item() == pytest.approx((g * y).sum().item() / g.sum().item())
+    right = (p >= 0.5) == y.bool()
+    bins = torch.bucketize(torch.maximum(p, 1 - p), torch.tensor(gradients.CONFIDENCE_EDGES[1:-1], dtype=p.dtype), right=True)
+    for name, group in (("correct", right), ("wrong", ~right)):
+        for b in range(len(gradients.CONFIDENCE_EDGES) - 1):
+            chosen = group & (bins == b)
+            expected = g[chosen].mean().item() if chosen.any() else float("nan")
+            assert a[f"confidence_{name}"][0, b].item() == pytest.approx(expected, nan_ok=True)
+    # into the body: per example, the norm of the gradient of its decision losses summed (the loss's sum over all)
+    (summed_h,) = torch.autograd.grad(value * n * head.terms_per_example, [h])
+    assert a["body"].item() == pytest.approx(summed_h.flatten(1).norm(dim=1).mean().item())
+
+
+def test_a_model_with_a_nan_score_has_no_confidence_bins():
+    """A NaN score is no confident prediction: its model's counts and bin means are NaN, not its last bin's."""
+    head = Head("one_logit", "binary", 1)
+    scores = torch.tensor([[[0.95], [0.2], [0.7], [0.4]], [[torch.nan], [0.2], [0.7], [0.4]]], dtype=torch.float64)
+    y = torch.tensor([[1.0], [0.0], [0.0], [1.0]], dtype=torch.float64)
+    d_out = (scores - y).reshape(2, 4) / 4
+    a = gradients.stacked_allocation([head], [d_out], torch.zeros(2, 4, dtype=torch.float64), scores, y)
+    for name in ("confidence_correct", "confidence_wrong", "confidence_correct_count", "confidence_wrong_count"):
+        assert torch.isnan(a[name][1]).all(), name
+    assert a["confidence_correct_count"][0].tolist() == [0, 0, 0, 1, 1]  # confidences 0.8 (p 0.2, y 0) and 0.95
+    assert a["confidence_wrong_count"][0].tolist() == [0, 1, 1, 0, 0]  # 0.6 (p 0.4, y 1) and 0.7 (p 0.7, y 0)
