@@ -1109,9 +1109,14 @@ def compare(
     if baseline not in losses:
         raise ValueError(f"Expected `baseline` to be one of the losses {losses}, but got {baseline!r}.")
     if any(s.head.style == "two_logit" for s in setups) and task_data.kind == "multilabel":
-        empty = int((task_data.train.y.sum(dim=1) == 0).sum())
-        if empty:
-            raise ValueError(f"Expected every training example to have a label for softmax across labels, but {empty} have none.")
+        for split in ("train", "val"):  # its target y / y.sum() is 0 / 0 without one; the probe takes val's loss
+            empty = int((getattr(task_data, split).y.sum(dim=1) == 0).sum())
+            if empty:
+                what = "training" if split == "train" else "validation"
+                raise ValueError(
+                    f"Expected every {what} example to have a label for softmax across labels (its target shares "
+                    f"the labels out), but {empty} of the {split} split's have none."
+                )
     check_fits(task_data, setups, cfg, dev, torch_dtype)
     check_representable(cfg, setups, torch_dtype)
     seed_values = seed_list(cfg.seeds)

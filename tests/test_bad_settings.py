@@ -193,6 +193,20 @@ def test_a_task_data_the_runner_cannot_train_on_is_refused(make, message):
         lossbench.compare(make(tiny_task("binary")), losses=("bce",), seeds=2, epochs=1, device="cpu")
 
 
+@pytest.mark.parametrize("split, what", [("train", "training"), ("val", "validation")])
+def test_softmax_across_labels_needs_a_label_on_every_example_it_takes_a_loss_of(split, what):
+    """Its target y / y.sum() is 0 / 0 on an example without a label: every validation record would be NaN."""
+    task = tiny_task("multilabel")
+    part = getattr(task, split)
+    y = part.y.clone()
+    y[:3] = 0.0
+    task = dataclasses.replace(task, **{split: Split(part.x, y, part.source)})
+    message = f"Expected every {what} example to have a label for softmax across labels (its target shares the labels out), but 3 of the {split} split's have none."
+    with pytest.raises(ValueError, match=re.escape(message)):
+        lossbench.compare(task, losses=("softmax_ce", "bce"), seeds=2, epochs=1, device="cpu")
+    lossbench.compare(task, losses=("bce",), seeds=2, epochs=1, device="cpu")  # sigmoids answer "no label" as they are
+
+
 def test_a_task_loaded_by_name_is_checked_like_a_task_data(monkeypatch):
     from lossbench.tasks import titanic
 
