@@ -188,7 +188,8 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
     """Where each loss sends its gradient, measured on the validation split (the probe set), in panels.
 
     1. the share of sum |dL/dz| that comes from positive examples, per epoch (the rest comes from negatives);
-    2. the mean per-example |dL/dz| in each confidence bin, max(p, 1 - p), for correct predictions and
+    2. the mean |dL/dz| of one prediction (one decision: an example, or one label or area of it; the
+       analytic curves' scale) in each confidence bin, max(p, 1 - p), for correct predictions and
        3. for wrong ones, at ``epoch`` (default: the last): MSE's gradient vanishes on confident mistakes;
     4. for a 2-logit softmax head, each unit's share of |dL/dz| (the negative unit gets half) ...
     5. ... beside the gradient that reaches the body, ||dL/dh|| per example, per epoch: a 2-logit head
@@ -233,7 +234,7 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
         ax.set_xticklabels([c[c.index("[") + 1 : -1] for c in columns], fontsize=8)
         ax.set_ylim(bottom=0)
         _decorate(
-            ax, f"|dL/dz| on {which} predictions, epoch {epoch}", "confidence max(p, 1 - p)", "mean |dL/dz| per example",
+            ax, f"|dL/dz| on {which} predictions, epoch {epoch}", "confidence max(p, 1 - p)", "mean |dL/dz| per prediction",
             legend=which == "correct",
         )
     top = max(ax_of[f"confidence_{w}"].get_ylim()[1] for w in ("correct", "wrong"))
@@ -246,7 +247,10 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
         negative = stats.band(at_epoch, "grad_negative_unit_share", ["loss"]).set_index("loss")
         for i, loss in enumerate(result.losses):
             share = negative.loc[loss, "mean"]
-            if np.isfinite(share):
+            if _head_style(result, loss) == "two_logit" and not np.isfinite(share):  # every seed diverged by now
+                ax.bar(i, 1.0, color="white", edgecolor=colors[loss], hatch="..", linewidth=0.6)
+                ax.text(i, 0.5, "no finite\ngradient\n(diverged)", ha="center", va="center", fontsize=7)
+            elif np.isfinite(share):
                 err = np.array([[share - negative.loc[loss, "ci_low"]], [negative.loc[loss, "ci_high"] - share]])
                 ax.bar(i, 1 - share, color=colors[loss], edgecolor="black", linewidth=0.6)
                 ax.bar(i, share, bottom=1 - share, color=colors[loss], alpha=0.45, hatch="//", edgecolor="black", linewidth=0.6,

@@ -1,6 +1,7 @@
 """The figures: what each panel draws equals the Result's bands, one colour per loss, titles, labels, legends, PNGs."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -155,6 +156,16 @@ def test_the_two_logit_head_splits_its_gradient_in_half_but_the_body_gets_the_fu
     assert softmax[0] == pytest.approx(bce[0], rel=1e-5)
     expected = band_of(result.history, "grad_body", "epoch", "softmax_ce")["mean"]
     np.testing.assert_allclose(softmax, expected)
+
+
+def test_a_two_logit_head_whose_every_seed_diverged_is_not_drawn_as_a_one_unit_head(results):
+    result = results["binary"]
+    history = result.history.copy()
+    history.loc[history["loss"] == "softmax_ce", "grad_negative_unit_share"] = np.nan  # no finite gradient left
+    fig = plots.gradient_allocation(dataclasses.replace(result, history=history))
+    ax = axes_titled(fig, "Share of |dL/dz| per output unit")
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["no finite\ngradient\n(diverged)", "z\n1.00", "z\n1.00"]  # softmax_ce, then bce and mse
 
 
 def test_confidence_panels_draw_the_per_bin_gradient_at_the_chosen_epoch(results):
