@@ -97,9 +97,39 @@ def _suptitle(fig: Figure, own_figure: bool, text: str) -> None:
         fig.suptitle(text, fontsize=12)
 
 
+def _seed_count(result: Result) -> int:
+    return len(result.config.get("seeds", [])) or int(result.runs["seed"].nunique())
+
+
 def _seeds_text(result: Result) -> str:
-    n = len(result.config.get("seeds", [])) or int(result.runs["seed"].nunique())
-    return f"mean and 95% CI over {n} seed{'s' if n != 1 else ''}"
+    n = _seed_count(result)
+    return "1 seed, so no confidence interval" if n == 1 else f"mean and 95% CI over {n} seeds"
+
+
+def _loss_label(result: Result, loss: str) -> str:
+    """A loss's name in a legend, with how many of its seeds diverged when any did (frozen, so their lines go flat).
+
+    >>> import types; runs = pd.DataFrame({"loss": ["bce", "bce", "mse"], "diverged": [True, False, False]})
+    >>> [_loss_label(types.SimpleNamespace(runs=runs), loss) for loss in ("bce", "mse")]
+    ['bce (diverged 1/2)', 'mse']
+    """
+    mine = result.runs[result.runs["loss"] == loss]
+    diverged = int(mine["diverged"].sum())
+    return f"{loss} (diverged {diverged}/{len(mine)})" if diverged else loss
+
+
+def _width(i: int) -> float:
+    """The line width of the i-th loss: wide lines first, so that curves lying on top of each other stay visible."""
+    return max(4.0 - 1.2 * i, 1.2)
+
+
+_MARKERS = ("o", "s", "D", "^", "v", "P", "X")  # one per loss, so that markers at the same place stay apart
+
+
+def _integer_epochs(ax: Axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _task_text(result: Result) -> str:
@@ -125,6 +155,20 @@ def _line_with_band(
         low, high = low.clip(*limits), high.clip(*limits)
     ax.fill_between(x, low, high, color=color, alpha=BAND_ALPHA, linewidth=0, zorder=1)
     ax.plot(x, band["mean"], color=color, label=label, zorder=3, **{"linewidth": 2, **line})
+
+
+def _lines_on_scale(ax: Axes, bands: Mapping[str, pd.DataFrame], x: str, colors: Mapping[str, str], legend_of: Mapping[str, str]) -> None:
+    """Non-negative quantities per epoch, one line and band per loss, on a log scale when they span decades.
+
+    On a log scale a band's lower edge is kept above a tenth of the smallest mean, where a t-interval
+    reaching 0 would otherwise plunge off the axis.
+    """
+    means = np.concatenate([b["mean"].to_numpy() for b in bands.values()]) if bands else np.array([])
+    _auto_log(ax, means)
+    positive = means[np.isfinite(means) & (means > 0)]
+    floor = positive.min() / 10 if ax.get_yscale() == "log" and len(positive) else 0.0
+    for i, (loss, b) in enumerate(bands.items()):
+        _line_with_band(ax, b[x], b, colors[loss], legend_of[loss], limits=(floor, np.inf), linewidth=_width(i))
 
 
 def _auto_log(ax: Axes, values: np.ndarray, decades: float = 1.5) -> None:
@@ -209,17 +253,22 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
     fig, axs = _panels(axes, names, ncols=3, panel_size=(5.0, 3.9), what="gradient-allocation panels")
     ax_of = dict(zip(names, axs))
     colors = loss_colors(result.losses)
+    legend_of = {loss: _loss_label(result, loss) for loss in result.losses}
     at_epoch = history[history["epoch"] == epoch]
 
     # 1. positive vs negative examples, per epoch
     ax = ax_of["positive_share"]
-    for loss, b in _loss_band(history, "grad_positive_share", "epoch").items():
-        _line_with_band(ax, b["epoch"], b, colors[loss], loss, limits=(0, 1))
+    highest = 0.0
+    for i, (loss, b) in enumerate(_loss_band(history, "grad_positive_share", "epoch").items()):
+        _line_with_band(ax, b["epoch"], b, colors[loss], legend_of[loss], limits=(0, 1), linewidth=_width(i))
+        highest = np.nanmax([highest, *b["mean"], *b["ci_high"].clip(upper=1)])
     targets = result.predictions.get("val_targets")
     if targets is not None and len(targets):
         share = float(np.mean(targets))
         ax.axhline(share, color="0.3", linestyle=":", linewidth=1.2, label=f"positives' share of the examples ({share:.0%})")
-    ax.set_ylim(0, 1)
+        highest = max(highest, share)
+    ax.set_ylim(0, 1 if highest > 0.4 else max(0.1, 1.25 * highest))  # sparse positives (a grid's areas): zoom in
+    _integer_epochs(ax)
     _decorate(ax, "Share of |dL/dz| from positive examples, per epoch", "epoch", "share of sum |dL/dz| (rest: negatives)", fontsize=7)
 
     # 2, 3. by confidence bin, correct and wrong
@@ -228,14 +277,18 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
         columns = [c for c in history.columns if c.startswith(f"grad_confidence_{which}[")]
         long = at_epoch.melt(id_vars=["loss", "seed"], value_vars=columns, var_name="bin", value_name="grad")
         long["confidence"] = long["bin"].map(lambda c: _bin_centre(c[c.index("[") + 1 : -1]))
-        for loss, b in _loss_band(long, "grad", "confidence").items():
-            _line_with_band(ax, b["confidence"], b, colors[loss], loss, marker="o", markersize=4)
+        for i, (loss, b) in enumerate(_loss_band(long, "grad", "confidence").items()):
+            _line_with_band(ax, b["confidence"], b, colors[loss], legend_of[loss], marker="o", markersize=4, linewidth=_width(i))
+            few = b[(b["n"] == 1) & (_seed_count(result) > 1)]  # one seed alone had predictions in the bin: no interval
+            ax.plot(few["confidence"], few["mean"], "o", markersize=7, markerfacecolor="white", markeredgecolor=colors[loss], zorder=4)
         ax.set_xticks([_bin_centre(c[c.index("[") + 1 : -1]) for c in columns])
         ax.set_xticklabels([c[c.index("[") + 1 : -1] for c in columns], fontsize=8)
         ax.set_ylim(bottom=0)
+        if which == "wrong":
+            ax.plot([], [], "o", markerfacecolor="white", markeredgecolor="0.3", label="hollow: one seed's predictions only")
         _decorate(
             ax, f"|dL/dz| on {which} predictions, epoch {epoch}", "confidence max(p, 1 - p)", "mean |dL/dz| per prediction",
-            legend=which == "correct",
+            fontsize=7,
         )
     top = max(ax_of[f"confidence_{w}"].get_ylim()[1] for w in ("correct", "wrong"))
     for which in ("correct", "wrong"):  # one scale for both, so their sizes compare at a glance
@@ -245,23 +298,26 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
     if "unit_share" in ax_of:
         ax = ax_of["unit_share"]
         negative = stats.band(at_epoch, "grad_negative_unit_share", ["loss"]).set_index("loss")
+        body = stats.band(at_epoch, "grad_body", ["loss"]).set_index("loss")["mean"]
         for i, loss in enumerate(result.losses):
             share = negative.loc[loss, "mean"]
-            if _head_style(result, loss) == "two_logit" and not np.isfinite(share):  # every seed diverged by now
+            diverged = not np.isfinite(body[loss]) or _head_style(result, loss) == "two_logit" and not np.isfinite(share)
+            if diverged:  # every seed's gradient is NaN by this epoch
                 ax.bar(i, 1.0, color="white", edgecolor=colors[loss], hatch="..", linewidth=0.6)
                 ax.text(i, 0.5, "no finite\ngradient\n(diverged)", ha="center", va="center", fontsize=7)
             elif np.isfinite(share):
-                err = np.array([[share - negative.loc[loss, "ci_low"]], [negative.loc[loss, "ci_high"] - share]])
                 ax.bar(i, 1 - share, color=colors[loss], edgecolor="black", linewidth=0.6)
-                ax.bar(i, share, bottom=1 - share, color=colors[loss], alpha=0.45, hatch="//", edgecolor="black", linewidth=0.6,
-                       yerr=np.nan_to_num(err), capsize=3)  # fmt: skip
+                ax.bar(i, share, bottom=1 - share, color=colors[loss], alpha=0.45, hatch="//", edgecolor="black", linewidth=0.6)
+                # the interval of the boundary between the units, 1 - share: its low end is 1 - the share's high end
+                err = np.array([[negative.loc[loss, "ci_high"] - share], [share - negative.loc[loss, "ci_low"]]])
+                ax.errorbar(i, 1 - share, yerr=np.nan_to_num(err), color="black", capsize=3, linewidth=1)
                 ax.text(i, (1 - share) / 2, f"z1\n{1 - share:.2f}", ha="center", va="center", fontsize=8)
                 ax.text(i, 1 - share / 2, f"z0\n{share:.2f}", ha="center", va="center", fontsize=8)
             else:
                 ax.bar(i, 1.0, color=colors[loss], edgecolor="black", linewidth=0.6)
                 ax.text(i, 0.5, "z\n1.00", ha="center", va="center", fontsize=8)
         ax.set_xticks(range(len(result.losses)))
-        ax.set_xticklabels(result.losses, fontsize=8)
+        ax.set_xticklabels([legend_of[loss].replace(" (", "\n(") for loss in result.losses], fontsize=8)
         ax.set_ylim(0, 1.4)  # room above the bars for the legend
         ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
         from matplotlib.patches import Patch
@@ -280,11 +336,8 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
 
     # 5. into the body, per epoch: wide lines first, so that curves lying on top of each other stay visible
     ax = ax_of["body"]
-    values = []
-    for i, (loss, b) in enumerate(_loss_band(history, "grad_body", "epoch").items()):
-        _line_with_band(ax, b["epoch"], b, colors[loss], loss, linewidth=max(4.0 - 1.2 * i, 1.2))
-        values.append(b["mean"].to_numpy())
-    _auto_log(ax, np.concatenate(values))
+    _lines_on_scale(ax, _loss_band(history, "grad_body", "epoch"), "epoch", colors, legend_of)
+    _integer_epochs(ax)
     _decorate(ax, "Gradient into the shared body, per epoch", "epoch", "mean ||dL/dh|| per example")
 
     # 6. per label / area
@@ -299,7 +352,7 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
             low = np.array([max(b["ci_low"], 0.0) for b in bands])  # a share is never below 0
             err = np.nan_to_num(np.array([means - low, [b["ci_high"] - b["mean"] for b in bands]]))
             x = np.arange(len(labels)) - 0.4 + width * (i + 0.5)
-            ax.bar(x, means, width, yerr=err, color=colors[loss], label=loss, capsize=2, error_kw={"linewidth": 0.8})
+            ax.bar(x, means, width, yerr=err, color=colors[loss], label=legend_of[loss], capsize=2, error_kw={"linewidth": 0.8})
         ax.axhline(1 / len(labels), color="0.3", linestyle=":", linewidth=1.2, label=f"equal share (1/{len(labels)})")
         ax.set_xticks(range(len(labels)))
         short = [label.replace("area ", "") for label in labels]
@@ -347,39 +400,48 @@ def accuracy_vs_threshold(result: Result, split: Literal["val", "test"] = "val",
     fig, axs = _panels(axes, names, ncols=len(names), panel_size=(5.6, 4.2), what="threshold panels")
     ax_of = dict(zip(names, axs))
     colors = loss_colors(result.losses)
+    legend_of = {loss: _loss_label(result, loss) for loss in result.losses}
     split_name = "validation" if split == "val" else "test"
+    targets = result.predictions.get(f"{split}_targets")
+    metric = str(result.config.get("threshold_metric", "accuracy")).replace("_", " ")
 
     for name in ("accuracy", "exact_match"):
         if name not in ax_of:
             continue
         ax = ax_of[name]
         curves = _loss_band(frame, name, "threshold")
-        for loss, b in curves.items():
-            _line_with_band(ax, b["threshold"], b, colors[loss], loss, limits=(0, 1))
+        for i, (loss, b) in enumerate(curves.items()):
+            _line_with_band(ax, b["threshold"], b, colors[loss], legend_of[loss], limits=(0, 1), linewidth=_width(i))
         ax.axvline(0.5, color="0.35", linestyle="--", linewidth=1, label="threshold 0.5")
-        if name == "accuracy":  # the best-validation threshold, where this accuracy peaks on validation data
+        if targets is not None and len(targets):  # what answering "no" everywhere scores: the bar to clear
+            t = np.asarray(targets).reshape(len(targets), -1)
+            floor = 1 - t.mean() if name == "accuracy" else float((t.sum(axis=1) == 0).mean())
+            ax.axhline(floor, color="0.45", linestyle=(0, (1, 2)), linewidth=1.4, label=f"all-negative answers ({floor:.3f})")
+        if name == "accuracy":  # the threshold chosen on validation data, by the run's threshold metric
             best = result.summary[result.summary["metric"] == "best_threshold"].set_index("loss")
-            for loss, b in curves.items():
+            for i, (loss, b) in enumerate(curves.items()):
                 t, low, high = best.loc[loss, ["mean", "ci_low", "ci_high"]]
                 y = np.interp(t, b["threshold"], b["mean"])
                 xerr = np.nan_to_num([[t - low], [high - t]])
-                ax.errorbar(t, y, xerr=xerr, fmt="o", color=colors[loss], markeredgecolor="black", markersize=7, capsize=4, zorder=4)
+                ax.errorbar(t, y, xerr=xerr, fmt=_MARKERS[i % len(_MARKERS)], color=colors[loss], markeredgecolor="black",
+                            markersize=7, capsize=4, zorder=4)  # fmt: skip
+            interval = "mean" if _seed_count(result) == 1 else "mean, 95% CI"
             ax.errorbar([], [], xerr=[], fmt="o", color="white", markeredgecolor="black", capsize=4,
-                        label="best-validation threshold (mean, 95% CI)")  # fmt: skip
+                        label=f"best-validation threshold by {metric} ({interval})")  # fmt: skip
         label = {"accuracy": _accuracy_label(result), "exact_match": "exact-match accuracy (all labels right)"}[name]
         title = {"accuracy": "Accuracy against the threshold", "exact_match": "Exact match against the threshold"}[name]
-        _decorate(ax, f"{title} ({split_name})", "decision threshold", label, fontsize=7, loc="lower center")
+        _decorate(ax, f"{title} ({split_name})", "decision threshold", label, fontsize=7)
 
     if "sensitivity_specificity" in ax_of:
         ax = ax_of["sensitivity_specificity"]
         for metric, style in (("sensitivity", "-"), ("specificity", "--")):
             for loss, b in _loss_band(frame, metric, "threshold").items():
-                _line_with_band(ax, b["threshold"], b, colors[loss], loss if metric == "sensitivity" else None, limits=(0, 1), linestyle=style)
+                _line_with_band(ax, b["threshold"], b, colors[loss], legend_of[loss] if metric == "sensitivity" else None, limits=(0, 1), linestyle=style)
         ax.axvline(0.5, color="0.35", linestyle="--", linewidth=1)
         ax.plot([], [], color="black", linestyle="-", label="sensitivity (true-positive rate)")
         ax.plot([], [], color="black", linestyle="--", label="specificity (true-negative rate)")
         ax.set_ylim(0, 1.02)
-        _decorate(ax, f"Sensitivity and specificity against the threshold ({split_name})", "decision threshold", "rate", fontsize=7, loc="lower center")
+        _decorate(ax, f"Sensitivity and specificity against the threshold ({split_name})", "decision threshold", "rate", fontsize=7)
 
     _suptitle(fig, axes is None, f"Accuracy against the decision threshold ({split_name} split, {_seeds_text(result)})\n{_task_text(result)}")
     return fig
@@ -409,13 +471,15 @@ def training_curves(result: Result, axes: Sequence[Axes] | None = None) -> Figur
         "val_loss": ("Validation loss", "loss, each on its own scale"),
         "val_accuracy": ("Validation accuracy at threshold 0.5", _accuracy_label(result)),
     }
+    legend_of = {loss: _loss_label(result, loss) for loss in result.losses}
     for ax, name in zip(axs, names):
-        values = []
-        for loss, b in _loss_band(result.history, name, "epoch").items():
-            _line_with_band(ax, b["epoch"], b, colors[loss], loss, limits=(0, 1) if name == "val_accuracy" else (0, np.inf))
-            values.append(b["mean"].to_numpy())
-        if name != "val_accuracy":
-            _auto_log(ax, np.concatenate(values))
+        bands = _loss_band(result.history, name, "epoch")
+        if name == "val_accuracy":
+            for i, (loss, b) in enumerate(bands.items()):
+                _line_with_band(ax, b["epoch"], b, colors[loss], legend_of[loss], limits=(0, 1), linewidth=_width(i))
+        else:
+            _lines_on_scale(ax, bands, "epoch", colors, legend_of)
+        _integer_epochs(ax)
         _decorate(ax, titles[name][0], "epoch", titles[name][1], legend=name == "val_accuracy", fontsize=8)
     _suptitle(fig, axes is None, f"Training curves ({_seeds_text(result)})\n{_task_text(result)}")
     return fig
@@ -465,7 +529,7 @@ def calibration(result: Result, axes: Sequence[Axes] | None = None) -> Figure:
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
-        _decorate(ax, loss, "mean predicted probability", "fraction positive", fontsize=7, loc="upper left")
+        _decorate(ax, _loss_label(result, loss), "mean predicted probability", "fraction positive", fontsize=7, loc="upper left")
     _suptitle(fig, axes is None, f"Calibration on the test split ({_seeds_text(result)})\n{_task_text(result)}")
     return fig
 
@@ -538,7 +602,7 @@ def loss_and_gradient_shapes(
         ax_grad.text(x, 0.5, words, transform=ax_grad.get_xaxis_transform(), **note)
         target = "y = 1" if y == 1.0 else "y = 0"
         _decorate(ax_loss, f"Loss, true label {target}", "predicted probability p of the positive class", "loss",
-                  fontsize=7, loc="upper center" if y == 1.0 else "upper center")  # fmt: skip
+                  fontsize=7)  # fmt: skip
         _decorate(ax_grad, f"dL/dz, true label {target}", "predicted probability p of the positive class", "dL/dz (gradient on the logit)",
                   fontsize=7, loc="lower right" if y == 1.0 else "upper left")  # fmt: skip
     _suptitle(fig, axes is None, "Loss and gradient as functions of the predicted probability (analytic, one example)")

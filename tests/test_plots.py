@@ -207,8 +207,9 @@ def test_accuracy_vs_threshold_marks_the_best_validation_threshold(results):
     ax = fig.axes[0]
     val = result.thresholds[result.thresholds["split"] == "val"]
     best = result.summary[result.summary["metric"] == "best_threshold"].set_index("loss")["mean"]
-    markers = [ln for ln in ax.get_lines() if ln.get_marker() == "o" and len(ln.get_xdata()) == 1]
+    markers = [ln for ln in ax.get_lines() if ln.get_marker() in plots._MARKERS and len(ln.get_xdata()) == 1]
     assert len(markers) == len(result.losses)
+    assert len({m.get_marker() for m in markers}) == len(markers)  # markers at one place stay apart
     for loss, marker in zip(result.losses, markers):
         curve = band_of(val, "accuracy", "threshold", loss)
         np.testing.assert_allclose(line(ax, loss).get_ydata(), curve["mean"])
@@ -216,6 +217,56 @@ def test_accuracy_vs_threshold_marks_the_best_validation_threshold(results):
         assert marker.get_ydata()[0] == pytest.approx(np.interp(best[loss], curve["threshold"], curve["mean"]))
         assert to_rgba(marker.get_color()) == to_rgba(plots.loss_colors(result.losses)[loss])
     assert any(list(ln.get_xdata()) == [0.5, 0.5] for ln in ax.get_lines())  # the line at 0.5
+    negatives = 1 - result.predictions["val_targets"].mean()  # answering "no" everywhere
+    assert any(list(ln.get_ydata()) == pytest.approx([negatives, negatives]) for ln in ax.get_lines())
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert f"all-negative answers ({negatives:.3f})" in legend
+    assert "best-validation threshold by accuracy (mean, 95% CI)" in legend
+
+
+def test_the_threshold_legend_names_the_metric_that_chose_it_and_one_seed_claims_no_interval():
+    result = lossbench.compare(tiny_task("binary"), ("bce", "mse"), seeds=1, epochs=1, device="cpu", threshold_metric="f1")
+    fig = plots.accuracy_vs_threshold(result)
+    assert "best-validation threshold by f1 (mean)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "1 seed, so no confidence interval" in fig.get_suptitle()
+    assert "95% CI" not in fig.get_suptitle()
+
+
+def test_a_diverged_loss_says_so_in_every_figure(results):
+    result = results["binary"]
+    runs = result.runs.copy()
+    runs.loc[runs["loss"] == "bce", "diverged"] = True  # frozen models draw flat lines: the legend must say why
+    runs.loc[(runs["loss"] == "mse") & (runs["seed"] == runs["seed"].min()), "diverged"] = True
+    diverged = dataclasses.replace(result, runs=runs)
+    for figure in ("gradient_allocation", "accuracy_vs_threshold", "training_curves"):
+        texts = [t.get_text() for ax in FIGURES[figure](diverged).axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+        assert "bce (diverged 3/3)" in texts and "mse (diverged 1/3)" in texts and "softmax_ce" in texts, figure
+    assert [ax.get_title() for ax in plots.calibration(diverged).axes] == ["softmax_ce", "bce (diverged 3/3)", "mse (diverged 1/3)"]
+
+
+def test_a_one_logit_loss_with_no_finite_gradient_left_is_drawn_as_diverged(results):
+    result = results["binary"]
+    history = result.history.copy()
+    history.loc[history["loss"] == "bce", "grad_body"] = np.nan
+    ax = axes_titled(plots.gradient_allocation(dataclasses.replace(result, history=history)), "Share of |dL/dz| per output unit")
+    assert [t.get_text() for t in ax.texts][-2:] == ["no finite\ngradient\n(diverged)", "z\n1.00"]  # bce, mse
+
+
+def test_the_unit_share_interval_sits_on_the_boundary_between_the_units(results):
+    result = results["binary"]
+    ax = axes_titled(plots.gradient_allocation(result), "Share of |dL/dz| per output unit")
+    at = result.history[result.history["epoch"] == result.history["epoch"].max()]
+    share = stats.band(at, "grad_negative_unit_share", ["loss"]).set_index("loss").loc["softmax_ce", "mean"]
+    bars = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert len(bars) == 1 and bars[0].lines[0].get_ydata()[0] == pytest.approx(1 - share)
+
+
+def test_bands_of_non_negative_quantities_stay_non_negative(results):
+    fig = plots.gradient_allocation(results["grid"])
+    for ax in fig.axes:
+        for band in (c for c in ax.collections if isinstance(c, PolyCollection)):
+            for path in band.get_paths():
+                assert path.vertices[:, 1].min() >= -1e-12, ax.get_title()
 
 
 def test_accuracy_vs_threshold_panels_by_task(results):
