@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 MASK_LEVEL = 0.25  # a pixel belongs to a lesion where its profile reaches this fraction of the peak
 CALCIFICATION_GAIN = 2.5  # specks are this much brighter than a mass at the same contrast (calcium vs soft tissue)
@@ -53,13 +52,33 @@ def power_law_noise(n: int, size: int, beta: float, rng: np.random.Generator) ->
 
 def _filtered_noise(n: int, size: int, beta: float, rng: np.random.Generator) -> np.ndarray:
     """Steps 1 and 2 of :func:`power_law_noise`: white noise through the ``f**(-beta / 2)`` filter."""
-    white = torch.from_numpy(rng.standard_normal((n, size, size), dtype=np.float32))  # (n, size, size)
-    fy = torch.fft.fftfreq(size)[:, None]  # (size, 1) cycles per pixel
-    fx = torch.fft.rfftfreq(size)[None, :]  # (1, size // 2 + 1): the real FFT keeps half the plane
-    f = torch.sqrt(fx**2 + fy**2)
-    amplitude = torch.where(f > 0, f.clamp(min=1e-12) ** (-beta / 2), 0.0)
-    fields = torch.fft.irfft2(torch.fft.rfft2(white) * amplitude, s=(size, size))  # (n, size, size)
-    return fields.numpy()
+    # numpy's FFT, not torch's: torch's rounding depends on its thread count, and the same seed must give
+    # the same patches on every machine and with any --threads
+    white = rng.standard_normal((n, size, size), dtype=np.float32)  # (n, size, size)
+    fy = np.fft.fftfreq(size)[:, None]  # (size, 1) cycles per pixel
+    fx = np.fft.rfftfreq(size)[None, :]  # (1, size // 2 + 1): the real FFT keeps half the plane
+    f = np.sqrt(fx**2 + fy**2)
+    amplitude = np.where(f > 0, np.maximum(f, 1e-12) ** (-beta / 2), 0.0).astype(np.float32)
+    return np.fft.irfft2(np.fft.rfft2(white) * amplitude, s=(size, size)).astype(np.float32)  # (n, size, size)
+
+
+NOISE_CHUNK_BYTES = 64 * 2**20
+"""How much noise field :func:`generate_patches` makes at once."""
+
+
+def _cropped_noise(n: int, size: int, beta: float, rng: np.random.Generator) -> np.ndarray:
+    """Power-law noise on ``2 size`` fields, each cropped to its top-left ``size x size`` and scaled to unit std.
+
+    Made a few fields at a time (about 64 MB of them): a field is four patches' worth of memory and its
+    Fourier transform more, so all at once took 24 times the patches' own size. The random stream is drawn
+    in the same order, so the fields are the same as all at once, bit for bit (tests).
+    """
+    out = np.empty((n, size, size), dtype=np.float32)
+    chunk = max(1, NOISE_CHUNK_BYTES // (4 * (2 * size) ** 2))  # float32 fields of 2 size x 2 size
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        out[start:stop] = _unit_std(_filtered_noise(stop - start, 2 * size, beta, rng)[:, :size, :size])
+    return out
 
 
 def _unit_std(fields: np.ndarray) -> np.ndarray:
@@ -230,8 +249,7 @@ def generate_patches(
     lesion[abnormal & ~is_mass] = "calcifications"
 
     # 2. background: anatomical (power-law) noise cut from a larger field, plus quantum (white) noise
-    field = _filtered_noise(n, 2 * size, beta, rng)  # (n, 2 size, 2 size)
-    background = _unit_std(field[:, :size, :size])  # (n, size, size)
+    background = _cropped_noise(n, size, beta, rng)  # (n, size, size)
     images = background + quantum_noise * rng.standard_normal((n, size, size), dtype=np.float32)
 
     # 3. one lesion per abnormal patch (parameters drawn for every patch, so each draw keeps its meaning)

@@ -568,3 +568,25 @@ def test_too_few_women_for_three_splits(tmp_path):
 def test_mias_films_must_cut_into_whole_patches(mias, override):
     with pytest.raises(ValueError, match="Expected `mias_downsample` to shrink 1024 pixels to a multiple of patch_size"):
         mammo.load(replace(mammo.Config(), **override), data=mias)
+
+
+def test_the_same_seed_gives_the_same_patches_with_any_number_of_threads():
+    """torch's FFT rounds differently on 1 and on 2 threads; the generator must not depend on --threads."""
+    before = torch.get_num_threads()
+    try:
+        made = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            made.append(power_law_noise(64, 32, 3.0, np.random.default_rng(7)))
+    finally:
+        torch.set_num_threads(before)
+    assert made[0].tobytes() == made[1].tobytes()
+
+
+def test_the_background_made_a_few_fields_at_a_time_equals_it_made_at_once(monkeypatch):
+    from lossbench.tasks import _mammo_synth
+
+    monkeypatch.setattr(_mammo_synth, "NOISE_CHUNK_BYTES", 4 * 64 * 64 * 7)  # 7 fields of 64 x 64 at a time
+    chunked = _mammo_synth._cropped_noise(50, 32, 3.0, np.random.default_rng(3))
+    whole = _mammo_synth._filtered_noise(50, 64, 3.0, np.random.default_rng(3))[:, :32, :32]
+    assert chunked.tobytes() == _mammo_synth._unit_std(whole).tobytes()
