@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -313,7 +314,9 @@ def read_image(path: str | Path, size: int | None, mode: str, where: str) -> np.
     """Read an image with Pillow, convert it to ``mode`` ("RGB", "L") and resize it to ``size x size``.
 
     The resize squashes the whole image to a square (bilinear), the way fastai's default "squish" does,
-    so nothing is cropped away. ``size=None`` keeps the original size. Returns ``uint8`` of shape
+    so nothing is cropped away. ``size=None`` keeps the original size. A 16-bit grey image (a scan, often)
+    is scaled to 8 bits, 0..65535 to 0..255: Pillow's own conversion would clip everything above 255 to
+    white. Floating-point images are refused, having no fixed range. Returns ``uint8`` of shape
     ``(channels, height, width)``. ``where`` says which row asked for the image; it starts the error
     message when the file is missing or cannot be decoded.
 
@@ -332,14 +335,22 @@ def read_image(path: str | Path, size: int | None, mode: str, where: str) -> np.
         found = "a folder" if path.is_dir() else "no such file"
         raise DataError(f"{where}: expected an image file at {path}, but there is {found}.")
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings(), Image.open(path) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a large image is fine: it is shrunk
             if size is not None:
                 image.draft(mode, (size, size))  # JPEG: decode at a reduced scale (much faster), if possible
+            if image.mode == "F":
+                raise DataError(f"{where}: the image {path} holds floating-point pixels; save it with 8 or 16 bits per channel.")
+            if image.mode.startswith("I"):  # 16-bit grey ("I;16", or "I" as some Pillow versions open it)
+                grey = np.asarray(image, dtype=np.float64) / 257  # 65535 -> 255
+                image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
             image = image.convert(mode)
             if size is not None:
                 image = image.resize((size, size), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except DataError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{where}: the image {path} could not be read ({err}).") from None
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]

@@ -276,3 +276,30 @@ def test_pascal_folder_that_is_not_there(tmp_path):
 def test_pascal_image_size_must_fit_the_cnn(pascal_folder):
     with pytest.raises(ValueError, match="at least 2 \\*\\* len\\(channels\\) = 8"):
         load(Config(image_size=4), data=pascal_folder())
+
+
+def test_a_16_bit_grey_image_is_scaled_to_8_bits_not_clipped_to_white(tmp_path):
+    from PIL import Image
+
+    from lossbench.tasks._common import read_image
+
+    ramp = np.linspace(0, 65535, 16 * 16).round().astype(np.uint16).reshape(16, 16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")  # 16-bit greyscale PNG
+    Image.fromarray((ramp / 257).round().astype(np.uint8)).save(tmp_path / "plain.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    deep, plain = read_image(tmp_path / "deep.png", None, "RGB", "row 1"), read_image(tmp_path / "plain.png", None, "RGB", "row 1")
+    np.testing.assert_array_equal(deep, plain)  # Pillow's own convert("RGB") would give 255 almost everywhere
+    Image.fromarray(ramp.astype(np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(DataError, match="row 2: the image .*float.tiff holds floating-point pixels"):
+        read_image(tmp_path / "float.tiff", 8, "L", "row 2")
+
+
+def test_an_image_too_large_to_decode_safely_names_its_row(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from lossbench.tasks._common import read_image
+
+    Image.new("L", (64, 64)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4,096 pixels is then more than twice the limit
+    with pytest.raises(DataError, match="row 3: the image .*big.png could not be read .*decompression bomb"):
+        read_image(tmp_path / "big.png", 8, "L", "row 3")
