@@ -212,7 +212,8 @@ def format_table(result: Result) -> str:
         what = "areas" if cfg.get("task_kind") == "grid" else "labels"
         lines.append(
             f"Accuracy is Hamming accuracy: the share of all {k} {what} of all examples predicted right. "
-            f"Exact match: the share of examples with all {k} {what} right."
+            f"Exact match: the share of examples with all {k} {what} right. "
+            f"AUC pools the scores of all {k} {what} into one ranking (micro-averaged)."
         )
     lines.append("Train loss: the mean of the last epoch's minibatch losses (none for a diverged model), on each loss's own scale, not comparable across losses.")
     undefined = result.runs["test_accuracy"].isna().groupby(result.runs["loss"], sort=False).agg(["sum", "size"])

@@ -21,7 +21,8 @@ construction. The split (``split_seed``) is stratified by the patch label.
 How hard is it? With the default data, a plain PyTorch CNN of this task's shape trained with BCE (Adam
 at 1e-3, 12 epochs) reached a test ROC AUC of 0.86 to 0.90 and an accuracy of 0.875 to 0.884 at threshold 0.5,
 where always answering "normal" scores 0.83 (3 seeds); after 30 epochs the AUC was 0.975 to 0.983. The
-grid target learns more slowly (mean per-area AUC 0.78 to 0.91 after 12 epochs, 0.94 after 30): each
+grid target learns more slowly (AUC per area, averaged over the 16 areas, 0.78 to 0.91 after 12 epochs,
+0.94 after 30; lossbench's own AUC of a grid pools every area's scores into one ranking): each
 area is abnormal in only 2.5% of the patches. Lower ``contrast`` makes both harder. The training
 defaults below (Adam at 2e-3, 10 epochs: under a minute on a 2-core CPU) gave BCE a test AUC of 0.93
 [0.90, 0.96] and an accuracy of 0.898 at 0.5 over 5 seeds in ``lossbench compare --task mammography``.
