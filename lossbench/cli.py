@@ -137,9 +137,11 @@ def parse_impl(text: str, losses: Sequence[str]) -> str | dict[str, str]:
 
 def _check_impl(impl: str) -> str:
     """A built-in implementation name, or an import path whose function can be imported (checked now, before training)."""
-    from lossbench.losses import LossNameError, load_user_function
+    from lossbench.losses import LossNameError, families, load_user_function
     from lossbench.runner import BUILT_IN_IMPLS
 
+    if impl.split(":", 1)[0] in {f.name for f in families()}:
+        return impl  # a built-in loss's name ('softmax_ce:reference'): compare() says what to write instead
     if ":" in impl:
         try:
             load_user_function(impl)

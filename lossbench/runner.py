@@ -354,6 +354,15 @@ def resolve_losses(
         bound = {k: _option_tensor(name, k, v, device, dtype) if k in _TENSOR_OPTIONS else v for k, v in settings.items()}
         if chosen in BUILT_IN_IMPLS:
             fn = loss_registry.get(f"{family_name}:{chosen}", **bound)
+        elif chosen.split(":", 1)[0] in {f.name for f in loss_registry.families()}:
+            # 'softmax_ce:reference' for bce would train bce's head with another family's loss, which fits
+            # neither its outputs nor its targets
+            other, own = chosen.split(":", 1)
+            fix = f"write the implementation as {own!r}" if other == family_name else f"add {other} to the losses instead"
+            raise ValueError(
+                f"Expected the implementation of {name!r} to be one of {', '.join(BUILT_IN_IMPLS)} or an import path "
+                f"'package.module:function', but got {chosen!r}, a built-in loss's name: {fix}."
+            )
         elif ":" in chosen:
             if bound:
                 raise ValueError(f"Expected no options for a user's loss function {chosen!r}, but got {', '.join(bound)}.")
