@@ -497,7 +497,8 @@ def _cmd_losses(args: argparse.Namespace) -> int:
     for line in losses.describe():
         print(line)
     print("\nPick an implementation with --impl naive (every loss) or --impl bce=naive (one loss), and set an option "
-          "with --loss-option bce.pos_weight=4; every loss also takes head_lr_scale, a factor on its head's learning rate.")
+          "with --loss-option bce.pos_weight=4; every loss also takes head_lr_scale, a factor on its head's learning rate "
+          "(and so on the head's weight-decay steps).")
     return EXIT_OK
 
 
@@ -555,7 +556,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=_positive(int, "--batch-size"), metavar="N", help="examples per minibatch")
     t.add_argument("--optimizer", choices=("adam", "sgd"), help="torch.optim.Adam or plain SGD")
     t.add_argument("--head-init", choices=("matched", "independent"), default="matched",
-                   help="matched: every head starts as the same function (default); independent: drawn separately")
+                   help="matched: every head starts as the same function (default; softmax across labels, which "
+                        "no set of sigmoids equals, starts from the same logits); independent: drawn separately")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any field of the task's Config, repeatable: --set hidden=64 --set val_fraction=0.25")
     t.add_argument("--target", choices=("patch", "grid"), help="mammography only: one label per patch or one per area")

@@ -481,8 +481,9 @@ def init_models(
     """Initial weights: one body per seed, copied for every loss; heads matched or independent.
 
     ``head_init="matched"`` draws one 1-logit head per seed and derives every loss's head from it
-    (:meth:`Head.from_one_logit`); ``"independent"`` draws each loss's head on its own, as a naive
-    comparison would.
+    (:meth:`Head.from_one_logit`), so that every loss starts from the same predictions; softmax across the
+    labels of a multi-label task, which no set of sigmoids equals, starts from the same logits instead.
+    ``"independent"`` draws each loss's head on its own, as a naive comparison would.
     """
     if head_init not in ("matched", "independent"):
         raise ValueError(f"Expected `head_init` to be 'matched' or 'independent', but got {head_init!r}.")

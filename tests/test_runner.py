@@ -161,6 +161,11 @@ def test_sgd_at_half_the_head_lr_makes_softmax_ce_follow_bce_exactly():
     full = lossbench.compare(task, ("softmax_ce", "bce"), **dict(kwargs, epochs=1)).history
     moved = full[full.epoch == 1].pivot(index="seed", columns="loss", values="decision_weight_change")
     assert (moved.softmax_ce > 1.5 * moved.bce).all()
+    # with weight decay the halved rate also halves the head's decay steps, so the two part (as the docs say)
+    decayed = lossbench.compare(task, ("softmax_ce", "bce"), overrides={"softmax_ce": {"head_lr_scale": 0.5}},
+                                weight_decay=0.1, **kwargs).history  # fmt: skip
+    last = decayed[decayed.epoch == 5].pivot(index="seed", columns="loss", values="decision_weight_change")
+    assert ((last.softmax_ce - last.bce).abs() > 1e-3 * last.bce).all()
 
 
 def test_two_logit_gradient_halves_on_units_but_the_body_receives_the_same_signal():
