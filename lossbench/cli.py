@@ -561,7 +561,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any field of the task's Config, repeatable: --set hidden=64 --set val_fraction=0.25")
     t.add_argument("--target", choices=("patch", "grid"), help="mammography only: one label per patch or one per area")
-    t.add_argument("--quick", action="store_true", help="the task's seconds-long smoke settings (fewer seeds and epochs)")
+    t.add_argument("--quick", action="store_true",
+                   help="the task's seconds-long smoke settings (fewer seeds and epochs): to try a command, not to draw "
+                        "conclusions from; the image tasks barely start learning in them")
     t.add_argument("--threshold-metric", choices=("accuracy", "balanced_accuracy", "f1", "exact_match"), default="accuracy",
                    help="what the best threshold maximises on the validation split (default: accuracy); balanced_accuracy "
                         "(mean of sensitivity and specificity) suits a rare positive class; exact_match needs several outputs")
