@@ -272,6 +272,7 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
     _decorate(ax, "Share of |dL/dz| from positive examples, per epoch", "epoch", "share of sum |dL/dz| (rest: negatives)", fontsize=7)
 
     # 2, 3. by confidence bin, correct and wrong
+    hollow = False
     for which in ("correct", "wrong"):
         ax = ax_of[f"confidence_{which}"]
         columns = [c for c in history.columns if c.startswith(f"grad_confidence_{which}[")]
@@ -281,10 +282,11 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
             _line_with_band(ax, b["confidence"], b, colors[loss], legend_of[loss], marker="o", markersize=4, linewidth=_width(i))
             few = b[(b["n"] == 1) & (_seed_count(result) > 1)]  # one seed alone had predictions in the bin: no interval
             ax.plot(few["confidence"], few["mean"], "o", markersize=7, markerfacecolor="white", markeredgecolor=colors[loss], zorder=4)
+            hollow = hollow or len(few) > 0
         ax.set_xticks([_bin_centre(c[c.index("[") + 1 : -1]) for c in columns])
         ax.set_xticklabels([c[c.index("[") + 1 : -1] for c in columns], fontsize=8)
         ax.set_ylim(bottom=0)
-        if which == "wrong":
+        if which == "wrong" and hollow:
             ax.plot([], [], "o", markerfacecolor="white", markeredgecolor="0.3", label="hollow: one seed's predictions only")
         _decorate(
             ax, f"|dL/dz| on {which} predictions, epoch {epoch}", "confidence max(p, 1 - p)", "mean |dL/dz| per prediction",

@@ -261,6 +261,21 @@ def test_the_unit_share_interval_sits_on_the_boundary_between_the_units(results)
     assert len(bars) == 1 and bars[0].lines[0].get_ydata()[0] == pytest.approx(1 - share)
 
 
+def test_a_confidence_bin_that_one_seed_alone_fills_is_drawn_hollow_and_said_so(results):
+    result = results["binary"]
+    history = result.history.copy()
+    last = history["epoch"] == history["epoch"].max()
+    column = "grad_confidence_wrong[0.5-0.6]"
+    history.loc[last & (history["seed"] != history["seed"].min()), column] = np.nan  # the other seeds had no such mistake
+    ax = axes_titled(plots.gradient_allocation(dataclasses.replace(result, history=history)), "|dL/dz| on wrong predictions")
+    hollow = [ln for ln in ax.get_lines() if ln.get_markerfacecolor() == "white" and len(ln.get_xdata())]
+    assert {float(x) for ln in hollow for x in ln.get_xdata()} == {0.55}
+    assert "hollow: one seed's predictions only" in [t.get_text() for t in ax.get_legend().get_texts()]
+    plain = axes_titled(plots.gradient_allocation(result), "|dL/dz| on wrong predictions")
+    if not any(ln.get_markerfacecolor() == "white" and len(ln.get_xdata()) for ln in plain.get_lines()):
+        assert "hollow: one seed's predictions only" not in [t.get_text() for t in plain.get_legend().get_texts()]
+
+
 def test_bands_of_non_negative_quantities_stay_non_negative(results):
     fig = plots.gradient_allocation(results["grid"])
     for ax in fig.axes:
