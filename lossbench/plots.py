@@ -405,7 +405,7 @@ def accuracy_vs_threshold(result: Result, split: Literal["val", "test"] = "val",
     legend_of = {loss: _loss_label(result, loss) for loss in result.losses}
     split_name = "validation" if split == "val" else "test"
     targets = result.predictions.get(f"{split}_targets")
-    metric = str(result.config.get("threshold_metric", "accuracy")).replace("_", " ")
+    chosen_by = str(result.config.get("threshold_metric", "accuracy")).replace("_", " ")
 
     for name in ("accuracy", "exact_match"):
         if name not in ax_of:
@@ -416,8 +416,8 @@ def accuracy_vs_threshold(result: Result, split: Literal["val", "test"] = "val",
             _line_with_band(ax, b["threshold"], b, colors[loss], legend_of[loss], limits=(0, 1), linewidth=_width(i))
         ax.axvline(0.5, color="0.35", linestyle="--", linewidth=1, label="threshold 0.5")
         if targets is not None and len(targets):  # what answering "no" everywhere scores: the bar to clear
-            t = np.asarray(targets).reshape(len(targets), -1)
-            floor = 1 - t.mean() if name == "accuracy" else float((t.sum(axis=1) == 0).mean())
+            answers = np.asarray(targets).reshape(len(targets), -1)
+            floor = 1 - answers.mean() if name == "accuracy" else float((answers.sum(axis=1) == 0).mean())
             ax.axhline(floor, color="0.45", linestyle=(0, (1, 2)), linewidth=1.4, label=f"all-negative answers ({floor:.3f})")
         if name == "accuracy":  # the threshold chosen on validation data, by the run's threshold metric
             best = result.summary[result.summary["metric"] == "best_threshold"].set_index("loss")
@@ -429,7 +429,7 @@ def accuracy_vs_threshold(result: Result, split: Literal["val", "test"] = "val",
                             markersize=7, capsize=4, zorder=4)  # fmt: skip
             interval = "mean" if _seed_count(result) == 1 else "mean, 95% CI"
             ax.errorbar([], [], xerr=[], fmt="o", color="white", markeredgecolor="black", capsize=4,
-                        label=f"best-validation threshold by {metric} ({interval})")  # fmt: skip
+                        label=f"best-validation threshold by {chosen_by} ({interval})")  # fmt: skip
         label = {"accuracy": _accuracy_label(result), "exact_match": "exact-match accuracy (all labels right)"}[name]
         title = {"accuracy": "Accuracy against the threshold", "exact_match": "Exact match against the threshold"}[name]
         _decorate(ax, f"{title} ({split_name})", "decision threshold", label, fontsize=7)
