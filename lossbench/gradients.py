@@ -41,6 +41,7 @@ from typing import Sequence
 import torch
 
 from lossbench.models import Head
+from lossbench.thresholds import unscored
 
 CONFIDENCE_EDGES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 """Confidence bins [0.5, 0.6), ..., [0.9, 1.0]."""
@@ -114,9 +115,8 @@ def stacked_allocation(
     bins = len(CONFIDENCE_EDGES) - 1
     cell = bin_of + bins * (~correct)  # bins of the correct predictions first, then of the wrong ones
     one_hot = g.new_zeros(*cell.shape, 2 * bins).scatter_(-1, cell.unsqueeze(-1), 1.0)  # (models, N, K, 2 bins)
-    # a model with a NaN score has no confidence to bin (as runner.accuracy_at_half): NaN counts, not a last bin
-    unscored = scores.isnan().flatten(1).any(dim=1, keepdim=True)  # (models, 1)
-    count = one_hot.sum(dim=(1, 2)).masked_fill(unscored, torch.nan)  # (models, 2 bins)
+    # a model with a NaN score has no confidence to bin: NaN counts (as all its metrics), not its last bin's
+    count = one_hot.sum(dim=(1, 2)).masked_fill(unscored(scores).unsqueeze(1), torch.nan)  # (models, 2 bins)
     summed = (one_hot * g.unsqueeze(-1)).sum(dim=(1, 2))
     for name, half in (("correct", slice(0, bins)), ("wrong", slice(bins, 2 * bins))):
         out[f"confidence_{name}"] = summed[:, half] / count[:, half]  # NaN where a bin is empty

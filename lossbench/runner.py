@@ -730,15 +730,13 @@ def _to_host(tensors: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def accuracy_at_half(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Each model's accuracy at the threshold 0.5, (models,); NaN for a model with a NaN score, as in the sweep.
-
-    A NaN score is never >= 0.5, so without the NaN such a model would be counted as predicting the negative class.
+    """Each model's accuracy at the threshold 0.5, (models,); NaN for a model with a NaN score (:func:`thr.unscored`).
 
     >>> accuracy_at_half(torch.tensor([[[0.9], [0.2]], [[0.9], [torch.nan]]]), torch.tensor([[1.0], [1.0]]))
     tensor([0.5000,    nan])
     """
     right = ((scores >= 0.5) == y.bool()).to(scores.dtype).mean(dim=(1, 2))
-    return right.masked_fill(scores.isnan().flatten(1).any(dim=1), torch.nan)
+    return right.masked_fill(thr.unscored(scores), torch.nan)
 
 
 class Recorder:
@@ -1250,7 +1248,7 @@ def _assemble(
     test_half = {k: v.cpu().numpy()[:, 0] for k, v in splits["test"]["half"].items()}
     val_half = {k: v.cpu().numpy()[:, 0] for k, v in splits["val"]["half"].items()}
     # a model with NaN validation scores (its weights went NaN) has no best threshold
-    best_threshold = np.where(splits["val"]["scores"].isnan().flatten(1).any(dim=1).cpu().numpy(), np.nan, grid.numpy()[best])
+    best_threshold = np.where(thr.unscored(splits["val"]["scores"]).cpu().numpy(), np.nan, grid.numpy()[best])
     test_scores, test_y = splits["test"]["scores"], splits["test"]["y"]
     calib = thr.calibration(test_scores, test_y)
     final = history[history["epoch"] == history["epoch"].max()].set_index("model")

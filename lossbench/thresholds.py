@@ -16,6 +16,20 @@ import torch
 METRICS = ("accuracy", "f1", "sensitivity", "specificity", "exact_match")
 
 
+
+def unscored(scores: torch.Tensor) -> torch.Tensor:
+    """Which models, ``(models,)`` bool, have a NaN score: their weights blew up, and every metric of theirs is NaN.
+
+    The one rule the sweep, the AUC, the accuracy at 0.5, the chosen threshold and the confidence bins of the
+    gradient allocation follow: a NaN is neither above nor below a threshold, so without it such a model
+    would be counted as predicting the negative class.
+
+    >>> unscored(torch.tensor([[[0.9], [0.2]], [[0.9], [torch.nan]]]))
+    tensor([False,  True])
+    """
+    return scores.isnan().flatten(1).any(dim=1)
+
+
 def _is_whole(value: object) -> bool:
     """A whole number: a Python or numpy int, not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -60,7 +74,7 @@ def sweep(scores: torch.Tensor, y: torch.Tensor, thresholds: torch.Tensor) -> di
     (tensor([[0.6667, 0.6667]], dtype=torch.float64), tensor([[1., 0.]], dtype=torch.float64))
     """
     scores = scores.detach().to(torch.float64)
-    undefined = scores.isnan().flatten(1).any(dim=1).unsqueeze(1)  # (models, 1)
+    undefined = unscored(scores).unsqueeze(1)  # (models, 1)
     y = y.to(scores.device, torch.float64).bool()  # (examples, K)
     out: dict[str, list[torch.Tensor]] = {name: [] for name in METRICS}
     pos = y.sum().double()
@@ -151,7 +165,7 @@ def auc(scores: torch.Tensor, y: torch.Tensor, average: Literal["macro", "micro"
     rank_sum = (ranks * yt).sum(dim=2)  # (models, K)
     per_output = (rank_sum - p * (p + 1) / 2) / (p * n)
     per_output = torch.where((p > 0) & (n > 0), per_output, torch.nan)
-    return torch.where(scores.isnan().flatten(1).any(dim=1), torch.nan, per_output.nanmean(dim=1))
+    return torch.where(unscored(scores), torch.nan, per_output.nanmean(dim=1))
 
 
 def _average_ranks(x: torch.Tensor) -> torch.Tensor:
