@@ -358,10 +358,13 @@ def resolve_losses(
             # 'softmax_ce:reference' for bce would train bce's head with another family's loss, which fits
             # neither its outputs nor its targets
             other, own = chosen.split(":", 1)
-            fix = f"write the implementation as {own!r}" if other == family_name else f"add {other} to the losses instead"
+            if other != family_name:
+                fix = f": to train {other}, add it to the losses instead"
+            else:
+                fix = f": write the implementation as {own!r}" if own in BUILT_IN_IMPLS else ""
             raise ValueError(
                 f"Expected the implementation of {name!r} to be one of {', '.join(BUILT_IN_IMPLS)} or an import path "
-                f"'package.module:function', but got {chosen!r}, a built-in loss's name: {fix}."
+                f"'package.module:function', but got {chosen!r}, which names the built-in loss family {other}{fix}."
             )
         elif ":" in chosen:
             if bound:

@@ -208,11 +208,13 @@ def test_softmax_across_labels_needs_a_label_on_every_example_it_takes_a_loss_of
 
 
 @pytest.mark.parametrize("impl, fix", [
-    ("softmax_ce:reference", "add softmax_ce to the losses instead"),  # would train bce's 1-logit head with cross-entropy
-    ("bce:naive", "write the implementation as 'naive'"),
+    ("softmax_ce:reference", "softmax_ce: to train softmax_ce, add it to the losses instead."),  # bce's 1-logit head, cross-entropy
+    ("bce:naive", "bce: write the implementation as 'naive'."),
+    ("bce:fancy", "bce."),
 ])
 def test_a_built_in_loss_s_name_is_not_taken_for_a_user_s_function(impl, fix):
-    message = f"Expected the implementation of 'bce' to be one of handwritten, naive, reference or an import path 'package.module:function', but got {impl!r}, a built-in loss's name: {fix}."
+    message = (f"Expected the implementation of 'bce' to be one of handwritten, naive, reference or an import path "
+               f"'package.module:function', but got {impl!r}, which names the built-in loss family {fix}")
     with pytest.raises(ValueError, match=re.escape(message)):
         lossbench.compare(tiny_task("binary"), losses=("bce",), impl={"bce": impl}, seeds=2, epochs=1, device="cpu")
 

@@ -297,7 +297,7 @@ BAD = [
                  "Expected each loss option once, but got --loss-option bce.pos_weight= twice.", id="loss-option-twice"),
     pytest.param(["--task", "mammography", "--set", "patch_size=1048576"], "Expected the synthetic patches to fit in memory, but", id="patches-past-memory"),
     pytest.param(["--task", "titanic", "--data", "{one_class}"], "cannot be trained on: Expected the train split to hold both classes", id="one-class-data"),
-    pytest.param(["--task", "titanic", "--impl", "bce=softmax_ce:reference"], "'softmax_ce:reference', a built-in loss's name: add softmax_ce to the losses instead.",
+    pytest.param(["--task", "titanic", "--impl", "bce=softmax_ce:reference"], "'softmax_ce:reference', which names the built-in loss family softmax_ce: to train softmax_ce, add it to the losses instead.",
                  id="impl-of-another-family"),
 ]
 
