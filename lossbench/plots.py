@@ -234,7 +234,8 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
     1. the share of sum |dL/dz| that comes from positive examples, per epoch (the rest comes from negatives);
     2. the mean |dL/dz| of one prediction (one decision: an example, or one label or area of it; the
        analytic curves' scale) in each confidence bin, max(p, 1 - p), for correct predictions and
-       3. for wrong ones, at ``epoch`` (default: the last): MSE's gradient vanishes on confident mistakes;
+       3. for wrong ones, at ``epoch`` (default: the last): MSE's gradient vanishes on confident mistakes (a
+       point that one seed's predictions alone make, with no interval, is drawn hollow);
     4. for a 2-logit softmax head, each unit's share of |dL/dz| (the negative unit gets half) ...
     5. ... beside the gradient that reaches the body, ||dL/dh|| per example, per epoch: a 2-logit head
        sends the body what a 1-logit head with w = w1 - w0 would, since dL/dh = (w1 - w0) dL/dz1 (BCE's
