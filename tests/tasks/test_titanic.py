@@ -6,7 +6,6 @@ import dataclasses
 import io
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
