@@ -529,8 +529,8 @@ def calibration(result: Result, axes: Sequence[Axes] | None = None) -> Figure:
             f"ECE {e['mean']:.3f}" if e is not None else "ECE n/a"
         )
         _line_with_band(ax, x, fraction, colors[loss], text, limits=(0, 1), marker="o", markersize=4)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
+        ax.set_xlim(-0.02, 1.02)  # a margin, so that points at 0 or 1 are drawn whole
+        ax.set_ylim(-0.02, 1.02)
         ax.set_aspect("equal")
         _decorate(ax, _loss_label(result, loss), "mean predicted probability", "fraction positive", fontsize=7, loc="upper left")
     _suptitle(fig, axes is None, f"Calibration on the test split ({_seeds_text(result)})\n{_task_text(result)}")
@@ -583,13 +583,17 @@ def loss_and_gradient_shapes(
     top = 5.0  # -log(p) reaches 6.9 at p = 0.001: cut the loss axis here so the bounded losses stay readable
     for col, y in enumerate((1.0, 0.0)):
         ax_loss, ax_grad = axs[col], axs[2 + col]
+        cut = False  # whether a curve leaves this loss axis (then its label says where it is cut)
         for i, name in enumerate(losses):
             shown, skipped = _scalar_options((options or {}).get(name))
             family = families[name]
+            shown = {**family.shaping_defaults(), **shown}  # focal's alpha and gamma are named even when not given
             label = name + (f" ({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else "")
             label += f" [{', '.join(skipped)} per label: not drawn]" if skipped else ""
             style = dict(color=colors[name], linestyle=_LINESTYLES[i % len(_LINESTYLES)], linewidth=max(3.2 - 0.7 * i, 1.3))
-            ax_loss.plot(p.numpy(), family.loss_of_probability(p, y, **shown).numpy(), label=label, **style)
+            loss = family.loss_of_probability(p, y, **shown).numpy()
+            cut = cut or bool(np.nanmax(loss) > top)
+            ax_loss.plot(p.numpy(), loss, label=label, **style)
             grad_label = label + (" (on z1; z0 gets minus this)" if family.head == "two_logit" else "")
             ax_grad.plot(p.numpy(), family.grad_wrt_logit(p, y, **shown).numpy(), label=grad_label, **style)
         mistake = (0.0, 0.1) if y == 1.0 else (0.9, 1.0)
@@ -604,8 +608,8 @@ def loss_and_gradient_shapes(
         ax_loss.text(x, 0.9 * top, words, **note)
         ax_grad.text(x, 0.5, words, transform=ax_grad.get_xaxis_transform(), **note)
         target = "y = 1" if y == 1.0 else "y = 0"
-        _decorate(ax_loss, f"Loss, true label {target}", "predicted probability p of the positive class", "loss",
-                  fontsize=7)  # fmt: skip
+        _decorate(ax_loss, f"Loss, true label {target}", "predicted probability p of the positive class",
+                  f"loss (axis cut at {top:g})" if cut else "loss", fontsize=7)  # fmt: skip
         _decorate(ax_grad, f"dL/dz, true label {target}", "predicted probability p of the positive class", "dL/dz (gradient on the logit)",
                   fontsize=7, loc="lower right" if y == 1.0 else "upper left")  # fmt: skip
     _suptitle(fig, axes is None, "Loss and gradient as functions of the predicted probability (analytic, one example)")

@@ -327,6 +327,27 @@ def test_loss_and_gradient_shapes_come_from_the_families():
     np.testing.assert_allclose(line(loss_y0, "bce@weighted (pos_weight=4.0)").get_ydata(), line(loss_y0, "bce").get_ydata())
 
 
+def test_shapes_name_the_defaults_that_shape_a_loss_and_say_where_the_loss_axis_is_cut():
+    fig = plots.loss_and_gradient_shapes(["focal", "focal@plain"], options={"focal@plain": {"gamma": 0.0, "alpha": None}})
+    loss_y1, loss_y0, grad_y1, grad_y0 = fig.axes
+    p = torch.tensor(line(loss_y1, "focal (alpha=0.25, gamma=2.0)").get_xdata(), dtype=torch.float64)
+    focal = loss_registry.family("focal")
+    np.testing.assert_allclose(line(loss_y0, "focal (alpha=0.25, gamma=2.0)").get_ydata(), focal.loss_of_probability(p, 0.0).numpy())
+    # gamma 0 and no alpha is plain cross-entropy, whose -log(0.001) = 6.9 leaves the axis at 5
+    plain = line(loss_y1, "focal@plain (alpha=None, gamma=0.0)").get_ydata()
+    np.testing.assert_allclose(plain, -np.log(p.numpy()))
+    assert loss_y1.get_ylim()[1] == 5 and loss_y1.get_ylabel() == "loss (axis cut at 5)"
+    bounded = plots.loss_and_gradient_shapes(["mse"])  # MSE of a probability stays under 1
+    assert bounded.axes[0].get_ylabel() == "loss"
+    assert [t.get_text() for t in bounded.axes[0].get_legend().get_texts()] == ["mse"]
+
+
+def test_calibration_points_at_the_edges_are_inside_the_frame(results):
+    for ax in plots.calibration(results["binary"]).axes:
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        assert x0 < 0 and x1 > 1 and y0 < 0 and y1 > 1
+
+
 def test_axes_can_be_given(results):
     result = results["binary"]
     fig = Figure()

@@ -33,6 +33,7 @@ class LossFamily:
     probability_loss: Callable = field(repr=False)  # the family module's loss_of_probability(p, y, ...)
     logit_gradient: Callable = field(repr=False)  # the family module's grad_wrt_logit(p, y, ...)
     check_options: Callable = field(repr=False)  # the family module's check_options(**options): raises a ValueError
+    shaping_options: tuple[str, ...] = ()  # options whose defaults change the loss from its plain form (named in legends)
 
     def loss_of_probability(self, p: Tensor, y: float | Tensor, **options) -> Tensor:
         """The loss of one binary decision as a function of the predicted probability ``p`` of the positive class.
@@ -43,6 +44,17 @@ class LossFamily:
         """
         _check_keywords(self.probability_loss, options, f"{self.name}.loss_of_probability")
         return self.probability_loss(p, y, **options)
+
+    def shaping_defaults(self) -> dict:
+        """The default values of the options that shape this loss (``shaping_options``), for naming a curve.
+
+        >>> family("focal").shaping_defaults()
+        {'alpha': 0.25, 'gamma': 2.0}
+        >>> family("bce").shaping_defaults()
+        {}
+        """
+        parameters = inspect.signature(self.probability_loss).parameters
+        return {name: parameters[name].default for name in self.shaping_options}
 
     def grad_wrt_logit(self, p: Tensor, y: float | Tensor, **options) -> Tensor:
         """Analytic dL/dz of one binary decision as a function of ``p = sigmoid(z)`` (softmax_ce: on the unit z1).
@@ -121,6 +133,7 @@ _FAMILIES: dict[str, LossFamily] = {
             probability_loss=focal.loss_of_probability,
             logit_gradient=focal.grad_wrt_logit,
             check_options=focal.check_options,
+            shaping_options=("alpha", "gamma"),
         ),
     )
 }
