@@ -3,10 +3,10 @@
 Seeds are the unit of replication: each seed gives one model per loss, all trained from the same start
 on the same batches, so the difference between two losses *on the same seed* is a paired measurement.
 The interval is Student's t: mean +- t(0.975, n - 1) * sd / sqrt(n), with the sample standard deviation.
-For a metric with a range (an accuracy, an AUC, a threshold: 0 to 1), an interval that reaches past the
-range is cut at its end, as no value can lie there; a cut interval says that few seeds or values near the
-edge leave the t-interval's normal approximation poor. A paired difference of such a metric is cut to
--1 to 1 the same way.
+For a metric with a range (an accuracy, an AUC: 0 to 1; a chosen threshold: the sweep's 0.01 to 0.99), an
+interval that reaches past the range is cut at its end, as no value can lie there; a cut interval says
+that few seeds or values near the edge leave the t-interval's normal approximation poor. A paired
+difference of such a metric is cut the same way (to -1 to 1 for a metric of 0 to 1).
 """
 from __future__ import annotations
 
@@ -17,19 +17,25 @@ import numpy as np
 import pandas as pd
 from scipy.special import stdtrit  # Student's t quantile; half the import time of scipy.stats
 
+from lossbench.thresholds import GRID_RANGE
+
 CONFIDENCE = 0.95
 
 
-UNIT_RANGE_WORDS = ("accuracy", "auc", "f1", "sensitivity", "specificity", "exact_match", "ece", "threshold", "diverged")
+UNIT_RANGE_WORDS = ("accuracy", "auc", "f1", "sensitivity", "specificity", "exact_match", "ece", "diverged")
 """Metrics whose name holds one of these words lie between 0 and 1 (``diverged``: the fraction of seeds)."""
 
 
 def metric_range(metric: str) -> tuple[float, float] | None:
     """The values ``metric`` can take, ``(low, high)``, or None when it has no fixed range (a loss).
 
+    A chosen threshold (``best_threshold``) lies on the sweep's grid, ``thresholds.GRID_RANGE``.
+
     >>> metric_range("test_accuracy_best"), metric_range("best_threshold"), metric_range("final_train_loss")
-    ((0.0, 1.0), (0.0, 1.0), None)
+    ((0.0, 1.0), (0.01, 0.99), None)
     """
+    if "threshold" in metric:
+        return GRID_RANGE
     return (0.0, 1.0) if any(word in metric for word in UNIT_RANGE_WORDS) else None
 
 

@@ -15,6 +15,9 @@ import torch
 
 METRICS = ("accuracy", "f1", "sensitivity", "specificity", "exact_match")
 
+GRID_RANGE = (0.01, 0.99)
+"""The lowest and highest threshold the sweep tries (:func:`threshold_grid`), so the range of a chosen threshold."""
+
 
 
 def unscored(scores: torch.Tensor) -> torch.Tensor:
@@ -40,11 +43,16 @@ def _is_finite(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def threshold_grid(points: int = 99, low: float = 0.01, high: float = 0.99) -> torch.Tensor:
-    """The thresholds to sweep: ``points`` evenly spaced values from ``low`` to ``high``.
+def threshold_grid(points: int = 99, low: float = GRID_RANGE[0], high: float = GRID_RANGE[1]) -> torch.Tensor:
+    """The thresholds to sweep: ``points`` evenly spaced values from ``low`` to ``high``, rounded to 12 decimals.
+
+    The rounding makes each threshold the float nearest its decimal: 0.35 is 0.35, where ``linspace``
+    alone gives 0.35000000000000003, above a score of exactly 0.35 (predicted positive, ``score >= 0.35``).
 
     >>> threshold_grid(5)
     tensor([0.0100, 0.2550, 0.5000, 0.7450, 0.9900], dtype=torch.float64)
+    >>> threshold_grid()[34].item(), threshold_grid()[54].item()
+    (0.35, 0.55)
     >>> threshold_grid(5, low=0.9, high=0.1)
     Traceback (most recent call last):
     ...
@@ -54,7 +62,7 @@ def threshold_grid(points: int = 99, low: float = 0.01, high: float = 0.99) -> t
         raise ValueError(f"Expected `points` to be a whole number at least 2, but got {points!r}.")
     if not (_is_finite(low) and _is_finite(high) and 0 <= low < high <= 1):
         raise ValueError(f"Expected `low` and `high` to be finite with 0 <= low < high <= 1, but got low={low!r}, high={high!r}.")
-    return torch.linspace(low, high, points, dtype=torch.float64)
+    return torch.linspace(low, high, points, dtype=torch.float64).round(decimals=12)
 
 
 def sweep(scores: torch.Tensor, y: torch.Tensor, thresholds: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -135,6 +143,20 @@ def best_threshold_index(metric: torch.Tensor, thresholds: torch.Tensor) -> torc
 
 
 AVERAGES = ("macro", "micro")
+
+
+def auc_average(task_kind: str) -> Literal["macro", "micro"]:
+    """How a task's AUC averages its outputs: the areas of a grid pooled (``"micro"``), labels one by one (``"macro"``).
+
+    The areas of a grid ask one question (an abnormality here?) at each place of a patch, so their
+    scores are ranked together, and an area with few abnormalities in a split does not get a noisy AUC
+    of its own. The labels of a multi-label task are different questions: each has its own ranking,
+    and the AUC is the mean over the labels with both classes in the split. One output: the same.
+
+    >>> auc_average("grid"), auc_average("multilabel")
+    ('micro', 'macro')
+    """
+    return "micro" if task_kind == "grid" else "macro"
 
 
 def auc(scores: torch.Tensor, y: torch.Tensor, average: Literal["macro", "micro"] = "macro") -> torch.Tensor:

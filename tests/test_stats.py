@@ -78,6 +78,14 @@ def test_intervals_stop_at_the_ends_of_a_metrics_range():
     assert loss_low < 0
 
 
+def test_a_chosen_thresholds_interval_stops_at_the_ends_of_the_sweep():
+    """The sweep tries 0.01 to 0.99, so a chosen threshold's interval cannot reach 0 or 1."""
+    runs = pd.DataFrame({"loss": ["a"] * 2, "seed": [0, 1], "best_threshold": [0.05, 0.95]})
+    row = stats.summarize(runs, "best_threshold", baseline=None).iloc[0]
+    assert stats.mean_ci([0.05, 0.95])[1] < 0  # the plain interval
+    assert (row["ci_low"], row["ci_high"]) == (0.01, 0.99)
+
+
 @pytest.mark.parametrize("confidence", [95, 0, 1, -0.5, float("nan"), True, "0.95"], ids=str)
 def test_mean_ci_refuses_a_confidence_that_is_not_between_0_and_1(confidence):
     with pytest.raises(ValueError) as info:

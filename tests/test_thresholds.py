@@ -46,6 +46,14 @@ def test_threshold_grid_runs_from_001_to_099_by_default():
         thr.threshold_grid(1)
 
 
+def test_each_threshold_is_the_float_nearest_its_decimal_so_a_score_at_it_counts_as_positive():
+    grid = thr.threshold_grid()
+    assert grid.tolist() == [k / 100 for k in range(1, 100)]  # linspace alone is one bit off at 0.35, 0.55, ...
+    scores = torch.tensor([[[0.35], [0.55]]], dtype=torch.float64)
+    swept = thr.sweep(scores, torch.ones(2, 1), grid)
+    assert swept["sensitivity"][0, 34] == 1.0 and swept["sensitivity"][0, 54] == 0.5  # both >= 0.35; 0.35 < 0.55
+
+
 def test_best_threshold_prefers_the_maximum_closest_to_one_half():
     grid = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9])
     metric = torch.tensor([[0.6, 0.8, 0.7, 0.8, 0.5], [0.9, 0.1, 0.1, 0.1, 0.1], [0.7, 0.7, 0.7, 0.7, 0.7]])
