@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from lossbench import thresholds as thr
 from lossbench.results import Result
 
 HEADLINE = ("test_accuracy", "test_accuracy_best", "best_threshold", "test_auc")
@@ -87,12 +88,16 @@ def reading(low: float, high: float, loss: str) -> str:
     >>> reading(float("nan"), float("nan"), "mse")
     'no interval (fewer than 2 seeds with a value)'
 
+    >>> reading(0.003816793893129637, 0.003816793893129655, "mse")  # 1/262 on every seed, up to rounding
+    'the same difference on every seed: mse is higher on each'
+
     A zero-width interval (every seed differed by the same amount, as accuracies on a small split often
     do) is said as what it is: a t-interval of no spread is no evidence of its own, only a count of seeds.
+    Zero width is up to rounding: ``205/262 - 204/262`` and ``210/262 - 209/262`` differ in their last bit.
     """
     if not (math.isfinite(low) and math.isfinite(high)):
         return "no interval (fewer than 2 seeds with a value)"
-    if low == high != 0:
+    if math.isclose(low, high, rel_tol=1e-9, abs_tol=1e-15) and not math.isclose(low, 0, abs_tol=1e-12):
         return f"the same difference on every seed: {loss} is {'higher' if low > 0 else 'lower'} on each"
     if low > 0:
         return f"interval excludes 0: {loss} is higher"
@@ -188,13 +193,14 @@ def format_table(result: Result) -> str:
     task_cfg = cfg.get("task_config", {})
     n_seeds = len(cfg.get("seeds", [])) or int(table["seeds"].max())
     sizes = cfg.get("sizes", {})
+    spread = f"mean [95% CI] over {_count(n_seeds, 'seed')}" if n_seeds > 1 else "1 seed, so no interval"
     lines = [
         f"{cfg.get('task', '')}: {cfg.get('task_description', '')}",
         f"{_count(len(result.losses), 'loss', 'losses')} x {_count(n_seeds, 'seed')}, {_count(task_cfg.get('epochs', '?'), 'epoch')}, "
         f"{task_cfg.get('optimizer', '?')} "
         f"(lr {task_cfg.get('lr', '?')}, batch {task_cfg.get('batch_size', '?')}), device {cfg.get('device', '?')}; "
         f"train/val/test {sizes.get('train', '?')}/{sizes.get('val', '?')}/{sizes.get('test', '?')}",
-        f"Test split, mean [95% CI] over {_count(n_seeds, 'seed')}; the best threshold is chosen on the validation split"
+        f"Test split, {spread}; the best threshold is chosen on the validation split"
         + ("." if cfg.get("threshold_metric", "accuracy") == "accuracy" else f", by its {cfg['threshold_metric'].replace('_', ' ')}."),
     ]
     metrics = _metrics(result, HEADLINE)
@@ -210,10 +216,14 @@ def format_table(result: Result) -> str:
     if _multi(result):
         k = len(cfg["label_names"])
         what = "areas" if cfg.get("task_kind") == "grid" else "labels"
+        auc = (
+            f"AUC pools the scores of all {k} {what} into one ranking (micro-averaged)."
+            if thr.auc_average(cfg.get("task_kind", "")) == "micro"
+            else f"AUC is the mean of the {k} {what}' own AUCs (macro-averaged; a label with no positive or no negative example in the split is left out)."
+        )
         lines.append(
             f"Accuracy is Hamming accuracy: the share of all {k} {what} of all examples predicted right. "
-            f"Exact match: the share of examples with all {k} {what} right. "
-            f"AUC pools the scores of all {k} {what} into one ranking (micro-averaged)."
+            f"Exact match: the share of examples with all {k} {what} right. {auc}"
         )
     lines.append("Train loss: the mean of the last epoch's minibatch losses (none for a diverged model), on each loss's own scale, not comparable across losses.")
     undefined = result.runs["test_accuracy"].isna().groupby(result.runs["loss"], sort=False).agg(["sum", "size"])
@@ -238,8 +248,14 @@ def format_differences(result: Result) -> str:
     if d.empty:
         return f"Paired differences: none (only the baseline {result.baseline} was trained)."
     lines = [f"Paired differences to {result.baseline} (loss minus {result.baseline} on the same seeds, mean [95% CI]):"]
+    seeds = result.runs.groupby("loss")["seed"].nunique()
+
+    def paired(r: pd.Series) -> str:  # a seed where either model has no value (NaN predictions) pairs with nothing
+        total = int(seeds[r["loss"]])
+        return f"; from {r['n']} of {total} seeds, where both have a value" if r["n"] < total else ""
+
     rows = [
-        [r["loss"], LABELS[r["metric"]], _interval(r["diff_mean"], r["diff_low"], r["diff_high"], sign=True), r["reading"]]
+        [r["loss"], LABELS[r["metric"]], _interval(r["diff_mean"], r["diff_low"], r["diff_high"], sign=True), r["reading"] + paired(r)]
         for _, r in d.iterrows()
     ]
     lines += _align(rows)

@@ -777,7 +777,7 @@ class Recorder:
             "train_loss": train_loss,
             "val_loss": probed.pop("val_loss"),
             "val_accuracy": accuracy_at_half(scores, y),
-            "val_auc": thr.auc(scores, y, average="micro" if self.task.kind == "grid" else "macro"),
+            "val_auc": thr.auc(scores, y, average=thr.auc_average(self.task.kind)),
             **probed,
             "decision_weight_change": torch.cat(
                 [(s.head.decision_weight(h).detach() - w0).flatten(1).norm(dim=1) for s, h, w0 in zip(self.setups, models.heads, self.initial)]
@@ -1242,7 +1242,7 @@ def _assemble(
     chosen_by = thr.selection_metric(splits["val"]["sweep"], options.get("threshold_metric", "accuracy"))
     best = thr.best_threshold_index(chosen_by, grid).cpu().numpy()
     multi = task.n_outputs > 1
-    average = "micro" if task.kind == "grid" else "macro"
+    average = thr.auc_average(task.kind)
     m = len(setups) * len(seeds)
     rows = np.arange(m)
     test_sweep = {k: v.cpu().numpy() for k, v in splits["test"]["sweep"].items()}

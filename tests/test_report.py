@@ -109,10 +109,30 @@ def test_paired_differences_read_in_plain_words(result):
         pytest.param(float("nan"), float("nan"), "no interval (fewer than 2 seeds with a value)", id="one-seed"),
         pytest.param(-0.02, -0.02, "the same difference on every seed: x is lower on each", id="no-spread"),
         pytest.param(0.0, 0.0, "interval includes 0: no clear difference", id="no-difference"),
+        pytest.param(0.0, 1e-17, "interval includes 0: no clear difference", id="no-difference-up-to-rounding"),
+        pytest.param(0.004, 0.0041, "interval excludes 0: x is higher", id="narrow-but-spread"),
     ],
 )
 def test_reading(low, high, expected):
     assert report.reading(low, high, "x") == expected
+
+
+def test_one_more_right_answer_on_every_seed_reads_as_the_same_difference_despite_rounding():
+    # 205/262 - 204/262 and 210/262 - 209/262 differ in their last bit: an interval about 1e-17 wide
+    right = np.array([205, 207, 210])
+    result = made_result({"mse": metrics(list(right / 262)), "bce": metrics(list((right - 1) / 262))})
+    d = report.differences(result).set_index(["loss", "metric"]).loc[("mse", "test_accuracy")]
+    assert 0 < d["diff_high"] - d["diff_low"] < 1e-15
+    assert d["reading"] == "the same difference on every seed: mse is higher on each"
+
+
+def test_a_difference_from_fewer_seeds_than_were_trained_says_so():
+    # bce has no test accuracy on seeds 2 and 3 (NaN predictions): the difference pairs seeds 0 and 1 only
+    result = made_result({"mse": metrics([0.80, 0.81, 0.80, 0.80]), "bce": metrics([0.79, 0.80, float("nan"), float("nan")])})
+    line = next(x for x in report.format_differences(result).splitlines() if "test acc @0.5 " in x)
+    assert line.endswith("; from 2 of 4 seeds, where both have a value")
+    full = next(x for x in report.format_differences(result).splitlines() if "test AUC" in x)
+    assert "seeds, where" not in full
 
 
 def test_multi_label_tables_say_hamming_and_add_exact_match():
@@ -123,8 +143,10 @@ def test_multi_label_tables_say_hamming_and_add_exact_match():
     assert "Hamming accuracy: the share of all 10 labels" in text
     d = report.differences(result)
     assert "test_exact_match" in set(d["metric"])
+    assert "AUC is the mean of the 10 labels' own AUCs (macro-averaged" in text  # as the runner computes it
     grid = made_result(values, labels=tuple(f"area r{i}c{j}" for i in range(4) for j in range(4)), kind="grid")
     assert "all 16 areas" in report.format_table(grid)
+    assert "AUC pools the scores of all 16 areas into one ranking (micro-averaged)." in report.format_table(grid)
 
 
 def test_one_seed_gives_means_without_intervals_and_strict_json():
@@ -132,6 +154,7 @@ def test_one_seed_gives_means_without_intervals_and_strict_json():
     text = report.format_table(result)
     row = next(line for line in text.splitlines() if line.strip().startswith("bce"))
     assert row.split()[1] == "0.800" and "[" not in row
+    assert "Test split, 1 seed, so no interval; " in text and "95% CI" not in text
     assert "no interval (fewer than 2 seeds with a value)" in report.format_differences(result)
 
     def no_nan(token):
