@@ -126,6 +126,10 @@ def cross_entropy(
 ) -> Tensor:
     r"""Softmax cross-entropy from first principles, stable for logits of any finite size (log-sum-exp).
 
+    Finite in value and gradient as long as one decision's logits differ by less than the largest float
+    (3.4e38 in float32). Past that, a class's log-probability is ``-inf``: a class with no weight in the
+    target adds exactly 0, and one with weight (through the target or label smoothing) makes the loss ``inf``.
+
     ``output`` is ``(N, C)`` or ``(N, C, d1, ...)`` logits (or ``(C,)`` for one example); ``target`` is class
     indices ``(N,)`` / ``(N, d1, ...)`` or class probabilities of the output's shape. Same semantics as
     ``torch.nn.functional.cross_entropy`` (without ``ignore_index``). With the log-softmax
@@ -171,7 +175,7 @@ def cross_entropy(
     w = None if weight is None else weight.view((1, n_classes) + (1,) * (output.ndim - 2))  # broadcasts on dim 1
 
     # 1. log-softmax through log-sum-exp: log p_c = (z_c - m) - log sum_k e^(z_k - m), m = max_k z_k.
-    log_p = log_softmax(output, dim=1)  # (N, C, d1, ...), finite for any finite logits
+    log_p = log_softmax(output, dim=1)  # (N, C, d1, ...), finite while the logits differ by less than the largest float
 
     if _is_probability_target(output, target):
         check_unit_interval(target)
@@ -179,7 +183,8 @@ def cross_entropy(
         t = (1.0 - eps) * target + eps / n_classes if eps > 0 else target  # (N, C, d1, ...)
         if w is not None:
             t = t * w
-        loss = -(t * log_p).sum(dim=1)  # (N, d1, ...)
+        # a class with no weight adds exactly 0, as in the index form, even where log p = -inf (logits ~1e38 apart)
+        loss = -torch.where(t == 0, 0.0, t * log_p).sum(dim=1)  # (N, d1, ...)
         return reduce(loss, reduction)  # the mean divides by N * d1 * ..., not by the weights
 
     check_class_indices(target, n_classes)

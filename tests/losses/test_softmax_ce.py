@@ -107,6 +107,21 @@ def test_extreme_logits_handwritten_is_finite_and_equals_torch(dtype, scale, kin
         assert got[1].item() == pytest.approx(2 * scale)
 
 
+@pytest.mark.parametrize("dtype, big", [(torch.float32, 3e38), (torch.float16, 4e4)], ids=["f32", "f16"])
+def test_logits_further_apart_than_the_largest_float_cost_as_index_targets_do(dtype, big):
+    # z0 - z1 overflows to inf, so log p1 = -inf: a one-hot target gives that class no weight, and adds 0
+    output = torch.tensor([[big, -big], [0.5, 0.0]], dtype=dtype)
+    one_hot = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=dtype)
+    got, got_grad = value_and_grad(cross_entropy, output, one_hot)
+    want, want_grad = value_and_grad(cross_entropy, output, torch.tensor([0, 0]))
+    assert torch.isfinite(got) and torch.isfinite(got_grad).all()
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_grad, want_grad)
+    assert got.item() == pytest.approx(F.cross_entropy(output[1:].double(), torch.tensor([0])).item() / 2, rel=1e-3)
+    # weight on the far class (label smoothing) is a loss beyond the float range: inf, as documented
+    assert cross_entropy(output[:1], torch.tensor([0]), label_smoothing=0.1).isinf()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("scale", [1e3, 1e4])
 def test_naive_softmax_ce_is_nan_at_large_logits_which_is_why_we_subtract_the_max(dtype, scale):
