@@ -80,8 +80,11 @@ def binary_cross_entropy_with_logits(
 ) -> Tensor:
     r"""Binary cross-entropy from logits, finite in value and gradient for every finite logit.
 
-    An infinite logit gives NaN in value and gradient (from ``0 * inf``). So does torch's value, but for
-    ``z = +inf, y = 0`` (``inf``), while its gradient stays finite. A logit that large has already
+    (Each example's loss, that is: a mean or sum of losses near the largest float, from logits about
+    1e38 in float32, overflows to ``inf`` as any such sum does; torch's does too.)
+
+    An infinite logit gives NaN in value and gradient (from ``0 * inf``). So does torch's value, except at
+    ``z = +inf`` with ``y < 1`` (``inf``), while its gradient stays finite. A logit that large has already
     overflowed upstream.
 
     .. math:: \ell = -w \left[\, p_w\, y \log \sigma(z) + (1 - y) \log \sigma(-z) \,\right]

@@ -74,8 +74,8 @@ def focal_loss(
     reduction: Reduction = "mean",
 ) -> Tensor:
     r"""Focal loss from logits, finite in value and gradient for every finite logit and every ``gamma >= 0``
-    (up to ``|z|`` near the largest float, about ``3.4e38 / (gamma + 1)`` in float32, where ``gamma``
-    times the loss overflows in the backward pass).
+    (up to ``|z|`` near the largest float, about ``3.4e38 / gamma`` in float32, where ``gamma`` times the
+    loss overflows in the backward pass).
 
     .. math:: \mathrm{FL} = \alpha_t\, e^{\gamma \log(1 - p_t)}\, \mathrm{CE}, \qquad
               \mathrm{CE} = -[\,y \log\sigma(z) + (1 - y) \log\sigma(-z)\,]

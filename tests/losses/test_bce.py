@@ -271,6 +271,12 @@ def test_an_infinite_logit_gives_nan_as_documented_where_torch_keeps_a_finite_gr
     # one logit short of infinity is a finite loss of the logit's size
     big = torch.finfo(torch.float32).max / 4
     torch.testing.assert_close(binary_cross_entropy_with_logits(torch.tensor([big, -big]), torch.tensor([0.0, 1.0]), reduction="none"), torch.tensor([big, big]))
+    # torch's value is inf at z = +inf for every y < 1, a soft target included
+    assert F.binary_cross_entropy_with_logits(torch.tensor([float("inf")]), torch.tensor([0.5])).isinf()
+    # each loss is finite; their mean sums past the largest float first, and overflows, as torch's does
+    huge = torch.tensor([2e38, 2e38])
+    assert binary_cross_entropy_with_logits(huge, torch.zeros(2), reduction="none").isfinite().all()
+    assert binary_cross_entropy_with_logits(huge, torch.zeros(2)).isinf() and F.binary_cross_entropy_with_logits(huge, torch.zeros(2)).isinf()
 
 
 @pytest.mark.parametrize("dtype, first_inf", [(torch.float32, 17.0), (torch.float64, 37.0)], ids=["f32", "f64"])
@@ -280,3 +286,14 @@ def test_the_naive_form_overflows_where_its_docstring_says(dtype, first_inf):
     losses = torch.stack([binary_cross_entropy_naive(zi.reshape(1), torch.zeros(1, dtype=dtype)) for zi in z])
     assert z[torch.isinf(losses)].min().item() == first_inf
     assert torch.isfinite(losses[z < first_inf]).all()
+
+
+def test_the_naive_form_takes_a_soft_target_for_a_zero_as_its_docstring_and_notebook_1_say():
+    z, y = torch.tensor([2.0], dtype=F64), torch.tensor([0.7], dtype=F64)
+    as_zero = -torch.log(1 - torch.sigmoid(z))  # 2.1269: the loss of a label 0
+    formula = -(y * torch.log(torch.sigmoid(z)) + (1 - y) * torch.log(1 - torch.sigmoid(z)))  # 0.7269
+    torch.testing.assert_close(binary_cross_entropy_naive(z, y), as_zero.mean())
+    torch.testing.assert_close(binary_cross_entropy_with_logits(z, y), formula.mean())
+    # for labels 0 and 1 the picked form is the formula
+    hard = torch.tensor([0.0, 1.0], dtype=F64)
+    torch.testing.assert_close(binary_cross_entropy_naive(z.expand(2), hard), binary_cross_entropy_with_logits(z.expand(2), hard))

@@ -215,12 +215,20 @@ def test_options_that_would_give_a_negative_loss_are_refused_by_both_forms(fn, o
     assert str(info.value).startswith(message)
 
 
-@pytest.mark.parametrize("dtype, big", [(torch.float32, 1.1e38), (torch.float64, 5e307)], ids=["float32", "float64"])
+@pytest.mark.parametrize("dtype, big", [(torch.float32, 1.6e38), (torch.float64, 8.5e307)], ids=["float32", "float64"])
 @pytest.mark.parametrize("y", [0.0, 1.0])
 def test_gradient_is_finite_up_to_the_documented_limit_near_the_largest_float(dtype, big, y):
-    # below about float max / (gamma + 1): a confident mistake has gradient +-1, a confident right answer 0
+    # below about float max / gamma (1.7e38 and 9e307 for gamma 2): a confident mistake has gradient +-1,
+    # a confident right answer 0
     z = torch.tensor([big, -big], dtype=dtype, requires_grad=True)
     loss = focal_loss(z, torch.full((2,), y, dtype=dtype), alpha=None, gamma=2.0, reduction="sum")
     (grad,) = torch.autograd.grad(loss, z)
     expected = [1.0, 0.0] if y == 0.0 else [0.0, -1.0]
     assert loss.item() == pytest.approx(big, rel=1e-6) and grad.tolist() == expected
+
+
+def test_past_the_documented_limit_the_backward_pass_overflows():
+    # gamma times the loss passes the float32 maximum just above 3.4e38 / gamma: 1.78e38 for gamma 2
+    z = torch.tensor([1.78e38], requires_grad=True)
+    (grad,) = torch.autograd.grad(focal_loss(z, torch.zeros(1), alpha=None, gamma=2.0), z)
+    assert grad.isnan().all()
