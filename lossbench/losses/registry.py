@@ -222,10 +222,24 @@ def family(name: str) -> LossFamily:
     return _FAMILIES[name]
 
 
+_LOADED: dict[str, tuple[int, int]] = {}  # a user's module -> (modification time in ns, size) of its file when loaded
+
+
+def _file_stamp(module: object) -> tuple[int, int] | None:
+    """The modification time and size of a module's source file, or None when it has none."""
+    try:
+        st = os.stat(module.__file__)  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, OSError):
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
 def load_user_function(path: str) -> Callable:
     """Import ``"package.module:function"``, looking on the import path and in the current directory.
 
     A student who runs ``lossbench`` next to ``mysolution.py`` names their loss ``"mysolution:my_bce"``.
+    A module loaded here is loaded again when its file has changed since, so an edited solution is the
+    one a notebook's next call uses.
     Every mistake (malformed path, no such module, no such attribute, not callable) is a ``LossNameError``,
     a ``ValueError`` whose ``detail`` says what is wrong with the path.
 
@@ -239,6 +253,8 @@ def load_user_function(path: str) -> Callable:
     if not isinstance(path, str) or path.count(":") != 1:
         raise _usage_error(path, "an import path has exactly one ':' between module and function")
     module_name, attr = path.split(":")
+    if module_name.endswith(".py"):
+        raise _usage_error(path, f"name the module without '.py', as in '{module_name.removesuffix('.py')}:{attr}'")
     if not all(part.isidentifier() for part in module_name.split(".")) or not attr.isidentifier():
         raise _usage_error(path, "module and function must be Python names, as in 'mysolution:my_loss'")
 
@@ -249,6 +265,9 @@ def load_user_function(path: str) -> Callable:
     try:
         importlib.invalidate_caches()  # see files written since the last import
         module = importlib.import_module(module_name)
+        if module_name in _LOADED and _LOADED[module_name] != _file_stamp(module):
+            module = importlib.reload(module)  # edited since: the function as it is now
+        _LOADED[module_name] = _file_stamp(module)
     except ModuleNotFoundError as err:
         top = module_name.split(".")
         if err.name is not None and err.name not in {".".join(top[: i + 1]) for i in range(len(top))}:
@@ -298,7 +317,8 @@ def get(name: str, **options) -> Callable:
         label, fn = f"{head}:handwritten", _FAMILIES[head].implementations["handwritten"]
     elif sep and head in _FAMILIES:
         if tail not in _FAMILIES[head].implementations:
-            raise _usage_error(name, f"{head!r} has the implementations {', '.join(_FAMILIES[head].implementations)}")
+            clash = f"; a module of yours named {head}.py is hidden by the loss family {head!r}: rename it" if os.path.exists(f"{head}.py") else ""
+            raise _usage_error(name, f"{head!r} has the implementations {', '.join(_FAMILIES[head].implementations)}{clash}")
         label, fn = name, _FAMILIES[head].implementations[tail]
     elif sep:
         label, fn = name, load_user_function(name)

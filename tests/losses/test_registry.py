@@ -144,6 +144,7 @@ def test_a_user_function_loads_from_the_import_path():
         pytest.param("mysolution:", "'mysolution:' (module and function must be Python names, as in 'mysolution:my_loss')", id="no-function"),
         pytest.param(":my_loss", "':my_loss' (module and function must be Python names", id="no-module-name"),
         pytest.param("my-solution:my_loss", "'my-solution:my_loss' (module and function must be Python names", id="dash"),
+        pytest.param("lossbench_student_solution.py:my_bce", "'lossbench_student_solution.py:my_bce' (name the module without '.py', as in 'lossbench_student_solution:my_bce')", id="dot-py"),
     ],
 )
 def test_bad_names_give_one_clear_error(student_dir, name, detail):
@@ -153,6 +154,28 @@ def test_bad_names_give_one_clear_error(student_dir, name, detail):
     assert message.startswith(USAGE)
     assert "or an import path 'package.module:function', but got " + detail in message
     assert message.endswith(HINT)
+
+
+def test_a_module_named_after_a_loss_family_is_named_as_hidden(student_dir):
+    (student_dir / "mse.py").write_text("def my_loss(z, y):\n    return (z - y).pow(2).mean()\n")
+    with pytest.raises(ValueError) as info:
+        losses.get("mse:my_loss")
+    assert "('mse' has the implementations handwritten, naive, reference; a module of yours named mse.py is hidden by the loss family 'mse': rename it)" in str(info.value)
+
+
+def test_an_edited_module_is_loaded_again(student_dir):
+    module = student_dir / "lossbench_student_edited.py"
+    module.write_text("def loss(z, y):\n    return z.sum() * 0 + 1.0\n")
+    try:
+        assert losses.get("lossbench_student_edited:loss")(torch.zeros(1), torch.zeros(1)).item() == 1.0
+        assert losses.get("lossbench_student_edited:loss")(torch.zeros(1), torch.zeros(1)).item() == 1.0  # unchanged: the same
+        module.write_text("def loss(z, y):\n    return z.sum() * 0 + 2.0  # edited\n")
+        assert losses.get("lossbench_student_edited:loss")(torch.zeros(1), torch.zeros(1)).item() == 2.0
+        module.write_text("def loss(z, y):\n    return (z\n")  # an edit that breaks it is reported, not hidden
+        with pytest.raises(ValueError, match="failed to import: SyntaxError"):
+            losses.get("lossbench_student_edited:loss")
+    finally:
+        sys.modules.pop("lossbench_student_edited", None)
 
 
 def test_describe_has_one_line_per_family_with_head_implementations_and_options():
