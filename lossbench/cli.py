@@ -9,6 +9,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import types
 import typing
@@ -32,7 +33,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> typing.NoReturn:
         # "argument --seeds: Expected --seeds to be ..." -> the option's own message, which names it already
         message = re.sub(r"^argument [^:]+: (?=Expected )", "", message)
-        raise UsageError(f"{message} (see `{self.prog} --help`)", prog=self.prog)
+        end = "." if message.endswith(".") else ""  # "... but got '0' (see `lossbench compare --help`)."
+        raise UsageError(f"{message.removesuffix('.')} (see `{self.prog} --help`){end}", prog=self.prog)
 
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -277,6 +279,10 @@ def default_run_dir(task: str, root: Path = Path("runs")) -> Path:
 
 def _check_new_dir(path: Path, chosen: bool = True) -> None:
     """Fail now, not after training, if the run directory ``path`` (given by --out, or else the default) could not be written."""
+    if path.exists() and Path.cwd().resolve().is_relative_to(path.resolve()):  # --out . (or --out "")
+        # the run is written next to its folder and renamed into place, which the working folder cannot be
+        raise UsageError(f"Expected --out to be a new folder for the run, but {str(path)!r} is the current folder or "
+                         "holds it; name a folder inside it, e.g. --out runs/my-run.")
     if path.exists() and not path.is_dir():
         raise UsageError(f"Expected --out to be a new or empty directory, but {str(path)!r} is a file.")
     if path.exists() and any(path.iterdir()):
@@ -285,7 +291,8 @@ def _check_new_dir(path: Path, chosen: bool = True) -> None:
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise UsageError(f"Expected --out to be a directory that can be created, but {str(ancestor)!r} is a file.")
+        where = "--out to be a directory that can be created" if chosen else f"{str(path.parent)!r}, where a run goes without --out, to be a folder"
+        raise UsageError(f"Expected {where}, but {str(ancestor)!r} is a file.")
     try:  # the run is written as a hidden folder next to its final place, then renamed
         probe = tempfile.mkdtemp(prefix=".lossbench-write-check-", dir=ancestor)
     except OSError as err:
@@ -294,29 +301,96 @@ def _check_new_dir(path: Path, chosen: bool = True) -> None:
     os.rmdir(probe)
 
 
-def _save_run(result, out: Path, task: str, draw: Callable[[Path], None] | None) -> tuple[Path, list[str], bool]:
+class _Interrupts:
+    """Ctrl-C during a comparison: it stops training, or the plots, at once; in between, while the trained
+    models' results are put together and written, it waits until they are saved (and skips the plots).
+
+    Used as a context manager around training and saving, from the main thread; ``waiting`` says which
+    of the two Ctrl-C does now, ``pending`` whether it was pressed while waiting.
+    """
+
+    def __init__(self) -> None:
+        self.waiting = False
+        self.pending = False
+
+    def __enter__(self) -> "_Interrupts":
+        # only the main thread may set a signal handler; elsewhere Ctrl-C does not reach this command anyway
+        self.previous = signal.signal(signal.SIGINT, self._handle) if threading.current_thread() is threading.main_thread() else None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if not self.waiting:
+            raise KeyboardInterrupt
+        if not self.pending:
+            print("\ninterrupted: saving the trained results first, without plots", file=sys.stderr)
+        self.pending = True
+
+
+def _show_bars() -> bool:
+    """Progress bars go to a terminal only: written to a file or a CI log, each update would be a line of its own."""
+    return sys.stderr.isatty()
+
+
+class _TrainingBar:
+    """The runner's progress bar, which also tells ``interrupts`` when the last epoch is done."""
+
+    def __init__(self, interrupts: _Interrupts) -> None:
+        self.interrupts = interrupts
+        self.bar = None
+
+    def __call__(self, report) -> None:
+        from lossbench.runner import _progress_bar
+
+        if self.bar is None and _show_bars():
+            self.bar = _progress_bar(report.epochs)
+        if self.bar is not None:
+            self.bar(report)
+        if report.epoch == report.epochs:  # trained: from here on, Ctrl-C waits for the results to be saved
+            self.close()
+            self.interrupts.waiting = True
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _save_run(
+    result, out: Path, task: str, draw: Callable[[Path], None] | None, interrupts: _Interrupts | None = None
+) -> tuple[Path, list[str], bool]:
     """Save the trained run to ``out`` whatever goes wrong after training; returns where, what went wrong,
     and whether Ctrl-C stopped the plots.
 
-    If the plots cannot be drawn, or Ctrl-C stops them, the run is saved without them; if ``out`` cannot
-    be written after all (or another run took it meanwhile), the run goes to a new folder under ``runs/``
-    here, or else under the system's temporary folder.
+    If the plots cannot be drawn, or Ctrl-C stops them (or came after training, while ``interrupts``
+    waited), the run is saved without them; if ``out`` cannot be written after all (or another run took it
+    meanwhile), the run goes to a new folder under ``runs/`` here, or else under the system's temporary folder.
     """
     problems: list[str] = []
     failed_plots: list[BaseException] = []
     stopped: list[KeyboardInterrupt] = []  # Ctrl-C during the plots: no more drawing, at any folder
 
     def plots(tmp: Path) -> None:
+        if interrupts is not None and interrupts.pending and not stopped:
+            stopped.append(KeyboardInterrupt())
         if stopped:
             failed_plots.append(stopped[0])
             return
         try:
+            if interrupts is not None:
+                interrupts.waiting = False  # Ctrl-C stops the drawing at once
             draw(tmp)
         except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - neither may lose the trained results
             failed_plots.append(err)
             if isinstance(err, KeyboardInterrupt):
                 stopped.append(err)
             shutil.rmtree(tmp / "plots", ignore_errors=True)
+        finally:
+            if interrupts is not None:
+                interrupts.waiting = True  # and waits again while the folder is put in place
 
     for place in (out, default_run_dir(task), None):
         target = Path(tempfile.mkdtemp(prefix=f"lossbench-{task}-")) if place is None else place
@@ -326,9 +400,13 @@ def _save_run(result, out: Path, task: str, draw: Callable[[Path], None] | None)
         except OSError as err:  # RunExistsError too: another run took the folder while this one trained
             problems.append(f"could not write {str(target)!r} ({type(err).__name__}: {err})")
             continue
-        interrupted = bool(failed_plots) and isinstance(failed_plots[0], KeyboardInterrupt)
-        if interrupted:
+        while_drawing = bool(failed_plots) and isinstance(failed_plots[0], KeyboardInterrupt) and not (interrupts and interrupts.pending)
+        interrupted = while_drawing or bool(interrupts and interrupts.pending)
+        if while_drawing:
             problems.append(f"interrupted while drawing the plots: the results are saved without them, and `lossbench plot {target}` draws them")
+        elif interrupted:
+            problems.append("interrupted after training: the results are saved" + (
+                "" if draw is None else f" without plots, and `lossbench plot {target}` draws them"))
         elif failed_plots:
             problems.append(
                 f"the plots could not be drawn ({type(failed_plots[0]).__name__}: {failed_plots[0]}); the results are "
@@ -386,21 +464,26 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     # 2. train
     import lossbench
 
-    result = lossbench.compare(
-        args.task, losses, impl,
-        seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-        head_init=args.head_init, overrides=overrides or None, baseline=args.baseline, data=args.data, config=config,
-        quick=args.quick, device=args.device, progress=True, threads=args.threads, threshold_metric=args.threshold_metric,
-    )  # fmt: skip
+    with _Interrupts() as interrupts:
+        bar = _TrainingBar(interrupts)
+        try:
+            result = lossbench.compare(
+                args.task, losses, impl,
+                seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                head_init=args.head_init, overrides=overrides or None, baseline=args.baseline, data=args.data, config=config,
+                quick=args.quick, device=args.device, progress=bar, threads=args.threads, threshold_metric=args.threshold_metric,
+            )  # fmt: skip
+        finally:
+            bar.close()
 
-    # 3. save, with the plots drawn into the temporary directory so they land together with the rest;
-    #    whatever fails now, the trained results are kept
-    def draw(tmp: Path) -> None:
-        from lossbench import plots
+        # 3. save, with the plots drawn into the temporary directory so they land together with the rest;
+        #    whatever fails now, the trained results are kept
+        def draw(tmp: Path) -> None:
+            from lossbench import plots
 
-        plots.save_plots(result, tmp / "plots", progress=True, workers=plots.plot_workers())
+            plots.save_plots(result, tmp / "plots", progress=_show_bars(), workers=plots.plot_workers())
 
-    saved, problems, interrupted = _save_run(result, out, args.task, None if args.no_plots else draw)
+        saved, problems, interrupted = _save_run(result, out, args.task, None if args.no_plots else draw, interrupts)
     _print_report(result, _run_files(saved), args.json)
     for problem in problems:
         print(f"lossbench compare: {'' if interrupted else 'error: '}{problem}", file=sys.stderr)
@@ -447,7 +530,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         raise UsageError(f"Expected RUN_DIR to be a folder this user can write, to draw its plots in, but {str(run_dir)!r} "
                          f"refuses it ({err.strerror}).") from None
     try:
-        plots.save_plots(result, tmp, epoch=args.epoch, progress=True, workers=plots.plot_workers())
+        plots.save_plots(result, tmp, epoch=args.epoch, progress=_show_bars(), workers=plots.plot_workers())
         old = None
         if target.exists():
             old = run_dir / f".plots.old-{os.getpid()}"
@@ -519,7 +602,7 @@ examples:
   lossbench compare --task titanic --impl bce=mysolution:binary_cross_entropy
 
 prints:
-  a progress bar while training (on stderr); then a table with one row per loss: test accuracy at the
+  a progress bar while training (on stderr, when it is a terminal); then a table with one row per loss: test accuracy at the
   threshold 0.5 and at the best-validation threshold (and that threshold) and AUC, each as mean [95% CI]
   over seeds, then the mean final training loss and how many seeds diverged; then the paired
   differences to the baseline loss with a plain reading ("interval excludes 0" or not); then the files
@@ -650,14 +733,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     softmax_ce  two_logit ...
     0
     """
-    parser = build_parser()
     try:
+        parser = build_parser()  # imports torch: Ctrl-C may come now
         args = parser.parse_args(argv)
     except UsageError as err:
         print(f"{err.prog or 'lossbench'}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except SystemExit as done:  # --help
         return done.code if isinstance(done.code, int) else EXIT_OK
+    except KeyboardInterrupt:
+        print("lossbench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     func: Callable[[argparse.Namespace], int] = args.func
     command = " ".join(filter(None, (args.command, getattr(args, "action", None))))  # "exercises export"
     try:

@@ -345,7 +345,7 @@ def resolve_losses(
         chosen = impls.get(name, "handwritten")
         settings = dict(overrides.get(name, {}))
         head_lr_scale = settings.pop("head_lr_scale", 1.0)
-        if not (isinstance(head_lr_scale, (int, float)) and math.isfinite(head_lr_scale) and head_lr_scale > 0):
+        if isinstance(head_lr_scale, bool) or not (isinstance(head_lr_scale, (int, float)) and math.isfinite(head_lr_scale) and head_lr_scale > 0):
             raise ValueError(f"Expected `head_lr_scale` of {name!r} to be a positive number, but got {head_lr_scale!r}.")
         unknown = [k for k in settings if k not in family.options]
         if unknown:
@@ -392,6 +392,8 @@ def _option_tensor(loss: str, key: str, value, device: torch.device, dtype: torc
     ValueError: Expected `pos_weight` of 'bce' to be positive, but got -4.
     """
     try:
+        if isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value)):
+            raise TypeError("true/false is not a weight")
         weights = torch.as_tensor(value, dtype=dtype, device=device)
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"Expected `{key}` of {loss!r} to be a number or a list of numbers, but got {value!r}.") from None

@@ -4,7 +4,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -392,6 +394,36 @@ def test_ctrl_c_during_plotting_keeps_the_trained_results_without_plots(tmp_path
     assert {p.name for p in out.iterdir()} == {"config.json", "runs.csv", "history.csv", "thresholds.csv", "calibration.csv",
                                               "summary.csv", "predictions.npz"}  # fmt: skip
     assert lossbench.load(out).runs.shape[0] == 6
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["log-file", "terminal"])
+def test_progress_bars_go_to_a_terminal_only(tmp_path, monkeypatch, terminal):
+    monkeypatch.setattr(cli, "_show_bars", lambda: terminal)
+    code, _, stderr = run(["compare", "--task", "titanic", "--quick", *FAST, "--out", tmp_path / "run"])
+    assert code == 0
+    assert ("\r" in stderr and "training" in stderr and "plots" in stderr) is terminal
+    if not terminal:
+        assert stderr == ""  # a log file gets no bar updates
+
+
+def test_ctrl_c_after_training_waits_until_the_results_are_saved(tmp_path, monkeypatch):
+    assemble = runner._assemble
+
+    def interrupted_while_assembling(*args, **kwargs):  # Ctrl-C once every epoch is trained
+        os.kill(os.getpid(), signal.SIGINT)
+        return assemble(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_assemble", interrupted_while_assembling)
+    out = tmp_path / "runs" / "run"
+    code, stdout, stderr = run(["compare", "--task", "titanic", "--quick", *FAST, "--out", out])
+    assert code == 130
+    assert "interrupted: saving the trained results first, without plots" in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"lossbench compare: interrupted after training: the results are saved without plots, and `lossbench plot {out}` draws them"
+    )
+    assert "test acc @0.5" in stdout
+    assert not (out / "plots").exists() and lossbench.load(out).runs.shape[0] == 6
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the command's handler is gone again
 
 
 # ---------------------------------------------------------------------------------------------

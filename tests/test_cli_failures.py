@@ -155,6 +155,43 @@ def test_plots_that_failed_for_a_folder_that_failed_are_not_reported_once_drawn_
     assert _one_error_line(err) == f"lossbench compare: error: the run was saved to 'runs/{fallback.name}' instead"
 
 
+@pytest.mark.parametrize("out", [".", ""], ids=["dot", "empty"])
+def test_the_working_folder_as_out_is_refused_before_training(tmp_path, capsys, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)  # an empty folder: it passed as "a new or empty directory", then could not be renamed into
+    assert cli.main([*QUICK, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "training" not in err and list(tmp_path.iterdir()) == []
+    assert _one_error_line(err) == (
+        "lossbench compare: error: Expected --out to be a new folder for the run, but '.' is the current folder or holds it; "
+        "name a folder inside it, e.g. --out runs/my-run."
+    )
+
+
+def test_a_file_where_runs_go_without_out_is_named_as_such(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("not a folder")
+    assert cli.main(QUICK) == 2
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"lossbench compare: error: Expected 'runs', where a run goes without --out, to be a folder, but '{tmp_path}/runs' is a file."
+    )
+
+
+def test_an_option_error_ends_once_with_the_help_to_see(capsys):
+    assert cli.main([*QUICK, "--seeds", "0"]) == 2
+    assert capsys.readouterr().err == (
+        "lossbench compare: error: Expected --seeds to be a positive whole number, but got '0' (see `lossbench compare --help`).\n"
+    )
+
+
+def test_ctrl_c_while_the_commands_are_being_set_up_is_one_line(capsys, monkeypatch):
+    def interrupted():  # building the parser imports torch, which takes seconds
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["tasks"]) == 130
+    assert capsys.readouterr().err == "lossbench: interrupted\n"
+
+
 def test_more_threads_than_make_sense_are_refused(capsys):
     assert cli.main([*QUICK, "--threads", str(cli.MAX_THREADS + 1)]) == 2
     assert f"Expected --threads to be a positive whole number of at most {cli.MAX_THREADS}" in capsys.readouterr().err
