@@ -582,6 +582,23 @@ def loss_outputs(setups: list[LossSetup], z: torch.Tensor) -> list[torch.Tensor]
 # ---------------------------------------------------------------------------------------------
 
 
+def _naming_the_loss(batched: Callable, setup: LossSetup) -> Callable:
+    """A user's batched loss whose errors later in a run (the last, smaller minibatch; the validation split)
+    name the function and the shapes it got, as its first call's do."""
+
+    def named(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        try:
+            return batched(output, target)
+        except Exception as err:
+            raise ValueError(
+                f"Expected the loss function {setup.impl} (for {setup.name!r}) to run on every minibatch and on the "
+                f"validation split, but on outputs {tuple(output.shape[1:])} and targets {tuple(target.shape[1:])} of each "
+                f"model it raised {type(err).__name__}: {err}"
+            ) from err
+
+    return named
+
+
 def vectorise(setup: LossSetup, output: torch.Tensor, target: torch.Tensor) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], str]:
     """The loss of ``setup`` for a stack of models: (seeds, batch, ...) outputs and targets -> (seeds,) losses.
 
@@ -624,6 +641,8 @@ def vectorise(setup: LossSetup, output: torch.Tensor, target: torch.Tensor) -> t
         )
     value = value.detach()
     batched = torch.func.vmap(fn)
+    if ":" in setup.impl:
+        batched = _naming_the_loss(batched, setup)
     try:
         with loss_registry.value_checks(False):
             reference = batched(output, target)

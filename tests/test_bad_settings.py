@@ -31,6 +31,11 @@ def no_arguments():
 
 def raises(z, y):
     raise RuntimeError("shapes do not match")
+
+def only_full_batches(z, y):  # fine on minibatches of 64 and the 262 validation passengers, not on the last minibatch
+    if z.shape[0] not in (64, 262):
+        raise ValueError("only batches of 64")
+    return F.binary_cross_entropy_with_logits(z, y)
 '''
 
 
@@ -56,6 +61,16 @@ def user_losses(tmp_path, monkeypatch):
 def test_a_loss_option_that_cannot_weigh_anything_is_refused(options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         lossbench.compare("titanic", overrides=options, **TINY)
+
+
+def test_a_user_loss_that_fails_later_in_the_run_is_named_with_what_it_got(user_losses):
+    # Titanic's 785 training passengers: twelve minibatches of 64, then one of 17
+    with pytest.raises(ValueError) as info:
+        lossbench.compare("titanic", losses=("bce",), impl=f"{user_losses}:only_full_batches", seeds=2, epochs=1, device="cpu")
+    assert str(info.value) == (
+        f"Expected the loss function {user_losses}:only_full_batches (for 'bce') to run on every minibatch and on the validation "
+        "split, but on outputs (17,) and targets (17,) of each model it raised ValueError: only batches of 64"
+    )
 
 
 @pytest.mark.parametrize("name", ["weight_decay", "momentum"])
