@@ -28,6 +28,9 @@ NUMBER_ATOL = 1e-6  # accuracies and thresholds: float32 arithmetic (a .float().
 # [eps, 1 - eps] gives -log(eps) per element; PyTorch clamps log at -100. Both are accepted for
 # eps <= 1e-6, i.e. a per-element loss between -log(1e-6) = 13.8 and 100.
 CLAMP_EPS_MAX = 1e-6
+# ...and at least about 1e-15: the cases at p = 0 and 1 are float64, where 1 - eps rounds to 1.0 (and log(1 - p)
+# to -inf) for eps below about 6e-17. In float32 the bound would be about 1e-7 (1 - eps is 1.0 below 3e-8).
+CLAMP_EPS_MIN = 1e-15
 CONFIDENT_MISTAKE_RANGE = (-math.log(CLAMP_EPS_MAX) * (1 - 1e-9), 100.0)  # eps = 1e-6 itself: 1 - (1 - 1e-6) rounds above 1e-6
 CONFIDENT_RIGHT_ATOL = 1e-5  # p = y exactly: the loss is 0, or -log(1 - eps) ~ eps with a clamp
 SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit integer
@@ -126,12 +129,16 @@ def _large(g: torch.Generator, *shape: int) -> Tensor:
     return magnitudes[pick] * signs
 
 
+UNUSED_CLASSES_NOTE = ("the last classes appear in no target: the number of classes is logits.shape[1], "
+                       "not target.max() + 1")
+
+
 def softmax_ce_cases(seed: int = 0) -> list[Case]:
-    """Cases for `softmax_ce(logits (N, C), target)`: index targets, probability targets, large logits.
+    """Cases for `softmax_ce(logits (N, C), target)`: index targets (some classes unused), probability targets, large logits.
 
     >>> [c.group for c in softmax_ce_cases()]  # doctest: +NORMALIZE_WHITESPACE
-    ['basic', 'basic', 'binary', 'probability targets', 'probability targets', 'float32', 'stability',
-     'stability']
+    ['basic', 'basic', 'binary', 'unused classes', 'probability targets', 'probability targets', 'float32',
+     'stability', 'stability']
     """
     g = torch.Generator().manual_seed(seed)
     names = ("logits", "target")
@@ -143,6 +150,9 @@ def softmax_ce_cases(seed: int = 0) -> list[Case]:
                                                     torch.tensor([2, 0, 1]))),
         _loss_case("binary", ref.softmax_ce, names, (torch.randn(10, 2, generator=g, dtype=torch.float64),
                                                      torch.randint(0, 2, (10,), generator=g))),
+        _loss_case("unused classes", ref.softmax_ce, names, (  # no target is class 3 or 4 (C - 1)
+            2 * torch.randn(4, 5, generator=g, dtype=torch.float64), torch.tensor([0, 2, 1, 2])),
+            notes=(UNUSED_CLASSES_NOTE,)),
         _loss_case("probability targets", ref.softmax_ce, names, (
             2 * torch.randn(6, 4, generator=g, dtype=torch.float64),
             torch.softmax(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=1))),
@@ -213,7 +223,8 @@ def bce_probs_cases(seed: int = 0) -> list[Case]:
         Case(wrong.group, wrong.inputs, wrong.expected, wrong.summary + " (every label disagrees)",
              accept=(lo, hi),
              notes=(f"the true loss is infinite; accepted: finite, between -log({CLAMP_EPS_MAX:g}) = {lo:.1f} "
-                    f"(clamp eps <= {CLAMP_EPS_MAX:g}) and {hi:g} (PyTorch clamps log at -100)",)),
+                    f"(clamp {CLAMP_EPS_MIN:g} <= eps <= {CLAMP_EPS_MAX:g}; a smaller eps is lost in 1 - eps) and "
+                    f"{hi:g} (PyTorch clamps log at -100)",)),
     ]
 
 
@@ -236,18 +247,18 @@ def mse_cases(seed: int = 0) -> list[Case]:
     ]
 
 
-def _gradient_case(group: str, logits: Tensor, target: Tensor) -> Case:
+def _gradient_case(group: str, logits: Tensor, target: Tensor, *notes: str) -> Case:
     float32 = logits.dtype == torch.float32
     return Case(group=group, inputs=(logits, target), expected=ref.dlogits(logits, target),
                 summary=_summary(("logits", "target"), (logits, target)),
-                rtol=RTOL32 if float32 else RTOL64, atol=ATOL32 if float32 else ATOL64)
+                rtol=RTOL32 if float32 else RTOL64, atol=ATOL32 if float32 else ATOL64, notes=notes)
 
 
 def dlogits_cases(seed: int = 0) -> list[Case]:
-    """Cases for `dlogits(logits (N, C), target (N,)) -> (N, C)`: ordinary, square, binary, large logits.
+    """Cases for `dlogits(logits (N, C), target (N,)) -> (N, C)`: ordinary, square, binary, unused classes, large logits.
 
     >>> [tuple(c.expected.shape) for c in dlogits_cases()]
-    [(8, 5), (3, 3), (6, 2), (8, 5), (4, 3)]
+    [(8, 5), (3, 3), (6, 2), (4, 5), (8, 5), (4, 3)]
     """
     g = torch.Generator().manual_seed(seed)
     return [
@@ -256,6 +267,8 @@ def dlogits_cases(seed: int = 0) -> list[Case]:
         _gradient_case("basic", 2 * torch.randn(3, 3, generator=g, dtype=torch.float64), torch.tensor([1, 2, 0])),
         _gradient_case("binary", torch.randn(6, 2, generator=g, dtype=torch.float64),
                        torch.randint(0, 2, (6,), generator=g)),
+        _gradient_case("unused classes", 2 * torch.randn(4, 5, generator=g, dtype=torch.float64),
+                       torch.tensor([0, 2, 1, 2]), UNUSED_CLASSES_NOTE),  # no target is class 3 or 4 (C - 1)
         _gradient_case("float32", 2 * torch.randn(8, 5, generator=g), torch.randint(0, 5, (8,), generator=g)),
         _gradient_case("stability", torch.tensor([[1e4, -1e4, 0.5], [-1e3, 1e3 + 1.0, 1e3], [1e4, 1e4, -1e4],
                                                   [0.3, -1e3, 2.0]], dtype=torch.float64), torch.tensor([1, 0, 2, 2])),
@@ -303,7 +316,7 @@ def best_threshold_cases(seed: int = 0) -> list[Case]:
     """Cases for `best_threshold(probs (N,), target (N,), thresholds (T,)) -> float`.
 
     >>> [(c.group, c.expected) for c in best_threshold_cases()]  # doctest: +NORMALIZE_WHITESPACE
-    [('basic', 0.45), ('ties', 0.62), ('far from 0.5', 0.11), ('p equal to a threshold', 0.4),
+    [('basic', 0.45), ('ties', 0.62), ('ties', 0.45), ('far from 0.5', 0.11), ('p equal to a threshold', 0.4),
      ('short list', 0.6)]
     """
     g = torch.Generator().manual_seed(seed)
@@ -321,6 +334,9 @@ def best_threshold_cases(seed: int = 0) -> list[Case]:
     #    closest to 0.5 (neither the first nor the last of them)
     tie_target = torch.tensor([0, 0, 1, 0, 1, 1, 0, 1])
     tie_probs = torch.tensor([0.1, 0.2, 0.31, 0.61, 0.67, 0.9, 0.25, 0.8], dtype=torch.float64)
+    # 2b. two stretches, 0.21 to 0.45 and 0.55 to 0.80: 0.45 and 0.55 are equally close to 0.5, the smaller wins
+    even_target = torch.tensor([0, 0, 1, 0, 1, 1])
+    even_probs = torch.tensor([0.1, 0.2, 0.455, 0.545, 0.8, 0.9], dtype=torch.float64)
     # 3. a score squeezed near 0: the best threshold is far from 0.5
     low_target = torch.randint(0, 2, (30,), generator=g)
     low_probs = (0.04 + 0.1 * low_target + 0.02 * torch.randn(30, generator=g, dtype=torch.float64)).clamp(0.0, 1.0)
@@ -332,6 +348,8 @@ def best_threshold_cases(seed: int = 0) -> list[Case]:
     return [
         case("basic", probs, target, grid),
         case("ties", tie_probs, tie_target, grid, "several thresholds reach the best accuracy: the one closest to 0.5 wins"),
+        case("ties", even_probs, even_target, grid, "0.45 and 0.55 both reach the best accuracy and are equally close "
+             "to 0.5: the smaller wins"),
         case("far from 0.5", low_probs, low_target, grid),
         case("p equal to a threshold", on_grid, on_grid_target, grid, "a probability equal to t counts as positive"),
         case("short list", probs, target, short),

@@ -13,8 +13,8 @@ What each exercise forbids is the library's version of the thing it asks for (se
 
 | exercise | forbidden | allowed (examples) |
 |---|---|---|
-| softmax_ce | cross_entropy, nll_loss, log_softmax in every spelling | logsumexp, softmax, exp, log, gather, one_hot |
-| bce, bce_probs | binary_cross_entropy(_with_logits), soft_margin_loss | logsigmoid, softplus, sigmoid, log1p, clamp |
+| softmax_ce | cross_entropy, nll_loss, log_softmax in every spelling, torch.distributions.Categorical | logsumexp, softmax, exp, log, gather, one_hot |
+| bce, bce_probs | binary_cross_entropy(_with_logits), soft_margin_loss, multilabel_soft_margin_loss | logsigmoid, softplus, sigmoid, log1p, clamp |
 | mse | mse_loss | sigmoid |
 | dlogits | cross_entropy, nll_loss, log_softmax, autograd (grad, backward, torch.func) | softmax, one_hot |
 | accuracy_multi, best_threshold | lossbench's own threshold code | everything in torch |
@@ -28,6 +28,7 @@ teaches, packaged; the notebook writes the trick out and then names the function
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -112,12 +113,13 @@ class Exercise:
     mistakes: tuple[Mistake, ...] = ()
     nan_hint: str = ""  # the usual cause of NaN or inf in the answer
     nan_grad_hint: str = ""  # the usual cause of NaN in the gradient when the value is finite
-    error_hints: tuple[tuple[Callable[[cs.Case], bool], str], ...] = ()  # (which cases, hint) for an exception in them
+    error_hints: tuple[tuple[Callable[[cs.Case, BaseException], bool], str], ...] = ()  # (applies(case, error), hint)
     grad_hint: str = ("the value is right but the gradient is not: something detaches or clamps the logits "
                       "(.detach(), .data, clamp on z?)")  # the usual cause of a right value with a wrong gradient
     group_grad_hints: tuple[tuple[str, str], ...] = ()  # (case group, hint): grad_hint for that group
     ratio_hints: bool = True  # whether "about k times the expected value" makes sense for this answer
     sign_hint: str = "the sign is flipped: a loss is -log p (a positive number), not log p"
+    many_numbers_hint: str = "return one number"  # for a number exercise whose answer has several elements
     points: int = 1  # for the nbgrader and otter exports
     notes: tuple[str, ...] = field(default=())  # rules the docs and the report state (ties, thresholds)
 
@@ -169,6 +171,51 @@ _FIRST_OR_LAST_OF_TIES = (lambda p, y, ts: _tied(p, y, ts, p_ge=True).min().item
 """Two wrong ways to break a tie: the first tied threshold of the sweep, or the last."""
 
 
+def _closest_to_half_larger(p: Tensor, y: Tensor, thresholds: Tensor) -> float:
+    """The wrong way to break an even tie: of two tied thresholds equally close to 0.5, the larger."""
+    tied = _tied(p, y, thresholds, p_ge=True)
+    distance = (tied.double() - 0.5).abs().round(decimals=9)
+    return float(tied[distance == distance.min()].max())
+
+
+
+_INDEX_OR_SHAPE_COMPLAINT = re.compile(r"ind(ex|ices|exing)|LongTensor|int64|dimension|size|shape", re.IGNORECASE)
+
+
+def _probability_target_refused(case: cs.Case, err: BaseException) -> bool:
+    """True when a float (N, C) target meets an error about indices, dtypes or shapes: code for index targets only.
+
+    >>> case = cs.softmax_ce_cases()[4]  # probability targets
+    >>> _probability_target_refused(case, RuntimeError("gather(): Expected dtype int32/int64 for index"))
+    True
+    >>> _probability_target_refused(case, RuntimeError("a leaf Variable that requires grad is being used in an "
+    ...                                                "in-place operation."))
+    False
+    """
+    target = case.inputs[1]
+    return (torch.is_tensor(target) and target.is_floating_point()
+            and _INDEX_OR_SHAPE_COMPLAINT.search(str(err)) is not None and not _is_in_place_error(err))
+
+
+def _unused_classes_refused(case: cs.Case, err: BaseException) -> bool:
+    """True when index targets that leave the last classes unused meet a size mismatch: F.one_hot(y) without num_classes.
+
+    >>> case = [c for c in cs.softmax_ce_cases() if c.group == "unused classes"][0]
+    >>> _unused_classes_refused(case, RuntimeError("The size of tensor a (5) must match the size of tensor b (3)"))
+    True
+    """
+    logits, target = case.inputs[:2]
+    return (torch.is_tensor(target) and not target.is_floating_point() and int(target.max()) + 1 < logits.shape[-1]
+            and _INDEX_OR_SHAPE_COMPLAINT.search(str(err)) is not None and not _is_in_place_error(err))
+
+
+def _is_in_place_error(err: BaseException) -> bool:
+    """True for autograd's complaint about an in-place operation."""
+    return "in-place operation" in str(err) or "inplace operation" in str(err)
+
+
+UNUSED_CLASSES = ("this batch has no example of the last classes: their number is logits.shape[1], not target.max() + 1 "
+                  "(F.one_hot(target) guesses the latter; pass num_classes=logits.shape[1])")
 DOUBLE_SIGMOID = "looks like you passed probabilities where logits were expected (double sigmoid?)"
 WHERE_SWAPPED = "branches of torch.where swapped? y = 1 must give -log p and y = 0 -log(1 - p)"
 SOFT_TARGETS = ("targets may lie between 0 and 1 (soft labels): use y * log p + (1 - y) * log(1 - p), "
@@ -181,7 +228,7 @@ SOFTMAX_CE = Exercise(
     topic="losses",
     output="scalar",
     make_cases=cs.softmax_ce_cases,
-    forbidden=fb.Forbidden(fb.SOFTMAX_CE_FUNCTIONS, fb.SOFTMAX_CE_KERNELS, fb.LOSSBENCH_LOSSES),
+    forbidden=fb.Forbidden(fb.SOFTMAX_CE_FUNCTIONS, fb.SOFTMAX_CE_KERNELS, fb.SOFTMAX_CE_MODULES + fb.LOSSBENCH_LOSSES),
     allowed="torch.logsumexp, torch.softmax, exp, log, max, gather, F.one_hot",
     mistakes=(
         Mistake("softmax over the wrong axis? normalise over the classes (dim=1): one distribution per row",
@@ -198,8 +245,9 @@ SOFTMAX_CE = Exercise(
     nan_hint="inf/NaN at large logits: subtract the max before exp (log-sum-exp trick), "
              "log softmax(z) = z - max - log(sum(exp(z - max)))",
     nan_grad_hint="NaN in the gradient at large logits: subtract the row max before exp",
-    error_hints=((lambda case: torch.is_tensor(case.inputs[1]) and case.inputs[1].is_floating_point(),
-                  "the target may also hold class probabilities (float (N, C)): then loss = -mean_n sum_c q_nc log p_nc"),),
+    error_hints=((_probability_target_refused,
+                  "the target may also hold class probabilities (float (N, C)): then loss = -mean_n sum_c q_nc log p_nc"),
+                 (_unused_classes_refused, UNUSED_CLASSES)),
 )
 
 BCE = Exercise(
@@ -226,9 +274,10 @@ BCE = Exercise(
     nan_hint="NaN/inf at large logits: use log-sigmoid (F.logsigmoid), or compute F.softplus(z) - y z",
     nan_grad_hint="NaN in the gradient at large logits: sigmoid then log overflows; use F.logsigmoid or F.softplus",
     group_grad_hints=(("logit exactly 0", "right value, wrong gradient at z = 0: max(z, 0) and |z| have no derivative "
-                                          "there, and autograd's choice gives 1 - y instead of 1/2 - y (use "
-                                          "F.softplus(z) - y z or F.logsigmoid); or the soft target 0.25 is taken as "
-                                          "a 0 by torch.where(y == 1, ...), which gives the same value at z = 0"),),
+                                          "there and autograd picks one (|z|: 0; z.clamp(min=0): 1, torch.relu: 0), "
+                                          "so the gradient is 1 - y or -y instead of 1/2 - y (use F.softplus(z) - y z "
+                                          "or F.logsigmoid); or the soft target 0.25 is taken as a 0 by "
+                                          "torch.where(y == 1, ...), which gives the same value at z = 0"),),
 )
 
 
@@ -256,8 +305,9 @@ BCE_PROBS = Exercise(
                 f"{cs.CLAMP_EPS_MAX:g}",
                 lambda case, actual: case.accept is not None and _finite_below(actual, case.accept[0])),
     ),
-    nan_hint=f"log(0) at p = 0 or 1: clamp p to [eps, 1 - eps] with eps <= {cs.CLAMP_EPS_MAX:g} "
-             "(or clamp the log at -100, as PyTorch does)",
+    nan_hint=f"log(0) at p = 0 or 1: clamp p to [eps, 1 - eps] with {cs.CLAMP_EPS_MIN:g} <= eps <= "
+             f"{cs.CLAMP_EPS_MAX:g} (or clamp the log at -100, as PyTorch does); with a smaller eps, 1 - eps "
+             "rounds to 1.0 in these float64 inputs (in float32, eps must be at least about 1e-7)",
     nan_grad_hint="NaN in the gradient: the log's gradient 1/p is infinite at p = 0; clamp p first",
     grad_hint="the value is right but the gradient is not: log(p + eps) has the gradient 1/(p + eps), not 1/p, "
               f"at every p; clamp p to [eps, 1 - eps] with eps <= {cs.CLAMP_EPS_MAX:g} instead (exact in between)",
@@ -309,6 +359,7 @@ DLOGITS = Exercise(
                 reproduces(lambda z, y: torch.softmax(z, dim=1) / len(z))),
     ),
     nan_hint="NaN at large logits: subtract the row max before exp (softmax(z) = softmax(z - max z))",
+    error_hints=((_unused_classes_refused, UNUSED_CLASSES),),
     sign_hint="the sign is flipped: the gradient is softmax(z) - onehot(y), not onehot(y) - softmax(z)",
 )
 
@@ -334,6 +385,7 @@ ACCURACY_MULTI = Exercise(
         Mistake("a percentage? return a fraction between 0 and 1",
                 reproduces(lambda p, y, t=0.5: 100 * ref.accuracy_multi(p, y, t))),
     ),
+    many_numbers_hint="average over every element (all rows and all labels) to get one number",
     notes=("a probability equal to the threshold counts as positive (p >= threshold)",),
 )
 
@@ -349,6 +401,9 @@ BEST_THRESHOLD = Exercise(
     mistakes=(
         Mistake("several thresholds reach the best accuracy: ties go to the one closest to 0.5, not the first or the last",
                 lambda case, actual: any(reproduces(first_or_last)(case, actual) for first_or_last in _FIRST_OR_LAST_OF_TIES)),
+        Mistake("of two thresholds equally close to 0.5, the smaller wins; compare the "
+                "distances |t - 0.5| rounded (e.g. to 9 decimals), since float rounding makes one a hair shorter",
+                reproduces(_closest_to_half_larger)),
         Mistake("probabilities equal to the threshold count as positive: use p >= t, not p > t",
                 reproduces(lambda p, y, ts: ref.closest_to_half(_tied(p, y, ts, p_ge=False)))),
         Mistake("predictions inverted (branches of torch.where swapped?): p >= t means positive",
@@ -361,6 +416,8 @@ BEST_THRESHOLD = Exercise(
                 lambda case, actual: close(actual, 0.5) and not close(case.expected, 0.5)),
     ),
     ratio_hints=False,
+    many_numbers_hint="return one threshold: of those tied at the best accuracy, the closest to 0.5 (of two equally "
+                      "close, the smaller), as a float",
     notes=("a probability equal to the threshold counts as positive (p >= t)",
            "ties: of the thresholds that reach the best accuracy, the one closest to 0.5 (as lossbench "
            "chooses); of two equally close, the smaller"),

@@ -4,7 +4,8 @@ For each case the checker:
 
 1. calls the function on fresh copies of the inputs (float64 logits that require grad),
    while `forbidden.CallRecorder` listens for the library's version of the answer;
-2. checks the answer's type, shape and dtype, and flags NaN or inf;
+2. compares the inputs with the case's own copies (a function that changes its caller's
+   tensors in place fails the case), checks the answer's type, shape and dtype, and flags NaN or inf;
 3. compares the value with the reference: passes when
    |actual - expected| <= atol + rtol * |expected| at the worst element;
 4. for losses, takes `torch.autograd.grad` of the student's loss and compares it with the
@@ -77,14 +78,55 @@ def _fresh_inputs(case: Case) -> tuple[Any, ...]:
     return tuple(inputs)
 
 
+IN_PLACE_HINT = ("in-place operation on an input or on a tensor autograd needs: write x = x - m, not x -= m "
+                 "(nor x.clamp_(...), x[...] = ...)")
+
+
+CHANGED_INPUT_HINT = ("leave the inputs as they are: x = x - m makes a new tensor, x -= m (or x.sub_(...), "
+                      "x[...] = ...) overwrites the caller's")
+
+
+def argument_names(ex: Exercise) -> list[str]:
+    """The names of the student's arguments, from the exercise's signature.
+
+    >>> argument_names(get_exercise("accuracy_multi"))
+    ['probs', 'target', 'threshold']
+    """
+    inside = ex.signature.split("(", 1)[1].split(")", 1)[0]
+    return [part.split("=")[0].strip() for part in inside.split(",")]
+
+
+def changed_inputs(ex: Exercise, case: Case, inputs: tuple[Any, ...]) -> list[str]:
+    """The names of the tensor inputs whose values, shape or dtype differ from the case's own (untouched) ones.
+
+    >>> ex = get_exercise("accuracy_multi")
+    >>> case = ex.make_cases(0)[1]
+    >>> inputs = _fresh_inputs(case)
+    >>> _ = inputs[0].sub_(0.3)  # probs.sub_(threshold): the caller's probabilities are gone
+    >>> changed_inputs(ex, case, inputs)
+    ['probs']
+    """
+    names = argument_names(ex)
+    changed = []
+    for number, (before, after) in enumerate(zip(case.inputs, inputs)):
+        if not isinstance(before, Tensor):
+            continue
+        after = after.detach()
+        same = (before.shape == after.shape and before.dtype == after.dtype
+                and bool(((before == after) | (before.isnan() & after.isnan())).all()))
+        if not same:
+            changed.append(names[number] if number < len(names) else f"argument {number + 1}")
+    return changed
+
+
 def _error_hint(ex: Exercise, case: Case, err: BaseException) -> str | None:
     """The hint for an exception: the usual causes of the usual messages."""
     message = str(err)
-    for applies, hint in ex.error_hints:
-        if applies(case):
-            return hint
     if "in-place operation" in message or "inplace operation" in message:
-        return "in-place operation on an input: write x = x - m, not x -= m (the inputs require grad)"
+        return IN_PLACE_HINT
+    for applies, hint in ex.error_hints:
+        if applies(case, err):
+            return hint
     if "numpy" in message and "requires grad" in message:
         return "stay in torch (no .numpy()): the checker needs the gradient"
     if isinstance(err, TypeError) and ("argument" in message or "positional" in message):
@@ -119,12 +161,20 @@ def _within(actual: Tensor, expected: Tensor, rtol: float, atol: float) -> bool:
     return bool(torch.isfinite(actual).all()) and bool(((actual - expected).abs() <= atol + rtol * expected.abs()).all())
 
 
+MAX_FACTOR = 1000  # the largest whole factor a hint names ("about k times", "about 1/k")
+
+
 def ratio_hint(ex: Exercise, actual: Tensor, expected: Tensor) -> str | None:
     """A hint when the answer is the expected one times a constant: sum for mean, a sign, a log base.
+
+    A factor is named only when it is a small whole number (at most MAX_FACTOR, the sizes of the
+    cases): any huge ratio is within rounding of some whole number, and says nothing.
 
     >>> from lossbench.exercises.catalog import get_exercise
     >>> ratio_hint(get_exercise("bce"), torch.tensor(8 * 0.7), torch.tensor(0.7))
     'about 8 times the expected value: sum instead of mean?'
+    >>> print(ratio_hint(get_exercise("bce"), torch.tensor(0.7e-27), torch.tensor(0.7)))
+    None
     """
     a, e = actual.flatten(), expected.flatten()
     if a.shape != e.shape or not torch.isfinite(a).all() or not e.abs().max() > 0:
@@ -132,14 +182,14 @@ def ratio_hint(ex: Exercise, actual: Tensor, expected: Tensor) -> str | None:
     r = (a @ e / (e @ e)).item()  # least-squares factor: actual ~ r * expected
     if not close(a, r * e) or abs(r - 1) <= 1e-6:
         return None
-    k = round(r)
-    if k >= 2 and abs(r - k) <= 1e-6 * k:
+    k = round(r) if abs(r) <= MAX_FACTOR + 1 else 0
+    if 2 <= k <= MAX_FACTOR and abs(r - k) <= 1e-6 * k:
         return f"about {k} times the expected value: sum instead of mean?"
     if abs(r + 1) <= 1e-6:
         return ex.sign_hint
-    if r > 0:
+    if r > 1 / (MAX_FACTOR + 1):
         k = round(1 / r)
-        if k >= 2 and abs(1 / r - k) <= 1e-6 * k:
+        if 2 <= k <= MAX_FACTOR and abs(1 / r - k) <= 1e-6 * k:
             return f"about 1/{k} of the expected value: divided by {k} once too often?"
     for base, name in ((10.0, "log10"), (2.0, "log2")):
         if abs(r * math.log(base) - 1) <= 1e-6:
@@ -196,9 +246,15 @@ def run_case(ex: Exercise, case: Case, fn: Callable[..., Any], number: int = 1) 
         return result
     result.actual = _format_value(out)
 
-    # 2. type, shape, dtype
+    # 2. the inputs untouched; type, shape, dtype
     hints: list[str] = []
     value_ok = grad_ok = True
+    changed = changed_inputs(ex, case, inputs)
+    for name in changed:
+        result.problems.append(f"changed its input `{name}` in place: the caller's tensor no longer holds what "
+                               "it passed")
+    if changed:
+        hints.append(CHANGED_INPUT_HINT)
     if recorder.calls:
         result.status = "library"
         result.problems.append(_library_problem(recorder))
@@ -236,7 +292,7 @@ def run_case(ex: Exercise, case: Case, fn: Callable[..., Any], number: int = 1) 
         if actual.numel() != 1:
             value_ok = False
             result.problems.append(f"expected a single number, got a tensor of shape {tuple(actual.shape)}")
-            hints.append("average over every element (all rows and all labels) to get one number")
+            hints.append(ex.many_numbers_hint)
             actual = None
         else:
             actual = actual.reshape(())
@@ -310,8 +366,10 @@ def _check_gradient(ex: Exercise, case: Case, inputs: tuple[Any, ...], out: Tens
     try:
         (grad,) = torch.autograd.grad(out.reshape(()), x, allow_unused=True)
     except Exception as err:  # the student's graph may fail in backward
-        result.problems.append(f"backward raised {type(err).__name__}: {str(err).splitlines()[0][:200]}")
-        return False, None
+        message = str(err)
+        result.problems.append(f"backward raised {type(err).__name__}: {message.splitlines()[0][:200]}")
+        in_place = "in-place operation" in message or "inplace operation" in message
+        return False, IN_PLACE_HINT if in_place else None
     if grad is None:
         result.problems.append("no gradient reaches the input")
         return False, "the loss does not depend on the logits through autograd (.detach() or a new tensor?)"

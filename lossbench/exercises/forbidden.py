@@ -13,7 +13,8 @@ recorders listen, and a call to a forbidden function fails the case:
    runs (`aten::_log_softmax`, `aten::binary_cross_entropy_with_logits`), so
    `torch.ops.aten...`, `torch._C._nn...` and library code that calls them are seen too;
 3. a `sys.setprofile` hook sees calls of Python functions in forbidden modules
-   (lossbench's own `lossbench.losses`).
+   (lossbench's own `lossbench.losses`; `torch.distributions.categorical`, whose
+   `Categorical(logits=z)` is log_softmax in plain torch).
 
 This is a learning aid, not a security boundary: a determined student can switch the
 modes off, copy PyTorch's source, or call code the recorders do not see (numpy, a C
@@ -184,6 +185,9 @@ SOFTMAX_CE_FUNCTIONS = (
     "torch._C._nn.nll_loss_nd",
 )
 SOFTMAX_CE_KERNELS = ("aten::_log_softmax", "aten::nll_loss_forward", "aten::nll_loss2d_forward")
+SOFTMAX_CE_MODULES = (  # Categorical(logits=z) normalises with logsumexp: its .logits is log_softmax(z), and
+    "torch.distributions.categorical",  # -log_prob(y).mean() is the loss; OneHotCategorical and Multinomial build one
+)
 BCE_FUNCTIONS = (
     "torch.nn.functional.binary_cross_entropy_with_logits",
     "torch.binary_cross_entropy_with_logits",
@@ -191,6 +195,7 @@ BCE_FUNCTIONS = (
     "torch._C._nn.binary_cross_entropy",
     "torch.nn.functional.soft_margin_loss",  # log(1 + exp(-y z)): BCE from logits with y in {-1, 1}
     "torch._C._nn.soft_margin_loss",
+    "torch.nn.functional.multilabel_soft_margin_loss",  # mean over labels of BCE from logits: no kernel of its own
 )
 BCE_KERNELS = ("aten::binary_cross_entropy_with_logits", "aten::binary_cross_entropy", "aten::soft_margin_loss")
 MSE_FUNCTIONS = ("torch.nn.functional.mse_loss", "torch._C._nn.mse_loss")

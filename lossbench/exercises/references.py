@@ -110,10 +110,17 @@ def best_threshold(probs: Tensor, target: Tensor, thresholds: Tensor) -> float:
 def closest_to_half(tied: Tensor) -> float:
     """The threshold of `tied` closest to 0.5; of two equally close, the smaller.
 
+    Distances are compared rounded to 9 decimals, as :func:`lossbench.thresholds.best_threshold_index`
+    does, so that float rounding does not decide a tie: on the grid 0.01, 0.02, ..., 0.99, 0.7 - 0.5
+    comes out a hair below 0.5 - 0.3, yet 0.3 and 0.7 are equally close.
+
     >>> closest_to_half(torch.tensor([0.3, 0.4375, 0.625]))
     0.4375
     >>> closest_to_half(torch.tensor([0.25, 0.75]))  # equally close
     0.25
+    >>> grid = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
+    >>> closest_to_half(grid[[29, 69]]), closest_to_half(grid[[44, 54]])  # 0.3 and 0.7; 0.45 and 0.55
+    (0.3, 0.45)
     """
-    distance = (tied.double() - 0.5).abs()
+    distance = (tied.double() - 0.5).abs().round(decimals=9)
     return float(tied[distance == distance.min()].min())

@@ -82,3 +82,18 @@ def test_every_seed_check_seed_accepts_makes_cases(seed):
 def test_check_seed_rejects_what_a_generator_cannot_take(seed):
     with pytest.raises(ValueError, match=r"^Expected `seed` to be a whole number from 0 to 9223372036854775807 "):
         cs.check_seed(seed)
+
+
+def test_the_threshold_cases_hold_a_tie_of_two_thresholds_equally_close_to_one_half():
+    """A solution that breaks an even tie towards the larger threshold must fail a case."""
+    grid = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
+    even = []
+    for case in cs.best_threshold_cases(0):
+        probs, target, thresholds = case.inputs
+        counts = torch.stack([((probs >= t) == target.bool()).sum() for t in thresholds])
+        tied = thresholds[counts == counts.max()].tolist()
+        nearest = min(round(abs(t - 0.5), 9) for t in tied)
+        if sum(round(abs(t - 0.5), 9) == nearest for t in tied) == 2:
+            even.append(case)
+    assert len(even) == 1 and torch.equal(even[0].inputs[2], grid)
+    assert even[0].expected == grid[44].item()  # 0.45, not 0.55

@@ -77,7 +77,8 @@ def accuracy_tensor(p, y, threshold=0.5):
 
 def best_right(p, y, thresholds):
     best_t, best_acc = None, -1.0
-    for t in sorted(thresholds.tolist(), key=lambda t: (abs(t - 0.5), t)):  # closest to 0.5 first
+    # closest to 0.5 first, and of two equally close the smaller; rounded, as 0.55 - 0.5 < 0.5 - 0.45 in floats
+    for t in sorted(thresholds.tolist(), key=lambda t: (round(abs(t - 0.5), 9), t)):
         acc = ((p >= t) == y.bool()).double().mean().item()
         if acc > best_acc:
             best_t, best_acc = t, acc
@@ -179,6 +180,22 @@ def best_first_or_last_of_ties(last):
     return best
 
 
+def best_by_order(order):
+    """A best_threshold that tries the thresholds in `order` (a sort key) and keeps the first best one."""
+    def best(p, y, thresholds):
+        best_t, best_acc = None, -1.0
+        for t in sorted(thresholds.tolist(), key=order):
+            acc = ((p >= t) == y.bool()).double().mean().item()
+            if acc > best_acc:
+                best_t, best_acc = t, acc
+        return best_t
+    return best
+
+
+best_even_tie_to_larger = best_by_order(lambda t: (round(abs(t - 0.5), 9), -t))  # equally close: the larger
+best_even_tie_unrounded = best_by_order(lambda t: (abs(t - 0.5), t))  # float rounding decides an even tie
+
+
 def best_strict(p, y, thresholds):
     return best_right(p - 1e-12, y, thresholds)  # p > t where p >= t was asked
 
@@ -261,6 +278,10 @@ WRONG = [
                  id="best-first-of-ties"),
     pytest.param("best_threshold", best_first_or_last_of_ties(last=True), "ties go to the one closest to 0.5",
                  id="best-last-of-ties"),
+    pytest.param("best_threshold", best_even_tie_to_larger, "equally close to 0.5, the smaller wins",
+                 id="best-even-tie-to-larger"),
+    pytest.param("best_threshold", best_even_tie_unrounded, "equally close to 0.5, the smaller wins",
+                 id="best-even-tie-unrounded"),
     pytest.param("best_threshold", best_strict, "use p >= t", id="best-strict-threshold"),
     pytest.param("best_threshold", best_index, "returned the index", id="best-index"),
     pytest.param("best_threshold", best_accuracy_value, "returned the best accuracy", id="best-accuracy"),
@@ -318,6 +339,60 @@ def test_the_sum_hint_names_the_factor():
     results = evaluate("bce", lambda z, y: bce_right(z, y) * z.numel())
     assert results[0].hint == "about 12 times the expected value: sum instead of mean?"  # 12 logits
     assert results[1].hint == "about 24 times the expected value: sum instead of mean?"  # 6 x 4 logits
+
+
+def test_a_huge_ratio_is_not_named_as_a_whole_factor():
+    """Any huge ratio is within rounding of a whole number; only small factors (at most 1000) are named."""
+    for factor in (1e-27, 1e27, 1 / 5000, 5000):
+        for r in evaluate("mse", lambda z, y: mse_right(z, y) * factor):
+            assert "times the expected value: sum" not in (r.hint or "") and "about 1/" not in (r.hint or ""), r.hint
+    assert "about 1/1000 of the expected value" in evaluate("mse", lambda z, y: mse_right(z, y) / 1000)[0].hint
+    assert "about 1000 times" in evaluate("mse", lambda z, y: mse_right(z, y) * 1000)[0].hint
+
+
+def _bce_probs_clamped(eps):
+    def bce_probs(p, y):
+        p = p.clamp(eps, 1 - eps)
+        return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+    return bce_probs
+
+
+def test_the_smallest_eps_the_hints_allow_passes_and_a_smaller_one_is_told_why_it_fails():
+    from lossbench.exercises.cases import CLAMP_EPS_MIN
+
+    assert check("bce_probs", _bce_probs_clamped(CLAMP_EPS_MIN)) is None
+    failed = [r for r in evaluate("bce_probs", _bce_probs_clamped(1e-20)) if not r.passed]
+    assert {r.group for r in failed} == {"p exactly 0 or 1"} and all(r.nonfinite for r in failed)
+    for r in failed:
+        assert f"with {CLAMP_EPS_MIN:g} <= eps <= 1e-06" in r.hint and "1 - eps rounds to 1.0" in r.hint
+
+
+def test_a_tensor_of_tied_thresholds_is_asked_for_one_threshold():
+    def every_tied(p, y, thresholds):
+        accuracy = torch.stack([((p >= t) == y.bool()).double().mean() for t in thresholds])
+        return thresholds[accuracy == accuracy.max()]
+
+    hints = {r.hint for r in evaluate("best_threshold", every_tied) if not r.passed}
+    assert hints == {"return one threshold: of those tied at the best accuracy, the closest to 0.5 (of two equally "
+                     "close, the smaller), as a float"}
+
+
+def _bce_max_form(maximum):
+    return lambda z, y: (maximum(z) - y * z + torch.log1p(torch.exp(-z.abs()))).mean()
+
+
+def test_the_z_0_hint_says_what_autograd_gives_for_each_spelling_of_max():
+    """The hint's numbers are autograd's: |z| 0, clamp 1, relu 0 at z = 0; torch.maximum splits the tie and passes."""
+    zero = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    slope = {name: torch.autograd.grad(f(zero).sum(), zero)[0].item() for name, f in
+             {"abs": torch.abs, "clamp": lambda z: z.clamp(min=0), "relu": torch.relu}.items()}
+    assert slope == {"abs": 0.0, "clamp": 1.0, "relu": 0.0}
+    for maximum in (lambda z: z.clamp(min=0), torch.relu):
+        failed = [r for r in evaluate("bce", _bce_max_form(maximum)) if not r.passed]
+        assert [r.group for r in failed] == ["logit exactly 0"]
+        assert "(|z|: 0; z.clamp(min=0): 1, torch.relu: 0)" in failed[0].hint
+        assert "1 - y or -y instead of 1/2 - y" in failed[0].hint
+    assert check("bce", _bce_max_form(lambda z: torch.maximum(z, torch.zeros_like(z)))) is None
 
 
 def test_the_wrong_axis_is_caught_on_a_square_batch_too():
@@ -384,6 +459,12 @@ LIBRARY = [
                  "torch.nn.functional.binary_cross_entropy_with_logits", id="bce-bernoulli"),
     pytest.param("bce", lambda z, y: F.soft_margin_loss(z, 2 * y - 1),
                  "torch.nn.functional.soft_margin_loss", id="bce-soft-margin"),
+    pytest.param("bce", lambda z, y: F.multilabel_soft_margin_loss(z, y),
+                 "torch.nn.functional.multilabel_soft_margin_loss", id="bce-multilabel-soft-margin"),
+    pytest.param("bce", lambda z, y: nn.MultiLabelSoftMarginLoss()(z, y),
+                 "torch.nn.functional.multilabel_soft_margin_loss", id="bce-MultiLabelSoftMarginLoss-module"),
+    pytest.param("bce_probs", lambda p, y: F.multilabel_soft_margin_loss(torch.logit(p, eps=1e-7), y),
+                 "torch.nn.functional.multilabel_soft_margin_loss", id="bce_probs-multilabel-soft-margin"),
     pytest.param("bce", _fake_lossbench_loss(), "lossbench.losses.fake.bce", id="bce-lossbench-losses"),
     pytest.param("softmax_ce", lambda z, y: F.cross_entropy(z, y), "torch.nn.functional.cross_entropy", id="ce-F"),
     pytest.param("softmax_ce", lambda z, y: aliased_cross_entropy(z, y), "torch.nn.functional.cross_entropy",
@@ -404,6 +485,13 @@ LIBRARY = [
                  "aten::_log_softmax", id="ce-aten-op"),
     pytest.param("softmax_ce", lambda z, y: F.nll_loss(torch.log(torch.softmax(z, 1)), y),
                  "torch.nn.functional.nll_loss", id="ce-nll_loss"),
+    pytest.param("softmax_ce", lambda z, y: -torch.distributions.Categorical(logits=z).log_prob(y).mean(),
+                 "torch.distributions.categorical.Categorical", id="ce-categorical"),
+    pytest.param("softmax_ce", lambda z, y: ce_logsumexp_from(torch.distributions.Categorical(logits=z).logits, y),
+                 "torch.distributions.categorical.Categorical", id="ce-categorical-logits"),
+    pytest.param("softmax_ce", lambda z, y: ce_logsumexp_from(
+        torch.distributions.OneHotCategorical(logits=z).logits, y),
+                 "torch.distributions.categorical.Categorical", id="ce-one-hot-categorical"),
     pytest.param("bce_probs", lambda p, y: F.binary_cross_entropy(p, y),
                  "torch.nn.functional.binary_cross_entropy", id="bce_probs-F"),
     pytest.param("bce_probs", lambda p, y: nn.BCELoss()(p, y), "torch.nn.functional.binary_cross_entropy",
@@ -483,6 +571,79 @@ def test_an_in_place_edit_of_the_input_is_explained_and_cannot_corrupt_the_cases
     assert all(r.status == "error" for r in grad_cases)
     assert grad_cases[0].hint.startswith("in-place operation on an input")
     assert check("bce", bce_right) is None  # the cases themselves are untouched
+
+
+def _ce_one_hot_without_num_classes(z, y):
+    q = F.one_hot(y).to(z.dtype) if y.dtype == torch.int64 else y  # (N, y.max() + 1): too narrow if C - 1 is absent
+    return -(q * (z - torch.logsumexp(z, dim=1, keepdim=True))).sum(dim=1).mean()
+
+
+def _dlogits_one_hot_without_num_classes(z, y):
+    return (torch.softmax(z, dim=1) - F.one_hot(y).to(z.dtype)) / len(z)
+
+
+@pytest.mark.parametrize("name, fn", [
+    pytest.param("softmax_ce", _ce_one_hot_without_num_classes, id="softmax_ce"),
+    pytest.param("dlogits", _dlogits_one_hot_without_num_classes, id="dlogits"),
+])
+def test_one_hot_without_num_classes_fails_where_the_last_class_is_absent(name, fn):
+    results = evaluate(name, fn)
+    (unused,) = [r for r in results if r.group == "unused classes"]
+    assert unused.status == "error" and "must match the size" in unused.problems[0]
+    assert "pass num_classes=logits.shape[1]" in unused.hint
+    assert all(r.passed for r in results if "stability" == r.group or r.group == "probability targets")
+
+
+def _dlogits_shifting_the_callers_logits(z, y):
+    z -= z.max(dim=1, keepdim=True).values  # in place on the caller's tensor: no gradient is taken, so no error
+    return dlogits_right(z, y)
+
+
+def _accuracy_shifting_the_callers_probs(p, y, threshold=0.5):
+    return ((p.sub_(threshold) >= 0) == y.bool()).double().mean().item()
+
+
+def _accuracy_touching_the_callers_probs(p, y, threshold=0.5):
+    p.mul_(1.0)  # in place, but every value stays as it was
+    return accuracy_right(p, y, threshold)
+
+
+@pytest.mark.parametrize("name, fn, argument", [
+    pytest.param("dlogits", _dlogits_shifting_the_callers_logits, "logits", id="dlogits-logits-minus-max"),
+    pytest.param("accuracy_multi", _accuracy_shifting_the_callers_probs, "probs", id="accuracy-probs-sub_"),
+])
+def test_a_function_that_changes_its_callers_inputs_fails_every_case_naming_the_argument(name, fn, argument):
+    results = evaluate(name, fn)
+    for r in results:
+        assert r.status == "fail" and r.abs_err is not None and r.abs_err <= 1e-6  # the values are right
+        assert f"changed its input `{argument}` in place" in r.problems[0]
+        assert r.hint.startswith("leave the inputs as they are")
+
+
+def test_an_in_place_operation_that_changes_no_value_is_not_a_changed_input():
+    assert check("accuracy_multi", _accuracy_touching_the_callers_probs) is None
+
+
+def test_an_in_place_error_gets_the_in_place_hint_on_probability_targets_too():
+    def shifted(z, y):
+        z -= z.max(dim=1, keepdim=True).values
+        return ce_right(z, y)
+
+    results = evaluate("softmax_ce", shifted)
+    errors = [r for r in results if r.status == "error"]
+    assert {r.group for r in errors} >= {"probability targets", "basic"}
+    assert all(r.hint.startswith("in-place operation on an input") for r in errors), [r.hint for r in errors]
+
+
+def test_an_in_place_change_that_breaks_backward_gets_the_in_place_hint():
+    def clamps_in_place(z, y):
+        p = torch.sigmoid(z)
+        p.clamp_(1e-12, 1 - 1e-12)  # sigmoid's backward needs its output: autograd refuses
+        return -(y * p.log() + (1 - y) * (1 - p).log()).mean()
+
+    (basic, *_) = evaluate("bce", clamps_in_place)
+    assert basic.problems[0].startswith("backward raised RuntimeError: one of the variables needed")
+    assert basic.hint.startswith("in-place operation on an input or on a tensor autograd needs")
 
 
 def test_returning_none_asks_for_return():

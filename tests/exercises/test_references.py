@@ -101,3 +101,15 @@ def test_best_threshold_breaks_ties_towards_one_half_whatever_the_order():
     assert ref.best_threshold(probs, target, torch.tensor([0.8, 0.3, 0.5], dtype=torch.float64)) == 0.5
     assert ref.best_threshold(probs, target, torch.tensor([0.8, 0.3, 0.65], dtype=torch.float64)) == 0.65
     assert ref.best_threshold(probs, target, torch.tensor([0.75, 0.25], dtype=torch.float64)) == 0.25  # equally close
+
+
+def test_best_threshold_breaks_an_even_tie_on_the_grid_towards_the_smaller_as_lossbench_does():
+    """On the grid 0.01..0.99, 0.55 - 0.5 is a hair below 0.5 - 0.45 in floats; the rule still says 0.45."""
+    grid = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
+    for low, high in ((44, 54), (29, 69)):  # 0.45 and 0.55; 0.3 and 0.7
+        accuracy = torch.zeros(99, dtype=torch.float64)
+        accuracy[[low, high]] = 1.0
+        assert ref.closest_to_half(grid[[low, high]]) == grid[low].item()
+        assert grid[best_threshold_index(accuracy[None], grid)].item() == grid[low].item()
+    probs = torch.tensor([0.1, 0.2, 0.455, 0.545, 0.8, 0.9], dtype=torch.float64)  # best: 0.21-0.45 and 0.55-0.80
+    assert ref.best_threshold(probs, torch.tensor([0, 0, 1, 0, 1, 1]), grid) == grid[44].item()
