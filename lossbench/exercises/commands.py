@@ -34,6 +34,10 @@ def load_function(target: str) -> Callable[..., Any]:
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise UsageError(f"Expected the function as package.module:function (e.g. mysolution:bce), but got {target!r}.")
+    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:  # a path, not a module name
+        dotted = module_name.removesuffix(".py").replace("\\", "/").strip("/").removeprefix("./").replace("/", ".")
+        raise UsageError(f"Expected the function as package.module:function, but got the file path {target!r}: write "
+                         f"{dotted}:{attr} (no folder separators and no .py), from the folder that holds it.")
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -47,6 +51,13 @@ def load_function(target: str) -> Callable[..., Any]:
         raise UsageError(f"could not import {module_name!r}: {type(err).__name__}: {detail}") from None
     fn = getattr(module, attr, None)
     if fn is None:
+        top = module_name.split(".")[0]
+        mine = Path(cwd, f"{top}.py")
+        found = Path(getattr(sys.modules.get(top), "__file__", None) or top)
+        if mine.is_file() and found.resolve() != mine.resolve():  # typing.py next to the student: Python's comes first
+            raise UsageError(f"your {top}.py is hidden: {top!r} is the name of an installed module ({found}), which "
+                             f"Python imports instead; rename your file (e.g. {top}_solution.py) and pass "
+                             f"{top}_solution{module_name[len(top):]}:{attr}")
         raise UsageError(f"module {module_name!r} has no {attr!r}; define `def {attr}(...)` in "
                          f"{getattr(module, '__file__', module_name)}")
     if not callable(fn):
@@ -120,7 +131,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     if not grading.find_submissions(args.submissions):  # a wrong folder, not a class that handed nothing in
         raise UsageError(f"Expected SUBMISSIONS_DIR to hold .py or .ipynb files, but {str(args.submissions)!r} has "
                          "none; grade looks only at the files directly in it, not in its subfolders.")
-    with _named_as_typed({"name": "--exercise", "timeout": "--timeout", "memory_mb": "--memory-mb", "seed": "--seed"}):
+    with _named_as_typed({"name": "--exercise", "timeout": "--timeout", "memory_mb": "--memory-mb", "seed": "--seed",
+                          "function": "--function"}):
         frame = grading.grade(args.submissions, args.exercise, timeout=timeout, memory_mb=memory_mb,
                               function=args.function, seed=args.seed, progress=not args.quiet)
     path = grading.write_gradebook(frame, out)

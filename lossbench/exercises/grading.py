@@ -11,7 +11,8 @@ exercise's function under the exercise's name (`def bce(logits, target)` for `bc
    2048 MiB; importing torch alone maps about 0.6 GiB, the forked child with lossbench about
    0.87 GiB, so a submission has more than 1 GiB to itself) and CPU time (the timeout plus one
    second, a backstop); the parent kills its process group when the wall-clock `timeout` runs
-   out, counted from the moment the child is ready (so a slow start is never the student's);
+   out, counted from the moment the child is ready (so a slow start is never the student's),
+   and kills that group after every submission, so that no process it started outlives it;
 3. it sends its stdout to /dev/null and its stderr to a file, loads the submission (a
    notebook's code cells run in order; a cell that raises is skipped and noted), and runs
    the checker; the results come back as JSON.
@@ -27,6 +28,7 @@ Grading needs a POSIX system (fork, `resource`).
 from __future__ import annotations
 
 import json
+import keyword
 import math
 import multiprocessing
 import os
@@ -96,8 +98,8 @@ def _load_notebook(path: Path, notes: list[str]) -> dict[str, Any]:
             exec(compile("\n".join(lines), f"{path.name}, cell {number}", "exec"), namespace)
         except ExerciseFailed:  # the student's own check of an exercise: the graded one's cases say it all
             continue
-        except Exception as err:  # a typo, a cell that needs what failed before: the function may still be defined
-            notes.append(f"cell {number} raised {type(err).__name__}")
+        except (Exception, SystemExit) as err:  # a typo, a cell that needs what failed before, exit(): the
+            notes.append(f"cell {number} raised {type(err).__name__}")  # function may still be defined
     return namespace
 
 
@@ -167,12 +169,14 @@ def _run_child(ctx: Any, path: Path, exercise: str, function: str, seed: int, ti
         if receive.poll(STARTUP_LIMIT_S):  # a child that never gets going is judged like one that hangs
             proc.join(timeout)
         receive.close()
-        failure = None
-        if proc.is_alive():
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+        timed_out = proc.is_alive()
+        try:  # always: what the submission started in the background (subprocess.Popen) must not outlive it
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):  # nothing left in the group, or a child that never set it up
+            if timed_out:
                 proc.kill()
+        failure = None
+        if timed_out:
             proc.join()
             failure = f"timed out after {timeout:g} s"
         stderr = Path(stderr_path).read_text(errors="replace") if os.path.exists(stderr_path) else ""
@@ -294,6 +298,8 @@ def grade(submissions: Path | str, exercise: str, timeout: float = DEFAULT_TIMEO
                          f"of address space: torch and lossbench) and at most {MAX_MEMORY_MB} (1 TiB), "
                          f"but got {memory_mb!r}.")
     check_seed(seed)  # not in each child: a seed torch cannot take is the grader's mistake, not the students'
+    if function is not None and not (function.isidentifier() and not keyword.iskeyword(function)):
+        raise ValueError(f"Expected `function` to be a Python function name, such as {exercise}, but got {function!r}.")
     files = find_submissions(submissions)
     function = function or exercise
     sizes = _group_sizes(exercise)  # {group: number of cases}, in case order

@@ -141,6 +141,27 @@ def test_exercises_export_rejects_an_unknown_flavor_and_a_missing_source(tmp_pat
     assert "Expected --source to be a folder holding *_solutions.ipynb notebooks" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("target, fix", [
+    ("./student_path.py:bce", "write student_path:bce (no folder separators and no .py)"),
+    ("student_path.py:bce", "write student_path:bce (no folder separators and no .py)"),
+    ("hw/student_path.py:bce", "write hw.student_path:bce (no folder separators and no .py)"),
+])
+def test_check_given_a_file_path_says_how_to_name_the_module(student_dir, capsys, target, fix):
+    (student_dir / "student_path.py").write_text(RIGHT)
+    assert main(["check", "bce", target]) == 2
+    assert_one_line_error(capsys, "check", f"but got the file path {target!r}: {fix}")
+
+
+def test_check_of_a_file_hidden_by_an_installed_module_says_to_rename_it(student_dir, capsys):
+    import typing
+
+    (student_dir / "typing.py").write_text(RIGHT)  # `import typing` finds Python's own, imported long before
+    assert main(["check", "bce", "typing:bce"]) == 2
+    assert_one_line_error(capsys, "check", f"your typing.py is hidden: 'typing' is the name of an installed module "
+                                           f"({typing.__file__}), which Python imports instead; rename your file "
+                                           "(e.g. typing_solution.py) and pass typing_solution:bce")
+
+
 def test_grade_writes_the_gradebook_and_prints_the_totals(tmp_path, capsys):
     folder = tmp_path / "submissions"
     folder.mkdir()
@@ -218,6 +239,15 @@ def test_grade_checks_its_limits_before_grading(one_submission, tmp_path, capsys
     out = tmp_path / "grades.csv"
     assert main(["grade", str(one_submission), "--exercise", "bce", option, value, "--out", str(out), "--quiet"]) == 2
     assert_one_line_error(capsys, "grade", message)
+    assert not out.exists()
+
+
+def test_grade_refuses_a_function_name_that_python_cannot_define(one_submission, tmp_path, capsys):
+    out = tmp_path / "grades.csv"
+    assert main(["grade", str(one_submission), "--exercise", "bce", "--function", "x y", "--out", str(out),
+                 "--quiet"]) == 2
+    assert_one_line_error(capsys, "grade", "Expected --function to be a Python function name, such as bce, "
+                                           "but got 'x y'.")
     assert not out.exists()
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 
@@ -63,15 +65,34 @@ os._exit(3)
 def binary_cross_entropy(logits, target):
     return logits.mean()
 """,
+    "spawns.py": """
+import subprocess
+from pathlib import Path
+import torch.nn.functional as F
+
+sleeper = subprocess.Popen(["sleep", "77"])  # a background process that would outlive the grading
+Path(__file__).with_suffix(".pid").write_text(str(sleeper.pid))
+
+def bce(logits, target):
+    return -(target * F.logsigmoid(logits) + (1 - target) * F.logsigmoid(-logits)).mean()
+""",
 }
 
 
 @pytest.fixture(scope="module")
-def gradebook(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("submissions")
+def submissions_folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("submissions")
+
+
+@pytest.fixture(scope="module")
+def gradebook(submissions_folder):
+    folder = submissions_folder
     for name, source in SUBMISSIONS.items():
         (folder / name).write_text(source)
     shutil.copy(solution_notebooks()[0], folder / "notebook.ipynb")  # losses_solutions defines bce
+    exits = nbformat.v4.new_notebook()
+    exits.cells = [nbformat.v4.new_code_cell(SUBMISSIONS["right.py"]), nbformat.v4.new_code_cell("exit()")]
+    nbformat.write(exits, folder / "exits.ipynb")
     (folder / "notes.txt").write_text("not a submission")
     start = time.perf_counter()
     frame = grading.grade(folder, "bce", timeout=TIMEOUT_S, progress=False)
@@ -87,7 +108,7 @@ def total(frame: pd.DataFrame, submission: str) -> pd.Series:
 def test_every_submission_gets_a_row_per_group_and_a_total_in_time(gradebook):
     frame, seconds = gradebook
     assert list(frame.columns) == ["submission", "exercise", "group", "passed", "cases", "score", "reason"]
-    names = sorted(list(SUBMISSIONS) + ["notebook.ipynb"])
+    names = sorted(list(SUBMISSIONS) + ["notebook.ipynb", "exits.ipynb"])
     assert frame.submission.unique().tolist() == names  # sorted, notes.txt ignored
     groups = ["basic", "multi-label", "soft targets", "float32", "stability", "logit exactly 0", "total"]
     for name in names:
@@ -142,6 +163,32 @@ def test_failures_give_zero_and_the_reason(gradebook, submission, reason):
     assert row.score == 0.0 and row.reason == reason
 
 
+def test_a_notebook_that_calls_exit_in_a_later_cell_keeps_its_function(gradebook):
+    frame, _ = gradebook
+    row = total(frame, "exits.ipynb")
+    assert (row.score, row.reason) == (1.0, "cell 2 raised SystemExit")
+
+
+def _running(pid: int) -> bool:
+    """True while process `pid` exists and is not a zombie (killed, waiting for its parent to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_a_process_a_submission_starts_does_not_outlive_its_grading(gradebook, submissions_folder):
+    frame, _ = gradebook
+    assert total(frame, "spawns.py").score == 1.0
+    pid = int((submissions_folder / "spawns.pid").read_text())
+    deadline = time.monotonic() + 5
+    while _running(pid) and time.monotonic() < deadline:  # SIGKILL is sent before grade returns; allow the kernel a moment
+        time.sleep(0.05)
+    assert not _running(pid)
+
+
 def test_the_memory_limit_stops_a_hog_without_stopping_the_batch(gradebook):
     frame, _ = gradebook
     row = total(frame, "hog.py")
@@ -191,6 +238,9 @@ def test_bad_arguments_are_value_errors(tmp_path):
         grading.grade(tmp_path, "bcee")
     with pytest.raises(ValueError, match=r"^Expected `seed` to be a whole number from 0 to 9223372036854775807"):
         grading.grade(tmp_path, "bce", seed=-1)
+    for function in ("x y", "", "def", "bce(z, y)"):
+        with pytest.raises(ValueError, match=r"^Expected `function` to be a Python function name, such as bce, but got "):
+            grading.grade(tmp_path, "bce", function=function)
     assert grading.grade(tmp_path, "bce", progress=False).empty  # an empty folder is an empty gradebook
 
 
