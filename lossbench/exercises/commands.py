@@ -134,7 +134,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     with _named_as_typed({"name": "--exercise", "timeout": "--timeout", "memory_mb": "--memory-mb", "seed": "--seed",
                           "function": "--function"}):
         frame = grading.grade(args.submissions, args.exercise, timeout=timeout, memory_mb=memory_mb,
-                              function=args.function, seed=args.seed, progress=not args.quiet)
+                              function=args.function, seed=args.seed, progress=not args.quiet and sys.stderr.isatty())
     path = grading.write_gradebook(frame, out)
     totals = frame[frame["group"] == "total"]
     width = max([len("submission")] + [len(s) for s in totals["submission"]])
@@ -169,6 +169,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _folder_name(text: str) -> Path:
+    """An argparse type: a folder given by name; an empty one ('') would be the current folder unnoticed.
+
+    >>> _folder_name("handout/")
+    PosixPath('handout')
+    >>> _folder_name("")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: Expected OUTDIR to be a folder name, but got ''; write . for the current folder.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"Expected OUTDIR to be a folder name, but got {text!r}; write . for the current folder.")
+    return Path(text)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the exercise subcommands on the `lossbench` parser.
 
@@ -181,8 +196,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="check your function for an exercise: prints a report, exit 0 when all pass",
                        formatter_class=_FORMATTER,
                        description="Run the cases of EXERCISE on your function and print the report: a line per case\n"
-                                   "(expected, actual, errors, pass or FAIL) and, under a failed case, what went wrong\n"
-                                   "and a hint. Exit code 0 when every case passes, 1 otherwise, 2 for a usage error.\n\n"
+                                   "(expected, actual, errors, and pass, FAIL, ERROR when it raised, LIBRARY when it\n"
+                                   "called the library function the exercise rebuilds, or not attempted while it\n"
+                                   "raises NotImplementedError) and, under a case that did not pass, what went wrong and a hint.\n"
+                                   "Exit code 0 when every case passes, 1 otherwise, 2 for a usage error.\n\n"
                                    "examples:\n"
                                    "  lossbench check bce mysolution:bce           bce() from mysolution.py in this folder\n"
                                    "  lossbench check best_threshold hw.week3:best  best() from hw/week3.py\n"
@@ -202,7 +219,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "passed) and why it lost points; a submission that fails to import, hangs or\n"
                                    "crashes scores 0 with the reason.\n\n"
                                    "examples:\n"
-                                   "  lossbench grade submissions/ --exercise bce --out grades.csv\n"
+                                   "  lossbench grade submissions/ --exercise bce --seed 90210 --out grades.csv   (a seed of your own)\n"
                                    "  lossbench grade submissions/ --exercise best_threshold --function best --timeout 30 --out grades.csv")
     p.add_argument("submissions", metavar="SUBMISSIONS_DIR", type=Path,
                    help="the folder of submissions: every .py and .ipynb file directly in it, each run in its own process")
@@ -213,9 +230,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=None, help="seconds per submission, at most 86400 (default 60)")
     p.add_argument("--memory-mb", type=int, default=None,
                    help="address-space limit per submission in MiB, 1024 to 1048576 (default 2048)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated cases, 0 to 2**63 - 1 (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the generated cases, 0 to 2**63 - 1 (default 0, the seed students self-check with, whose "
+                        "expected values their reports print: pass a seed of your own; the fixed edge cases stay the same)")
     p.add_argument("--out", required=True, help="the gradebook CSV to write; an existing file is overwritten")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     p.set_defaults(func=_cmd_grade)
 
     p = sub.add_parser("exercises", help="list the exercises, or export them as an assignment", formatter_class=_FORMATTER,
@@ -245,6 +264,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="plain: student notebooks to hand out; nbgrader: nbgrader's source notebooks; otter: otter-grader's")
     q.add_argument("--source", type=Path, default=None,
                    help="folder of *_solutions.ipynb (default: notebooks/exercises of this checkout)")
-    q.add_argument("outdir", metavar="OUTDIR", type=Path,
+    q.add_argument("outdir", metavar="OUTDIR", type=_folder_name,
                    help="the folder to write the notebooks to; notebooks of the same name there are overwritten")
     q.set_defaults(func=_cmd_export)

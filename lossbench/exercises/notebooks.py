@@ -281,9 +281,10 @@ def export(flavor: Flavor, outdir: Path | str, source: Path | str | None = None)
     existing = next(p for p in (out, *out.parents) if p.exists())  # the current folder, at the latest
     if not existing.is_dir():
         raise ValueError(f"Expected `outdir` to be a folder, but {str(existing)!r} is a file; choose another path.")
+    solutions = solution_notebooks(source)  # a wrong --source fails before OUTDIR is made
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in solution_notebooks(source):
+    for path in solutions:
         solution = nbformat.read(path, as_version=4)
         topic = topic_of(path)
         if flavor == "plain":

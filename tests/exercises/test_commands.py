@@ -139,6 +139,29 @@ def test_exercises_export_rejects_an_unknown_flavor_and_a_missing_source(tmp_pat
     assert main(["exercises", "export", "--flavor", "moodle", str(tmp_path)]) == 2
     assert main(["exercises", "export", "--flavor", "plain", "--source", str(tmp_path), str(tmp_path / "o")]) == 2
     assert "Expected --source to be a folder holding *_solutions.ipynb notebooks" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # the wrong source was found before OUTDIR was made
+
+
+def test_exercises_export_to_an_empty_name_is_a_usage_error_not_the_current_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["exercises", "export", "--flavor", "plain", ""]) == 2
+    assert "Expected OUTDIR to be a folder name, but got ''; write . for the current folder." in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_help_names_every_verdict_a_case_can_get(capsys):
+    assert main(["check", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for label in ("pass", "FAIL", "ERROR", "LIBRARY", "not attempted"):
+        assert label in text
+
+
+def test_grade_draws_no_progress_bar_into_a_file(tmp_path, capsys):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    (folder / "a_right.py").write_text(RIGHT)
+    assert main(["grade", str(folder), "--exercise", "bce", "--timeout", "30", "--out", str(tmp_path / "g.csv")]) == 0
+    assert "grading" not in capsys.readouterr().err  # stderr is not a terminal here
 
 
 @pytest.mark.parametrize("target, fix", [
@@ -192,7 +215,8 @@ def test_grade_help_says_what_a_submission_is_and_that_out_is_overwritten(capsys
             "each run in its own process") in text
     assert "Grade every .py and .ipynb file directly in SUBMISSIONS_DIR (not in its subfolders; hidden files skipped)" in text
     assert "--out OUT the gradebook CSV to write; an existing file is overwritten" in text
-    assert "lossbench grade submissions/ --exercise bce --out grades.csv" in text
+    assert "lossbench grade submissions/ --exercise bce --seed 90210 --out grades.csv (a seed of your own)" in text
+    assert "default 0, the seed students self-check with" in text
 
 
 def test_grade_rejects_a_folder_without_submissions_and_writes_nothing(tmp_path, capsys):
