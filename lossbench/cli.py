@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import re
@@ -301,6 +302,26 @@ def _check_new_dir(path: Path, chosen: bool = True) -> None:
     os.rmdir(probe)
 
 
+@contextlib.contextmanager
+def _named_as_typed(names: Mapping[str, str]):
+    """Word a ValueError of the library with the command line's names for its arguments (`timeout` -> --timeout)."""
+    try:
+        yield
+    except ValueError as err:
+        message = str(err)
+        for argument, option in names.items():
+            message = message.replace(f"`{argument}`", option)
+        raise UsageError(message) from None
+
+
+COMPARE_OPTIONS = {
+    "device": "--device", "lr": "--lr", "seeds": "--seeds", "epochs": "--epochs", "batch_size": "--batch-size",
+    "optimizer": "--optimizer", "head_init": "--head-init", "baseline": "--baseline", "threads": "--threads",
+    "threshold_metric": "--threshold-metric", "data": "--data",
+}  # fmt: skip
+"""The arguments of :func:`lossbench.compare` that `lossbench compare` takes as options, by their names there."""
+
+
 class _Interrupts:
     """Ctrl-C during a comparison: it stops training, or the plots, at once; in between, while the trained
     models' results are put together and written, it waits until they are saved (and skips the plots).
@@ -457,7 +478,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"Expected --baseline to be one of the losses {', '.join(losses)}, but got {args.baseline!r}.")
     from lossbench.runner import resolve_device
 
-    resolve_device(args.device)  # --device cuda on a machine without CUDA fails here, before any work
+    with _named_as_typed(COMPARE_OPTIONS):
+        resolve_device(args.device)  # --device cuda on a machine without CUDA fails here, before any work
     out = Path(args.out) if args.out is not None else default_run_dir(args.task)
     _check_new_dir(out, chosen=args.out is not None)
 
@@ -467,12 +489,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     with _Interrupts() as interrupts:
         bar = _TrainingBar(interrupts)
         try:
-            result = lossbench.compare(
-                args.task, losses, impl,
-                seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                head_init=args.head_init, overrides=overrides or None, baseline=args.baseline, data=args.data, config=config,
-                quick=args.quick, device=args.device, progress=bar, threads=args.threads, threshold_metric=args.threshold_metric,
-            )  # fmt: skip
+            with _named_as_typed(COMPARE_OPTIONS):  # "Expected `device` ..." -> "Expected --device ..."
+                result = lossbench.compare(
+                    args.task, losses, impl,
+                    seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                    head_init=args.head_init, overrides=overrides or None, baseline=args.baseline, data=args.data, config=config,
+                    quick=args.quick, device=args.device, progress=bar, threads=args.threads, threshold_metric=args.threshold_metric,
+                )  # fmt: skip
         finally:
             bar.close()
 

@@ -11,14 +11,13 @@ them costs nothing to the other `lossbench` commands.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from lossbench.cli import _FORMATTER, EXIT_FAIL, EXIT_OK, UsageError
+from lossbench.cli import _FORMATTER, EXIT_FAIL, EXIT_OK, UsageError, _named_as_typed
 
 
 def load_function(target: str) -> Callable[..., Any]:
@@ -96,16 +95,6 @@ def check_gradebook_path(text: str) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _named_as_typed(names: dict[str, str]):
-    """Word a ValueError of the library with the command line's names for its arguments (`timeout` -> --timeout)."""
-    try:
-        yield
-    except ValueError as err:
-        message = str(err)
-        for argument, option in names.items():
-            message = message.replace(f"`{argument}`", option)
-        raise UsageError(message) from None
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
