@@ -69,6 +69,17 @@ def _positive(kind: type, what: str, at_most: float = float("inf")) -> Callable[
     return parse
 
 
+def _named(what: str) -> Callable[[str], str]:
+    """An argparse type for a path: any text but an empty one, which Python would take for the current folder."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"Expected {what} to be a path, but got {text!r}.")
+        return text
+
+    return parse
+
+
 def parse_losses(text: str) -> list[str]:
     """``"softmax_ce,bce,mse"`` -> the loss names, each a family or a labelled variant ``family@label``.
 
@@ -679,11 +690,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "--threads", type=_positive(int, "--threads", at_most=MAX_THREADS), default=None, metavar="N",
         help="CPU threads for torch (default: torch's choice); on a busy machine --threads 1 is often faster",
     )  # fmt: skip
-    r.add_argument("--data", metavar="PATH",
+    r.add_argument("--data", metavar="PATH", type=_named("--data"),
                    help="your own data in the task's real format: titanic a CSV (titanic3, or Kaggle's train.csv), "
                         "multilabel a fastai PASCAL_2007 folder (train.csv and train/), mammography a mini-MIAS folder (default: the shipped "
                         "Titanic passengers, generated digit canvases, generated SYNTHETIC patches)")
-    r.add_argument("--out", metavar="DIR", help="the run directory to create (default: runs/<task>-<YYYYmmdd-HHMMSS>)")
+    r.add_argument("--out", metavar="DIR", type=_named("--out"), help="the run directory to create (default: runs/<task>-<YYYYmmdd-HHMMSS>)")
     r.add_argument("--json", action="store_true", help="print the results as JSON on stdout instead of the table")
     r.add_argument("--no-plots", action="store_true", help="skip drawing the plots")  # fmt: skip
     p.set_defaults(func=_cmd_compare)
@@ -731,7 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reprint the per-loss table and the paired differences of a saved run, and list its files.\n"
                     "Nothing is recomputed or written.\n\nexample:\n  lossbench show runs/titanic-20250101-120000",
     )  # fmt: skip
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `lossbench compare`")
+    p.add_argument("run_dir", metavar="RUN_DIR", type=_named("RUN_DIR"), help="a directory written by `lossbench compare`")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of the tables")
     p.set_defaults(func=_cmd_show)
     p = sub.add_parser(
@@ -739,7 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Redraw every plot of a saved run into RUN_DIR/plots/ (replacing the old ones) and print\n"
                     "their paths.\n\nexample:\n  lossbench plot runs/titanic-20250101-120000 --epoch 5",
     )  # fmt: skip
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `lossbench compare`")
+    p.add_argument("run_dir", metavar="RUN_DIR", type=_named("RUN_DIR"), help="a directory written by `lossbench compare`")
     p.add_argument("--epoch", type=int, metavar="N", help="the epoch of the gradient-allocation bars (default: the last)")
     p.set_defaults(func=_cmd_plot)
 

@@ -155,10 +155,9 @@ def test_plots_that_failed_for_a_folder_that_failed_are_not_reported_once_drawn_
     assert _one_error_line(err) == f"lossbench compare: error: the run was saved to 'runs/{fallback.name}' instead"
 
 
-@pytest.mark.parametrize("out", [".", ""], ids=["dot", "empty"])
-def test_the_working_folder_as_out_is_refused_before_training(tmp_path, capsys, monkeypatch, out):
+def test_the_working_folder_as_out_is_refused_before_training(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # an empty folder: it passed as "a new or empty directory", then could not be renamed into
-    assert cli.main([*QUICK, "--out", out]) == 2
+    assert cli.main([*QUICK, "--out", "."]) == 2
     err = capsys.readouterr().err
     assert "training" not in err and list(tmp_path.iterdir()) == []
     assert _one_error_line(err) == (
@@ -174,6 +173,15 @@ def test_a_file_where_runs_go_without_out_is_named_as_such(tmp_path, capsys, mon
     assert _one_error_line(capsys.readouterr().err) == (
         f"lossbench compare: error: Expected 'runs', where a run goes without --out, to be a folder, but '{tmp_path}/runs' is a file."
     )
+
+
+@pytest.mark.parametrize("argv, name", [
+    ([*QUICK, "--out", ""], "--out"), ([*QUICK, "--data", ""], "--data"), (["show", ""], "RUN_DIR"), (["plot", ""], "RUN_DIR"),
+], ids=["out", "data", "show", "plot"])
+def test_an_empty_path_is_refused_rather_than_taken_for_the_current_folder(capsys, argv, name):
+    assert cli.main(argv) == 2
+    command = "compare" if argv[0] == "compare" else argv[0]
+    assert capsys.readouterr().err == f"lossbench {command}: error: Expected {name} to be a path, but got '' (see `lossbench {command} --help`).\n"
 
 
 def test_an_option_error_ends_once_with_the_help_to_see(capsys):
