@@ -8,10 +8,17 @@ batch size) and record the same per-epoch measurements. For each engine it print
 several repeats (after warm-up runs, whose times are reported and excluded), the throughput in
 model-epochs/s (and model-images/s for image tasks: training images seen per second, summed over models),
 the ratio of the two, the share of the batched time spent recording (the per-epoch probe) and the peak
-memory (RSS; CUDA memory when on a GPU). On a GPU the batched runner replays its step and its probe as
-CUDA graphs; `--no-cuda-graphs` launches every operation on its own, to see what the graphs buy. On a
-CPU it runs an MLP's training step from a TorchScript trace; `--no-cpu-trace` runs it eagerly. The
-tracing (a few hundredths of a second) is part of each timed run, as it is of every run a user makes.
+memory (the whole process's peak RSS, both engines included, and the batched runner's CUDA peak on a
+GPU, in MiB). On a GPU the batched runner replays its step and its probe as CUDA graphs;
+`--no-cuda-graphs` launches every operation on its own, to see what the graphs buy. On a CPU it runs an
+MLP's training step from a TorchScript trace; `--no-cpu-trace` runs it eagerly. Tracing the step and
+making its TorchScript (a few hundredths of a second) are part of each timed run, as of a one-off run a
+user makes (a process that reruns a comparison reuses the TorchScript; here each run makes its own).
+
+With `--loop-epochs`, the plain loop trains fewer epochs and its throughput is per epoch (its cost per
+epoch is constant); what it does once per run (building the models, the probe before the first epoch)
+is then spread over fewer epochs, which makes the loop look a little slower (a few percent at 1 epoch of
+an image grid). The two engines' runs are not interleaved: compare figures from one command.
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lossbench import runner  # noqa: E402
+from lossbench import graphs, runner  # noqa: E402
 from lossbench.loop import train_one_at_a_time  # noqa: E402
 from lossbench.tasks import get as get_task  # noqa: E402
 
@@ -57,7 +64,17 @@ def _sync(device: torch.device) -> None:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """The process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rate(value: float) -> str:
+    """A throughput: whole numbers with thousands separators, three significant digits below 100.
+
+    >>> _rate(12345.6), _rate(41.27), _rate(0.0123)
+    ('12,346', '41.3', '0.0123')
+    """
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def time_engine(engine, task, setups, cfg, seeds, device, dtype, repeats: int) -> dict:
@@ -74,6 +91,7 @@ def time_engine(engine, task, setups, cfg, seeds, device, dtype, repeats: int) -
 
     runner.Recorder.__call__ = timed_record
     try:
+        graphs._SCRIPTS.clear()  # every run makes its own TorchScript, as a one-off run does
         _sync(device)
         start = time.perf_counter()
         engine(task, setups, cfg, seeds, "matched", device, dtype)
@@ -82,6 +100,7 @@ def time_engine(engine, task, setups, cfg, seeds, device, dtype, repeats: int) -
         walls, records = [], []
         for _ in range(repeats):
             record_time[0] = 0.0
+            graphs._SCRIPTS.clear()
             _sync(device)
             start = time.perf_counter()
             trained = engine(task, setups, cfg, seeds, "matched", device, dtype)
@@ -107,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=_positive, default=None)
     parser.add_argument("--loop-epochs", type=_positive, default=None, help="time the plain loop on fewer epochs (its throughput is per epoch); default: the same epochs")
     parser.add_argument("--repeats", type=_positive, default=3, help="timed repeats of the batched runner (median reported)")
-    parser.add_argument("--loop-repeats", type=_positive, default=1, help="timed repeats of the plain loop")
+    parser.add_argument("--loop-repeats", type=_positive, default=3, help="timed repeats of the plain loop (median reported)")
     parser.add_argument("--skip-loop", action="store_true", help="time the batched runner only")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", type=_positive, default=None, help="torch's CPU threads (default: torch's choice, one per core)")
@@ -122,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("seeds", "epochs", "batch_size"):
         if getattr(args, key) is not None:
             grid[key] = getattr(args, key)
-    try:  # a bad device or loss name: one line and exit code 2, as the lossbench command gives
+    try:  # a bad device or loss name: argparse's usage and the error, exit code 2
         device = runner.resolve_device(args.device)
         dtype = getattr(torch, args.dtype)
         cfg = runner.resolve_config(args.task, **grid)
@@ -179,13 +198,14 @@ def main(argv: list[str] | None = None) -> int:
           + (f"; CUDA graphs: {batched['cuda_graphs']}" if device.type == "cuda" else f"; CPU trace: {batched['cpu_trace']}"))
     rows = [("batched", figures["batched"])] + ([("plain loop", figures["loop"])] if "loop" in figures else [])
     for name, f in rows:
-        extra = f", {f['model_images_per_s']:,.0f} model-images/s" if images else ""
-        epochs = f" ({f['epochs']} epochs)" if "epochs" in f and f["epochs"] != cfg.epochs else ""
+        extra = f", {_rate(f['model_images_per_s'])} model-images/s" if images else ""
+        epochs = f" ({f['epochs']} epoch{'s' if f['epochs'] != 1 else ''})" if "epochs" in f and f["epochs"] != cfg.epochs else ""
         print(f"  {name:<10} median {f['median_s']:.3f} s of {len(f['walls_s'])}{epochs}, warm-up {f['warmup_s']:.3f} s: "
-              f"{f['model_epochs_per_s']:,.0f} model-epochs/s{extra}; recording {100 * f['record_share']:.1f}% of the time")
+              f"{_rate(f['model_epochs_per_s'])} model-epochs/s{extra}; recording {100 * f['record_share']:.1f}% of the time")
     if "speedup" in figures:
         print(f"  batched / plain loop: {figures['speedup']:.1f}x")
-    print(f"  peak RSS {figures['peak_rss_mb']:.0f} MB" + (f", CUDA peak {figures['cuda_peak_mb_batched']:.0f} MB" if "cuda_peak_mb_batched" in figures else ""))
+    print(f"  peak RSS {figures['peak_rss_mb']:.0f} MiB (the whole process)"
+          + (f", CUDA peak {figures['cuda_peak_mb_batched']:.0f} MiB (the batched runner)" if "cuda_peak_mb_batched" in figures else ""))
     return 0
 
 

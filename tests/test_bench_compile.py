@@ -58,11 +58,17 @@ def test_the_compiled_step_agrees_with_the_eager_step(bench, capsys):
         (["--device", "tpu"], "Expected `device` to be"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(bench, capsys, args, message):
+def test_bad_input_exits_2_with_the_error(bench, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(args)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_default_run_it_compares_with_is_the_default_whatever_batch_is_timed(bench, capsys):
+    # 100 epochs of ceil(785 / 64) = 13 minibatches, though the step timed here has batch 32
+    assert bench.main(["--seeds", "1", "--blocks", "1", "--steps", "2", "--batch-size", "32", "--backend", "eager", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["default_run_steps"] == 1300
 
 
 def test_a_failed_compile_is_one_line_and_exit_1(bench, capsys, monkeypatch):

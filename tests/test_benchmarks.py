@@ -25,12 +25,30 @@ def test_json_figures_of_a_tiny_titanic_grid(bench, capsys):
     figures = json.loads(capsys.readouterr().out)
     assert (figures["models"], figures["epochs"], figures["threads"]) == (6, 2, 1)
     assert len(figures["batched"]["walls_s"]) == 2 and figures["loop"]["epochs"] == 1
+    assert len(figures["loop"]["walls_s"]) == 3  # the loop's figure is a median too, by default
     assert figures["batched"]["warmup_s"] > 0 and figures["loop"]["warmup_s"] > 0
     assert figures["batched"]["model_epochs_per_s"] == pytest.approx(6 * 2 / figures["batched"]["median_s"])
     assert figures["loop"]["model_epochs_per_s"] == pytest.approx(6 * 1 / figures["loop"]["median_s"])
     assert figures["speedup"] == pytest.approx(figures["batched"]["model_epochs_per_s"] / figures["loop"]["model_epochs_per_s"])
     assert 0 <= figures["batched"]["record_share"] <= 1 and figures["peak_rss_mb"] > 0
     assert figures["batched"]["cpu_trace"].startswith("no: 24 full minibatches")  # too short a run to trace
+
+
+def test_each_timed_run_makes_its_own_torchscript_as_a_one_off_run_does(bench, capsys, monkeypatch):
+    from lossbench import graphs
+
+    made = []
+    trace = torch.jit.trace
+    monkeypatch.setattr(graphs.torch.jit, "trace", lambda *a, **k: made.append(1) or trace(*a, **k))
+    # 10 epochs of 12 full minibatches: the step is traced; the warm-up and two timed runs
+    assert bench.main(["--task", "titanic", "--seeds", "1", "--epochs", "10", "--repeats", "2", "--skip-loop"]) == 0
+    assert len(made) == 3
+    lines = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"  peak RSS \d+ MiB \(the whole process\)", lines[-1])
+
+
+def test_small_throughputs_keep_their_digits(bench):
+    assert (bench._rate(12345.6), bench._rate(41.27), bench._rate(0.0123)) == ("12,346", "41.3", "0.0123")
 
 
 def test_the_header_says_whether_the_step_ran_from_its_trace(bench, capsys):
@@ -53,7 +71,7 @@ def test_the_header_says_whether_the_step_ran_from_its_trace(bench, capsys):
         (["--task", "mnist"], "invalid choice: 'mnist'"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(bench, capsys, args, message):
+def test_bad_input_exits_2_with_the_error(bench, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--skip-loop", "--epochs", "1", *args])
     assert exit_info.value.code == 2
