@@ -159,6 +159,20 @@ def test_fill_values_and_scaling_are_the_training_splits_own():
     assert task.val.x.mean(0).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("column", ["age", "fare", "embarked"])
+def test_a_column_missing_for_every_training_passenger_is_refused_not_filled_with_a_guess(column):
+    passengers, _ = titanic.read_passengers(SHIPPED)
+    with pytest.raises(titanic.DataError, match=f"Every training passenger's `{column}` is missing, so there is nothing to fill it with"):
+        titanic.fit_preprocessing(passengers.assign(**{column: None}))  # embarked: it was filled with C, first of a 0-0-0 tie
+
+
+def test_the_boat_column_leaks_as_documented():
+    reference = pd.read_csv(SHIPPED, na_values=["?"], keep_default_na=False)
+    with_boat = reference[reference["boat"].notna()]
+    assert (len(with_boat), int((with_boat["survived"] == 0).sum())) == (486, 9)  # "all but 9 of the 486"
+    assert titanic.SUMMARY.endswith("--data reads a titanic3 CSV or Kaggle's train.csv")
+
+
 def test_changing_validation_and_test_rows_changes_nothing_learned_from_training(tmp_path):
     task = load(Config())
     held_out = set(task.val.source.tolist()) | set(task.test.source.tolist())
@@ -319,7 +333,7 @@ BROKEN = [
     ),
     pytest.param(
         _replace_row_3('3,1,4,"Heikkinen, Miss. Laina",female,26,0,0,STON/O2. 3101282,7.925,,S'),
-        ["row 3 (line 4): expected `Pclass` to be 1 or 2 or 3, but got '4'"],
+        ["row 3 (line 4): expected `Pclass` to be 1, 2 or 3, but got '4'"],
         id="pclass-4",
     ),
     pytest.param(
@@ -329,7 +343,7 @@ BROKEN = [
     ),
     pytest.param(
         _replace_row_3('3,1,3,"Heikkinen, Miss. Laina",female,-26,0,0,STON/O2. 3101282,7.925,,S'),
-        ["row 3 (line 4): expected `Age` to be 0 or more, but got '-26'"],
+        ["row 3 (line 4): expected `Age` to be between 0 and 120, but got '-26'"],
         id="age-negative",
     ),
     pytest.param(
@@ -354,8 +368,23 @@ BROKEN = [
     ),
     pytest.param(
         _replace_row_3('3,1,3,"Heikkinen, Miss. Laina",female,26,0.5,0,STON/O2. 3101282,7.925,,S'),
-        ["row 3 (line 4): expected `SibSp` to be a whole number, 0 or more, but got '0.5'"],
+        ["row 3 (line 4): expected `SibSp` to be a whole number from 0 to 100, but got '0.5'"],
         id="sibsp-fraction",
+    ),
+    pytest.param(  # as an int64 it would wrap round to -9223372036854775808
+        _replace_row_3('3,1,3,"Heikkinen, Miss. Laina",female,26,1e19,0,STON/O2. 3101282,7.925,,S'),
+        ["row 3 (line 4): expected `SibSp` to be a whole number from 0 to 100, but got '1e19'"],
+        id="sibsp-huge",
+    ),
+    pytest.param(  # finite, but its square overflows the standard deviation to inf
+        _replace_row_3('3,1,3,"Heikkinen, Miss. Laina",female,1e300,0,0,STON/O2. 3101282,7.925,,S'),
+        ["row 3 (line 4): expected `Age` to be between 0 and 120, but got '1e300'"],
+        id="age-huge",
+    ),
+    pytest.param(
+        _replace_row_3('3,1,3,"Heikkinen, Miss. Laina",female,26,0,0,STON/O2. 3101282,20000,,S'),
+        ["row 3 (line 4): expected `Fare` to be between 0 and 10000, but got '20000'"],
+        id="fare-huge",
     ),
     pytest.param(
         _replace_row_3('3,1,3,Heikkinen, Miss. Laina,female,26,0,0,STON/O2. 3101282,7.925,,S'),
