@@ -424,13 +424,19 @@ def _save_run(
             if interrupts is not None:
                 interrupts.waiting = True  # and waits again while the folder is put in place
 
+    from lossbench.results import RunExistsError
+
+    failed_places: list[str] = []  # "could not write 'runs/x' (why)", said in the one line that says where the run went
     for place in (out, default_run_dir(task), None):
         target = Path(tempfile.mkdtemp(prefix=f"lossbench-{task}-")) if place is None else place
         failed_plots.clear()  # a failed save is tried again, plots and all
         try:
             result.save(target, extra=None if draw is None else plots)
-        except OSError as err:  # RunExistsError too: another run took the folder while this one trained
-            problems.append(f"could not write {str(target)!r} ({type(err).__name__}: {err})")
+        except RunExistsError:  # another run took the folder while this one trained
+            failed_places.append(f"could not write {str(target)!r} (another run wrote files there meanwhile)")
+            continue
+        except OSError as err:
+            failed_places.append(f"could not write {str(target)!r} ({type(err).__name__}: {err})")
             continue
         while_drawing = bool(failed_plots) and isinstance(failed_plots[0], KeyboardInterrupt) and not (interrupts and interrupts.pending)
         interrupted = while_drawing or bool(interrupts and interrupts.pending)
@@ -445,9 +451,9 @@ def _save_run(
                 f"saved without them, and `lossbench plot {target}` draws them"
             )
         if target != out:
-            problems.append(f"the run was saved to {str(target)!r} instead")
+            problems.insert(0, f"{'; '.join(failed_places)}; the run was saved to {str(target)!r} instead")
         return target, problems, interrupted
-    raise UsageError("; ".join(problems))  # not reached: the temporary folder is always writable
+    raise UsageError("; ".join(failed_places))  # not reached: the temporary folder is always writable
 
 
 def _run_files(directory: Path) -> list[Path]:

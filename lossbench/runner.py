@@ -817,9 +817,9 @@ class Recorder:
             accuracy = host["val_accuracy"].reshape(n_losses, -1)
             dead = (diverged > 0).reshape(n_losses, -1).sum(axis=1)
             names = [s.name for s in self.setups]
-            self.progress(
-                ProgressReport(epoch, self.epochs, {n: float(np.nanmean(a)) for n, a in zip(names, accuracy)}, dict(zip(names, dead.tolist())))
-            )
+            # a loss whose every model has NaN scores has no accuracy to show: NaN, without numpy's "Mean of empty slice"
+            means = {n: float(np.nanmean(a)) if np.isfinite(a).any() else float("nan") for n, a in zip(names, accuracy)}
+            self.progress(ProgressReport(epoch, self.epochs, means, dict(zip(names, dead.tolist()))))
 
     def records(self) -> dict[str, np.ndarray]:
         """Every record, ``(epochs + 1, models, ...)``."""

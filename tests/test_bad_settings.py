@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -289,3 +291,12 @@ def test_plot_arguments_are_checked(tmp_path):
         plots.save_plots(result, tmp_path / "afile")
     with pytest.raises(ValueError, match=r"Expected `epoch` to be a recorded epoch, 0 to 1, but got True."):
         plots.gradient_allocation(result, epoch=True)
+
+
+def test_a_loss_whose_every_model_blew_up_reports_its_progress_without_a_numpy_warning():
+    reports = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # numpy's "Mean of empty slice" would fail here
+        result = lossbench.compare("titanic", losses=("bce",), optimizer="sgd", lr=1e37, progress=reports.append, **TINY)
+    assert result.runs["test_accuracy"].isna().all()  # every model's weights blew up
+    assert math.isnan(reports[-1].val_accuracy["bce"])
