@@ -203,6 +203,9 @@ def format_table(result: Result) -> str:
         f"Test split, {spread}; the best threshold is chosen on the validation split"
         + ("." if cfg.get("threshold_metric", "accuracy") == "accuracy" else f", by its {cfg['threshold_metric'].replace('_', ' ')}."),
     ]
+    impls = result.runs.groupby("loss", sort=False)["impl"].first() if "impl" in result.runs else pd.Series(dtype=object)
+    if (impls != "handwritten").any():  # a user's function or a naive form: the table's names alone would hide it
+        lines.append("Implementations: " + ", ".join(f"{loss} {impl}" for loss, impl in impls.items()) + ".")
     metrics = _metrics(result, HEADLINE)
     header = ["loss"] + [LABELS[m] for m in metrics] + [LABELS["final_train_loss"], LABELS["diverged"]]
     rows = [header]
@@ -226,6 +229,13 @@ def format_table(result: Result) -> str:
             f"Exact match: the share of examples with all {k} {what} right. {auc}"
         )
     lines.append("Train loss: the mean of the last epoch's minibatch losses (none for a diverged model), on each loss's own scale, not comparable across losses.")
+    silent = _never_positive(result)
+    if silent:
+        lines.append(
+            f"Never a positive answer at 0.5 on the test split, from any seed: {', '.join(silent)}. Such a model "
+            "scores the all-negative baseline; usually it has not yet learned to say yes, its AUC is then no learned "
+            "ranking and its differences no verdict on the loss: train longer (--epochs) or faster (--lr)."
+        )
     undefined = result.runs["test_accuracy"].isna().groupby(result.runs["loss"], sort=False).agg(["sum", "size"])
     if undefined["sum"].any():
         counts = ", ".join(f"{loss} {int(r['sum'])} of {int(r['size'])}" for loss, r in undefined.iterrows() if r["sum"])
@@ -233,6 +243,24 @@ def format_table(result: Result) -> str:
             f"Models whose predictions are NaN (their weights blew up) have no test metrics and are left out of the means: {counts}."
         )
     return "\n".join(lines)
+
+
+def _never_positive(result: Result) -> list[str]:
+    """The losses none of whose models scores any test output at 0.5 or more (stuck answering "no").
+
+    A model of a rare positive class sits there early in training; a loss whose every model does is not
+    yet being compared, whatever its numbers say.
+    """
+    predictions = result.predictions
+    if not predictions or "test_scores" not in predictions or "models_loss" not in predictions:
+        return []
+    scores, owner = np.asarray(predictions["test_scores"]), np.asarray(predictions["models_loss"])
+    stuck = []
+    for loss in result.losses:
+        mine = scores[owner == loss]
+        if len(mine) and np.isfinite(mine).all() and (mine < 0.5).all():
+            stuck.append(loss)
+    return stuck
 
 
 def format_differences(result: Result) -> str:

@@ -135,6 +135,24 @@ def test_a_difference_from_fewer_seeds_than_were_trained_says_so():
     assert "seeds, where" not in full
 
 
+def test_a_loss_that_never_answers_yes_is_named_under_the_table():
+    result = made_result({"mse": metrics([0.62, 0.62]), "bce": metrics([0.80, 0.81])})
+    assert "Never a positive answer" not in report.format_table(result)  # no predictions to look at: nothing said
+    scores = np.array([[0.1, 0.4, 0.49], [0.2, 0.3, 0.45], [0.1, 0.7, 0.2], [0.6, 0.1, 0.3]])[:, :, None]  # (models, examples, 1)
+    result.predictions = {"test_scores": scores, "models_loss": np.array(["mse", "mse", "bce", "bce"])}
+    text = report.format_table(result)
+    assert "Never a positive answer at 0.5 on the test split, from any seed: mse. " in text  # bce says yes on some
+    scores[0, 0, 0] = 0.5  # one yes, from one seed: it has started
+    assert "Never a positive answer" not in report.format_table(result)
+
+
+def test_implementations_other_than_the_handwritten_ones_are_named():
+    result = made_result({"mse": metrics([0.7, 0.71]), "bce": metrics([0.8, 0.81])})
+    assert "Implementations" not in report.format_table(result)  # no impl column: the built-in default
+    result.runs["impl"] = np.where(result.runs["loss"] == "bce", "mysolution:bce", "handwritten")
+    assert "\nImplementations: mse handwritten, bce mysolution:bce.\n" in report.format_table(result)
+
+
 def test_multi_label_tables_say_hamming_and_add_exact_match():
     values = {loss: {**metrics([0.9, 0.92]), "test_exact_match": [0.5, 0.6]} for loss in ("softmax_ce", "bce")}
     result = made_result(values, labels=tuple("0123456789"), kind="multilabel")
