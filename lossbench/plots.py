@@ -430,7 +430,7 @@ def accuracy_vs_threshold(result: Result, split: Literal["val", "test"] = "val",
                             markersize=7, capsize=4, zorder=4)  # fmt: skip
             interval = "mean" if _seed_count(result) == 1 else "mean, 95% CI"
             ax.errorbar([], [], xerr=[], fmt="o", color="white", markeredgecolor="black", capsize=4,
-                        label=f"best-validation threshold by {chosen_by} ({interval})")  # fmt: skip
+                        label=f"best-validation threshold by {chosen_by} ({interval}; a marker shape per loss)")  # fmt: skip
         label = {"accuracy": _accuracy_label(result), "exact_match": "exact-match accuracy (all labels right)"}[name]
         title = {"accuracy": "Accuracy against the threshold", "exact_match": "Exact match against the threshold"}[name]
         _decorate(ax, f"{title} ({split_name})", "decision threshold", label, fontsize=7)

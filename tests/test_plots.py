@@ -221,13 +221,13 @@ def test_accuracy_vs_threshold_marks_the_best_validation_threshold(results):
     assert any(list(ln.get_ydata()) == pytest.approx([negatives, negatives]) for ln in ax.get_lines())
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert f"all-negative answers ({negatives:.3f})" in legend
-    assert "best-validation threshold by accuracy (mean, 95% CI)" in legend
+    assert "best-validation threshold by accuracy (mean, 95% CI; a marker shape per loss)" in legend
 
 
 def test_the_threshold_legend_names_the_metric_that_chose_it_and_one_seed_claims_no_interval():
     result = lossbench.compare(tiny_task("binary"), ("bce", "mse"), seeds=1, epochs=1, device="cpu", threshold_metric="f1")
     fig = plots.accuracy_vs_threshold(result)
-    assert "best-validation threshold by f1 (mean)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "best-validation threshold by f1 (mean; a marker shape per loss)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "1 seed, so no confidence interval" in fig.get_suptitle()
     assert "95% CI" not in fig.get_suptitle()
 
