@@ -642,15 +642,21 @@ examples:
   lossbench compare --task titanic --impl bce=mysolution:binary_cross_entropy
 
 prints:
-  a progress bar while training (on stderr, when it is a terminal); then a table with one row per loss: test accuracy at the
-  threshold 0.5 and at the best-validation threshold (and that threshold) and AUC, each as mean [95% CI]
-  over seeds, then the mean final training loss and how many seeds diverged; then the paired
-  differences to the baseline loss with a plain reading ("interval excludes 0" or not); then the files
-  written. --json prints all of it as one JSON document instead, and nothing else on stdout.
+  a progress bar while training (on stderr, when it is a terminal); then a table with one row per loss:
+  test accuracy at the threshold 0.5 and at the best-validation threshold (and that threshold) and AUC
+  (multilabel and the grid: Hamming accuracy, and exact match beside it), each as mean [95% CI] over
+  seeds, then the mean final training loss and how many seeds diverged, with notes under it; then the
+  paired differences to the baseline loss with a plain reading ("interval excludes 0" or not); then the
+  files written. --json prints all of it as one JSON document instead, and nothing else on stdout.
 
 writes (never overwriting a run):
   RUN_DIR/config.json, runs.csv, history.csv, thresholds.csv, calibration.csv, summary.csv,
   predictions.npz and plots/*.png, where RUN_DIR is --out or runs/<task>-<YYYYmmdd-HHMMSS>.
+
+exit codes:
+  0 done; 2 a mistake in the input, said in one line on stderr, before training where it can be found
+  then (after training, nothing trained is lost: the run is saved without plots, or elsewhere); 130
+  interrupted (Ctrl-C while training saves nothing; after it, the results are saved without plots).
 """
 
 
