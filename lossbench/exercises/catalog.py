@@ -178,7 +178,6 @@ def _closest_to_half_larger(p: Tensor, y: Tensor, thresholds: Tensor) -> float:
     return float(tied[distance == distance.min()].max())
 
 
-
 _INDEX_OR_SHAPE_COMPLAINT = re.compile(r"ind(ex|ices|exing)|LongTensor|int64|dimension|size|shape", re.IGNORECASE)
 
 
@@ -194,7 +193,7 @@ def _probability_target_refused(case: cs.Case, err: BaseException) -> bool:
     """
     target = case.inputs[1]
     return (torch.is_tensor(target) and target.is_floating_point()
-            and _INDEX_OR_SHAPE_COMPLAINT.search(str(err)) is not None and not _is_in_place_error(err))
+            and _INDEX_OR_SHAPE_COMPLAINT.search(str(err)) is not None and not is_in_place_error(err))
 
 
 def _unused_classes_refused(case: cs.Case, err: BaseException) -> bool:
@@ -206,10 +205,10 @@ def _unused_classes_refused(case: cs.Case, err: BaseException) -> bool:
     """
     logits, target = case.inputs[:2]
     return (torch.is_tensor(target) and not target.is_floating_point() and int(target.max()) + 1 < logits.shape[-1]
-            and _INDEX_OR_SHAPE_COMPLAINT.search(str(err)) is not None and not _is_in_place_error(err))
+            and _INDEX_OR_SHAPE_COMPLAINT.search(str(err)) is not None and not is_in_place_error(err))
 
 
-def _is_in_place_error(err: BaseException) -> bool:
+def is_in_place_error(err: BaseException) -> bool:
     """True for autograd's complaint about an in-place operation."""
     return "in-place operation" in str(err) or "inplace operation" in str(err)
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from lossbench.exercises.cases import ATOL32, ATOL64, GRAD_ATOL, GRAD_RTOL, NUMBER_ATOL, RTOL32, RTOL64, Case, check_seed
-from lossbench.exercises.catalog import Exercise, close, get_exercise
+from lossbench.exercises.catalog import Exercise, close, get_exercise, is_in_place_error
 from lossbench.exercises.forbidden import CallRecorder
 
 Status = Literal["pass", "fail", "error", "not attempted", "library"]
@@ -122,7 +122,7 @@ def changed_inputs(ex: Exercise, case: Case, inputs: tuple[Any, ...]) -> list[st
 def _error_hint(ex: Exercise, case: Case, err: BaseException) -> str | None:
     """The hint for an exception: the usual causes of the usual messages."""
     message = str(err)
-    if "in-place operation" in message or "inplace operation" in message:
+    if is_in_place_error(err):
         return IN_PLACE_HINT
     for applies, hint in ex.error_hints:
         if applies(case, err):
@@ -368,8 +368,7 @@ def _check_gradient(ex: Exercise, case: Case, inputs: tuple[Any, ...], out: Tens
     except Exception as err:  # the student's graph may fail in backward
         message = str(err)
         result.problems.append(f"backward raised {type(err).__name__}: {message.splitlines()[0][:200]}")
-        in_place = "in-place operation" in message or "inplace operation" in message
-        return False, IN_PLACE_HINT if in_place else None
+        return False, IN_PLACE_HINT if is_in_place_error(err) else None
     if grad is None:
         result.problems.append("no gradient reaches the input")
         return False, "the loss does not depend on the logits through autograd (.detach() or a new tensor?)"
