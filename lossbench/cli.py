@@ -346,8 +346,11 @@ class _Interrupts:
         self.pending = False
 
     def __enter__(self) -> "_Interrupts":
-        # only the main thread may set a signal handler; elsewhere Ctrl-C does not reach this command anyway
-        self.previous = signal.signal(signal.SIGINT, self._handle) if threading.current_thread() is threading.main_thread() else None
+        # only the main thread may set a signal handler (elsewhere Ctrl-C does not reach this command anyway),
+        # and a process that ignores Ctrl-C (started with nohup, or in the background) goes on ignoring it
+        main = threading.current_thread() is threading.main_thread()
+        ignored = main and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        self.previous = signal.signal(signal.SIGINT, self._handle) if main and not ignored else None
         return self
 
     def __exit__(self, *exc: object) -> None:

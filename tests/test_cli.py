@@ -414,8 +414,13 @@ def test_ctrl_c_after_training_waits_until_the_results_are_saved(tmp_path, monke
         return assemble(*args, **kwargs)
 
     monkeypatch.setattr(runner, "_assemble", interrupted_while_assembling)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if these tests run under nohup
     out = tmp_path / "runs" / "run"
-    code, stdout, stderr = run(["compare", "--task", "titanic", "--quick", *FAST, "--out", out])
+    try:
+        code, stdout, stderr = run(["compare", "--task", "titanic", "--quick", *FAST, "--out", out])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the command's handler is gone again
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert code == 130
     assert "interrupted: saving the trained results first, without plots" in stderr
     assert stderr.strip().splitlines()[-1] == (
@@ -423,7 +428,17 @@ def test_ctrl_c_after_training_waits_until_the_results_are_saved(tmp_path, monke
     )
     assert "test acc @0.5" in stdout
     assert not (out / "plots").exists() and lossbench.load(out).runs.shape[0] == 6
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the command's handler is gone again
+
+
+def test_a_process_that_ignores_ctrl_c_goes_on_ignoring_it(tmp_path):
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # nohup, or a job started in the background
+    try:
+        with cli._Interrupts():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)  # nothing happens
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 # ---------------------------------------------------------------------------------------------
