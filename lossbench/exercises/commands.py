@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from lossbench.cli import _FORMATTER, EXIT_FAIL, EXIT_OK, UsageError, _named_as_typed
+from lossbench.cli import _FORMATTER, EXIT_FAIL, EXIT_OK, UsageError, _named, _named_as_typed, _show_bars
 
 
 def load_function(target: str) -> Callable[..., Any]:
@@ -123,7 +123,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     with _named_as_typed({"name": "--exercise", "timeout": "--timeout", "memory_mb": "--memory-mb", "seed": "--seed",
                           "function": "--function"}):
         frame = grading.grade(args.submissions, args.exercise, timeout=timeout, memory_mb=memory_mb,
-                              function=args.function, seed=args.seed, progress=not args.quiet and sys.stderr.isatty())
+                              function=args.function, seed=args.seed, progress=not args.quiet and _show_bars())
     path = grading.write_gradebook(frame, out)
     totals = frame[frame["group"] == "total"]
     width = max([len("submission")] + [len(s) for s in totals["submission"]])
@@ -156,21 +156,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"Expected OUTDIR to be a folder this user can make and write, but {str(args.outdir)!r} refuses it "
                          f"({err.strerror}: {err.filename}).") from None
     return EXIT_OK
-
-
-def _folder_name(text: str) -> Path:
-    """An argparse type: a folder given by name; an empty one ('') would be the current folder unnoticed.
-
-    >>> _folder_name("handout/")
-    PosixPath('handout')
-    >>> _folder_name("")
-    Traceback (most recent call last):
-    ...
-    argparse.ArgumentTypeError: Expected OUTDIR to be a folder name, but got ''; write . for the current folder.
-    """
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"Expected OUTDIR to be a folder name, but got {text!r}; write . for the current folder.")
-    return Path(text)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -253,6 +238,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="plain: student notebooks to hand out; nbgrader: nbgrader's source notebooks; otter: otter-grader's")
     q.add_argument("--source", type=Path, default=None,
                    help="folder of *_solutions.ipynb (default: notebooks/exercises of this checkout)")
-    q.add_argument("outdir", metavar="OUTDIR", type=_folder_name,
+    q.add_argument("outdir", metavar="OUTDIR", type=_named("OUTDIR"),
                    help="the folder to write the notebooks to; notebooks of the same name there are overwritten")
     q.set_defaults(func=_cmd_export)

@@ -145,7 +145,7 @@ def test_exercises_export_rejects_an_unknown_flavor_and_a_missing_source(tmp_pat
 def test_exercises_export_to_an_empty_name_is_a_usage_error_not_the_current_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["exercises", "export", "--flavor", "plain", ""]) == 2
-    assert "Expected OUTDIR to be a folder name, but got ''; write . for the current folder (see `lossbench exercises export --help`)." in capsys.readouterr().err
+    assert "Expected OUTDIR to be a path, but got '' (see `lossbench exercises export --help`)." in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
