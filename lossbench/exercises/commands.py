@@ -33,8 +33,9 @@ def load_function(target: str) -> Callable[..., Any]:
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise UsageError(f"Expected the function as package.module:function (e.g. mysolution:bce), but got {target!r}.")
-    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:  # a path, not a module name
-        dotted = module_name.removesuffix(".py").replace("\\", "/").strip("/").removeprefix("./").replace("/", ".")
+    from lossbench.losses.registry import module_of_path
+
+    if (dotted := module_of_path(module_name)) is not None:
         raise UsageError(f"Expected the function as package.module:function, but got the file path {target!r}: write "
                          f"{dotted}:{attr} (no folder separators and no .py), from the folder that holds it.")
     cwd = os.getcwd()

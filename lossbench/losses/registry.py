@@ -234,6 +234,19 @@ def _file_stamp(module: object) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
+def module_of_path(text: str) -> str | None:
+    """The module a file path names (``"hw/week3.py"`` -> ``"hw.week3"``), or None when ``text`` is no path.
+
+    Students often give the file where Python wants the module; the error says what to write instead.
+
+    >>> module_of_path("mysolution.py"), module_of_path("./hw/week3.py"), module_of_path("mysolution")
+    ('mysolution', 'hw.week3', None)
+    """
+    if not (text.endswith(".py") or "/" in text or "\\" in text):
+        return None
+    return text.removesuffix(".py").replace("\\", "/").strip("/").removeprefix("./").replace("/", ".")
+
+
 def load_user_function(path: str) -> Callable:
     """Import ``"package.module:function"``, looking on the import path and in the current directory.
 
@@ -253,8 +266,8 @@ def load_user_function(path: str) -> Callable:
     if not isinstance(path, str) or path.count(":") != 1:
         raise _usage_error(path, "an import path has exactly one ':' between module and function")
     module_name, attr = path.split(":")
-    if module_name.endswith(".py"):
-        raise _usage_error(path, f"name the module without '.py', as in '{module_name.removesuffix('.py')}:{attr}'")
+    if (dotted := module_of_path(module_name)) is not None:
+        raise _usage_error(path, f"name the module, not its file: '{dotted}:{attr}', from the folder that holds it")
     if not all(part.isidentifier() for part in module_name.split(".")) or not attr.isidentifier():
         raise _usage_error(path, "module and function must be Python names, as in 'mysolution:my_loss'")
 

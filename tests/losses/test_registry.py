@@ -144,7 +144,8 @@ def test_a_user_function_loads_from_the_import_path():
         pytest.param("mysolution:", "'mysolution:' (module and function must be Python names, as in 'mysolution:my_loss')", id="no-function"),
         pytest.param(":my_loss", "':my_loss' (module and function must be Python names", id="no-module-name"),
         pytest.param("my-solution:my_loss", "'my-solution:my_loss' (module and function must be Python names", id="dash"),
-        pytest.param("lossbench_student_solution.py:my_bce", "'lossbench_student_solution.py:my_bce' (name the module without '.py', as in 'lossbench_student_solution:my_bce')", id="dot-py"),
+        pytest.param("lossbench_student_solution.py:my_bce", "'lossbench_student_solution.py:my_bce' (name the module, not its file: 'lossbench_student_solution:my_bce', from the folder that holds it)", id="dot-py"),
+        pytest.param("./hw/week3.py:my_bce", "'./hw/week3.py:my_bce' (name the module, not its file: 'hw.week3:my_bce', from the folder that holds it)", id="folder-path"),
     ],
 )
 def test_bad_names_give_one_clear_error(student_dir, name, detail):
