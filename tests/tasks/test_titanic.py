@@ -170,6 +170,9 @@ def test_the_boat_column_leaks_as_documented():
     reference = pd.read_csv(SHIPPED, na_values=["?"], keep_default_na=False)
     with_boat = reference[reference["boat"].notna()]
     assert (len(with_boat), int((with_boat["survived"] == 0).sum())) == (486, 9)  # "all but 9 of the 486"
+    # age_missing carries some of the outcome: "28% of the passengers without an age survived, 41% of those with one"
+    rates = reference.groupby(reference["age"].isna())["survived"].mean()
+    assert (round(rates[True], 2), round(rates[False], 2)) == (0.28, 0.41)
     assert titanic.SUMMARY.endswith("--data reads a titanic3 CSV or Kaggle's train.csv")
 
 
