@@ -91,7 +91,7 @@ def time_engine(engine, task, setups, cfg, seeds, device, dtype, repeats: int) -
 
     runner.Recorder.__call__ = timed_record
     try:
-        graphs._SCRIPTS.clear()  # every run makes its own TorchScript, as a one-off run does
+        graphs.forget_scripts()  # every run makes its own TorchScript, as a one-off run does
         _sync(device)
         start = time.perf_counter()
         engine(task, setups, cfg, seeds, "matched", device, dtype)
@@ -100,7 +100,7 @@ def time_engine(engine, task, setups, cfg, seeds, device, dtype, repeats: int) -
         walls, records = [], []
         for _ in range(repeats):
             record_time[0] = 0.0
-            graphs._SCRIPTS.clear()
+            graphs.forget_scripts()
             _sync(device)
             start = time.perf_counter()
             trained = engine(task, setups, cfg, seeds, "matched", device, dtype)

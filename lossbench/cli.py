@@ -378,10 +378,10 @@ class _TrainingBar:
         self.bar = None
 
     def __call__(self, report) -> None:
-        from lossbench.runner import _progress_bar
+        from lossbench.runner import ProgressBar
 
         if self.bar is None and _show_bars():
-            self.bar = _progress_bar(report.epochs)
+            self.bar = ProgressBar(report.epochs)
         if self.bar is not None:
             self.bar(report)
         if report.epoch == report.epochs:  # trained: from here on, Ctrl-C waits for the results to be saved

@@ -290,6 +290,15 @@ _SCRIPTS: dict[str, list[tuple[list[torch.Tensor], Any]]] = {}
 """The TorchScript of every distinct graph traced in this process, by the graph's code, with its constants."""
 
 
+def forget_scripts() -> None:
+    """Make the next run build its TorchScript anew, as the first run of a process does (for benchmarks).
+
+    >>> forget_scripts(); len(_SCRIPTS)
+    0
+    """
+    _SCRIPTS.clear()
+
+
 def _script(graph: torch.fx.GraphModule, tensors: tuple[torch.Tensor, ...]) -> Any:
     """``graph`` as TorchScript: made once per distinct graph in a process, and found again after.
 

@@ -1172,7 +1172,7 @@ def compare(
             raise ValueError(f"Expected `{name}` to be True or False, but got {value!r}.")
     if threads is not None and threads < 1:
         raise ValueError(f"Expected `threads` to be a positive whole number, but got {threads!r}.")
-    callback = _progress_bar(cfg.epochs) if progress is True else (progress or None)
+    callback = ProgressBar(cfg.epochs) if progress is True else (progress or None)
     previous_threads = torch.get_num_threads()
     try:
         if threads is not None:
@@ -1192,7 +1192,7 @@ def compare(
     return _assemble(task_data, setups, cfg, seed_values, trained, dev, torch_dtype, threshold_points, baseline, options)
 
 
-class _progress_bar:
+class ProgressBar:
     """A tqdm bar over epochs showing the current mean validation accuracy per loss."""
 
     def __init__(self, epochs: int) -> None:
