@@ -229,7 +229,7 @@ def format_table(result: Result) -> str:
             f"Exact match: the share of examples with all {k} {what} right. {auc}"
         )
     lines.append("Train loss: the mean of the last epoch's minibatch losses (none for a diverged model), on each loss's own scale, not comparable across losses.")
-    silent = _never_positive(result)
+    silent = never_positive(result)
     if silent:
         lines.append(
             f"Never a positive answer at 0.5 on the test split, from any seed: {', '.join(silent)}. Such a model "
@@ -245,7 +245,7 @@ def format_table(result: Result) -> str:
     return "\n".join(lines)
 
 
-def _never_positive(result: Result) -> list[str]:
+def never_positive(result: Result) -> list[str]:
     """The losses none of whose models scores any test output at 0.5 or more (stuck answering "no").
 
     A model of a rare positive class sits there early in training; a loss whose every model does is not
