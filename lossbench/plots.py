@@ -459,7 +459,9 @@ def training_curves(result: Result, axes: Sequence[Axes] | None = None) -> Figur
     """Training loss, validation loss and validation accuracy (threshold 0.5) per epoch, with bands over seeds.
 
     Each loss is measured on its own scale (MSE is not comparable to cross-entropy in value), so the
-    accuracy panel is the one to compare losses on. Epoch 0 is before training.
+    accuracy panel is the one to compare losses on. Epoch 0 is before training; where its accuracy lies so
+    far from the trained epochs' that it would flatten them, the accuracy axis is fitted to epochs 1 on and a
+    note in the panel gives epoch 0's value.
 
     >>> import lossbench
     >>> result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})  # a small, fast run
@@ -480,12 +482,40 @@ def training_curves(result: Result, axes: Sequence[Axes] | None = None) -> Figur
         if name == "val_accuracy":
             for i, (loss, b) in enumerate(bands.items()):
                 _line_with_band(ax, b["epoch"], b, colors[loss], legend_of[loss], limits=(0, 1), linewidth=_width(i))
+            _fit_to_training(ax, bands, limits=(0, 1))
         else:
             _lines_on_scale(ax, bands, "epoch", colors, legend_of)
         _integer_epochs(ax)
         _decorate(ax, titles[name][0], "epoch", titles[name][1], legend=name == "val_accuracy", fontsize=8)
     _suptitle(fig, axes is None, f"Training curves ({_seeds_text(result)})\n{_task_text(result)}")
     return fig
+
+
+def _fit_to_training(ax: Axes, bands: Mapping[str, pd.DataFrame], limits: tuple[float, float]) -> None:
+    """The y-axis fitted to epochs 1 on when epoch 0 (before training) lies far outside them, with a note saying where it is.
+
+    An untrained model's accuracy (about the share of the majority class) would otherwise stretch the axis
+    and flatten the differences between losses that the panel is there to show.
+    """
+    trained = [b[b["epoch"] >= 1] for b in bands.values()]
+    lows = np.concatenate([t["ci_low"].fillna(t["mean"]).clip(*limits).to_numpy() for t in trained]) if trained else np.array([])
+    highs = np.concatenate([t["ci_high"].fillna(t["mean"]).clip(*limits).to_numpy() for t in trained]) if trained else np.array([])
+    lows, highs = lows[np.isfinite(lows)], highs[np.isfinite(highs)]
+    if not len(lows) or not len(highs):
+        return
+    low, high = lows.min(), highs.max()
+    margin = max(0.1 * (high - low), 0.01)
+    low, high = max(low - margin, limits[0]), min(high + margin, limits[1])
+    before = np.array([b.loc[b["epoch"] == 0, "mean"].iloc[0] for b in bands.values() if (b["epoch"] == 0).any()], dtype=float)
+    before = before[np.isfinite(before)]
+    outside = before[(before < low) | (before > high)]
+    if not len(outside) or (high - low) > 0.5 * (max(high, outside.max()) - min(low, outside.min())):
+        return  # epoch 0 fits, or showing it costs less than half the axis
+    ax.set_ylim(low, high)
+    where = "below" if outside.max() < low else "above" if outside.min() > high else "outside"
+    values = ", ".join(f"{v:.2f}" for v in sorted(set(np.round(outside, 2))))
+    ax.annotate(f"epoch 0 (before training): {values}, {where} the axis", xy=(0.1, 0.02 if where != "above" else 0.95),
+                xycoords="axes fraction", fontsize=7, color="0.35", va="bottom" if where != "above" else "top")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,7 +527,8 @@ def calibration(result: Result, axes: Sequence[Axes] | None = None) -> Figure:
     """A reliability diagram per loss on the test split: mean predicted probability against the fraction positive.
 
     Per probability bin, the points are the mean over seeds of (mean predicted, fraction positive), the
-    band the 95% CI of the fraction positive, and the grey bars how many predictions fall in the bin. A
+    band the 95% CI of the fraction positive, and the grey bars how many predictions fall in the bin
+    (mean over seeds, read on the right-hand axis). A
     calibrated model lies on the diagonal. The legend gives the expected calibration error,
     ECE = sum over bins of (count / total) * |fraction positive - mean predicted|.
 
@@ -518,10 +549,13 @@ def calibration(result: Result, axes: Sequence[Axes] | None = None) -> Figure:
         count = stats.band(mine, "count", ["bin"]).sort_values("bin")
         lows = mine.groupby("bin")["bin_low"].first().reindex(count["bin"]).to_numpy()
         highs = mine.groupby("bin")["bin_high"].first().reindex(count["bin"]).to_numpy()
-        # how many predictions fall in each bin, as light bars along the bottom (a quarter of the height)
-        scale = 0.25 / max(float(np.nanmax(count["mean"])), 1.0)
+        # how many predictions fall in each bin, as light bars along the bottom (a quarter of the height),
+        # read on their own axis on the right
+        most = max(float(np.nanmax(count["mean"])), 1.0)
+        scale = 0.25 / most
         ax.bar(lows, count["mean"].to_numpy() * scale, width=highs - lows, align="edge", color="0.85", edgecolor="0.6",
-               linewidth=0.5, label="predictions per bin (scaled)", zorder=0)  # fmt: skip
+               linewidth=0.5, label="predictions per bin (right axis)", zorder=0)  # fmt: skip
+        _count_axis(ax, scale, most)
         ax.plot([0, 1], [0, 1], color="0.3", linestyle="--", linewidth=1, label="perfectly calibrated")
         x = predicted["mean"].to_numpy()
         e = ece.loc[loss] if loss in ece.index else None
@@ -535,6 +569,17 @@ def calibration(result: Result, axes: Sequence[Axes] | None = None) -> Figure:
         _decorate(ax, _loss_label(result, loss), "mean predicted probability", "fraction positive", fontsize=7, loc="upper left")
     _suptitle(fig, axes is None, f"Calibration on the test split ({_seeds_text(result)})\n{_task_text(result)}")
     return fig
+
+
+def _count_axis(ax: Axes, scale: float, most: float) -> None:
+    """A right-hand axis for the count bars drawn at ``count * scale``, its ticks only up to the tallest bar."""
+    from matplotlib.ticker import MaxNLocator
+
+    counts = ax.secondary_yaxis("right", functions=(lambda y: y / scale, lambda c: c * scale))
+    ticks = MaxNLocator(nbins=3, integer=most >= 3).tick_values(0, most)
+    counts.set_yticks(ticks[ticks <= most * 1.0001])
+    counts.set_ylabel("count (mean over seeds)", fontsize=7, color="0.4")
+    counts.tick_params(labelsize=7, colors="0.4")
 
 
 # ---------------------------------------------------------------------------------------------

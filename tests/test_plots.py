@@ -132,6 +132,36 @@ def test_training_curves_draw_the_mean_over_seeds(results):
             np.testing.assert_allclose(ln.get_ydata(), expected["mean"], equal_nan=True)
 
 
+def test_the_accuracy_axis_fits_the_trained_epochs_when_epoch_0_would_flatten_them(results):
+    result = results["binary"]
+    history = result.history.copy()
+    trained = history["epoch"] >= 1
+    history.loc[trained, "val_accuracy"] = 0.80 + 0.01 * (history.loc[trained, "seed"] % 3)  # 0.80 to 0.82 from epoch 1 on
+    history.loc[~trained, "val_accuracy"] = 0.5
+    ax = plots.training_curves(dataclasses.replace(result, history=history)).axes[2]
+    low, high = ax.get_ylim()
+    assert 0.5 < low < 0.80 and 0.82 < high < 0.85
+    assert [t.get_text() for t in ax.texts] == ["epoch 0 (before training): 0.50, below the axis"]
+    history.loc[~trained, "val_accuracy"] = 0.79  # near the trained epochs: the axis shows it, no note
+    ax = plots.training_curves(dataclasses.replace(result, history=history)).axes[2]
+    assert ax.get_ylim()[0] < 0.79 and not ax.texts
+
+
+def test_calibration_counts_are_read_on_their_own_axis(results):
+    result = results["binary"]
+    fig = plots.calibration(result)
+    fig.draw_without_rendering()  # the right-hand axis takes its limits from the left one when drawn
+    ax = fig.axes[0]
+    mine = result.calibration[result.calibration["loss"] == result.losses[0]]
+    counts = stats.band(mine, "count", ["bin"]).sort_values("bin")["mean"].to_numpy()
+    bars = [p.get_height() for p in ax.patches]
+    (right,) = ax.child_axes
+    # a bar's height read on the right-hand axis is its mean count; ticks stop at the tallest bar
+    per_unit = right.get_ylim()[1] / ax.get_ylim()[1]  # counts per unit of the left axis
+    np.testing.assert_allclose(np.array(bars) * per_unit, counts)
+    assert max(right.get_yticks()) <= counts.max() and right.get_ylabel() == "count (mean over seeds)"
+
+
 def test_gradient_allocation_panels_depend_on_the_task(results):
     binary = titles(plots.gradient_allocation(results["binary"]))
     multilabel = titles(plots.gradient_allocation(results["multilabel"]))
