@@ -33,6 +33,7 @@ MIAS_SIZE = 1024  # every mini-MIAS image is MIAS_SIZE x MIAS_SIZE pixels
 ABNORMAL_CLASSES = ("CALC", "CIRC", "SPIC", "MISC", "ARCH", "ASYM")
 SEVERITIES = ("B", "M")
 _REFNUM = re.compile(r"^mdb(\d{3})$", re.IGNORECASE)
+_DECIMAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")  # 535, 425.5, 1e2
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,10 @@ def read_info(path: str | Path) -> dict[int, Mammogram]:
 
     Blank lines, lines starting with ``#`` and the header line (``REFNUM BG CLASS ...``) are skipped.
     A row has 3 fields (``REFNUM BG NORM``), 4 (an abnormality without location), or 7 (with
-    ``X Y RADIUS``). Raises :class:`DataError` naming the file and the row for a missing file, a
-    wrong number of fields, an unknown CLASS or SEVERITY, a number that is not one, a centre outside
-    the 1024 x 1024 image, a radius that is not positive, or an image listed both as NORM and abnormal.
+    ``X Y RADIUS``). Raises :class:`DataError` naming the file and the line for a missing file, a
+    wrong number of fields, an unknown CLASS or SEVERITY, a number that is not a plain decimal one, a
+    centre outside the 1024 x 1024 image, a radius that is not positive or larger than the image, or an
+    image listed both as NORM and abnormal.
 
     >>> import tempfile, os
     >>> text = "REFNUM BG CLASS SEVERITY X Y RADIUS\\nmdb001 G CIRC B 535 425 197\\nmdb002 G NORM \\n"
@@ -105,7 +107,7 @@ def read_info(path: str | Path) -> dict[int, Mammogram]:
         fields = line.split()
         if not fields or fields[0].startswith("#") or fields[0].upper() == "REFNUM":
             continue
-        where = f"{path}, row {number}"
+        where = f"{path}, line {number}"
         match = _REFNUM.match(fields[0])
         if match is None:
             raise DataError(f"{where}: Expected a reference number like mdb001 first, but got {line.strip()!r}.")
@@ -141,24 +143,26 @@ def read_info(path: str | Path) -> dict[int, Mammogram]:
             raise DataError(f"{where}: Expected SEVERITY to be B or M, but got {severity or 'nothing'!r}.")
         x = y = radius = None
         if tail:
-            try:
-                x, y, radius = (float(value) for value in tail)
-            except ValueError:
-                raise DataError(f"{where}: Expected X Y RADIUS to be numbers, but got {' '.join(tail)!r}.") from None
+            if not all(_DECIMAL.match(value) for value in tail):  # float() would also take "1_0", "inf" and "nan"
+                raise DataError(f"{where}: Expected X Y RADIUS to be numbers, but got {' '.join(tail)!r}.")
+            x, y, radius = (float(value) for value in tail)
             if not (0 <= x < MIAS_SIZE and 0 <= y < MIAS_SIZE):
                 raise DataError(
                     f"{where}: Expected the centre X Y inside the {MIAS_SIZE} x {MIAS_SIZE} image "
                     f"(0 to {MIAS_SIZE - 1}, origin at the bottom-left corner), but got X={tail[0]} Y={tail[1]}."
                 )
-            if not radius > 0:
-                raise DataError(f"{where}: Expected RADIUS to be a positive number of pixels, but got {tail[2]}.")
+            if not 0 < radius <= MIAS_SIZE:
+                raise DataError(
+                    f"{where}: Expected RADIUS to be a positive number of pixels, at most the image's {MIAS_SIZE}, "
+                    f"but got {tail[2]}."
+                )
         lesions.setdefault(refnum, []).append(Lesion(kind, severity, x, y, radius, number))
 
     both = sorted(set(norm_rows) & set(lesions))
     if both:
         refnum = both[0]
         raise DataError(
-            f"{path}, rows {norm_rows[refnum]} and {lesions[refnum][0].row}: Expected mdb{refnum:03d} to be either "
+            f"{path}, lines {norm_rows[refnum]} and {lesions[refnum][0].row}: Expected mdb{refnum:03d} to be either "
             "NORM or abnormal, but got both."
         )
     if not norm_rows and not lesions:
@@ -173,7 +177,8 @@ def read_pgm(path: str | Path, size: int = MIAS_SIZE) -> np.ndarray:
     The header is four whitespace-separated fields, ``P5 width height maxval``, with ``#`` comments
     running to the end of a line, then one whitespace byte and ``width * height`` bytes of pixels, row
     by row from the top. Pixels are divided by ``maxval``. Raises :class:`DataError` naming the file
-    when it is missing, not P5, not 8-bit, not ``size x size`` or shorter than its pixels.
+    when it is missing, not P5, not 8-bit, not ``size x size``, cut short in its header or its pixels, or
+    holds a pixel above ``maxval``.
 
     >>> import tempfile, os
     >>> with tempfile.NamedTemporaryFile(suffix=".pgm", delete=False) as f:
@@ -206,6 +211,11 @@ def read_pgm(path: str | Path, size: int = MIAS_SIZE) -> np.ndarray:
         start = pos
         while pos < len(data) and not data[pos : pos + 1].isspace() and data[pos : pos + 1] != b"#":
             pos += 1
+        if pos == start and pos >= len(data) and fields:
+            raise DataError(
+                f"{path}: Expected a PGM header of 4 fields (P5 width height maxval), but the file ends after "
+                f"{len(fields)}: {b' '.join(fields).decode('latin-1')!r}."
+            )
         if pos == start or (len(fields) == 0 and data[start : start + 2] != b"P5"):
             magic = data[:2].decode("latin-1")
             raise DataError(
@@ -234,7 +244,10 @@ def read_pgm(path: str | Path, size: int = MIAS_SIZE) -> np.ndarray:
         raise DataError(
             f"{path}: Expected {width * height} bytes of pixels, but got {len(pixels)}: the file is cut short."
         )
-    return (np.frombuffer(pixels, dtype=np.uint8).reshape(height, width) / np.float32(maxval)).astype(np.float32)
+    raw = np.frombuffer(pixels, dtype=np.uint8).reshape(height, width)
+    if raw.max() > maxval:
+        raise DataError(f"{path}: Expected pixels from 0 to the header's maxval {maxval}, but got {raw.max()}.")
+    return (raw / np.float32(maxval)).astype(np.float32)
 
 
 def lesion_maps(lesions: tuple[Lesion, ...], downsample: int, size: int = MIAS_SIZE) -> tuple[np.ndarray, np.ndarray]:

@@ -212,17 +212,35 @@ def check_config(config: Config) -> None:
 def check_mias_tiling(config: Config) -> None:
     """Raise ``ValueError`` unless the shrunk 1024 x 1024 films cut into whole patches (checked with ``data`` only).
 
+    The shrunk side, 1024 / ``mias_downsample``, is a power of two, so ``patch_size`` has to be one too.
+
+    >>> check_mias_tiling(Config(patch_size=64, mias_downsample=32))
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `mias_downsample` to shrink 1024 pixels to a multiple of patch_size 64, but got 32 (1024 / 32 = 32); try 1, 2, 4, 8 or 16.
     >>> check_mias_tiling(Config(patch_size=48))
     Traceback (most recent call last):
     ...
-    ValueError: Expected `mias_downsample` to shrink 1024 pixels to a multiple of patch_size 48, but got 4 ...
+    ValueError: Expected `patch_size` to be a power of two with mini-MIAS data (it must divide 1024 / mias_downsample, itself a power of two), but got 48; try 32 or 64.
     """
-    if 1024 % config.mias_downsample or (1024 // config.mias_downsample) % config.patch_size:
+    side = 1024 // config.mias_downsample if 1024 % config.mias_downsample == 0 else None
+    if side is not None and side % config.patch_size == 0:
+        return
+    working = [d for d in (2**k for k in range(11)) if (1024 // d) % config.patch_size == 0]
+    if not working and config.patch_size > 1024:
+        raise ValueError(f"Expected `patch_size` to fit in a 1024 x 1024 film, but got {config.patch_size}; try 32 or 64.")
+    if not working:
+        below = 2 ** max(int(config.patch_size).bit_length() - 1, 0)
         raise ValueError(
-            f"Expected `mias_downsample` to shrink 1024 pixels to a multiple of patch_size {config.patch_size}, "
-            f"but got {config.mias_downsample} (1024 / {config.mias_downsample} = {1024 / config.mias_downsample:g}); "
-            "try 1, 2, 4 or 8."
+            "Expected `patch_size` to be a power of two with mini-MIAS data (it must divide 1024 / mias_downsample, "
+            f"itself a power of two), but got {config.patch_size}; try {below} or {2 * below}."
         )
+    shrunk = f"{1024 / config.mias_downsample:g}"
+    choices = ", ".join(map(str, working[:-1])) + f" or {working[-1]}" if len(working) > 1 else str(working[0])
+    raise ValueError(
+        f"Expected `mias_downsample` to shrink 1024 pixels to a multiple of patch_size {config.patch_size}, "
+        f"but got {config.mias_downsample} (1024 / {config.mias_downsample} = {shrunk}); try {choices}."
+    )
 
 
 def load(config: Config, data: str | Path | None = None) -> TaskData:

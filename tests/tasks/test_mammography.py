@@ -437,51 +437,67 @@ GOOD = {r: film(r) for r in range(1, 7)}
     [
         pytest.param(
             "mdb001 G CIRC B 535 425\n" + SIX_FILMS[14:],
-            "row 1: Expected 4 fields (REFNUM BG CLASS SEVERITY) or 7 (REFNUM BG CLASS SEVERITY X Y RADIUS) "
+            "line 1: Expected 4 fields (REFNUM BG CLASS SEVERITY) or 7 (REFNUM BG CLASS SEVERITY X Y RADIUS) "
             "for a CIRC row, but got 6",
             id="six-fields",
         ),
         pytest.param(
             SIX_FILMS + "mdb007 G NORM B\n",
-            "row 7: Expected 3 fields for a NORM row (REFNUM BG NORM), but got 4",
+            "line 7: Expected 3 fields for a NORM row (REFNUM BG NORM), but got 4",
             id="norm-with-severity",
         ),
-        pytest.param("mdb001 G\n", "row 1: Expected 3 fields (REFNUM BG NORM)", id="two-fields"),
+        pytest.param("mdb001 G\n", "line 1: Expected 3 fields (REFNUM BG NORM)", id="two-fields"),
         pytest.param(
             SIX_FILMS + "mdb007 G BLOB B 10 10 5\n",
-            "row 7: Expected CLASS to be one of CALC, CIRC, SPIC, MISC, ARCH, ASYM or NORM, but got 'BLOB'",
+            "line 7: Expected CLASS to be one of CALC, CIRC, SPIC, MISC, ARCH, ASYM or NORM, but got 'BLOB'",
             id="unknown-class",
         ),
         pytest.param(
-            SIX_FILMS + "mdb007 G CIRC X 10 10 5\n", "row 7: Expected SEVERITY to be B or M, but got 'X'", id="severity"
+            SIX_FILMS + "mdb007 G CIRC X 10 10 5\n", "line 7: Expected SEVERITY to be B or M, but got 'X'", id="severity"
         ),
         pytest.param(
             SIX_FILMS + "mdb007 G CIRC B 1024 10 5\n",
-            "row 7: Expected the centre X Y inside the 1024 x 1024 image (0 to 1023, origin at the bottom-left "
+            "line 7: Expected the centre X Y inside the 1024 x 1024 image (0 to 1023, origin at the bottom-left "
             "corner), but got X=1024 Y=10",
             id="outside-x",
         ),
         pytest.param(
-            SIX_FILMS + "mdb007 G CIRC B 10 -3 5\n", "row 7: Expected the centre X Y inside", id="outside-y"
+            SIX_FILMS + "mdb007 G CIRC B 10 -3 5\n", "line 7: Expected the centre X Y inside", id="outside-y"
         ),
         pytest.param(
             SIX_FILMS + "mdb007 G CIRC B 10 ten 5\n",
-            "row 7: Expected X Y RADIUS to be numbers, but got '10 ten 5'",
+            "line 7: Expected X Y RADIUS to be numbers, but got '10 ten 5'",
             id="not-a-number",
         ),
         pytest.param(
             SIX_FILMS + "mdb007 G CIRC B 10 10 0\n",
-            "row 7: Expected RADIUS to be a positive number of pixels, but got 0",
+            "line 7: Expected RADIUS to be a positive number of pixels, at most the image's 1024, but got 0",
             id="radius",
         ),
         pytest.param(
+            SIX_FILMS + "mdb007 G CIRC B 10 10 inf\n", "line 7: Expected X Y RADIUS to be numbers, but got '10 10 inf'",
+            id="radius-inf",
+        ),
+        pytest.param(
+            SIX_FILMS + "mdb007 G CIRC B 10 10 1e9\n", "line 7: Expected RADIUS to be a positive number of pixels, at most",
+            id="radius-huge",
+        ),
+        pytest.param(
+            SIX_FILMS + "mdb007 G CIRC B 1_0 10 5\n", "line 7: Expected X Y RADIUS to be numbers, but got '1_0 10 5'",
+            id="underscore",
+        ),
+        pytest.param(
+            "REFNUM BG CLASS SEVERITY X Y RADIUS\n" + SIX_FILMS + "mdb007 G BLOB B 10 10 5\n",
+            "line 8: Expected CLASS to be one of", id="line-counts-the-header",
+        ),
+        pytest.param(
             "image1 G NORM\n",
-            "row 1: Expected a reference number like mdb001 first, but got 'image1 G NORM'",
+            "line 1: Expected a reference number like mdb001 first, but got 'image1 G NORM'",
             id="refnum",
         ),
         pytest.param(
             SIX_FILMS + "mdb001 G CIRC B 10 10 5\n",
-            "rows 1 and 7: Expected mdb001 to be either NORM or abnormal, but got both",
+            "lines 1 and 7: Expected mdb001 to be either NORM or abnormal, but got both",
             id="norm-and-abnormal",
         ),
         pytest.param("REFNUM BG CLASS SEVERITY X Y RADIUS\n\n", "Expected rows like", id="no-rows"),
@@ -548,6 +564,17 @@ def _bad_film(content: bytes | np.ndarray) -> dict:
         pytest.param(
             _bad_film(b"P5\n1024 wide\n255\n"), "Expected width, height and maxval to be integers", id="header"
         ),
+        pytest.param(
+            _bad_film(b"P5\n1024 1024"),
+            "Expected a PGM header of 4 fields (P5 width height maxval), but the file ends after 3: 'P5 1024 1024'",
+            id="header-cut-short",
+        ),
+        pytest.param(_bad_film(b"P5"), "but the file ends after 1: 'P5'", id="magic-only"),
+        pytest.param(
+            _bad_film(b"P5\n1024 1024\n15\n" + bytes([200]) * (1 << 20)),
+            "Expected pixels from 0 to the header's maxval 15, but got 200",
+            id="above-maxval",
+        ),
     ],
 )
 def test_broken_pgm_is_refused_with_its_file(tmp_path, films, message):
@@ -564,9 +591,17 @@ def test_too_few_women_for_three_splits(tmp_path):
         mammo.load(mammo.Config(), data=folder)
 
 
-@pytest.mark.parametrize("override", [{"mias_downsample": 3}, {"patch_size": 48}])
-def test_mias_films_must_cut_into_whole_patches(mias, override):
-    with pytest.raises(ValueError, match="Expected `mias_downsample` to shrink 1024 pixels to a multiple of patch_size"):
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"mias_downsample": 3}, r"shrink 1024 pixels to a multiple of patch_size 32, but got 3 \(1024 / 3 = 341.333\); try 1, 2, 4, 8, 16 or 32\.$"),
+        ({"mias_downsample": 64}, r"shrink 1024 pixels to a multiple of patch_size 32, but got 64 \(1024 / 64 = 16\); try 1, 2, 4, 8, 16 or 32\.$"),
+        ({"patch_size": 48}, r"^Expected `patch_size` to be a power of two with mini-MIAS data .* but got 48; try 32 or 64\.$"),
+        ({"patch_size": 2048}, r"^Expected `patch_size` to fit in a 1024 x 1024 film, but got 2048"),
+    ],
+)
+def test_mias_films_must_cut_into_whole_patches(mias, override, message):
+    with pytest.raises(ValueError, match=message):
         mammo.load(replace(mammo.Config(), **override), data=mias)
 
 
