@@ -695,7 +695,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--target", choices=("patch", "grid"), help="mammography only: one label per patch or one per area")
     t.add_argument("--quick", action="store_true",
                    help="the task's seconds-long smoke settings (fewer seeds and epochs, and for the image tasks "
-                        "fewer examples; `lossbench tasks` lists them): to try a command, not to draw conclusions from")
+                        "fewer generated examples: a --data folder is still read whole; `lossbench tasks` lists them): "
+                        "to try a command, not to draw conclusions from")
     t.add_argument("--threshold-metric", choices=("accuracy", "balanced_accuracy", "f1", "exact_match"), default="accuracy",
                    help="what the best threshold maximises on the validation split (default: accuracy); balanced_accuracy "
                         "(mean of sensitivity and specificity) suits a rare positive class; exact_match needs several outputs")
