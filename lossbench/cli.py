@@ -767,7 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "their paths.\n\nexample:\n  lossbench plot runs/titanic-20250101-120000 --epoch 5",
     )  # fmt: skip
     p.add_argument("run_dir", metavar="RUN_DIR", type=_named("RUN_DIR"), help="a directory written by `lossbench compare`")
-    p.add_argument("--epoch", type=int, metavar="N", help="the epoch of the gradient-allocation bars (default: the last)")
+    p.add_argument("--epoch", type=int, metavar="N", help="the epoch of the gradient-allocation panels drawn at one epoch: by confidence, per output unit, per label (default: the last)")
     p.set_defaults(func=_cmd_plot)
 
     from lossbench.exercises.commands import add_commands

@@ -54,22 +54,26 @@ BAND_ALPHA = 0.2  # light enough that the mean lines stay visible through overla
 
 
 def loss_colors(losses: Sequence[str]) -> dict[str, str]:
-    """One colour per loss, by position in the run's loss list: the family's colour when it is still free.
+    """One colour per loss: a family's own colour for its plain name (``bce``) wherever it stands in the list,
+    or for the family's first variant (``bce@weighted``) when the plain name is not in the run; spare
+    colours for the rest, by position.
 
     >>> loss_colors(["softmax_ce", "bce", "mse"])
     {'softmax_ce': 'tab:blue', 'bce': 'tab:orange', 'mse': 'tab:green'}
-    >>> loss_colors(["bce", "bce@weighted"])          # a second bce gets a spare colour
-    {'bce': 'tab:orange', 'bce@weighted': 'tab:purple'}
+    >>> loss_colors(["bce@weighted", "bce"])          # plain bce keeps its orange; the variant gets a spare colour
+    {'bce@weighted': 'tab:purple', 'bce': 'tab:orange'}
     """
     colors: dict[str, str] = {}
-    for name in losses:
+    plain_first = sorted(losses, key=lambda name: "@" in name)  # stable: the plain names, then the variants, in order
+    for name in plain_first:
         own = FAMILY_COLORS.get(name.split("@", 1)[0])
         if own is not None and own not in colors.values():
             colors[name] = own
-            continue
-        free = [c for c in SPARE_COLORS + tuple(FAMILY_COLORS.values()) if c not in colors.values()]
-        colors[name] = free[0] if free else SPARE_COLORS[len(colors) % len(SPARE_COLORS)]
-    return colors
+    for name in losses:
+        if name not in colors:
+            free = [c for c in SPARE_COLORS + tuple(FAMILY_COLORS.values()) if c not in colors.values()]
+            colors[name] = free[0] if free else SPARE_COLORS[len(colors) % len(SPARE_COLORS)]
+    return {name: colors[name] for name in losses}
 
 
 def _panels(axes: Sequence[Axes] | None, names: Sequence[str], ncols: int, panel_size: tuple[float, float], what: str) -> tuple[Figure, list[Axes]]:
@@ -155,6 +159,14 @@ def _line_with_band(
         low, high = low.clip(*limits), high.clip(*limits)
     ax.fill_between(x, low, high, color=color, alpha=BAND_ALPHA, linewidth=0, zorder=1)
     ax.plot(x, band["mean"], color=color, label=label, zorder=3, **{"linewidth": 2, **line})
+    mean = np.asarray(band["mean"], dtype=float)
+    finite = np.isfinite(mean)
+    neighbours = np.zeros_like(finite)
+    neighbours[1:] |= finite[:-1]
+    neighbours[:-1] |= finite[1:]
+    isolated = finite & ~neighbours  # a point with no finite neighbour draws no line: mark it
+    if isolated.any() and "marker" not in line:
+        ax.plot(np.asarray(x)[isolated], mean[isolated], "o", color=color, markersize=4, zorder=3)
 
 
 def _lines_on_scale(ax: Axes, bands: Mapping[str, pd.DataFrame], x: str, colors: Mapping[str, str], legend_of: Mapping[str, str]) -> None:
@@ -220,7 +232,7 @@ def _gradient_panels(result: Result) -> list[str]:
 
 
 def _gradient_epoch(result: Result, epoch: int | None) -> int:
-    """The epoch of the gradient-allocation bars: ``epoch`` if it was recorded, else a ValueError; None: the last."""
+    """The epoch of the gradient-allocation panels drawn at one epoch: ``epoch`` if it was recorded, else a ValueError; None: the last."""
     epochs = sorted(result.history["epoch"].unique())
     epoch = int(epochs[-1]) if epoch is None else epoch
     if isinstance(epoch, bool) or epoch not in epochs:  # True == 1: not an epoch
@@ -287,11 +299,17 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
         ax.set_xticks([_bin_centre(c[c.index("[") + 1 : -1]) for c in columns])
         ax.set_xticklabels([c[c.index("[") + 1 : -1] for c in columns], fontsize=8)
         ax.set_ylim(bottom=0)
-        if which == "wrong" and hollow:
-            ax.plot([], [], "o", markerfacecolor="white", markeredgecolor="0.3", label="hollow: one seed's predictions only")
+        edges = [float(v) for c in columns for v in c[c.index("[") + 1 : -1].split("-")]
+        ax.set_xlim(min(edges), max(edges))  # every bin, whichever hold points
+        handles, _ = ax.get_legend_handles_labels()
+        if which == "wrong" and hollow:  # a legend entry alone, not an empty line on the axes
+            from matplotlib.lines import Line2D
+
+            handles.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="white", markeredgecolor="0.3",
+                                  label="hollow: one seed's predictions only"))  # fmt: skip
         _decorate(
             ax, f"|dL/dz| on {which} predictions, epoch {epoch}", "confidence max(p, 1 - p)", "mean |dL/dz| per prediction",
-            fontsize=7,
+            fontsize=7, handles=handles,
         )
     top = max(ax_of[f"confidence_{w}"].get_ylim()[1] for w in ("correct", "wrong"))
     for which in ("correct", "wrong"):  # one scale for both, so their sizes compare at a glance
@@ -348,6 +366,7 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
         ax = ax_of["label_share"]
         labels = list(result.config["label_names"])
         width = 0.8 / len(result.losses)
+        highest = 0.0
         for i, loss in enumerate(result.losses):
             mine = at_epoch[at_epoch["loss"] == loss]
             bands = [stats.band(mine, f"grad_label_share[{label}]", ["loss"]).iloc[0] for label in labels]
@@ -356,7 +375,9 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
             err = np.nan_to_num(np.array([means - low, [b["ci_high"] - b["mean"] for b in bands]]))
             x = np.arange(len(labels)) - 0.4 + width * (i + 0.5)
             ax.bar(x, means, width, yerr=err, color=colors[loss], label=legend_of[loss], capsize=2, error_kw={"linewidth": 0.8})
+            highest = np.nanmax([highest, *(means + err[1])])
         ax.axhline(1 / len(labels), color="0.3", linestyle=":", linewidth=1.2, label=f"equal share (1/{len(labels)})")
+        ax.set_ylim(0, 1.3 * max(highest, 1 / len(labels)))  # room above the bars for the legend
         ax.set_xticks(range(len(labels)))
         short = [label.replace("area ", "") for label in labels]
         ax.set_xticklabels(short, fontsize=7, rotation=90 if len(labels) > 10 else 0)
@@ -370,6 +391,10 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
 # ---------------------------------------------------------------------------------------------
 # 2. Accuracy against the decision threshold
 # ---------------------------------------------------------------------------------------------
+
+
+_LEGEND_BELOW = {"fontsize": 7, "loc": "upper center", "bbox_to_anchor": (0.5, -0.14), "ncol": 2}
+"""A legend under the axis: the curves span the whole panel, so no corner of it is free."""
 
 
 def _threshold_panels(result: Result) -> list[str]:
@@ -433,7 +458,7 @@ def accuracy_vs_threshold(result: Result, split: Literal["val", "test"] = "val",
                         label=f"best-validation threshold by {chosen_by} ({interval}; a marker shape per loss)")  # fmt: skip
         label = {"accuracy": _accuracy_label(result), "exact_match": "exact-match accuracy (all labels right)"}[name]
         title = {"accuracy": "Accuracy against the threshold", "exact_match": "Exact match against the threshold"}[name]
-        _decorate(ax, f"{title} ({split_name})", "decision threshold", label, fontsize=7)
+        _decorate(ax, f"{title} ({split_name})", "decision threshold", label, **_LEGEND_BELOW)
 
     if "sensitivity_specificity" in ax_of:
         ax = ax_of["sensitivity_specificity"]
@@ -444,7 +469,7 @@ def accuracy_vs_threshold(result: Result, split: Literal["val", "test"] = "val",
         ax.plot([], [], color="black", linestyle="-", label="sensitivity (true-positive rate)")
         ax.plot([], [], color="black", linestyle="--", label="specificity (true-negative rate)")
         ax.set_ylim(0, 1.02)
-        _decorate(ax, f"Sensitivity and specificity against the threshold ({split_name})", "decision threshold", "rate", fontsize=7)
+        _decorate(ax, f"Sensitivity and specificity against the threshold ({split_name})", "decision threshold", "rate", **_LEGEND_BELOW)
 
     _suptitle(fig, axes is None, f"Accuracy against the decision threshold ({split_name} split, {_seeds_text(result)})\n{_task_text(result)}")
     return fig
@@ -482,40 +507,47 @@ def training_curves(result: Result, axes: Sequence[Axes] | None = None) -> Figur
         if name == "val_accuracy":
             for i, (loss, b) in enumerate(bands.items()):
                 _line_with_band(ax, b["epoch"], b, colors[loss], legend_of[loss], limits=(0, 1), linewidth=_width(i))
-            _fit_to_training(ax, bands, limits=(0, 1))
+            off_axis = _fit_to_training(ax, bands, limits=(0, 1))
         else:
             _lines_on_scale(ax, bands, "epoch", colors, legend_of)
+            off_axis = ""
         _integer_epochs(ax)
-        _decorate(ax, titles[name][0], "epoch", titles[name][1], legend=name == "val_accuracy", fontsize=8)
+        xlabel = f"epoch\n({off_axis})" if off_axis else "epoch"
+        _decorate(ax, titles[name][0], xlabel, titles[name][1], legend=name == "val_accuracy", fontsize=8)
     _suptitle(fig, axes is None, f"Training curves ({_seeds_text(result)})\n{_task_text(result)}")
     return fig
 
 
-def _fit_to_training(ax: Axes, bands: Mapping[str, pd.DataFrame], limits: tuple[float, float]) -> None:
-    """The y-axis fitted to epochs 1 on when epoch 0 (before training) lies far outside them, with a note saying where it is.
+def _fit_to_training(ax: Axes, bands: Mapping[str, pd.DataFrame], limits: tuple[float, float], min_span: float = 0.05) -> str:
+    """Fit the y-axis to epochs 1 on when epoch 0 (before training) lies far outside them; returns a note saying
+    where epoch 0 is then ("" when the axis shows it).
 
     An untrained model's accuracy (about the share of the majority class) would otherwise stretch the axis
-    and flatten the differences between losses that the panel is there to show.
+    and flatten the differences between losses that the panel is there to show. The fitted axis spans at
+    least ``min_span``, so that flat lines are not blown up into differences of the last decimal.
     """
     trained = [b[b["epoch"] >= 1] for b in bands.values()]
     lows = np.concatenate([t["ci_low"].fillna(t["mean"]).clip(*limits).to_numpy() for t in trained]) if trained else np.array([])
     highs = np.concatenate([t["ci_high"].fillna(t["mean"]).clip(*limits).to_numpy() for t in trained]) if trained else np.array([])
     lows, highs = lows[np.isfinite(lows)], highs[np.isfinite(highs)]
     if not len(lows) or not len(highs):
-        return
+        return ""
     low, high = lows.min(), highs.max()
-    margin = max(0.1 * (high - low), 0.01)
-    low, high = max(low - margin, limits[0]), min(high + margin, limits[1])
+    margin = max(0.1 * (high - low), (min_span - (high - low)) / 2, 0.0)
+    low, high = low - margin, high + margin
+    if low < limits[0]:
+        low, high = limits[0], min(high + limits[0] - low, limits[1])
+    if high > limits[1]:
+        low, high = max(low - (high - limits[1]), limits[0]), limits[1]
     before = np.array([b.loc[b["epoch"] == 0, "mean"].iloc[0] for b in bands.values() if (b["epoch"] == 0).any()], dtype=float)
     before = before[np.isfinite(before)]
     outside = before[(before < low) | (before > high)]
     if not len(outside) or (high - low) > 0.5 * (max(high, outside.max()) - min(low, outside.min())):
-        return  # epoch 0 fits, or showing it costs less than half the axis
+        return ""  # epoch 0 fits, or showing it costs less than half the axis
     ax.set_ylim(low, high)
     where = "below" if outside.max() < low else "above" if outside.min() > high else "outside"
     values = ", ".join(f"{v:.2f}" for v in sorted(set(np.round(outside, 2))))
-    ax.annotate(f"epoch 0 (before training): {values}, {where} the axis", xy=(0.1, 0.02 if where != "above" else 0.95),
-                xycoords="axes fraction", fontsize=7, color="0.35", va="bottom" if where != "above" else "top")  # fmt: skip
+    return f"epoch 0, before training: {values}, {where} the axis"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,17 +583,22 @@ def calibration(result: Result, axes: Sequence[Axes] | None = None) -> Figure:
         highs = mine.groupby("bin")["bin_high"].first().reindex(count["bin"]).to_numpy()
         # how many predictions fall in each bin, as light bars along the bottom (a quarter of the height),
         # read on their own axis on the right
-        most = max(float(np.nanmax(count["mean"])), 1.0)
-        scale = 0.25 / most
-        ax.bar(lows, count["mean"].to_numpy() * scale, width=highs - lows, align="edge", color="0.85", edgecolor="0.6",
-               linewidth=0.5, label="predictions per bin (right axis)", zorder=0)  # fmt: skip
-        _count_axis(ax, scale, most)
+        counted = count["mean"].to_numpy()
+        if np.isfinite(counted).any() and np.nanmax(counted) > 0:  # none when every seed diverged
+            most = float(np.nanmax(counted))
+            scale = 0.25 / most
+            ax.bar(lows, counted * scale, width=highs - lows, align="edge", color="0.85", edgecolor="0.6",
+                   linewidth=0.5, label="predictions per bin (right axis)", zorder=0)  # fmt: skip
+            _count_axis(ax, scale, most)
         ax.plot([0, 1], [0, 1], color="0.3", linestyle="--", linewidth=1, label="perfectly calibrated")
         x = predicted["mean"].to_numpy()
         e = ece.loc[loss] if loss in ece.index else None
-        text = f"ECE {e['mean']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]" if e is not None and np.isfinite(e["ci_low"]) else (
-            f"ECE {e['mean']:.3f}" if e is not None else "ECE n/a"
-        )
+        if e is None or not np.isfinite(e["mean"]):
+            text = "ECE n/a (every seed diverged)" if e is not None and e["n"] == 0 else "ECE n/a"
+        elif np.isfinite(e["ci_low"]):
+            text = f"ECE {e['mean']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]"
+        else:
+            text = f"ECE {e['mean']:.3f}"
         _line_with_band(ax, x, fraction, colors[loss], text, limits=(0, 1), marker="o", markersize=4)
         ax.set_xlim(-0.02, 1.02)  # a margin, so that points at 0 or 1 are drawn whole
         ax.set_ylim(-0.02, 1.02)
@@ -671,7 +708,7 @@ def save_plots(
 ) -> list[Path]:
     """Draw every figure of :data:`PLOT_NAMES` once and write them as PNG files into ``directory``.
 
-    ``epoch`` picks the epoch of the gradient-allocation bars (default: the last); ``progress`` shows a
+    ``epoch`` picks the epoch of the gradient-allocation panels drawn at one epoch (default: the last); ``progress`` shows a
     bar on stderr, a step per figure (drawing them takes seconds). ``workers`` > 1 draws that many figures
     at once, each in a process forked from this one (Linux only; elsewhere, and with 1, they are drawn
     one after another here): matplotlib draws on one core, and the five figures take a few seconds, so the

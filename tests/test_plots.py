@@ -75,7 +75,10 @@ FIGURES = {
 
 def test_loss_colors_are_the_family_colours_then_spares_by_position():
     assert plots.loss_colors(["mse", "softmax_ce"]) == {"mse": "tab:green", "softmax_ce": "tab:blue"}
-    assert plots.loss_colors(["bce@weighted", "bce", "focal"]) == {"bce@weighted": "tab:orange", "bce": "tab:purple", "focal": "tab:red"}
+    # plain bce is orange wherever it stands in the list; a variant has the family's colour only without it
+    assert plots.loss_colors(["bce@weighted", "bce", "focal"]) == {"bce@weighted": "tab:purple", "bce": "tab:orange", "focal": "tab:red"}
+    assert plots.loss_colors(["bce", "mse", "bce@weighted"])["bce"] == "tab:orange"
+    assert plots.loss_colors(["mse", "bce@a", "bce@b"]) == {"mse": "tab:green", "bce@a": "tab:orange", "bce@b": "tab:purple"}
     many = plots.loss_colors([f"bce@{i}" for i in range(8)])
     assert len(set(many.values())) == 8  # distinct as long as there are colours
 
@@ -141,10 +144,38 @@ def test_the_accuracy_axis_fits_the_trained_epochs_when_epoch_0_would_flatten_th
     ax = plots.training_curves(dataclasses.replace(result, history=history)).axes[2]
     low, high = ax.get_ylim()
     assert 0.5 < low < 0.80 and 0.82 < high < 0.85
-    assert [t.get_text() for t in ax.texts] == ["epoch 0 (before training): 0.50, below the axis"]
+    assert ax.get_xlabel() == "epoch\n(epoch 0, before training: 0.50, below the axis)"
+    history.loc[trained, "val_accuracy"] = 0.828125  # flat lines: the axis still spans 0.05, centred on them
+    ax = plots.training_curves(dataclasses.replace(result, history=history)).axes[2]
+    assert ax.get_ylim() == pytest.approx((0.803125, 0.853125))
     history.loc[~trained, "val_accuracy"] = 0.79  # near the trained epochs: the axis shows it, no note
     ax = plots.training_curves(dataclasses.replace(result, history=history)).axes[2]
-    assert ax.get_ylim()[0] < 0.79 and not ax.texts
+    assert ax.get_ylim()[0] < 0.79 and ax.get_xlabel() == "epoch"
+
+
+def test_a_value_with_no_finite_neighbour_is_marked_since_a_line_alone_would_not_show_it(results):
+    result = results["binary"]
+    history = result.history.copy()
+    history.loc[(history["loss"] == "bce") & (history["epoch"] >= 2), "train_loss"] = np.nan  # bce diverged in epoch 2
+    ax = plots.training_curves(dataclasses.replace(result, history=history)).axes[0]
+    color = to_rgba(plots.loss_colors(result.losses)["bce"])
+    marks = [ln for ln in ax.get_lines() if ln.get_marker() == "o" and to_rgba(ln.get_color()) == color]
+    assert len(marks) == 1 and list(marks[0].get_xdata()) == [1]
+    assert marks[0].get_ydata()[0] == pytest.approx(band_of(history, "train_loss", "epoch", "bce")["mean"].iloc[1])
+    assert not any(ln.get_marker() == "o" for ln in plots.training_curves(result).axes[0].get_lines())  # whole lines: no marks
+
+
+def test_calibration_of_a_loss_whose_seeds_all_diverged_says_so_and_draws_no_counts(results):
+    result = results["binary"]
+    summary, calibration = result.summary.copy(), result.calibration.copy()
+    gone = (summary["loss"] == "bce") & (summary["metric"] == "test_ece")
+    summary.loc[gone, ["n", "mean", "ci_low", "ci_high"]] = [0, np.nan, np.nan, np.nan]
+    mine = calibration["loss"] == "bce"
+    calibration.loc[mine, ["count", "mean_predicted", "fraction_positive"]] = np.nan
+    fig = plots.calibration(dataclasses.replace(result, summary=summary, calibration=calibration))
+    ax = fig.axes[list(result.losses).index("bce")]
+    assert "ECE n/a (every seed diverged)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert not ax.patches and not ax.child_axes
 
 
 def test_calibration_counts_are_read_on_their_own_axis(results):
@@ -301,6 +332,7 @@ def test_a_confidence_bin_that_one_seed_alone_fills_is_drawn_hollow_and_said_so(
     hollow = [ln for ln in ax.get_lines() if ln.get_markerfacecolor() == "white" and len(ln.get_xdata())]
     assert {float(x) for ln in hollow for x in ln.get_xdata()} == {0.55}
     assert "hollow: one seed's predictions only" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert ax.get_xlim() == (0.5, 1.0)  # every bin stays on the axis, the legend's entry adds no line to fit
     plain = axes_titled(plots.gradient_allocation(result), "|dL/dz| on wrong predictions")
     if not any(ln.get_markerfacecolor() == "white" and len(ln.get_xdata()) for ln in plain.get_lines()):
         assert "hollow: one seed's predictions only" not in [t.get_text() for t in plain.get_legend().get_texts()]
