@@ -756,8 +756,8 @@ def _to_host(tensors: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
 def accuracy_at_half(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Each model's accuracy at the threshold 0.5, (models,); NaN for a model with a NaN score (:func:`thr.unscored`).
 
-    >>> accuracy_at_half(torch.tensor([[[0.9], [0.2]], [[0.9], [torch.nan]]]), torch.tensor([[1.0], [1.0]]))
-    tensor([0.5000,    nan])
+    >>> accuracy_at_half(torch.tensor([[[0.9], [0.2]], [[0.5], [0.7]], [[0.9], [torch.nan]]]), torch.tensor([[1.0], [0.0]]))
+    tensor([1.0000, 0.5000,    nan])
     """
     right = ((scores >= 0.5) == y.bool()).to(scores.dtype).mean(dim=(1, 2))
     return right.masked_fill(thr.unscored(scores), torch.nan)

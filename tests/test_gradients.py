@@ -183,3 +183,11 @@ def test_a_model_with_a_nan_score_has_no_confidence_bins():
         assert torch.isnan(a[name][1]).all(), name
     assert a["confidence_correct_count"][0].tolist() == [0, 0, 0, 1, 1]  # confidences 0.8 (p 0.2, y 0) and 0.95
     assert a["confidence_wrong_count"][0].tolist() == [0, 1, 1, 0, 0]  # 0.6 (p 0.4, y 1) and 0.7 (p 0.7, y 0)
+
+
+def test_a_score_of_exactly_one_half_counts_as_a_yes_as_at_every_threshold():
+    """The sweep's rule, score >= t is a yes, at t = 0.5: a zero logit with y = 1 is a correct prediction."""
+    head = Head("one_logit", "binary", 1)
+    p, y = torch.full((1, 2, 1), 0.5, dtype=torch.float64), torch.ones(2, 1, dtype=torch.float64)
+    a = gradients.allocation(head, (p - y).reshape(1, 2) / 2, torch.zeros(1, 2, 1, 3, dtype=torch.float64), p, y)
+    assert a["confidence_correct_count"][0, 0].item() == 2 and a["confidence_wrong_count"].sum().item() == 0

@@ -155,3 +155,21 @@ def test_cli_reports_a_damaged_run_in_one_line_without_a_traceback(run, name, da
     assert out == ""
     assert err.startswith(f"lossbench {command}: error: ") and str(run / name) in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_files_added_by_extra_appear_with_the_run_or_not_at_all(saved_run, tmp_path):
+    """``save(extra=...)`` writes the plots into the run before it is renamed into place, never into the finished run."""
+    result = lossbench.load(saved_run)
+    seen = []
+
+    def plots_that_fail(folder: Path) -> None:
+        seen.append(folder)
+        (folder / "plots").mkdir()
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        result.save(tmp_path / "failed", extra=plots_that_fail)
+    assert seen[0] != tmp_path / "failed" and not list(tmp_path.iterdir())  # neither the run nor a leftover
+
+    written = result.save(tmp_path / "saved", extra=lambda folder: (folder / "plots").mkdir())
+    assert (written / "plots").is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["saved"]

@@ -281,6 +281,71 @@ def test_metrics_at_one_half_are_measured_at_one_half_whatever_the_threshold_gri
     np.testing.assert_allclose(result.runs.val_accuracy, (val == p["val_targets"].astype(bool)).mean(axis=(1, 2)))
 
 
+def _auc_by_hand(scores: np.ndarray, y: np.ndarray, pooled: bool) -> float:
+    """scikit-learn's AUC of one model: the outputs pooled (a grid's areas), or the mean over the outputs with both classes."""
+    from sklearn.metrics import roc_auc_score
+
+    if pooled:
+        return roc_auc_score(y.ravel(), scores.ravel())
+    return float(np.mean([roc_auc_score(y[:, k], scores[:, k]) for k in range(y.shape[1]) if 0 < y[:, k].sum() < len(y)]))
+
+
+def _ece_by_hand(scores: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over 10 equal bins, a score on an edge going to the lower bin (scikit-learn's binning)."""
+    s, t = scores.ravel().astype(np.float64), y.ravel()
+    index = np.searchsorted(np.linspace(0, 1, bins + 1)[1:-1], s, side="left")
+    return sum((index == b).sum() / len(s) * abs(t[index == b].mean() - s[index == b].mean()) for b in range(bins) if (index == b).any())
+
+
+@pytest.mark.parametrize("kind", ["binary", "multilabel", "grid"])
+def test_every_recorded_metric_recomputes_from_the_saved_predictions(kind):
+    """runs.csv and the last epoch of history.csv, each column from the split and the scores it names."""
+    result = lossbench.compare(tiny_task(kind), LOSSES, seeds=2, epochs=2, batch_size=16, device="cpu", dtype="float64")
+    p, runs = result.predictions, result.runs
+    last = result.history[result.history["epoch"] == result.history["epoch"].max()].set_index(["loss", "seed"])
+    last = last.loc[list(zip(runs["loss"], runs["seed"]))]  # the runs' order
+    for split in ("val", "test"):
+        scores, y = p[f"{split}_scores"], p[f"{split}_targets"]  # (models, examples, K), (examples, K)
+        pred, truth = scores >= 0.5, y.astype(bool)
+        np.testing.assert_allclose(runs[f"{split}_accuracy"], (pred == truth).mean(axis=(1, 2)))
+        tn, fp = (~pred & ~truth).sum(axis=(1, 2)), (pred & ~truth).sum(axis=(1, 2))
+        tp, fn = (pred & truth).sum(axis=(1, 2)), (~pred & truth).sum(axis=(1, 2))
+        if f"{split}_specificity" in runs:
+            np.testing.assert_allclose(runs[f"{split}_specificity"], tn / (tn + fp))
+        if f"{split}_f1" in runs:
+            np.testing.assert_allclose(runs[f"{split}_f1"], 2 * tp / (2 * tp + fp + fn))
+        auc = [_auc_by_hand(scores[m], y, pooled=kind == "grid") for m in range(len(runs))]
+        np.testing.assert_allclose(runs[f"{split}_auc"], auc)
+        if split == "val":  # the last epoch's probe measured the final models on the validation split
+            np.testing.assert_allclose(last["val_accuracy"], runs["val_accuracy"])
+            np.testing.assert_allclose(last["val_auc"], auc)
+            np.testing.assert_allclose(last["val_loss"], runs["val_loss"])
+    np.testing.assert_allclose(runs["test_ece"], [_ece_by_hand(p["test_scores"][m], p["test_targets"]) for m in range(len(runs))])
+    calibration = result.calibration[result.calibration["loss"] == runs["loss"][0]]
+    first = calibration[calibration["seed"] == runs["seed"][0]].sort_values("bin")
+    index = np.searchsorted(np.linspace(0, 1, 11)[1:-1], p["test_scores"][0].ravel(), side="left")
+    np.testing.assert_array_equal(first["count"], np.bincount(index, minlength=10))
+
+
+def test_decision_weight_change_is_the_euclidean_distance_the_decision_weights_moved():
+    task, cpu = tiny_task("binary"), torch.device("cpu")
+    setups = runner.resolve_losses(("softmax_ce", "bce"), "handwritten", None, task, cpu, torch.float64)
+    cfg = dataclasses.replace(TrainingDefaults(), seeds=2, epochs=2, batch_size=16)
+    start = runner.prepare(task, setups, cfg, [0, 1], "matched", cpu, torch.float64).models
+    trained = runner.train(task, setups, cfg, [0, 1], "matched", cpu, torch.float64)
+    moved = [
+        torch.linalg.vector_norm(s.head.decision_weight(end) - s.head.decision_weight(begin), dim=(1, 2))  # w1 - w0 for softmax_ce
+        for s, begin, end in zip(setups, start.heads, trained["models"].heads)
+    ]
+    np.testing.assert_allclose(trained["history"]["decision_weight_change"][-1], torch.cat(moved).detach().numpy(), rtol=1e-12)
+
+
+def test_a_score_of_exactly_one_half_is_a_yes_for_the_accuracy_at_one_half():
+    scores = torch.tensor([[[0.5], [0.5]], [[0.49], [0.5]]], dtype=torch.float64)  # two models, two examples
+    assert runner.accuracy_at_half(scores, torch.tensor([[1.0], [0.0]])).tolist() == [0.5, 0.0]
+    assert runner.accuracy_at_half(scores, torch.tensor([[1.0], [1.0]])).tolist() == [1.0, 0.5]
+
+
 @pytest.mark.parametrize("kind, dtype", [("binary", "float32"), ("multilabel", "float32"), ("binary", "float64")])
 def test_every_best_threshold_metric_is_measured_at_the_threshold_chosen_on_validation(kind, dtype):
     result = lossbench.compare(tiny_task(kind), LOSSES, seeds=3, epochs=2, batch_size=16, device="cpu", dtype=dtype)

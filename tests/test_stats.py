@@ -122,3 +122,18 @@ def test_summarize_and_band_refuse_a_percentage_as_confidence():
         stats.summarize(RUNS, ["acc"], baseline=None, confidence=95)
     with pytest.raises(ValueError, match="Expected `confidence` to be a number between 0 and 1"):
         stats.band(RUNS, "acc", ["loss"], confidence=95)
+
+
+@pytest.mark.parametrize(
+    "metric, expected",
+    [
+        *[(name, (0.0, 1.0)) for name in ("test_accuracy", "val_accuracy_best", "test_auc", "val_auc", "test_f1_best",
+                                          "test_sensitivity", "test_specificity_best", "test_exact_match", "test_ece",
+                                          "diverged")],  # fmt: skip
+        ("best_threshold", (0.01, 0.99)),
+        ("final_train_loss", None),
+        ("val_loss", None),
+    ],
+)
+def test_every_summary_metric_has_the_range_its_values_can_take(metric, expected):
+    assert stats.metric_range(metric) == expected

@@ -208,3 +208,10 @@ def test_calibration_bins_scores_on_numpys_bin_edges_as_calibration_curve_does()
     np.testing.assert_allclose(cal["mean_predicted"][0][filled].numpy(), prob_pred, atol=1e-15)
     np.testing.assert_allclose(cal["fraction_positive"][0][filled].numpy(), prob_true, atol=1e-15)
     assert cal["count"][0].tolist() == [1, 0, 1, 0, 0, 1, 2, 0, 0, 1]  # each edge value in the bin below it
+
+
+def test_f1_with_no_positive_to_find_and_none_predicted_is_undefined_not_zero():
+    """F1 = 2 TP / (2 TP + FP + FN) is 0 / 0 when y has no positives and no score reaches the threshold."""
+    m = thr.sweep(torch.tensor([[[0.2], [0.4]]]), torch.zeros(2, 1), torch.tensor([0.3, 0.5]))
+    assert m["f1"][0, 0].item() == 0.0  # 0.4 >= 0.3: one false positive, F1 = 0 / 1
+    assert np.isnan(m["f1"][0, 1].item())  # nothing to find, nothing predicted
