@@ -41,6 +41,8 @@ Model: the small CNN of :class:`lossbench.models.CNNBody` (3x3 conv, ReLU, 2x2 m
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -255,6 +257,12 @@ def read_pascal(
             raise DataError(
                 f"{table.where(row)}: `labels` is empty for {fname}; expected at least one label name "
                 "(space-separated, e.g. 'chair person')."
+            )
+        joined = [name for name in row_labels if any(sep in name for sep in ",;|")]
+        if joined:
+            raise DataError(
+                f"{table.where(row)}: the label {joined[0]!r} of {fname} holds a separator; expected label names "
+                f"separated by spaces, e.g. {' '.join(n for n in re.split('[,;|]', joined[0]) if n)!r}."
             )
         labels.append(row_labels)
         flag = frame.at[row, names["is_valid"]].lower()
