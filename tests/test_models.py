@@ -55,8 +55,36 @@ def test_initialisation_follows_pytorchs_default_bounds():
     bound = 1 / math.sqrt(50)
     assert p["w1"].abs().max() <= bound and p["w1"].abs().max() > 0.95 * bound
     assert p["w1"].std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)  # a uniform's standard deviation
-    linear = nn.Linear(50, 400)
-    assert linear.weight.abs().max() <= bound
+    assert p["b1"].abs().max() <= bound and p["b1"].abs().max() > 0.9 * bound  # a bias's bound is the layer's fan-in too
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_cnn_and_head_initialisation_follow_pytorchs_default_bounds(bias):
+    """nn.Conv2d draws from U(-1/sqrt(c_in * 9), 1/sqrt(c_in * 9)), nn.Linear from U(-1/sqrt(in), 1/sqrt(in))."""
+    spec = models.CNNBody(in_channels=20, image_size=8, channels=(64, 48), bias=bias)
+    p = models.init_body(spec, torch.Generator().manual_seed(0))
+    for i, c_in in enumerate((20, 64)):
+        bound = 1 / math.sqrt(c_in * 9)
+        for name in [f"conv{i}.w"] + ([f"conv{i}.b"] if bias else []):
+            assert p[name].abs().max() <= bound and p[name].abs().max() > 0.8 * bound, name
+        assert p[f"conv{i}.w"].std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+        reference = nn.Conv2d(c_in, 8, 3)  # torch's own bound, for the same fan-in
+        assert reference.weight.abs().max() <= bound and reference.weight.abs().max() > 0.9 * bound
+    head = models.init_head(300, 2, bias, torch.Generator().manual_seed(0))
+    bound = 1 / math.sqrt(300)
+    assert head["w"].abs().max() <= bound and head["w"].abs().max() > 0.95 * bound
+    if bias:
+        assert head["b"].abs().max() <= bound
+
+
+def test_a_two_logit_heads_decision_weight_is_w1_minus_w0_and_its_negative_unit_is_unit_0():
+    head = models.Head("two_logit", "binary", 1)
+    w = torch.randn(3, 5, 1)
+    matched = head.from_one_logit({"w": w})  # w0 = -w/2, w1 = w/2
+    torch.testing.assert_close(head.decision_weight(matched), w)
+    d = torch.tensor([[[-0.1, 0.3], [0.2, -0.7]]])  # (models, batch, units): the units' gradients need not cancel
+    assert head.decision_gradient(d).flatten().tolist() == pytest.approx([0.3, -0.7])
+    assert head.negative_unit_gradient(d).flatten().tolist() == pytest.approx([-0.1, 0.2])
 
 
 def test_padded_units_of_a_narrow_head_are_ignored():
@@ -141,4 +169,8 @@ def test_shared_forward_in_chunks_equals_one_expanded_batch(monkeypatch):
     whole = models.body_forward(spec, params, x.unsqueeze(0).expand(3, *x.shape))
     monkeypatch.setattr(models, "CHUNK_ACTIVATIONS", 3 * spec.activations * 4)  # chunks of 4 examples: 4 + 4 + 2
     assert models.chunk_size(spec, 3) == 4
+    sizes = []
+    forward = models.body_forward
+    monkeypatch.setattr(models, "body_forward", lambda spec, params, x: sizes.append(x.shape[1]) or forward(spec, params, x))
     torch.testing.assert_close(models.shared_body_forward(spec, params, x), whole)
+    assert sizes == [4, 4, 2]  # it really ran in chunks

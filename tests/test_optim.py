@@ -44,6 +44,7 @@ def _run(ours_cls, torch_cls, ours_kwargs, torch_kwargs, lr_rows, steps=6, froze
         pytest.param(optim.Adam, torch.optim.Adam, {"weight_decay": 0.1}, {"weight_decay": 0.1}, id="adam-weight-decay"),
         pytest.param(optim.Adam, torch.optim.Adam, {"betas": (0.8, 0.99), "eps": 1e-6}, {"betas": (0.8, 0.99), "eps": 1e-6}, id="adam-betas"),
         pytest.param(optim.SGD, torch.optim.SGD, {}, {}, id="sgd"),
+        pytest.param(optim.SGD, torch.optim.SGD, {"weight_decay": 0.1}, {"weight_decay": 0.1}, id="sgd-weight-decay"),
         pytest.param(optim.SGD, torch.optim.SGD, {"momentum": 0.9, "weight_decay": 0.01}, {"momentum": 0.9, "weight_decay": 0.01}, id="sgd-momentum"),
     ],
 )

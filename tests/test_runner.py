@@ -37,6 +37,9 @@ def assert_same_numbers(a: pd.DataFrame, b: pd.DataFrame, atol: float = 1e-6) ->
         pytest.param("binary", False, True, dict(optimizer="adam", lr=0.01), id="binary-mlp-adam"),
         pytest.param("binary", False, True, dict(optimizer="sgd", lr=0.3, momentum=0.9, weight_decay=1e-3), id="binary-mlp-sgd-momentum"),
         pytest.param("binary", False, False, dict(optimizer="adam", lr=0.01), id="binary-mlp-no-bias-adam"),
+        # 48 examples in minibatches of 20: a last, shorter one of 8 every epoch
+        pytest.param("binary", False, True, dict(optimizer="adam", lr=0.01, weight_decay=1e-2, batch_size=20), id="binary-mlp-adam-decay-short-batch"),
+        pytest.param("multilabel", False, True, dict(optimizer="sgd", lr=0.3, weight_decay=1e-2, batch_size=20), id="multilabel-mlp-sgd-decay-short-batch"),
         pytest.param("multilabel", False, True, dict(optimizer="adam", lr=0.01), id="multilabel-mlp-adam"),
         pytest.param("multilabel", True, True, dict(optimizer="adam", lr=0.01), id="multilabel-cnn-adam"),
         pytest.param("grid", True, True, dict(optimizer="adam", lr=0.01), id="grid-cnn-adam"),
@@ -60,7 +63,12 @@ def test_batched_run_in_chunks_of_the_batch_equals_the_plain_loop(monkeypatch):
     task = tiny_task("grid", image=True)
     monkeypatch.setattr(models, "CHUNK_ACTIVATIONS", len(LOSSES) * SMALL["seeds"] * task.body.activations * 5)
     assert models.chunk_size(task.body, len(LOSSES) * SMALL["seeds"]) == 5
+    sizes = []
+    forward = models.body_forward
+    monkeypatch.setattr(models, "body_forward", lambda spec, params, x: sizes.append(x.shape[1]) or forward(spec, params, x))
     batched = lossbench.compare(task, LOSSES, **SMALL, optimizer="adam", lr=0.01)
+    assert sizes[:4] == [5, 5, 5, 1]  # the first training step really ran in chunks
+    monkeypatch.setattr(models, "body_forward", forward)
     loop = lossbench.compare(task, LOSSES, engine="loop", **SMALL, optimizer="adam", lr=0.01)
     for name in ("history", "runs", "thresholds", "calibration", "summary"):
         assert_same_numbers(getattr(batched, name), getattr(loop, name))

@@ -72,7 +72,7 @@ def test_without_jitter_each_cell_holds_one_scan_exactly(upscale):
 def test_jitter_moves_digits_by_at_most_jitter_pixels():
     config = small(jitter=2, min_digits=1, max_digits=1, grid=3)  # a 24 x 24 canvas, cells at 0, 8, 16
     train, _, _ = generate(config)
-    moved = 0
+    moved, shifts = 0, []
     for x, source in zip(train.x[:60].numpy(), train.source[:60]):
         scan = DIGITS.images[source[0]] / 16.0
         found = [
@@ -86,7 +86,16 @@ def test_jitter_moves_digits_by_at_most_jitter_pixels():
         nearest_corner = min(abs(top - r) + abs(left - c) for r in (0, 8, 16) for c in (0, 8, 16))
         assert max(min(abs(top - r) for r in (0, 8, 16)), min(abs(left - c) for c in (0, 8, 16))) <= 2
         moved += nearest_corner > 0
+        shifts.append((min((top - r for r in (0, 8, 16)), key=abs), min((left - c for c in (0, 8, 16)), key=abs)))
     assert moved > 0
+    rows, cols = zip(*shifts)  # up and down, left and right
+    assert min(rows) < 0 < max(rows) and min(cols) < 0 < max(cols), shifts
+
+
+def test_the_three_splits_are_different_canvases():
+    train, val, test = generate(small())
+    assert not torch.equal(val.x, test.x) and not torch.equal(val.y, test.y)
+    assert not torch.equal(train.x[: len(val)], val.x)
 
 
 def test_same_split_seed_gives_identical_tensors():
@@ -198,6 +207,16 @@ def test_pascal_folder_loads(pascal_folder, pascal_rows):
             assert [VOCABULARY[j] for j in np.flatnonzero(y.numpy())] == sorted(labels)
             # a solid-colour JPEG, squashed to 16 x 16, keeps its colour (JPEG is lossy: within 4%)
             np.testing.assert_allclose(x.mean(dim=(1, 2)).numpy(), np.array(colour) / 255, atol=0.04)
+
+
+def test_lossless_pascal_images_keep_their_exact_grey_levels(pascal_folder, pascal_rows):
+    rows = [(fname.replace(".jpg", ".png"), *rest) for fname, *rest in pascal_rows]  # PNG: no JPEG rounding
+    task = load(Config(image_size=16), data=pascal_folder(rows=rows))
+    colour = {fname: c for fname, _, _, c, _ in rows}
+    for split in (task.train, task.val, task.test):
+        for x, fname in zip(split.x, split.source):
+            np.testing.assert_allclose(x[:, 0, 0].numpy(), np.array(colour[fname]) / 255, rtol=0, atol=1e-7)
+            assert torch.equal(x, x[:, :1, :1].expand_as(x))  # a solid image stays solid when resized
 
 
 def test_pascal_split_is_seeded(pascal_folder):

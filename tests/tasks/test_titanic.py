@@ -159,6 +159,13 @@ def test_fill_values_and_scaling_are_the_training_splits_own():
     assert task.val.x.mean(0).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("ports, fill", [("CQQS", "Q"), ("SQCS", "S"), ("QSCC", "C"), ("SQ", "Q"), ("CQS", "C"), ("QS", "Q")])
+def test_the_missing_port_is_the_most_common_one_ties_going_to_the_first_of_c_q_s(ports, fill):
+    passengers, _ = titanic.read_passengers(SHIPPED)
+    some = passengers.iloc[: len(ports)].assign(embarked=list(ports))
+    assert titanic.fit_preprocessing(some).embarked_fill == fill
+
+
 @pytest.mark.parametrize("column", ["age", "fare", "embarked"])
 def test_a_column_missing_for_every_training_passenger_is_refused_not_filled_with_a_guess(column):
     passengers, _ = titanic.read_passengers(SHIPPED)
