@@ -292,8 +292,11 @@ BAD = [
     pytest.param(["--task", "titanic", "--lr", "1e39"], "Expected --lr to be at most 3.4e+38, the largest float32, but got 1e+39.", id="lr-past-float32"),
     pytest.param(["--task", "titanic", "--loss-option", "bce.head_lr_scale=1e300"], "Expected `lr x head_lr_scale of 'bce'` to be at most 3.4e+38",
                  id="head-lr-past-float32"),
-    pytest.param(["--task", "titanic", "--seeds", "3", "--set", "seeds=5"], "Expected --seeds or --set seeds=, not both, but got --seeds 3 and --set seeds=5.",
-                 id="option-and-set"),
+    *[pytest.param(["--task", "mammography" if key == "target" else "titanic", option, value, "--set", f"{key}={other}"],
+                   f"Expected {option} or --set {key}=, not both, but got {option} {value} and --set {key}={other}.", id=f"option-and-set-{key}")
+      for key, option, value, other in [("seeds", "--seeds", "3", "5"), ("epochs", "--epochs", "1", "3"), ("lr", "--lr", "0.1", "0.2"),
+                                        ("batch_size", "--batch-size", "16", "32"), ("optimizer", "--optimizer", "sgd", "adam"),
+                                        ("target", "--target", "grid", "patch")]],
     pytest.param(["--task", "titanic", "--set", "hidden=3", "--set", "hidden=4"], "Expected each setting once, but got --set hidden= twice.", id="set-twice"),
     pytest.param(["--task", "titanic", "--loss-option", "bce.pos_weight=1", "--loss-option", "bce.pos_weight=9"],
                  "Expected each loss option once, but got --loss-option bce.pos_weight= twice.", id="loss-option-twice"),

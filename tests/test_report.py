@@ -81,6 +81,7 @@ def test_text_table_has_a_row_per_loss_and_the_divergence_count(result):
     assert [r.split()[0] for r in rows] == ["softmax_ce", "bce", "mse"]
     assert rows[0].split()[1:4] == ["0.810", "[0.785,", "0.835]"]  # 0.81 -+ 4.303 * 0.01 / sqrt(3)
     assert rows[2].split()[-1] == "1/3" and rows[0].split()[-1] == "0/3"
+    assert rows[0].split()[7:10] == ["0.50", "[0.50,", "0.50]"]  # a threshold of the 0.01 grid, in two decimals
     assert "3 seeds" in text and "Hamming" not in text
 
 
@@ -97,6 +98,8 @@ def test_paired_differences_read_in_plain_words(result):
     text = report.format_differences(result)
     assert text.splitlines()[0] == "Paired differences to bce (loss minus bce on the same seeds, mean [95% CI]):"
     assert "  mse         test acc @0.5" in text and "-0.093 [" in text
+    (auc_row,) = [line for line in text.splitlines() if line.startswith("  softmax_ce  test AUC")]
+    assert "+0.010 [+0.010, +0.010]" in auc_row  # a positive difference carries its sign
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from torch.nn.functional import binary_cross_entropy_with_logits as aliased_bce_with_logits
 from torch.nn.functional import cross_entropy as aliased_cross_entropy
 
+from lossbench import thresholds as _lossbench_thresholds
 from lossbench.exercises import ExerciseFailed, check, evaluate, format_report, report, score
+from lossbench.losses import bce as _lossbench_bce
 
 # --- right answers, written as a student would ----------------------------------------------------
 
@@ -367,6 +369,16 @@ def test_the_smallest_eps_the_hints_allow_passes_and_a_smaller_one_is_told_why_i
         assert f"with {CLAMP_EPS_MIN:g} <= eps <= 1e-06" in r.hint and "1 - eps rounds to 1.0" in r.hint
 
 
+def test_where_every_label_agrees_the_largest_allowed_eps_passes_and_a_larger_one_fails():
+    """p = y: the loss is 0, and a clamp adds -log(1 - eps) ~ eps; eps = 1e-6 is allowed, 1e-4 is not."""
+    def agreeing(eps):
+        (result,) = [r for r in evaluate("bce_probs", _bce_probs_clamped(eps)) if "every label agrees" in r.summary]
+        return result
+
+    assert agreeing(1e-6).passed
+    assert not agreeing(1e-4).passed
+
+
 def test_a_tensor_of_tied_thresholds_is_asked_for_one_threshold():
     def every_tied(p, y, thresholds):
         accuracy = torch.stack([((p >= t) == y.bool()).double().mean() for t in thresholds])
@@ -504,6 +516,17 @@ LIBRARY = [
     pytest.param("dlogits", _autograd_dlogits, "torch.nn.functional.cross_entropy", id="dlogits-autograd-of-F"),
     pytest.param("dlogits", _backward_dlogits, "torch.Tensor.backward", id="dlogits-backward"),
     pytest.param("dlogits", _func_grad_dlogits, "torch.autograd.grad", id="dlogits-torch-func"),
+    pytest.param("mse", lambda z, y: torch.ops.aten.mse_loss(torch.sigmoid(z), y), "aten::mse_loss", id="mse-aten-op"),
+    pytest.param("bce", lambda z, y: torch.ops.aten.soft_margin_loss(z, 2 * y - 1, 1), "aten::soft_margin_loss",
+                 id="bce-soft-margin-aten-op"),
+    pytest.param("bce_probs", lambda p, y: _lossbench_bce.loss_of_probability(p, y).mean(),
+                 "lossbench.losses.bce.loss_of_probability", id="bce_probs-lossbench-losses"),
+    pytest.param("accuracy_multi", lambda p, y, threshold=0.5: _lossbench_thresholds.sweep(
+        p.reshape(1, len(p), -1), y.reshape(len(y), -1), torch.tensor([threshold]))["accuracy"].item(),
+                 "lossbench.thresholds.sweep", id="accuracy_multi-lossbench-thresholds"),
+    pytest.param("best_threshold", lambda p, y, t: float(t[_lossbench_thresholds.best_threshold_index(_lossbench_thresholds.sweep(
+        p.reshape(1, len(p), -1), y.reshape(len(y), -1), t)["accuracy"], t)]),
+                 "lossbench.thresholds.sweep", id="best_threshold-lossbench-thresholds"),
 ]
 
 
@@ -527,6 +550,28 @@ def test_a_library_call_fails_even_when_every_value_is_right():
     results = evaluate("bce", lambda z, y: F.binary_cross_entropy_with_logits(z, y))
     assert all(r.abs_err is not None and r.abs_err <= 1e-12 for r in results)
     assert not any(r.passed for r in results)
+    assert format_report("bce", results).splitlines()[-1] == f"bce: 0 of {len(results)} cases pass"
+
+
+def test_a_library_call_before_an_error_is_still_a_library_call():
+    results = evaluate("bce", lambda z, y: F.binary_cross_entropy_with_logits(z, y) + not_defined)  # noqa: F821
+    assert {r.status for r in results} == {"library"}
+
+
+def test_the_right_value_hint_is_given_only_when_the_value_is_right():
+    results = evaluate("mse", lambda z, y: ((torch.sigmoid(z) - y) ** 2).mean() ** 1.5)  # a wrong value, and so a wrong gradient
+    assert not any(r.passed for r in results if r.group != "logit exactly 0")
+    assert not any("the value is right" in (r.hint or "") for r in results), hints_of(results)
+
+
+def test_a_softmax_with_an_eps_in_its_denominator_is_not_close_enough():
+    """An answer off by a relative 1e-5 fails: the float64 cases hold values to 1e-6."""
+    def dlogits(z, y):
+        e = torch.exp(z - z.max(dim=1, keepdim=True).values)
+        return (e / (e.sum(dim=1, keepdim=True) + 1e-5) - F.one_hot(y, z.shape[1]).to(z.dtype)) / len(z)
+
+    results = evaluate("dlogits", dlogits)
+    assert sum(not r.passed for r in results) >= 4, [(r.group, r.rel_err) for r in results]
 
 
 # --- what any function can do wrong ---------------------------------------------------------------
