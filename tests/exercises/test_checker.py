@@ -554,7 +554,11 @@ def test_a_library_call_fails_even_when_every_value_is_right():
 
 
 def test_a_library_call_before_an_error_is_still_a_library_call():
-    results = evaluate("bce", lambda z, y: F.binary_cross_entropy_with_logits(z, y) + not_defined)  # noqa: F821
+    def then_fails(z, y):
+        F.binary_cross_entropy_with_logits(z, y)
+        raise RuntimeError("a later line of the student's function fails")
+
+    results = evaluate("bce", then_fails)
     assert {r.status for r in results} == {"library"}
 
 
