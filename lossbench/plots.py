@@ -485,8 +485,8 @@ def training_curves(result: Result, axes: Sequence[Axes] | None = None) -> Figur
 
     Each loss is measured on its own scale (MSE is not comparable to cross-entropy in value), so the
     accuracy panel is the one to compare losses on. Epoch 0 is before training; where its accuracy lies so
-    far from the trained epochs' that it would flatten them, the accuracy axis is fitted to epochs 1 on and a
-    note in the panel gives epoch 0's value.
+    far from the trained epochs' that it would flatten them, the accuracy axis is fitted to epochs 1 on and the
+    x label gives epoch 0's value.
 
     >>> import lossbench
     >>> result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})  # a small, fast run
