@@ -325,3 +325,14 @@ def test_an_image_too_large_to_decode_safely_names_its_row(tmp_path, monkeypatch
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4,096 pixels is then more than twice the limit
     with pytest.raises(DataError, match="row 3: the image .*big.png could not be read .*decompression bomb"):
         read_image(tmp_path / "big.png", 8, "L", "row 3")
+
+
+def test_quick_shrinks_the_generated_canvases_but_reads_a_data_folder_whole(pascal_folder, pascal_rows):
+    """What --quick's help says: fewer generated examples, but every row of a --data folder."""
+    import lossbench
+    from lossbench.tasks.multilabel import QUICK
+
+    result = lossbench.compare("multilabel", quick=True, data=pascal_folder(), device="cpu", config={"image_size": 16}, progress=False)
+    assert sum(result.config["sizes"].values()) == len(pascal_rows)
+    quick = lossbench.compare("multilabel", quick=True, device="cpu", seeds=1, epochs=1, progress=False).config["sizes"]
+    assert quick["train"] == QUICK["n_train"] < Config().n_train
