@@ -23,6 +23,16 @@ DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
 # --------------------------------------------------------------------------------------------------
 
 
+def either(options: Sequence) -> str:
+    """Options as words: ``"male or female"``, ``"C, Q or S"``.
+
+    >>> either(("male", "female")), either((1, 2, 3)), either((0,))
+    ('male or female', '1, 2 or 3', '0')
+    """
+    words = [str(option) for option in options]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
 def sha256_of(path: str | Path) -> str:
     """The SHA-256 checksum of a file's bytes, as 64 hex digits.
 

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from lossbench.models import CNNBody
-from lossbench.tasks._common import check_channels, check_images_fit, sha256_of, split_indices
+from lossbench.tasks._common import check_channels, check_images_fit, either, sha256_of, split_indices
 from lossbench.tasks._mammo_mias import load_mias
 from lossbench.tasks._mammo_synth import generate_patches
 from lossbench.tasks.base import DataError, Split, TaskData, TrainingDefaults
@@ -223,8 +223,7 @@ def check_mias_tiling(config: Config) -> None:
     ...
     ValueError: Expected `patch_size` to be a power of two with mini-MIAS data (it must divide 1024 / mias_downsample, itself a power of two), but got 48; try 32 or 64.
     """
-    side = 1024 // config.mias_downsample if 1024 % config.mias_downsample == 0 else None
-    if side is not None and side % config.patch_size == 0:
+    if 1024 % config.mias_downsample == 0 and (1024 // config.mias_downsample) % config.patch_size == 0:
         return
     working = [d for d in (2**k for k in range(11)) if (1024 // d) % config.patch_size == 0]
     if not working and config.patch_size > 1024:
@@ -236,10 +235,9 @@ def check_mias_tiling(config: Config) -> None:
             f"itself a power of two), but got {config.patch_size}; try {below} or {2 * below}."
         )
     shrunk = f"{1024 / config.mias_downsample:g}"
-    choices = ", ".join(map(str, working[:-1])) + f" or {working[-1]}" if len(working) > 1 else str(working[0])
     raise ValueError(
         f"Expected `mias_downsample` to shrink 1024 pixels to a multiple of patch_size {config.patch_size}, "
-        f"but got {config.mias_downsample} (1024 / {config.mias_downsample} = {shrunk}); try {choices}."
+        f"but got {config.mias_downsample} (1024 / {config.mias_downsample} = {shrunk}); try {either(working)}."
     )
 
 

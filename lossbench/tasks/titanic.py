@@ -65,6 +65,7 @@ from lossbench.tasks._common import (
     DATASETS_DIR,
     CsvTable,
     check_fractions,
+    either,
     find_columns,
     fit_standardizer,
     read_csv,
@@ -189,16 +190,6 @@ def _first_bad(bad: pd.Series) -> int | None:
     return int(rows[0]) if len(rows) else None
 
 
-def _either(options: tuple) -> str:
-    """Options as words: ``"male or female"``, ``"C, Q or S"``.
-
-    >>> _either(("male", "female")), _either((1, 2, 3)), _either((0,))
-    ('male or female', '1, 2 or 3', '0')
-    """
-    words = [str(option) for option in options]
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
-
-
 def _numbers(table: CsvTable, cells: pd.Series, name: str, at_most: float) -> pd.Series:
     """Parse a column of non-negative numbers up to ``at_most`` (a bound no passenger comes near), missing allowed (NaN)."""
     missing = _is_missing(cells)
@@ -216,7 +207,7 @@ def _numbers(table: CsvTable, cells: pd.Series, name: str, at_most: float) -> pd
 
 def _integers(table: CsvTable, cells: pd.Series, name: str, allowed: tuple[int, ...] | None = None, at_most: int = 100) -> pd.Series:
     """Parse a column of required whole numbers (0 to ``at_most``, or one of ``allowed``)."""
-    expected = _either(allowed) if allowed else f"a whole number from 0 to {at_most}"
+    expected = either(allowed) if allowed else f"a whole number from 0 to {at_most}"
     if (row := _first_bad(_is_missing(cells))) is not None:
         raise DataError(
             f"{table.where(row)}: `{name}` is empty ({cells[row]!r}), but every passenger needs one; "
@@ -242,12 +233,12 @@ def _choices(
     """Parse a categorical column into one of ``options`` (compared after ``normalise``), or None."""
     missing = _is_missing(cells)
     if required and (row := _first_bad(missing)) is not None:
-        raise DataError(f"{table.where(row)}: `{name}` is empty; expected {_either(options)}.")
+        raise DataError(f"{table.where(row)}: `{name}` is empty; expected {either(options)}.")
     values = cells.map(normalise).where(~missing, None)
     bad = ~missing & ~values.isin(options)
     if (row := _first_bad(bad)) is not None:
         raise DataError(
-            f"{table.where(row)}: unknown `{name}` value {cells[row]!r}; expected {_either(options)}"
+            f"{table.where(row)}: unknown `{name}` value {cells[row]!r}; expected {either(options)}"
             f"{'' if required else ' (or empty when unknown)'}."
         )
     return values
