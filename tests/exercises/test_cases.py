@@ -97,3 +97,13 @@ def test_the_threshold_cases_hold_a_tie_of_two_thresholds_equally_close_to_one_h
             even.append(case)
     assert len(even) == 1 and torch.equal(even[0].inputs[2], grid)
     assert even[0].expected == grid[44].item()  # 0.45, not 0.55
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_first_bce_stability_case_holds_confident_mistakes_and_confident_right_answers(seed):
+    """A confident mistake is where a clamped loss shows (capped) and an overflowing one gives inf; a confident
+    right answer is where 0 * log(0) gives NaN."""
+    z, y = next(c for c in cs.bce_cases(seed) if c.group == "stability").inputs
+    confident, wrong = z.abs() >= 1e3, (z > 0).to(y.dtype) != y
+    assert (confident & wrong).sum() >= 4 and (confident & ~wrong).sum() >= 2, seed
+    assert (confident & (z > 0)).any() and (confident & (z < 0)).any(), seed

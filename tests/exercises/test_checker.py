@@ -162,6 +162,13 @@ def bce_probs_where_swapped(p, y):
     return -torch.where(y == 1, torch.log(1 - p), torch.log(p)).mean()
 
 
+def bce_probs_hard_targets(is_positive):  # right branches, but soft targets read as 0 or 1
+    def bce_probs(p, y):
+        p = p.clamp(1e-7, 1 - 1e-7)
+        return -torch.where(is_positive(y), torch.log(p), torch.log(1 - p)).mean()
+    return bce_probs
+
+
 def naive_dlogits(z, y):
     e = torch.exp(z)
     return (e / e.sum(dim=1, keepdim=True) - F.one_hot(y, z.shape[1]).to(z.dtype)) / z.shape[0]
@@ -231,6 +238,8 @@ WRONG = [
     pytest.param("bce", where_swapped_bce, "branches of torch.where swapped?", id="bce-where-swapped"),
     pytest.param("bce", lambda z, y: bce_right(torch.sigmoid(z), y), "(double sigmoid?)", id="bce-double-sigmoid"),
     pytest.param("bce", where_bce, "soft labels", id="bce-where-fails-soft-targets"),
+    pytest.param("bce", lambda z, y: -torch.where(y >= 0.5, F.logsigmoid(z), F.logsigmoid(-z)).mean(), "soft labels",
+                 id="bce-rounds-soft-targets"),
     pytest.param("bce", clamped_probability_bce, "caps each loss at -log(eps)", id="bce-clamped-probability"),
     pytest.param("bce", lambda z, y: -bce_right(z, y), "the sign is flipped", id="bce-sign"),
     pytest.param("bce", bce_max_abs, "wrong gradient at z = 0", id="bce-max-abs-gradient-at-0"),
@@ -240,6 +249,8 @@ WRONG = [
     pytest.param("bce_probs", bce_probs_add_eps, "log(p + eps) shifts every value", id="bce_probs-added-eps"),
     pytest.param("bce_probs", bce_probs_big_eps, "eps too large", id="bce_probs-eps-too-large"),
     pytest.param("bce_probs", bce_probs_where_swapped, "branches of torch.where swapped?", id="bce_probs-where"),
+    pytest.param("bce_probs", bce_probs_hard_targets(lambda y: y == 1), "soft labels", id="bce_probs-where-fails-soft-targets"),
+    pytest.param("bce_probs", bce_probs_hard_targets(lambda y: y >= 0.5), "soft labels", id="bce_probs-rounds-soft-targets"),
     pytest.param("bce_probs", lambda p, y: bce_right(p, y), "applied sigmoid to probabilities?",
                  id="bce_probs-sigmoid-of-probabilities"),
     pytest.param("bce_probs", lambda p, y: bce_probs_right(p, y) * p.numel(), "sum instead of mean?",
@@ -249,6 +260,8 @@ WRONG = [
     pytest.param("mse", lambda z, y: mse_right(torch.sigmoid(z), y), "(double sigmoid?)", id="mse-double-sigmoid"),
     pytest.param("mse", lambda z, y: mse_right(z, y) * z.numel(), "sum instead of mean?", id="mse-sum"),
     pytest.param("mse", lambda z, y: mse_right(z, y).sqrt(), "(RMSE)", id="mse-root"),
+    pytest.param("mse", lambda z, y: (torch.sigmoid(z) - y).abs().mean(), "absolute instead of squared error?",
+                 id="mse-absolute-error"),
     pytest.param("mse", lambda z, y: 0.5 * mse_right(z, y), "about 1/2 of the expected value", id="mse-half"),
     pytest.param("mse", own_sigmoid_mse, "use torch.sigmoid", id="mse-own-sigmoid-nan-gradient"),
     # dlogits
@@ -758,7 +771,7 @@ def test_report_prints_a_row_per_case_with_its_input_and_errors():
         assert column in header
     stability = [line for line in lines if "stability" in line]
     assert all(line.rstrip().endswith("FAIL") and "nan" in line for line in stability)
-    assert "      input: logits (12,) float64 in [-3.02, 2.91], target (12,) float64 in {0, 1}" in lines
+    assert "      input: logits (12,) float64 in [-4.38, 5.69], target (12,) float64 in {0, 1}" in lines
     assert sum(line.startswith("      input: logits (10,) float32") for line in lines) == 1
     assert any(line.strip().startswith("hint: NaN/inf at large logits") for line in lines)
 
@@ -777,3 +790,21 @@ def test_cases_follow_the_seed():
     other = evaluate("bce", bce_right, seed=1)
     assert all(r.passed for r in other)
     assert [r.summary for r in other] != [r.summary for r in evaluate("bce", bce_right)]
+
+
+def test_a_factor_near_a_whole_number_is_not_named_as_one():
+    """12.05 times the answer is no sum over 12 elements; a tensor answer gets the exact factor instead."""
+    for r in evaluate("bce", lambda z, y: bce_right(z, y) * 12.05):
+        assert "about 12 times" not in (r.hint or ""), r.hint
+    hints = hints_of(evaluate("dlogits", lambda z, y: dlogits_right(z, y) * 12.05))
+    assert hints and all(h == "off by a constant factor: 12.05 times the expected value" for h in hints), hints
+
+
+def test_a_capped_loss_is_one_clearly_below_the_expected_value():
+    from lossbench.exercises.catalog import _clearly_below
+
+    assert _clearly_below(16.1, 5000.0) and _clearly_below(0.0, 5000.0) and _clearly_below(0.85, 1.0)
+    assert not _clearly_below(0.95, 1.0)  # near the value: a rounding matter, not a cap
+    assert not _clearly_below(-16.1, 5000.0)  # a negative loss is a flipped sign
+    assert not _clearly_below(float("nan"), 1.0) and not _clearly_below(float("-inf"), 1.0)
+    assert not _clearly_below(torch.ones(3), 5.0)  # several numbers are no capped scalar loss
