@@ -4,14 +4,17 @@ from __future__ import annotations
 import sys
 import types
 
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.functional import cross_entropy as ce
 
 from lossbench.exercises.forbidden import (
+    AUTOGRAD_KERNELS,
     BCE_FUNCTIONS,
     BCE_KERNELS,
+    MSE_KERNELS,
     SOFTMAX_CE_FUNCTIONS,
     SOFTMAX_CE_KERNELS,
     CallRecorder,
@@ -48,6 +51,35 @@ def test_the_kernel_recorder_sees_what_has_no_python_name():
         torch.ops.aten.binary_cross_entropy_with_logits(Z, torch.ones_like(Z))
     assert recorder.calls == ["aten::binary_cross_entropy_with_logits"]
     assert recorder.readable == ["aten::binary_cross_entropy_with_logits"]  # no Python name to prefer
+
+
+GRID_LOGITS = torch.randn(2, 3, 4, 4, dtype=torch.float64)  # per-pixel classes: (N, C, H, W)
+GRID_TARGETS = torch.randint(0, 3, (2, 4, 4))
+P = torch.rand(4, 3, dtype=torch.float64)
+HOW_EACH_KERNEL_RUNS = {  # what a student's code does that reaches the kernel, without naming it
+    "aten::_log_softmax": lambda: Z.log_softmax(1),
+    "aten::nll_loss_forward": lambda: F.nll_loss(Z, Y),
+    "aten::nll_loss2d_forward": lambda: F.nll_loss(GRID_LOGITS.log_softmax(1), GRID_TARGETS),
+    "aten::binary_cross_entropy_with_logits": lambda: F.binary_cross_entropy_with_logits(Z, P),
+    "aten::binary_cross_entropy": lambda: F.binary_cross_entropy(P, P),
+    "aten::soft_margin_loss": lambda: F.soft_margin_loss(Z, 2 * P.round() - 1),
+    "aten::mse_loss": lambda: F.mse_loss(Z, P),
+    "aten::_softmax_backward_data": lambda: torch.autograd.grad(Z.softmax(1)[:, 0].sum(), Z),
+    "aten::_log_softmax_backward_data": lambda: torch.autograd.grad(Z.log_softmax(1)[:, 0].sum(), Z),
+    "aten::nll_loss_backward": lambda: torch.autograd.grad(F.nll_loss(Z, Y), Z),
+}
+
+
+@pytest.mark.parametrize("kernel", sorted(HOW_EACH_KERNEL_RUNS))
+def test_every_forbidden_kernel_is_listed_and_recorded_when_it_runs(kernel):
+    """Each kernel on its own in the rule, reached the way a student's code would reach it (backward ones through autograd)."""
+    assert kernel in SOFTMAX_CE_KERNELS + BCE_KERNELS + MSE_KERNELS + AUTOGRAD_KERNELS
+    assert kernel in calls(Forbidden(aten_ops=(kernel,)), HOW_EACH_KERNEL_RUNS[kernel])
+    assert calls(Forbidden(aten_ops=(kernel,)), lambda: torch.sigmoid(Z).sum()) == []
+
+
+def test_each_listed_kernel_has_a_way_to_run_above():
+    assert set(SOFTMAX_CE_KERNELS + BCE_KERNELS + MSE_KERNELS + AUTOGRAD_KERNELS) == set(HOW_EACH_KERNEL_RUNS)
 
 
 def test_readable_prefers_the_name_the_student_wrote():
