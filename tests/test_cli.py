@@ -122,6 +122,9 @@ def test_compare_writes_the_run_directory_with_real_plots(titanic_run):
         assert_png(png)
         assert str(png) in stdout  # the paths are printed
     assert f"Wrote {out}:" in stdout
+    listed = stdout.split(f"Wrote {out}:\n")[1].split("\n\n")[0].splitlines()
+    data = sorted(str(p) for p in out.iterdir() if p.is_file())
+    assert [line.strip() for line in listed] == data + [str(p) for p in pngs]  # every file once: data by name, plots last
     assert leftovers(out.parent) == []
     assert "Traceback" not in stderr
     config = json.loads((out / "config.json").read_text())

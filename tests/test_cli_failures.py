@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -210,6 +211,22 @@ def test_ctrl_c_while_the_commands_are_being_set_up_is_one_line(capsys, monkeypa
 def test_more_threads_than_make_sense_are_refused(capsys):
     assert cli.main([*QUICK, "--threads", str(cli.MAX_THREADS + 1)]) == 2
     assert f"Expected --threads to be a positive whole number of at most {cli.MAX_THREADS}" in capsys.readouterr().err
+    assert cli.build_parser().parse_args([*QUICK, "--threads", str(cli.MAX_THREADS)]).threads == cli.MAX_THREADS  # the most
+
+
+def test_a_reader_that_closes_early_ends_the_command_quietly_with_exit_0(capsys, monkeypatch, tmp_path):
+    """`lossbench tasks | head -1`: the pipe breaks under the print; nothing was lost, so no error and no traceback."""
+    def closed_pipe(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    dup2 = []
+    monkeypatch.setattr(cli, "_cmd_tasks", closed_pipe)
+    monkeypatch.setattr(cli.os, "dup2", lambda fd, fd2: dup2.append(fd2))  # leave this process's stdout alone
+    with open(tmp_path / "stdout", "w") as stdout:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert cli.main(["tasks"]) == 0
+        assert dup2 == [stdout.fileno()]  # stdout now points at /dev/null: Python's exit flush does not complain
+    assert capsys.readouterr().err == ""
 
 
 def test_an_unexpected_error_is_one_line_with_exit_code_2(capsys, monkeypatch):

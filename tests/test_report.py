@@ -147,6 +147,10 @@ def test_a_loss_that_never_answers_yes_is_named_under_the_table():
     assert "Never a positive answer at 0.5 on the test split, from any seed: mse. " in text  # bce says yes on some
     scores[0, 0, 0] = 0.5  # one yes, from one seed: it has started
     assert "Never a positive answer" not in report.format_table(result)
+    scores[0, 0, 0], scores[1, 2, 0] = 0.1, 0.5  # the yes from the last seed, on the last example
+    assert "Never a positive answer" not in report.format_table(result)
+    scores[1, 2, 0], scores[2, 1, 0], scores[3, 0, 0] = 0.45, 0.2, 0.2  # no yes anywhere: both named, in the table's order
+    assert "from any seed: mse, bce. " in report.format_table(result)
 
 
 def test_implementations_other_than_the_handwritten_ones_are_named():
