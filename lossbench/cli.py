@@ -486,6 +486,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     for key, option in OPTIONS_OF_SETTINGS.items():
         if key in config and getattr(args, key) is not None:
             raise UsageError(f"Expected {option} or --set {key}=, not both, but got {option} {getattr(args, key)} and --set {key}={config[key]}.")
+    try:  # a setting of the generated data with --data, or the reverse, would be silently ignored
+        tasks.check_settings_apply(module, config, args.data, spell="--set {}".format, data_name="--data")
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if args.target is not None:
         if "target" not in {f.name for f in dataclasses.fields(module.Config)}:
             having = [name for name in tasks.names() if _has_target(name)]
@@ -691,7 +695,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    help="matched: every head starts as the same function (default; softmax across labels, which "
                         "no set of sigmoids equals, starts from the same logits); independent: drawn separately")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any field of the task's Config, repeatable: --set hidden=64 --set val_fraction=0.25")
+                   help="any field of the task's Config, repeatable: --set hidden=64 --set val_fraction=0.25; "
+                        "a setting of the generated data with --data (n_train, ...), or of a --data folder without it "
+                        "(image_size, mias_*), is refused rather than ignored")
     t.add_argument("--target", choices=("patch", "grid"), help="mammography only: one label per patch or one per area")
     t.add_argument("--quick", action="store_true",
                    help="the task's seconds-long smoke settings (fewer seeds and epochs, and for the image tasks "

@@ -63,7 +63,7 @@ from lossbench.models import (
     stack,
 )
 from lossbench.results import Result
-from lossbench.tasks import TaskData, TrainingDefaults, get as get_task, names as task_names
+from lossbench.tasks import TaskData, TrainingDefaults, check_settings_apply, get as get_task, names as task_names, unused_settings
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -254,6 +254,9 @@ def validate_training(cfg: TrainingDefaults) -> None:
         value = getattr(cfg, name)
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
             raise ValueError(f"Expected `{name}` to be a non-negative number, but got {value!r}.")
+    if cfg.momentum and cfg.optimizer != "sgd":
+        raise ValueError(f"Expected `momentum` only with optimizer 'sgd' (Adam keeps its own running averages), but got "
+                         f"momentum={cfg.momentum!r} with optimizer {cfg.optimizer!r}.")
     if not whole(cfg.split_seed) or cfg.split_seed < 0:
         raise ValueError(f"Expected `split_seed` to be a whole number, 0 or more, but got {cfg.split_seed!r}.")
 
@@ -1120,8 +1123,11 @@ def compare(
         check_task_data(task)
         task_data = task
         cfg = configured(TrainingDefaults(), {}, config, training)
+        unused: tuple[str, ...] = ()
     elif isinstance(task, str):
         cfg = resolve_config(task, quick, config, **training)
+        check_settings_apply(get_task(task), config or {}, data)
+        unused = unused_settings(get_task(task), data)
         task_data = get_task(task).load(cfg, data)
         try:  # what the loader made of the data or the settings
             check_task_data(task_data)
@@ -1186,7 +1192,7 @@ def compare(
             callback.close()
     options = dict(
         losses=losses, impl=impl, overrides=overrides, head_init=head_init, device=str(dev), dtype=dtype, data=data,
-        quick=quick, threshold_points=threshold_points, threshold_metric=threshold_metric, baseline=baseline, engine=engine, threads=threads_used,
+        task_config_unused=list(unused), quick=quick, threshold_points=threshold_points, threshold_metric=threshold_metric, baseline=baseline, engine=engine, threads=threads_used,
         cuda_graphs=trained.get("cuda_graphs", "no: the plain loop"), cpu_trace=trained.get("cpu_trace", "no: the plain loop"),
     )
     return _assemble(task_data, setups, cfg, seed_values, trained, dev, torch_dtype, threshold_points, baseline, options)

@@ -300,3 +300,43 @@ def test_a_loss_whose_every_model_blew_up_reports_its_progress_without_a_numpy_w
         result = lossbench.compare("titanic", losses=("bce",), optimizer="sgd", lr=1e37, progress=reports.append, **TINY)
     assert result.runs["test_accuracy"].isna().all()  # every model's weights blew up
     assert math.isnan(reports[-1].val_accuracy["bce"])
+
+
+def test_momentum_is_an_sgd_setting():
+    """Adam would ignore it: refused, where SGD takes it."""
+    with pytest.raises(ValueError, match=re.escape("Expected `momentum` only with optimizer 'sgd' (Adam keeps its own running "
+                                                   "averages), but got momentum=0.9 with optimizer 'adam'.")):
+        lossbench.compare("titanic", momentum=0.9, **TINY)
+    assert lossbench.compare("titanic", momentum=0.9, optimizer="sgd", **TINY).config["task_config"]["momentum"] == 0.9
+
+
+@pytest.mark.parametrize("task, config, data, message", [
+    ("multilabel", {"n_train": 100, "grid": 3}, "photos", "Expected settings that apply to a folder read with `data`, but got "
+     "`n_train`, `grid`: they shape the generated data only, and `data` is read as it is, with its own split. Leave them out, "
+     "or leave out `data`."),
+    ("multilabel", {"image_size": 64}, None, "Expected settings that apply to the generated data, but got `image_size`: it "
+     "applies only to a folder read with `data`. Leave it out, or give `data`."),
+    ("mammography", {"epochs": 1, "prevalence": 0.5}, "mias", "but got `prevalence`: it shapes the generated data only"),
+    ("mammography", {"mias_downsample": 2}, None, "but got `mias_downsample`: it applies only to a folder read with `data`."),
+])
+def test_a_setting_the_data_would_not_use_is_refused_before_the_data_is_read(task, config, data, message, monkeypatch):
+    monkeypatch.setattr(lossbench.tasks.get(task), "load", lambda *a: pytest.fail("the data was read"))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        lossbench.compare(task, config=config, data=data, device="cpu")
+
+
+def test_the_cli_names_such_a_setting_as_typed(capsys, tmp_path):
+    code = cli.main(["compare", "--task", "multilabel", "--data", str(tmp_path), "--set", "val_fraction=0.3", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == (
+        "lossbench compare: error: Expected settings that apply to a folder read with --data, but got --set val_fraction: it shapes "
+        "the generated data only, and --data is read as it is, with its own split. Leave it out, or leave out --data.\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_json_lists_the_settings_the_data_left_unused(tmp_path):
+    result = lossbench.compare("multilabel", quick=True, device="cpu", progress=False, seeds=1, epochs=1)
+    assert result.config["task_config_unused"] == ["image_size"]
+    assert lossbench.compare("titanic", **TINY).config["task_config_unused"] == []
+    result.save(tmp_path / "run")
+    assert lossbench.load(tmp_path / "run").config["task_config_unused"] == ["image_size"]

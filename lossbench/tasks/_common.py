@@ -198,6 +198,18 @@ def find_columns(table: CsvTable, wanted: Sequence[str]) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------------
 
 
+def check_fraction(name: str, value: float) -> None:
+    """Raise ``ValueError`` unless the share called ``name`` lies in (0, 1).
+
+    >>> check_fraction("test_fraction", 1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected `test_fraction` to be between 0 and 1 (exclusive), but got 1.0.
+    """
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"Expected `{name}` to be between 0 and 1 (exclusive), but got {value!r}.")
+
+
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
     """Raise ``ValueError`` unless both fractions lie in (0, 1) and leave something to train on.
 
@@ -207,9 +219,8 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
     ...
     ValueError: Expected `val_fraction + test_fraction` to be below 1, but got 1.0; ...
     """
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"Expected `{name}` to be between 0 and 1 (exclusive), but got {value!r}.")
+    check_fraction("val_fraction", val_fraction)
+    check_fraction("test_fraction", test_fraction)
     if val_fraction + test_fraction >= 1.0:
         raise ValueError(
             f"Expected `val_fraction + test_fraction` to be below 1, but got {val_fraction + test_fraction!r}; "

@@ -101,6 +101,11 @@ class Config(TrainingDefaults):
 QUICK = {"seeds": 2, "epochs": 2, "n_train": 256, "n_val": 128, "n_test": 128}
 """Overrides for a seconds-long smoke run (``--quick``)."""
 
+GENERATED_ONLY = ("n_train", "n_val", "n_test", "prevalence", "contrast", "beta", "quantum_noise", "mass_fraction", "data_seed")
+"""The synthetic generator's settings (``data=None``)."""
+FOLDER_ONLY = ("mias_downsample", "mias_min_tissue", "mias_tissue_level", "mias_val_fraction", "mias_test_fraction")
+"""How a mini-MIAS folder (``data=PATH``) is tiled and split."""
+
 
 def area_labels(masks: np.ndarray, centres: np.ndarray, grid: int, min_pixels: int) -> np.ndarray:
     """Which areas of each patch hold an abnormality: ``(N, grid * grid)`` bool, row-major from the top-left.
@@ -149,24 +154,24 @@ def body(config: Config) -> CNNBody:
     return CNNBody(in_channels=1, image_size=config.patch_size, channels=tuple(config.channels), grid=grid)
 
 
-def check_config(config: Config) -> None:
-    """Raise ``ValueError`` naming the first setting that cannot work, and what would.
+def check_config(config: Config, data: str | Path | None = None) -> None:
+    """Raise ``ValueError`` naming the first setting that cannot work, and what would: the shared settings,
+    then the synthetic generator's (``data=None``) or the mini-MIAS tiling's (``data=PATH``).
 
     >>> check_config(Config())
     >>> check_config(Config(target="grid", grid=3))
     Traceback (most recent call last):
     ...
     ValueError: Expected `grid` to divide 4 (patch_size 32 halved by each of the 3 CNN blocks), but got 3; ...
+    >>> check_config(Config(prevalence=2.0), data="mias/")  # the generator's settings do not matter for a folder
     """
     if config.target not in ("patch", "grid"):
         raise ValueError(f"Expected `target` to be 'patch' or 'grid', but got {config.target!r}.")
-    for name in ("patch_size", "grid", "min_area_pixels", "n_train", "n_val", "n_test", "mias_downsample"):
+    whole = ("patch_size", "grid", "min_area_pixels") + (("n_train", "n_val", "n_test") if data is None else ("mias_downsample",))
+    for name in whole:
         value = getattr(config, name)
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"Expected `{name}` to be a positive integer, but got {value!r}.")
-    seed = config.data_seed
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"Expected `data_seed` to be a whole number, 0 or more, but got {seed!r}.")
     reduction = 2 ** len(check_channels(config.channels))
     if config.patch_size % reduction:
         raise ValueError(
@@ -186,7 +191,32 @@ def check_config(config: Config) -> None:
             f"Expected `grid` to divide {final} (patch_size {config.patch_size} halved by each of the "
             f"{len(config.channels)} CNN blocks), but got {config.grid}; valid grids: {divisors}."
         )
-    for name in ("prevalence", "mass_fraction", "mias_min_tissue", "mias_tissue_level"):
+    if data is None:
+        _check_generator(config)
+    else:
+        _check_mias_split(config)
+
+
+def _check_generator(config: Config) -> None:
+    seed = config.data_seed
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"Expected `data_seed` to be a whole number, 0 or more, but got {seed!r}.")
+    for name in ("prevalence", "mass_fraction"):
+        value = getattr(config, name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"Expected `{name}` to be between 0 and 1, but got {value!r}.")
+    if not 0 <= config.contrast < math.inf:
+        raise ValueError(
+            f"Expected `contrast` to be a finite number, 0 or more (background standard deviations), but got {config.contrast!r}."
+        )
+    if not 0 <= config.quantum_noise < math.inf:
+        raise ValueError(f"Expected `quantum_noise` to be a finite number, 0 or more, but got {config.quantum_noise!r}.")
+    if not math.isfinite(config.beta):
+        raise ValueError(f"Expected `beta` to be a finite number (breast tissue: about 3), but got {config.beta!r}.")
+
+
+def _check_mias_split(config: Config) -> None:
+    for name in ("mias_min_tissue", "mias_tissue_level"):
         value = getattr(config, name)
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"Expected `{name}` to be between 0 and 1, but got {value!r}.")
@@ -199,14 +229,6 @@ def check_config(config: Config) -> None:
             "Expected `mias_val_fraction + mias_test_fraction` to be below 1, but got "
             f"{config.mias_val_fraction + config.mias_test_fraction!r}; the training split takes what is left."
         )
-    if not 0 <= config.contrast < math.inf:
-        raise ValueError(
-            f"Expected `contrast` to be a finite number, 0 or more (background standard deviations), but got {config.contrast!r}."
-        )
-    if not 0 <= config.quantum_noise < math.inf:
-        raise ValueError(f"Expected `quantum_noise` to be a finite number, 0 or more, but got {config.quantum_noise!r}.")
-    if not math.isfinite(config.beta):
-        raise ValueError(f"Expected `beta` to be a finite number (breast tissue: about 3), but got {config.beta!r}.")
 
 
 def check_mias_tiling(config: Config) -> None:
@@ -250,7 +272,7 @@ def load(config: Config, data: str | Path | None = None) -> TaskData:
     >>> task.description
     'SYNTHETIC mammogram-like patches, 32x32, 17% abnormal, lesion contrast 2.5 (target: patch)'
     """
-    check_config(config)
+    check_config(config, data)
     if data is None:
         return _load_synthetic(config)
     check_mias_tiling(config)

@@ -51,7 +51,16 @@ import numpy as np
 import torch
 
 from lossbench.models import CNNBody
-from lossbench.tasks._common import check_channels, check_fractions, check_images_fit, find_columns, read_csv, read_image, split_indices
+from lossbench.tasks._common import (
+    check_channels,
+    check_fraction,
+    check_fractions,
+    check_images_fit,
+    find_columns,
+    read_csv,
+    read_image,
+    split_indices,
+)
 from lossbench.tasks.base import DataError, Split, TaskData, TrainingDefaults
 
 DIGIT_SIDE = 8  # load_digits scans are 8 x 8 pixels
@@ -89,6 +98,11 @@ class Config(TrainingDefaults):
 
 QUICK = {"seeds": 2, "epochs": 2, "n_train": 128, "n_val": 64, "n_test": 64}
 """Overrides for a seconds-long smoke run."""
+
+GENERATED_ONLY = ("grid", "upscale", "jitter", "min_digits", "max_digits", "n_train", "n_val", "n_test", "val_fraction")
+"""The canvases' settings: a PASCAL_2007 folder (``data=PATH``) validates on its ``is_valid`` rows."""
+FOLDER_ONLY = ("image_size",)
+"""The photos' size: generated canvases are ``grid * 8 * upscale`` pixels a side."""
 
 SUMMARY = "which digits are present (multi-label, K=10): canvases of 1-4 real scanned digits, small CNN"
 
@@ -324,7 +338,10 @@ def load(config: Config, data: str | Path | None = None) -> TaskData:
     >>> task.body
     CNNBody(in_channels=1, image_size=16, channels=(16, 32, 64), grid=None, bias=True)
     """
-    check_fractions(config.val_fraction, config.test_fraction)
+    if data is None:
+        check_fractions(config.val_fraction, config.test_fraction)
+    else:  # a folder's validation split is its is_valid rows
+        check_fraction("test_fraction", config.test_fraction)
     channels = check_channels(config.channels)
     if data is None:
         side = config.grid * DIGIT_SIDE * config.upscale

@@ -59,3 +59,27 @@ def pascal_folder(tmp_path: Path) -> Callable[..., Path]:
         return folder
 
     return build
+
+
+class _ReadRecorder:
+    """A task config that notes the name of every setting read from it."""
+
+    def __init__(self, config) -> None:
+        object.__setattr__(self, "_config", config)
+        object.__setattr__(self, "read", set())
+
+    def __getattr__(self, name: str):
+        self.read.add(name)
+        return getattr(self._config, name)
+
+
+@pytest.fixture
+def settings_read() -> Callable[..., set[str]]:
+    """``settings_read(module, config, data)``: the names of the settings ``module.load(config, data)`` reads."""
+
+    def read(module, config, data) -> set[str]:
+        recorder = _ReadRecorder(config)
+        module.load(recorder, data)
+        return recorder.read
+
+    return read

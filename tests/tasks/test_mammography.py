@@ -231,15 +231,35 @@ def test_lesion_kinds_and_sizes():
         pytest.param({"beta": float("nan")}, "Expected `beta` to be a finite number", id="beta"),
         pytest.param({"contrast": float("inf")}, "Expected `contrast` to be a finite number, 0 or more", id="contrast-inf"),
         pytest.param({"quantum_noise": -0.1}, "Expected `quantum_noise` to be a finite number, 0 or more", id="noise"),
-        pytest.param(
-            {"mias_test_fraction": 0.9}, "Expected `mias_val_fraction + mias_test_fraction`", id="fractions"
-        ),
     ],
 )
 def test_bad_settings_are_refused(override, message):
     with pytest.raises(ValueError) as error:
         mammo.load(replace(SMALL, **override))
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"mias_test_fraction": 0.9}, "Expected `mias_val_fraction + mias_test_fraction` to be below 1, but got 1.1"),
+        ({"mias_val_fraction": 0.0}, "Expected `mias_val_fraction` to be between 0 and 1 (exclusive), but got 0.0"),
+        ({"mias_min_tissue": 1.5}, "Expected `mias_min_tissue` to be between 0 and 1, but got 1.5"),
+        ({"mias_tissue_level": -0.1}, "Expected `mias_tissue_level` to be between 0 and 1, but got -0.1"),
+        ({"mias_downsample": 0}, "Expected `mias_downsample` to be a positive integer, but got 0"),
+        ({"target": "grid", "grid": 3}, "Expected `grid` to divide 4"),  # the shared settings too
+    ],
+)
+def test_bad_mini_mias_settings_are_refused_with_a_folder(mias, override, message):
+    with pytest.raises(ValueError) as error:
+        mammo.load(replace(mammo.Config(), **override), data=mias)
+    assert message in str(error.value)
+
+
+def test_each_kind_of_data_checks_only_its_own_settings(mias):
+    """A generator setting cannot break a mini-MIAS run, nor a tiling setting a synthetic one: neither is used."""
+    assert len(mammo.load(replace(mammo.Config(), prevalence=2.0, n_val=0, data_seed=-1), data=mias).train) > 0
+    assert len(mammo.load(replace(SMALL, mias_min_tissue=2.0, mias_test_fraction=0.9, mias_downsample=0)).train) > 0
 
 
 def test_patch_sizes_that_do_not_tile_a_film_are_fine_for_synthetic_patches():
@@ -625,3 +645,12 @@ def test_the_background_made_a_few_fields_at_a_time_equals_it_made_at_once(monke
     chunked = _mammo_synth._cropped_noise(50, 32, 3.0, np.random.default_rng(3))
     whole = _mammo_synth._filtered_noise(50, 64, 3.0, np.random.default_rng(3))[:, :32, :32]
     assert chunked.tobytes() == _mammo_synth._unit_std(whole).tobytes()
+
+
+def test_the_settings_said_to_apply_to_one_kind_of_data_are_the_ones_it_reads(mias, settings_read):
+    """GENERATED_ONLY and FOLDER_ONLY, which decide what compare() refuses and config.json lists as unused, hold
+    exactly the settings read by one loader and not the other."""
+    generated = settings_read(mammo, SMALL, None)
+    folder = settings_read(mammo, mammo.Config(), mias)
+    assert set(mammo.GENERATED_ONLY) == generated - folder
+    assert set(mammo.FOLDER_ONLY) == folder - generated

@@ -330,9 +330,31 @@ def test_an_image_too_large_to_decode_safely_names_its_row(tmp_path, monkeypatch
 def test_quick_shrinks_the_generated_canvases_but_reads_a_data_folder_whole(pascal_folder, pascal_rows):
     """What --quick's help says: fewer generated examples, but every row of a --data folder."""
     import lossbench
-    from lossbench.tasks.multilabel import QUICK
+    from lossbench.tasks.multilabel import GENERATED_ONLY, QUICK
 
     result = lossbench.compare("multilabel", quick=True, data=pascal_folder(), device="cpu", config={"image_size": 16}, progress=False)
     assert sum(result.config["sizes"].values()) == len(pascal_rows)
+    assert result.config["task_config_unused"] == list(GENERATED_ONLY)  # n_train, ... of --quick included: config.json says so
     quick = lossbench.compare("multilabel", quick=True, device="cpu", seeds=1, epochs=1, progress=False).config["sizes"]
     assert quick["train"] == QUICK["n_train"] < Config().n_train
+
+
+def test_the_settings_said_to_apply_to_one_kind_of_data_are_the_ones_it_reads(pascal_folder, settings_read):
+    """GENERATED_ONLY and FOLDER_ONLY, which decide what compare() refuses and config.json lists as unused, hold
+    exactly the settings read by one loader and not the other."""
+    import lossbench.tasks.multilabel as module
+
+    generated = settings_read(module, small(), None)
+    folder = settings_read(module, Config(image_size=16), pascal_folder())
+    assert set(module.GENERATED_ONLY) == generated - folder
+    assert set(module.FOLDER_ONLY) == folder - generated
+
+
+def test_a_folder_splits_by_test_fraction_alone(pascal_folder):
+    """Its validation rows are the is_valid ones: val_fraction plays no part, so it cannot make test_fraction too big."""
+    task = load(Config(image_size=8, test_fraction=0.9), data=pascal_folder())
+    assert len(task.test) > len(task.train) >= 1
+    with pytest.raises(ValueError, match=r"^Expected `test_fraction` to be between 0 and 1 \(exclusive\), but got 1\.0\.$"):
+        load(Config(image_size=8, test_fraction=1.0), data=pascal_folder(name="again"))
+    with pytest.raises(ValueError, match=r"val_fraction \+ test_fraction"):
+        load(small(test_fraction=0.9))  # generated canvases split their scans by both

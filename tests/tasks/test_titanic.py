@@ -498,3 +498,9 @@ def test_bad_settings_are_refused(overrides, message):
     with pytest.raises(ValueError) as err:
         load(Config(**overrides))
     assert message in str(err.value)
+
+
+def test_a_passenger_file_uses_the_same_settings_as_the_shipped_one(titanic_fixture, settings_read):
+    """So no Titanic setting is refused with --data, and none is listed as unused."""
+    assert settings_read(titanic, Config(), None) == settings_read(titanic, Config(), titanic_fixture("kaggle_train"))
+    assert not hasattr(titanic, "GENERATED_ONLY") and not hasattr(titanic, "FOLDER_ONLY")
