@@ -736,7 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
             "MSE) and compare them with confidence intervals over seeds.\n\n"
             "examples:\n"
             "  lossbench compare --task titanic          a table of every loss, and plots in runs/titanic-<time>/\n"
-            "  lossbench compare --task titanic --quick  the same in a few seconds, with fewer seeds and epochs\n"
+            "  lossbench compare --task titanic --quick  the same in about 10 s, with fewer seeds and epochs\n"
             "  lossbench tasks                           what tasks there are\n"
             "  lossbench COMMAND --help                  what a command does, prints and writes"
         ),

@@ -17,7 +17,7 @@ the examples only. Scaling by N alone would leave a 1-logit head's gradient on K
 softmax's across the same labels not: a factor of K between two losses that comes from the reduction,
 not from the loss.
 
-What is reported per model (DESIGN.md, "Gradient allocation"):
+What is reported per model:
 
 1. ``negative_unit_share``: for a 2-logit head, the share of sum |dL/dz| on the negative units. Softmax
    makes the two logit gradients equal and opposite, so this is always one half, and it is *not* wasted:

@@ -298,7 +298,7 @@ def mlp_gradients(body: Params, head: Params, x: torch.Tensor, h: torch.Tensor, 
 
 
 # ---------------------------------------------------------------------------------------------
-# Heads: the loss decides the head (DESIGN.md, "Heads")
+# Heads: the loss decides the head
 # ---------------------------------------------------------------------------------------------
 
 

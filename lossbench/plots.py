@@ -1,8 +1,10 @@
 """The figures of a comparison: matplotlib drawings of a Result's frames, one colour per loss, 95% bands over seeds.
 
-This module draws and computes nothing itself: every band is :func:`lossbench.stats.band` (the mean and
-t-interval over seeds of one column, per group), every other number is read from the Result's frames,
-and the analytic curves come from the loss families' own ``loss_of_probability`` and ``grad_wrt_logit``.
+This module computes no statistics itself: every band is :func:`lossbench.stats.band` (the mean and
+t-interval over seeds of one column, per group), the measured numbers are read from the Result's frames
+(and a few plain ones, such as the all-negative baseline and the positives' share, from its saved
+predictions), and the analytic curves come from the loss families' own ``loss_of_probability`` and
+``grad_wrt_logit``.
 Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so drawing needs no screen,
 leaves no global state behind, and matplotlib is imported only when a plot is drawn.
 

@@ -18,10 +18,10 @@ from lossbench import thresholds as thr
 from lossbench.results import Result
 
 HEADLINE = ("test_accuracy", "test_accuracy_best", "best_threshold", "test_auc")
-"""The summary metrics of the per-loss table, in column order (multi-label runs add ``test_exact_match``)."""
+"""The summary metrics of the per-loss table, in column order (multi-label and grid runs add ``test_exact_match``)."""
 
 DIFFERENCE_METRICS = ("test_accuracy", "test_accuracy_best", "test_auc")
-"""The metrics whose paired differences to the baseline are reported (multi-label runs add exact match)."""
+"""The metrics whose paired differences to the baseline are reported (multi-label and grid runs add exact match)."""
 
 LABELS = {
     "test_accuracy": "test acc @0.5",

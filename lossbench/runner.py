@@ -1,6 +1,6 @@
 """The shared runner: trains M = losses x seeds identical models as one batched program; ``compare()`` is the entry point.
 
-What "identical" means (DESIGN.md): for one seed, every loss starts from the same body weights, sees the
+What "identical" means: for one seed, every loss starts from the same body weights, sees the
 same minibatches in the same order and uses the same optimizer and hyperparameters. Only the head
 differs, because the loss decides the head, and by default the heads are *function-matched*: a 2-logit
 head starts at w1 = w/2, w0 = -w/2, so its first predictions equal those of the 1-logit head.

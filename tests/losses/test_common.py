@@ -1,6 +1,6 @@
 """The common test: every registered loss, with and without options, keeps the loss contract.
 
-The contract (DESIGN.md): ``fn(output, target) -> 0-dim tensor``, the mean over the batch, differentiable,
+The contract (the docstring of lossbench.losses): ``fn(output, target) -> 0-dim tensor``, the mean over the batch, differentiable,
 finite on ordinary inputs, and usable for many models at once under ``torch.func.vmap`` once the value
 checks are off (that is how the runner evaluates it).
 """
