@@ -117,6 +117,61 @@ def test_the_same_graph_traced_again_reuses_its_script_and_other_constants_do_no
     assert script_other is not script
 
 
+def test_a_script_is_reused_only_when_every_constant_is_equal():
+    def affine(a, b):
+        scale, shift = torch.full((3,), a), torch.full((3,), b)  # two constants of the same graph
+        return lambda x: x * scale + shift
+
+    x = torch.ones(3)
+    assert torch.equal(Traced(affine(0.1, 0.0), warmup=0)(x), torch.full((3,), 0.1))
+    assert torch.equal(Traced(affine(0.1, 0.5), warmup=0)(x), torch.full((3,), 0.6))  # the first matches, the second not
+    w64, w32 = torch.full((3,), 2.0, dtype=torch.float64), torch.full((3,), 2.0)  # equal values, other dtypes
+    assert Traced(lambda x: x * w64, warmup=0)(x.double()).dtype == torch.float64
+    assert Traced(lambda x: x * w32, warmup=0)(x).dtype == torch.float32
+
+
+def test_inputs_of_another_dtype_or_layout_get_their_own_trace():
+    to_float = Traced(lambda x: x.float() * 2, warmup=0)
+    assert to_float(torch.ones(2, 2)).dtype == torch.float32
+    assert to_float(torch.ones(2, 2, dtype=torch.float64)).dtype == torch.float32
+    flat = Traced(lambda x: x.reshape(-1) * 1, warmup=0)
+    rows, columns = torch.arange(6.0).reshape(3, 2), torch.arange(6.0).reshape(2, 3).t()  # both (3, 2), other strides
+    assert torch.equal(flat(rows), rows.reshape(-1))
+    assert torch.equal(flat(columns), columns.reshape(-1))  # a trace of a view of rows would fail or mix them up
+    assert len(to_float.recordings) == 2 and len(flat.recordings) == 2
+
+
+def test_a_function_that_cannot_be_traced_is_tried_once_then_runs_eagerly():
+    runs = []
+
+    def needs_the_host(x):
+        runs.append(1)
+        return x * 2 if x.sum().item() > 0 else x
+
+    traced = Traced(needs_the_host, warmup=1)
+    for _ in range(5):
+        traced(torch.ones(3))
+    assert traced.failed is not None and len(runs) == 5 + 1  # five calls and the one failed recording
+
+
+def test_after_release_the_next_call_warms_up_again():
+    traced = Traced(lambda x: x * 2, warmup=1)
+    traced(torch.ones(3)), traced(torch.ones(3))
+    assert traced.replays == 1
+    traced.release()
+    traced(torch.ones(3))
+    assert traced.replays == 1 and not traced.recordings  # eager, as a first call is
+
+
+def test_constants_that_share_memory_with_each_other_but_not_with_the_call_are_traced():
+    w = torch.arange(4.0)
+    w2 = w[:2]  # made before the call: a constant that shares memory with another constant
+    empty = torch.empty(0)
+    traced = Traced(lambda x: torch.cat([x * w[:2] + x * w2, torch.empty(0), empty]), warmup=0)
+    assert torch.equal(traced(torch.ones(2)), 2 * w[:2])
+    assert traced.failed is None and traced.replays == 1
+
+
 @pytest.fixture
 def trace_every_run(monkeypatch):
     """Trace even the tiny runs of these tests (the runner traces only runs long enough to win the time back)."""
