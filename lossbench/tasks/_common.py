@@ -210,8 +210,9 @@ def check_fraction(name: str, value: float) -> None:
         raise ValueError(f"Expected `{name}` to be between 0 and 1 (exclusive), but got {value!r}.")
 
 
-def check_fractions(val_fraction: float, test_fraction: float) -> None:
-    """Raise ``ValueError`` unless both fractions lie in (0, 1) and leave something to train on.
+def check_fractions(val_fraction: float, test_fraction: float, names: tuple[str, str] = ("val_fraction", "test_fraction")) -> None:
+    """Raise ``ValueError`` unless both fractions lie in (0, 1) and leave something to train on; ``names``
+    are the settings' names for the message.
 
     >>> check_fractions(0.2, 0.2)
     >>> check_fractions(0.5, 0.5)
@@ -219,11 +220,11 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
     ...
     ValueError: Expected `val_fraction + test_fraction` to be below 1, but got 1.0; ...
     """
-    check_fraction("val_fraction", val_fraction)
-    check_fraction("test_fraction", test_fraction)
+    check_fraction(names[0], val_fraction)
+    check_fraction(names[1], test_fraction)
     if val_fraction + test_fraction >= 1.0:
         raise ValueError(
-            f"Expected `val_fraction + test_fraction` to be below 1, but got {val_fraction + test_fraction!r}; "
+            f"Expected `{names[0]} + {names[1]}` to be below 1, but got {val_fraction + test_fraction!r}; "
             "the training split takes what is left."
         )
 

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from lossbench.models import CNNBody
-from lossbench.tasks._common import check_channels, check_images_fit, either, sha256_of, split_indices
+from lossbench.tasks._common import check_channels, check_fractions, check_images_fit, either, sha256_of, split_indices
 from lossbench.tasks._mammo_mias import load_mias
 from lossbench.tasks._mammo_synth import generate_patches
 from lossbench.tasks.base import DataError, Split, TaskData, TrainingDefaults
@@ -220,15 +220,7 @@ def _check_mias_split(config: Config) -> None:
         value = getattr(config, name)
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"Expected `{name}` to be between 0 and 1, but got {value!r}.")
-    for name in ("mias_val_fraction", "mias_test_fraction"):
-        value = getattr(config, name)
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"Expected `{name}` to be between 0 and 1 (exclusive), but got {value!r}.")
-    if config.mias_val_fraction + config.mias_test_fraction >= 1.0:
-        raise ValueError(
-            "Expected `mias_val_fraction + mias_test_fraction` to be below 1, but got "
-            f"{config.mias_val_fraction + config.mias_test_fraction!r}; the training split takes what is left."
-        )
+    check_fractions(config.mias_val_fraction, config.mias_test_fraction, names=("mias_val_fraction", "mias_test_fraction"))
 
 
 def check_mias_tiling(config: Config) -> None:
