@@ -121,10 +121,11 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     if not grading.find_submissions(args.submissions):  # a wrong folder, not a class that handed nothing in
         raise UsageError(f"Expected SUBMISSIONS_DIR to hold .py or .ipynb files, but {str(args.submissions)!r} has "
                          "none; grade looks only at the files directly in it, not in its subfolders.")
+    seed = grading.fresh_seed() if args.seed is None else args.seed
     with _named_as_typed({"name": "--exercise", "timeout": "--timeout", "memory_mb": "--memory-mb", "seed": "--seed",
                           "function": "--function"}):
         frame = grading.grade(args.submissions, args.exercise, timeout=timeout, memory_mb=memory_mb,
-                              function=args.function, seed=args.seed, progress=not args.quiet and _show_bars())
+                              function=args.function, seed=seed, progress=not args.quiet and _show_bars())
     path = grading.write_gradebook(frame, out)
     totals = frame[frame["group"] == "total"]
     width = max([len("submission")] + [len(s) for s in totals["submission"]])
@@ -132,6 +133,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     for row in totals.itertuples():
         print(f"{row.submission:<{width}}  {row.score:5.2f}  {row.reason}")
     print(f"wrote {path} ({len(frame)} rows: a row per case group and a total per submission)")
+    print(f"graded with seed {seed}; `--seed {seed}` grades on the same cases again")
     return EXIT_OK
 
 
@@ -192,9 +194,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "memory limits. It writes the gradebook to --out, a row per submission per case\n"
                                    "group plus a total, and prints each submission's score (the fraction of cases\n"
                                    "passed) and why it lost points; a submission that fails to import, hangs or\n"
-                                   "crashes scores 0 with the reason.\n\n"
+                                   "crashes scores 0 with the reason. The generated cases come from a fresh seed, not\n"
+                                   "the seed 0 students self-check with; the seed is printed and in the gradebook.\n\n"
                                    "examples:\n"
-                                   "  lossbench grade submissions/ --exercise bce --seed 90210 --out grades.csv   (a seed of your own)\n"
+                                   "  lossbench grade submissions/ --exercise bce --out grades.csv   (prints the seed it drew)\n"
+                                   "  lossbench grade late/ --exercise bce --seed 90210 --out late.csv   (the same cases again)\n"
                                    "  lossbench grade submissions/ --exercise best_threshold --function best --timeout 30 --out grades.csv")
     p.add_argument("submissions", metavar="SUBMISSIONS_DIR", type=Path,
                    help="the folder of submissions: every .py and .ipynb file directly in it, each run in its own process")
@@ -205,9 +209,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=None, help="seconds per submission, at most 86400 (default 60)")
     p.add_argument("--memory-mb", type=int, default=None,
                    help="address-space limit per submission in MiB, 1024 to 1048576 (default 2048)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the generated cases, 0 to 2**63 - 1 (default 0, the seed students self-check with, whose "
-                        "expected values their reports print: pass a seed of your own; the fixed edge cases stay the same)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the generated cases, 0 to 2**63 - 1 (default: a fresh one, printed and written to the "
+                        "gradebook, since students self-check with seed 0 and their reports print its expected values; "
+                        "pass it again to grade a late submission on the same cases; the fixed edge cases are the same "
+                        "for every seed)")
     p.add_argument("--out", required=True, help="the gradebook CSV to write; an existing file is overwritten")
     p.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     p.set_defaults(func=_cmd_grade)

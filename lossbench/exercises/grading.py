@@ -21,8 +21,13 @@ A crash, a hang, a missing function, NaN output, a library call or text on stder
 submission a reason in its rows and never stops the batch. Text on stderr (a warning, a
 debug print) is reported but does not cost points; the cases decide the score.
 
+The generated cases come from a seed. Students self-check with seed 0 and their reports print the
+expected values, so grading draws a fresh seed unless it is given one (the fixed edge cases are the
+same for every seed); the gradebook records the seed, and passing it again grades a late submission
+on the same cases.
+
 The gradebook has one row per submission per case group, plus a `total` row:
-`submission, exercise, group, passed, cases, score, reason`.
+`submission, exercise, seed, group, passed, cases, score, reason`.
 Grading needs a POSIX system (fork, `resource`).
 """
 from __future__ import annotations
@@ -32,6 +37,7 @@ import keyword
 import math
 import multiprocessing
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -40,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch  # imported here so that the forkserver holds it before any child forks
 
-from lossbench.exercises.cases import check_seed
+from lossbench.exercises.cases import SEED_MAX, check_seed
 from lossbench.exercises.catalog import get_exercise
 from lossbench.exercises.checker import ExerciseFailed, evaluate
 
@@ -53,7 +59,7 @@ DEFAULT_MEMORY_MB = 2048  # measured: a child forked after importing torch and l
 MIN_MEMORY_MB = 1024
 MAX_MEMORY_MB = 2**20  # 1 TiB; far larger values overflow the address-space limit
 STARTUP_LIMIT_S = 120.0  # for a child to start (forked: milliseconds; spawned where fork is missing: an import of torch)
-COLUMNS = ["submission", "exercise", "group", "passed", "cases", "score", "reason"]
+COLUMNS = ["submission", "exercise", "seed", "group", "passed", "cases", "score", "reason"]
 SUFFIXES = (".py", ".ipynb")
 
 
@@ -199,7 +205,7 @@ def _run_child(ctx: Any, path: Path, exercise: str, function: str, seed: int, ti
         return outcome, stderr, failure
 
 
-def _rows(name: str, exercise: str, sizes: dict[str, int], outcome: dict[str, Any] | None, stderr: str,
+def _rows(name: str, exercise: str, seed: int, sizes: dict[str, int], outcome: dict[str, Any] | None, stderr: str,
           failure: str | None) -> list[dict[str, Any]]:
     """The gradebook rows of one submission: one per case group and a total."""
     results = (outcome or {}).get("results", [])
@@ -232,11 +238,11 @@ def _rows(name: str, exercise: str, sizes: dict[str, int], outcome: dict[str, An
         total = len(in_group) or size  # a submission that never ran still owes every case
         passed = sum(r["status"] == "pass" for r in in_group)
         why = _why_cases([r for r in in_group if r["status"] != "pass"]) if in_group else "; ".join(reasons)
-        rows.append({"submission": name, "exercise": exercise, "group": group, "passed": passed, "cases": total,
+        rows.append({"submission": name, "exercise": exercise, "seed": seed, "group": group, "passed": passed, "cases": total,
                      "score": passed / total, "reason": why})
     passed = sum(row["passed"] for row in rows)
     cases = sum(row["cases"] for row in rows)
-    rows.append({"submission": name, "exercise": exercise, "group": "total", "passed": passed, "cases": cases,
+    rows.append({"submission": name, "exercise": exercise, "seed": seed, "group": "total", "passed": passed, "cases": cases,
                  "score": passed / cases, "reason": "; ".join(reasons)})
     return rows
 
@@ -257,6 +263,15 @@ def _case_failure(result: dict[str, Any]) -> str:
     return "; ".join([what, *result["problems"][:1]])
 
 
+def fresh_seed() -> int:
+    """A seed for grading, drawn from the operating system's randomness: 1 to 2**63 - 1, never 0.
+
+    >>> 0 < fresh_seed() <= SEED_MAX
+    True
+    """
+    return 1 + secrets.randbelow(SEED_MAX)
+
+
 def _group_sizes(exercise: str) -> dict[str, int]:
     """How many cases each group of an exercise has, in the order the cases come."""
     sizes: dict[str, int] = {}
@@ -266,20 +281,21 @@ def _group_sizes(exercise: str) -> dict[str, int]:
 
 
 def grade(submissions: Path | str, exercise: str, timeout: float = DEFAULT_TIMEOUT_S,
-          memory_mb: int = DEFAULT_MEMORY_MB, function: str | None = None, seed: int = 0,
+          memory_mb: int = DEFAULT_MEMORY_MB, function: str | None = None, seed: int | None = None,
           progress: bool = True) -> pd.DataFrame:
     r"""Grade every `.py`/`.ipynb` file in `submissions` on `exercise`; returns the gradebook frame.
 
-    The frame has the columns `submission, exercise, group, passed, cases, score, reason`:
+    The frame has the columns `submission, exercise, seed, group, passed, cases, score, reason`:
     a row per case group and a `total` row per submission, in submission order. The score of
-    a row is passed / cases.
+    a row is passed / cases. `seed` draws the generated cases; None (the default) draws a fresh
+    one (:func:`fresh_seed`), never 0, the seed students self-check with.
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     _ = (Path(tmp) / "ada.py").write_text("import torch\n"
     ...                                           "def mse(z, y):\n"
     ...                                           "    return ((torch.sigmoid(z) - y) ** 2).sum()\n")
-    ...     book = grade(tmp, "mse", timeout=30, progress=False)
+    ...     book = grade(tmp, "mse", timeout=30, seed=90210, progress=False)
     >>> [(row.group, row.passed, row.cases) for row in book.itertuples()]  # doctest: +NORMALIZE_WHITESPACE
     [('basic', 0, 1), ('multi-label', 0, 1), ('soft targets', 0, 1), ('float32', 0, 1), ('stability', 0, 1),
      ('total', 0, 5)]
@@ -297,6 +313,7 @@ def grade(submissions: Path | str, exercise: str, timeout: float = DEFAULT_TIMEO
         raise ValueError(f"Expected `memory_mb` to be at least {MIN_MEMORY_MB} (a child starts at about 0.9 GiB "
                          f"of address space: torch and lossbench) and at most {MAX_MEMORY_MB} (1 TiB), "
                          f"but got {memory_mb!r}.")
+    seed = fresh_seed() if seed is None else seed
     check_seed(seed)  # not in each child: a seed torch cannot take is the grader's mistake, not the students'
     if function is not None and not (function.isidentifier() and not keyword.iskeyword(function)):
         raise ValueError(f"Expected `function` to be a Python function name, such as {exercise}, but got {function!r}.")
@@ -307,7 +324,7 @@ def grade(submissions: Path | str, exercise: str, timeout: float = DEFAULT_TIMEO
     rows: list[dict[str, Any]] = []
     for path in tqdm(files, desc=f"grading {exercise}", unit="submission", disable=not progress):
         outcome, stderr, failure = _run_child(ctx, path, exercise, function, seed, timeout, memory_mb)
-        rows += _rows(path.name, exercise, sizes, outcome, stderr, failure)
+        rows += _rows(path.name, exercise, seed, sizes, outcome, stderr, failure)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

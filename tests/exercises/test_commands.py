@@ -197,6 +197,35 @@ def test_grade_writes_the_gradebook_and_prints_the_totals(tmp_path, capsys):
     assert lines[3] == f"wrote {out} (14 rows: a row per case group and a total per submission)"
     frame = pd.read_csv(out, keep_default_na=False)
     assert frame[frame.group == "total"].score.tolist() == [1.0, 5 / 7]
+    seed = frame.seed.iloc[0]
+    assert seed > 0 and (frame.seed == seed).all()  # one fresh seed for the whole class, never the self-check's 0
+    assert lines[4:] == [f"graded with seed {seed}; `--seed {seed}` grades on the same cases again"]
+
+
+def test_grade_without_a_seed_grades_on_the_cases_of_the_seed_it_draws_and_prints(tmp_path, monkeypatch, capsys):
+    from lossbench.exercises import grading
+    from lossbench.exercises.catalog import get_exercise
+
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    seen = tmp_path / "seen.txt"  # the submission writes down the logits of every case it is called on
+    (folder / "ada.py").write_text(RIGHT + f"""
+_right = bce
+
+def bce(logits, target):
+    with open({str(seen)!r}, "a") as fh:
+        fh.write(repr(logits.flatten().tolist()) + "\\n")
+    return _right(logits, target)
+""")
+    monkeypatch.setattr(grading, "fresh_seed", lambda: 4242)
+    out = tmp_path / "grades.csv"
+    assert main(["grade", str(folder), "--exercise", "bce", "--timeout", "30", "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "graded with seed 4242; `--seed 4242` grades on the same cases again"
+    assert pd.read_csv(out).seed.tolist() == [4242] * 7
+    called_on = seen.read_text().splitlines()
+    for seed, graded in ((4242, True), (0, False)):  # the drawn seed's generated cases, not the self-check's
+        basic = next(c for c in get_exercise("bce").make_cases(seed) if c.group == "basic")
+        assert (repr(basic.inputs[0].flatten().tolist()) in called_on) is graded
 
 
 def test_grade_help_states_the_defaults_of_the_grading_module(capsys):
@@ -215,8 +244,9 @@ def test_grade_help_says_what_a_submission_is_and_that_out_is_overwritten(capsys
             "each run in its own process") in text
     assert "Grade every .py and .ipynb file directly in SUBMISSIONS_DIR (not in its subfolders; hidden files skipped)" in text
     assert "--out OUT the gradebook CSV to write; an existing file is overwritten" in text
-    assert "lossbench grade submissions/ --exercise bce --seed 90210 --out grades.csv (a seed of your own)" in text
-    assert "default 0, the seed students self-check with" in text
+    assert "lossbench grade submissions/ --exercise bce --out grades.csv (prints the seed it drew)" in text
+    assert "lossbench grade late/ --exercise bce --seed 90210 --out late.csv (the same cases again)" in text
+    assert "default: a fresh one, printed and written to the gradebook, since students self-check with seed 0" in text
 
 
 def test_grade_rejects_a_folder_without_submissions_and_writes_nothing(tmp_path, capsys):
@@ -299,7 +329,7 @@ def test_grade_makes_the_folders_of_out_and_overwrites_an_existing_gradebook(one
     assert main(["grade", str(one_submission), "--exercise", "bce", "--out", str(out), "--quiet"]) == 0
     out.write_text("an older gradebook\n")
     assert main(["grade", str(one_submission), "--exercise", "bce", "--out", str(out), "--quiet"]) == 0
-    assert out.read_text().startswith("submission,exercise,group,passed,cases,score,reason\n")
+    assert out.read_text().startswith("submission,exercise,seed,group,passed,cases,score,reason\n")
     assert [p.name for p in out.parent.iterdir()] == ["grades.csv"]
 
 

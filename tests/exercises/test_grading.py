@@ -107,7 +107,7 @@ def total(frame: pd.DataFrame, submission: str) -> pd.Series:
 
 def test_every_submission_gets_a_row_per_group_and_a_total_in_time(gradebook):
     frame, seconds = gradebook
-    assert list(frame.columns) == ["submission", "exercise", "group", "passed", "cases", "score", "reason"]
+    assert list(frame.columns) == ["submission", "exercise", "seed", "group", "passed", "cases", "score", "reason"]
     names = sorted(list(SUBMISSIONS) + ["notebook.ipynb", "exits.ipynb"])
     assert frame.submission.unique().tolist() == names  # sorted, notes.txt ignored
     groups = ["basic", "multi-label", "soft targets", "float32", "stability", "logit exactly 0", "total"]
@@ -140,13 +140,13 @@ def test_a_wrong_answer_without_hints_says_which_case_fails_and_how():
         {"number": 2, "group": "basic", "status": "fail", "hint": None, "problems": ["the gradient differs from the reference's"],
          "nonfinite": False, "expected": "1.14", "actual": "-0.94"},
     ]}  # fmt: skip
-    rows = grading._rows("neg.py", "bce", {"basic": 2}, outcome, "", None)
+    rows = grading._rows("neg.py", "bce", 0, {"basic": 2}, outcome, "", None)
     assert [r["reason"] for r in rows] == [
         "case 2 (basic): expected 1.14, got -0.94; the gradient differs from the reference's",
         "1 of 2 cases fail: case 2 (basic): expected 1.14, got -0.94; the gradient differs from the reference's",
     ]
     assert rows[-1]["score"] == 0.5
-    noisy = grading._rows("neg.py", "bce", {"basic": 2}, outcome, "debug: here\n", None)[-1]["reason"]
+    noisy = grading._rows("neg.py", "bce", 0, {"basic": 2}, outcome, "debug: here\n", None)[-1]["reason"]
     assert noisy == rows[-1]["reason"] + "; wrote to stderr: debug: here"  # the cases are still named
 
 
@@ -257,3 +257,16 @@ def test_a_notebook_s_own_failing_checks_of_other_exercises_are_not_reasons(tmp_
     nbformat.write(nb, tmp_path / "student.ipynb")
     row = total(grading.grade(tmp_path, "bce", timeout=TIMEOUT_S, progress=False), "student.ipynb")
     assert (row.score, row.reason) == (1.0, "cell 4 raised NameError")
+
+
+@pytest.mark.parametrize("drawn, seed", [(0, 1), (grading.SEED_MAX - 1, grading.SEED_MAX)])
+def test_a_fresh_grading_seed_is_never_the_self_checks_0(monkeypatch, drawn, seed):
+    monkeypatch.setattr(grading.secrets, "randbelow", lambda n: drawn if n == grading.SEED_MAX else -1)
+    assert grading.fresh_seed() == seed  # randbelow(SEED_MAX) gives 0 to SEED_MAX - 1: every seed but 0
+
+
+def test_grade_records_the_seed_it_was_given_or_drew(tmp_path, monkeypatch):
+    (tmp_path / "ada.py").write_text(SUBMISSIONS["right.py"])
+    assert grading.grade(tmp_path, "bce", timeout=TIMEOUT_S, seed=7, progress=False).seed.unique().tolist() == [7]
+    monkeypatch.setattr(grading, "fresh_seed", lambda: 90210)
+    assert grading.grade(tmp_path, "bce", timeout=TIMEOUT_S, progress=False).seed.unique().tolist() == [90210]
