@@ -237,7 +237,7 @@ def check_images_fit(n: int, side: int, what: str, instead: str, copies: float) 
     >>> check_images_fit(3000, 10**5, "synthetic patches", "lower patch_size", copies=8)
     Traceback (most recent call last):
     ...
-    ValueError: Expected the synthetic patches to fit in memory, but 3,000 of 100000 x 100000 pixels need about 960,000 GB to make, ...
+    ValueError: Expected the synthetic patches to fit in memory, but 3,000 of 100000 x 100000 pixels need about 894,069.7 GiB to make, ...
     """
     needed = n * side * side * 4 * copies
     try:
@@ -246,8 +246,8 @@ def check_images_fit(n: int, side: int, what: str, instead: str, copies: float) 
         return
     if needed > available:
         raise ValueError(
-            f"Expected the {what} to fit in memory, but {n:,} of {side} x {side} pixels need about {needed / 1e9:,.0f} GB "
-            f"to make, and this machine has {available / 2**30:.0f} GiB; {instead}."
+            f"Expected the {what} to fit in memory, but {n:,} of {side} x {side} pixels need about {needed / 2**30:,.1f} GiB "
+            f"to make, and this machine has {available / 2**30:,.1f} GiB; {instead}."
         )
 
 
@@ -306,15 +306,25 @@ def split_indices(
 def fit_standardizer(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and standard deviation of the TRAINING rows (a constant column gets std 1).
 
+    A column is constant when all its values are equal, not when its computed std is 0: the std of equal
+    values can come out a rounding error above 0 (1.4e-17 for three 0.1s), which would turn the column
+    into +-1 and divide any other value by 1e-17; a constant column is shifted by its value, to 0.
+
     .. math:: \\mu_j = \\frac{1}{n}\\sum_i x_{ij}, \\qquad \\sigma_j = \\sqrt{\\frac{1}{n}\\sum_i (x_{ij} - \\mu_j)^2}
 
     >>> mean, std = fit_standardizer(np.array([[1.0, 5.0], [3.0, 5.0]]))
     >>> mean.tolist(), std.tolist()
     ([2.0, 5.0], [1.0, 1.0])
+    >>> fit_standardizer(np.full((3, 1), 0.1))[1].tolist()
+    [1.0]
     """
     mean = x_train.mean(axis=0)
     std = x_train.std(axis=0)
-    std = np.where(std > 0, std, 1.0)  # a column that never varies in training is only shifted
+    first = x_train[0] if len(x_train) else mean
+    constant = (x_train == first).all(axis=0)
+    # a column that never varies in training is only shifted, by its value (its mean may be rounded too)
+    mean = np.where(constant, first, mean)
+    std = np.where(constant, 1.0, std)
     return mean, std
 
 
