@@ -140,7 +140,7 @@ class CudaGraphed(_Recorded):
             with torch.cuda.graph(graph):
                 outputs = self.fn(*inputs)
         except RuntimeError as err:  # e.g. "operation not permitted when stream is capturing"
-            self.failed = str(err).splitlines()[0]
+            self.failed = (str(err).strip().splitlines() or [type(err).__name__])[0]
             torch.cuda.synchronize()
             _free_generator(generator, rng)
             return None
@@ -167,11 +167,18 @@ def _free_generator(generator: torch.Generator, rng: torch.Tensor) -> None:
 
 
 def _clone(outputs: Any) -> Any:
+    """A copy of every tensor in ``outputs`` (alone, or in dicts, lists and tuples, named ones too, nested).
+
+    Anything else, such as None or a number the function returned, is handed back as it is.
+    """
     if isinstance(outputs, torch.Tensor):
         return outputs.clone()
     if isinstance(outputs, dict):
         return {k: _clone(v) for k, v in outputs.items()}
-    return type(outputs)(_clone(v) for v in outputs)
+    if isinstance(outputs, (list, tuple)):
+        items = [_clone(v) for v in outputs]
+        return type(outputs)(*items) if hasattr(outputs, "_fields") else type(outputs)(items)
+    return outputs
 
 
 class Traced(_Recorded):
