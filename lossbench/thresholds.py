@@ -134,12 +134,16 @@ def best_threshold_index(metric: torch.Tensor, thresholds: torch.Tensor) -> torc
     >>> flat[0, [45, 53]] = flat[1, [44, 54]] = 1.0  # maxima at 0.46 and 0.54; at 0.45 and 0.55
     >>> grid[best_threshold_index(flat, grid)]
     tensor([0.4600, 0.4500])
+    >>> best_threshold_index(torch.tensor([[1.0, 1.0]]), torch.tensor([0.7, 0.3]))  # any order: the lower one
+    tensor([1])
     """
     metric = torch.nan_to_num(metric.to(torch.float64), nan=-1.0)
     best = metric.max(dim=1, keepdim=True).values
-    distance = (thresholds.to(metric.device, torch.float64) - 0.5).abs().round(decimals=9)  # (thresholds,)
+    thresholds = thresholds.to(metric.device, torch.float64)
+    distance = (thresholds - 0.5).abs().round(decimals=9)  # (thresholds,)
     penalty = torch.where(metric >= best - 1e-12, distance, torch.inf)  # only the maxima compete
-    return penalty.argmin(dim=1)
+    closest = penalty == penalty.min(dim=1, keepdim=True).values  # one, or two equally far from 0.5
+    return torch.where(closest, thresholds, torch.inf).argmin(dim=1)
 
 
 AVERAGES = ("macro", "micro")
