@@ -570,25 +570,25 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     result = lossbench.load(args.run_dir)
     run_dir = Path(result.directory)
     target = run_dir / "plots"
-    # draw into a hidden folder first: an interruption leaves the old plots as they were
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"Expected RUN_DIR/plots to be the folder of the run's plots, but {str(target)!r} is a file; "
+                         "move it away and draw again.")
+    # draw into a hidden folder first, then move each figure over its old file: an interruption while
+    # drawing leaves the old plots as they were, and files of the user's own in plots/ stay where they are
     try:
         tmp = Path(tempfile.mkdtemp(prefix=".plots.partial-", dir=run_dir))
     except OSError as err:
         raise UsageError(f"Expected RUN_DIR to be a folder this user can write, to draw its plots in, but {str(run_dir)!r} "
                          f"refuses it ({err.strerror}).") from None
     try:
-        plots.save_plots(result, tmp, epoch=args.epoch, progress=_show_bars(), workers=plots.plot_workers())
-        old = None
-        if target.exists():
-            old = run_dir / f".plots.old-{os.getpid()}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+        drawn = plots.save_plots(result, tmp, epoch=args.epoch, progress=_show_bars(), workers=plots.plot_workers())
+        target.mkdir(exist_ok=True)  # with the user's usual permissions, as `compare` makes it
+        paths = [target / path.name for path in drawn]
+        for path, new in zip(paths, drawn):
+            os.replace(new, path)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for path in sorted(target.glob("*.png")):
+    for path in sorted(paths):  # by name, as `compare` and `show` list them
         print(path)
     return EXIT_OK
 
@@ -769,8 +769,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_show)
     p = sub.add_parser(
         "plot", help="redraw the plots of a saved run", formatter_class=_FORMATTER,
-        description="Redraw every plot of a saved run into RUN_DIR/plots/ (replacing the old ones) and print\n"
-                    "their paths.\n\nexample:\n  lossbench plot runs/titanic-20250101-120000 --epoch 5",
+        description="Redraw every plot of a saved run into RUN_DIR/plots/ and print their paths. Each figure\n"
+                    "replaces its old PNG of the same name; other files in that folder are left alone.\n\nexample:\n  lossbench plot runs/titanic-20250101-120000 --epoch 5",
     )  # fmt: skip
     p.add_argument("run_dir", metavar="RUN_DIR", type=_named("RUN_DIR"), help="a directory written by `lossbench compare`")
     p.add_argument("--epoch", type=int, metavar="N", help="the epoch of the gradient-allocation panels drawn at one epoch: by confidence, per output unit, per label (default: the last)")

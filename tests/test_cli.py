@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,57 @@ def test_plot_redraws_the_plots_of_a_saved_run(titanic_run, tmp_path):
         assert_png(png)
     assert stdout.split() == [str(p) for p in pngs]
     assert leftovers(copy) == []
+
+
+def test_plot_replaces_its_own_figures_and_leaves_the_users_files_and_permissions(titanic_run, tmp_path):
+    out, _, _ = titanic_run
+    copy = tmp_path / "copy"
+    (copy / "plots").mkdir(parents=True)
+    for f in out.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    (copy / "plots" / "my_annotated.png").write_bytes(b"mine")  # a file of the user's own beside the figures
+    (copy / "plots" / "calibration.png").write_bytes(b"old")  # an old figure: replaced
+    os.chmod(copy / "plots", 0o755)
+    code, stdout, stderr = run(["plot", copy])
+    assert code == 0, stderr
+    assert (copy / "plots" / "my_annotated.png").read_bytes() == b"mine"
+    assert_png(copy / "plots" / "calibration.png")
+    assert stat.S_IMODE((copy / "plots").stat().st_mode) == 0o755  # the folder as it was, not a private new one
+    assert stdout.split() == sorted(str(copy / "plots" / f"{name}.png") for name in plots.PLOT_NAMES)
+    assert leftovers(copy) == []
+
+
+def test_plot_into_a_new_plots_folder_gives_it_the_users_usual_permissions(titanic_run, tmp_path):
+    out, _, _ = titanic_run
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in out.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    umask = os.umask(0o022)
+    try:
+        code, _, stderr = run(["plot", copy])
+    finally:
+        os.umask(umask)
+    assert code == 0, stderr
+    assert stat.S_IMODE((copy / "plots").stat().st_mode) == 0o755  # as `compare` makes it (mkdtemp would give 0o700)
+    assert stat.S_IMODE((copy / "plots" / "calibration.png").stat().st_mode) == 0o644
+
+
+def test_plot_where_plots_is_a_file_is_one_line_and_touches_nothing(titanic_run, tmp_path):
+    out, _, _ = titanic_run
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in out.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    (copy / "plots").write_text("not a folder")
+    code, _, stderr = run(["plot", copy])
+    assert code == 2
+    assert _last_line(stderr) == (f"lossbench plot: error: Expected RUN_DIR/plots to be the folder of the run's plots, but "
+                                  f"'{copy / 'plots'}' is a file; move it away and draw again.")
+    assert (copy / "plots").read_text() == "not a folder" and leftovers(copy) == []
 
 
 def _last_line(stderr: str) -> str:
