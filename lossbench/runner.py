@@ -591,13 +591,20 @@ def _naming_the_loss(batched: Callable, setup: LossSetup) -> Callable:
 
     def named(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         try:
-            return batched(output, target)
+            value = batched(output, target)
         except Exception as err:
             raise ValueError(
                 f"Expected the loss function {setup.impl} (for {setup.name!r}) to run on every minibatch and on the "
                 f"validation split, but on outputs {tuple(output.shape[1:])} and targets {tuple(target.shape[1:])} of each "
                 f"model it raised {type(err).__name__}: {err}"
             ) from err
+        if value.shape != output.shape[:1]:  # a scalar per model, on every minibatch, not only on the first
+            raise ValueError(
+                f"Expected the loss function {setup.impl} (for {setup.name!r}) to return a scalar tensor (the mean over "
+                f"the batch) on every minibatch and on the validation split, but on outputs {tuple(output.shape[1:])} "
+                f"and targets {tuple(target.shape[1:])} of each model it returned {tuple(value.shape[1:])}."
+            )
+        return value
 
     return named
 
@@ -637,11 +644,26 @@ def vectorise(setup: LossSetup, output: torch.Tensor, target: torch.Tensor) -> t
             f"Expected the loss function {setup.impl} (for {name!r}) to be finite on one model's first minibatch, "
             f"before any training, but it returned {value.item()}: every model would be frozen at once."
         )
+    no_gradient = ValueError(
+        f"Expected loss {name!r} to be differentiable in the model's output, but its value carries no gradient "
+        "(.detach(), .item(), .data, torch.tensor(...), numpy or torch.no_grad inside?): its models would never train."
+    )
     if not value.requires_grad:
+        raise no_gradient
+    try:  # the backward pass too: an in-place change to a tensor autograd saved fails only there
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(value, first, allow_unused=True)
+    except RuntimeError as err:
+        if ":" not in setup.impl:
+            raise
         raise ValueError(
-            f"Expected loss {name!r} to be differentiable in the model's output, but its value carries no gradient "
-            "(.detach(), .item(), .data, torch.tensor(...) or torch.no_grad inside?): its models would never train."
-        )
+            f"Expected the loss function {setup.impl} (for {name!r}) to have a gradient autograd can compute, but its "
+            f"backward pass on one model's minibatch raised RuntimeError: {str(err).splitlines()[0]} (an in-place "
+            "operation such as clamp_, += or x[...] = on a tensor the gradient needs? its out-of-place form, "
+            "x = x.clamp(...), keeps it)"
+        ) from err
+    if grad is None:  # a value made anew (torch.tensor(..., requires_grad=True)), cut off from the output
+        raise no_gradient
     value = value.detach()
     batched = torch.func.vmap(fn)
     if ":" in setup.impl:
@@ -659,7 +681,7 @@ def vectorise(setup: LossSetup, output: torch.Tensor, target: torch.Tensor) -> t
         def one_at_a_time(out: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
             return torch.stack([fn(o, t) for o, t in zip(out, tgt)])
 
-        return one_at_a_time, "loop"
+        return (_naming_the_loss(one_at_a_time, setup) if ":" in setup.impl else one_at_a_time), "loop"
 
     elementwise = setup.impl in BUILT_IN_IMPLS and "reduction" in loss_registry.accepted_options(fn)
     if elementwise and not (setup.family == "softmax_ce" and "weight" in setup.options):  # class weights: a weighted mean

@@ -34,6 +34,18 @@ def no_arguments():
 def raises(z, y):
     raise RuntimeError("shapes do not match")
 
+def made_anew(z, y):  # a value with requires_grad, but computed outside autograd: not connected to z
+    return torch.tensor(F.binary_cross_entropy_with_logits(z, y).item(), requires_grad=True)
+
+def clamps_in_place(z, y):  # clamp_ overwrites the sigmoid's output, which its backward pass needs
+    p = torch.sigmoid(z)
+    p.clamp_(1e-7, 1 - 1e-7)
+    return F.binary_cross_entropy(p, y)
+
+def mean_of_full_batches(z, y):  # a scalar on minibatches of 64 and the validation split, not on the last minibatch
+    terms = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+    return terms.mean() if z.shape[0] in (64, 262) else terms
+
 def only_full_batches(z, y):  # fine on minibatches of 64 and the 262 validation passengers, not on the last minibatch
     if z.shape[0] not in (64, 262):
         raise ValueError("only batches of 64")
@@ -81,10 +93,31 @@ def test_nan_is_not_a_non_negative_number(name):
         lossbench.compare("titanic", optimizer="sgd", config={"hidden": 8, name: float("nan")}, seeds=2, epochs=1, device="cpu")
 
 
-@pytest.mark.parametrize("function", ["detached", "integer"])
+@pytest.mark.parametrize("function", ["detached", "integer", "made_anew"])
 def test_a_loss_that_carries_no_gradient_is_refused_before_training(user_losses, function):
     with pytest.raises(ValueError, match="carries no gradient .*its models would never train"):
         lossbench.compare("titanic", losses=("bce",), impl=f"{user_losses}:{function}", **TINY)
+
+
+def test_a_user_loss_whose_backward_pass_fails_is_named_with_the_fix(user_losses):
+    # the forward pass runs; autograd refuses only in the backward pass, which the first check now runs too
+    with pytest.raises(ValueError) as info:
+        lossbench.compare("titanic", losses=("bce",), impl=f"{user_losses}:clamps_in_place", **TINY)
+    message = str(info.value)
+    assert message.startswith(f"Expected the loss function {user_losses}:clamps_in_place (for 'bce') to have a gradient "
+                              "autograd can compute, but its backward pass on one model's minibatch raised RuntimeError: "
+                              "one of the variables needed for gradient computation has been modified by an inplace operation")
+    assert message.endswith("its out-of-place form, x = x.clamp(...), keeps it)") and "\n" not in message
+
+
+def test_a_user_loss_that_is_not_a_scalar_on_the_last_minibatch_is_named_with_what_it_got(user_losses):
+    with pytest.raises(ValueError) as info:
+        lossbench.compare("titanic", losses=("bce",), impl=f"{user_losses}:mean_of_full_batches", seeds=2, epochs=1, device="cpu")
+    assert str(info.value) == (
+        f"Expected the loss function {user_losses}:mean_of_full_batches (for 'bce') to return a scalar tensor (the mean over "
+        "the batch) on every minibatch and on the validation split, but on outputs (17,) and targets (17,) of each model "
+        "it returned (17,)."
+    )
 
 
 @pytest.mark.parametrize("function, error", [("no_arguments", "TypeError"), ("raises", "RuntimeError: shapes do not match")])
@@ -99,6 +132,8 @@ def test_a_user_loss_that_raises_is_named_in_the_error(user_losses, function, er
     (["--loss-option", "bce.pos_weight=-4"], "Expected `pos_weight` of 'bce' to be positive, but got -4.0."),
     (["--set", "weight_decay=nan"], "Expected `weight_decay` to be a non-negative number, but got nan."),
     (["--impl", "bce=lossbench_user_losses:no_arguments"], "but it raised TypeError"),
+    (["--impl", "bce=lossbench_user_losses:clamps_in_place"], "but its backward pass on one model's minibatch raised RuntimeError"),
+    (["--impl", "bce=lossbench_user_losses:made_anew"], "its value carries no gradient"),
 ])
 def test_the_cli_says_it_in_one_line_with_exit_code_2(user_losses, capsys, argv, message):
     code = cli.main(["compare", "--task", "titanic", "--quick", "--no-plots", "--device", "cpu", "--out", "run", *argv])
