@@ -14,10 +14,11 @@ import argparse
 import importlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from lossbench.cli import _FORMATTER, EXIT_FAIL, EXIT_OK, UsageError, _named, _named_as_typed, _show_bars
+from lossbench.cli import _FORMATTER, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, _named, _named_as_typed, _show_bars
 
 
 def load_function(target: str) -> Callable[..., Any]:
@@ -118,23 +119,50 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     out = check_gradebook_path(args.out)  # a path that cannot be written must not cost the grading
     timeout = grading.DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
     memory_mb = grading.DEFAULT_MEMORY_MB if args.memory_mb is None else args.memory_mb
-    if not grading.find_submissions(args.submissions):  # a wrong folder, not a class that handed nothing in
+    with _named_as_typed({"submissions": "SUBMISSIONS_DIR"}):
+        found = grading.find_submissions(args.submissions)
+    if not found:  # a wrong folder, not a class that handed nothing in
         raise UsageError(f"Expected SUBMISSIONS_DIR to hold .py or .ipynb files, but {str(args.submissions)!r} has "
                          "none; grade looks only at the files directly in it, not in its subfolders.")
     seed = grading.fresh_seed() if args.seed is None else args.seed
+    stopped = None
     with _named_as_typed({"name": "--exercise", "timeout": "--timeout", "memory_mb": "--memory-mb", "seed": "--seed",
-                          "function": "--function"}):
-        frame = grading.grade(args.submissions, args.exercise, timeout=timeout, memory_mb=memory_mb,
-                              function=args.function, seed=seed, progress=not args.quiet and _show_bars())
-    path = grading.write_gradebook(frame, out)
+                          "function": "--function", "submissions": "SUBMISSIONS_DIR"}):
+        try:
+            frame = grading.grade(args.submissions, args.exercise, timeout=timeout, memory_mb=memory_mb,
+                                  function=args.function, seed=seed, progress=not args.quiet and _show_bars())
+        except grading.GradingInterrupted as interrupted:  # Ctrl-C: the submissions graded so far are kept
+            frame, stopped = interrupted.gradebook, interrupted
     totals = frame[frame["group"] == "total"]
+    if stopped is not None and totals.empty:
+        print("lossbench grade: interrupted before the first submission was graded; nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     width = max([len("submission")] + [len(s) for s in totals["submission"]])
-    print(f"{'submission':<{width}}  score  reason")
+    print(f"{'submission':<{width}}  score  reason")  # the scores first: on screen whatever happens to the file
     for row in totals.itertuples():
         print(f"{row.submission:<{width}}  {row.score:5.2f}  {row.reason}")
+    path, problem = _write_gradebook(grading, frame, out)
     print(f"wrote {path} ({len(frame)} rows: a row per case group and a total per submission)")
     print(f"graded with seed {seed}; `--seed {seed}` grades on the same cases again")
-    return EXIT_OK
+    if problem:
+        print(f"lossbench grade: error: {problem}", file=sys.stderr)
+    if stopped is not None:
+        print(f"lossbench grade: interrupted after {len(totals)} of {stopped.total} submissions; the gradebook holds "
+              "those graded", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_USAGE if problem else EXIT_OK
+
+
+def _write_gradebook(grading, frame, out: Path) -> tuple[Path, str | None]:
+    """Write the gradebook to ``out``, or where that fails (a full disk, a folder gone meanwhile) to a new file in
+    the system's temporary folder; returns where, and what went wrong, if anything."""
+    try:
+        return grading.write_gradebook(frame, out), None
+    except OSError as err:
+        handle, fallback = tempfile.mkstemp(prefix="lossbench-grades-", suffix=".csv")
+        os.close(handle)
+        return grading.write_gradebook(frame, fallback), (
+            f"could not write {str(out)!r} ({type(err).__name__}: {err}); the gradebook was written to {fallback!r} instead")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -63,6 +63,14 @@ COLUMNS = ["submission", "exercise", "seed", "group", "passed", "cases", "score"
 SUFFIXES = (".py", ".ipynb")
 
 
+class GradingInterrupted(KeyboardInterrupt):
+    """Ctrl-C while grading: ``gradebook`` holds the rows of the submissions graded before it, of ``total``."""
+
+    def __init__(self, gradebook: pd.DataFrame, total: int) -> None:
+        super().__init__()
+        self.gradebook, self.total = gradebook, total
+
+
 def find_submissions(folder: Path | str) -> list[Path]:
     """The `.py` and `.ipynb` files directly in `folder`, sorted by name (hidden files skipped).
 
@@ -172,15 +180,17 @@ def _run_child(ctx: Any, path: Path, exercise: str, function: str, seed: int, ti
                                                  stderr_path, result_path, send), daemon=True)
         proc.start()
         send.close()
-        if receive.poll(STARTUP_LIMIT_S):  # a child that never gets going is judged like one that hangs
-            proc.join(timeout)
-        receive.close()
-        timed_out = proc.is_alive()
-        try:  # always: what the submission started in the background (subprocess.Popen) must not outlive it
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):  # nothing left in the group, or a child that never set it up
-            if timed_out:
-                proc.kill()
+        try:
+            if receive.poll(STARTUP_LIMIT_S):  # a child that never gets going is judged like one that hangs
+                proc.join(timeout)
+        finally:  # Ctrl-C too: the child has its own process group, which the terminal's Ctrl-C does not reach
+            receive.close()
+            timed_out = proc.is_alive()
+            try:  # always: what the submission started in the background (subprocess.Popen) must not outlive it
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):  # nothing left in the group, or a child that never set it up
+                if timed_out:
+                    proc.kill()
         failure = None
         if timed_out:
             proc.join()
@@ -288,7 +298,8 @@ def grade(submissions: Path | str, exercise: str, timeout: float = DEFAULT_TIMEO
     The frame has the columns `submission, exercise, seed, group, passed, cases, score, reason`:
     a row per case group and a `total` row per submission, in submission order. The score of
     a row is passed / cases. `seed` draws the generated cases; None (the default) draws a fresh
-    one (:func:`fresh_seed`), never 0, the seed students self-check with.
+    one (:func:`fresh_seed`), never 0, the seed students self-check with. Ctrl-C raises
+    :class:`GradingInterrupted`, which holds the gradebook of the submissions graded until then.
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
@@ -322,9 +333,12 @@ def grade(submissions: Path | str, exercise: str, timeout: float = DEFAULT_TIMEO
     sizes = _group_sizes(exercise)  # {group: number of cases}, in case order
     ctx = _context()
     rows: list[dict[str, Any]] = []
-    for path in tqdm(files, desc=f"grading {exercise}", unit="submission", disable=not progress):
-        outcome, stderr, failure = _run_child(ctx, path, exercise, function, seed, timeout, memory_mb)
-        rows += _rows(path.name, exercise, seed, sizes, outcome, stderr, failure)
+    try:
+        for path in tqdm(files, desc=f"grading {exercise}", unit="submission", disable=not progress):
+            outcome, stderr, failure = _run_child(ctx, path, exercise, function, seed, timeout, memory_mb)
+            rows += _rows(path.name, exercise, seed, sizes, outcome, stderr, failure)
+    except KeyboardInterrupt:  # the grades so far are kept: a class of 200 need not be graded again from the start
+        raise GradingInterrupted(pd.DataFrame(rows, columns=COLUMNS), len(files)) from None
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

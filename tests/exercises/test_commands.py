@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sys
+import tempfile
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -367,3 +369,74 @@ def test_a_seed_torch_cannot_take_is_a_usage_error(one_submission, student_dir, 
 def test_the_largest_seed_torch_takes_is_accepted(student_dir, capsys):
     (student_dir / "student_right.py").write_text(RIGHT)
     assert main(["check", "bce", "student_right:bce", "--seed", str(2**63 - 1)]) == 0
+
+
+def test_grade_interrupted_keeps_and_prints_the_submissions_graded_so_far(tmp_path, monkeypatch, capsys):
+    from lossbench.exercises import grading
+
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    for name in ("a_right.py", "b_naive.py", "c_right.py"):
+        (folder / name).write_text(NAIVE if "naive" in name else RIGHT)
+    run_child = grading._run_child
+
+    def ctrl_c_on_the_third(ctx, path, *args):
+        if path.name == "c_right.py":
+            raise KeyboardInterrupt
+        return run_child(ctx, path, *args)
+
+    monkeypatch.setattr(grading, "_run_child", ctrl_c_on_the_third)
+    out = tmp_path / "grades.csv"
+    assert main(["grade", str(folder), "--exercise", "bce", "--timeout", "30", "--seed", "5", "--out", str(out), "--quiet"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[:3] == ["submission  score  reason", "a_right.py   1.00  ", "b_naive.py   0.71  NaN/inf output in 2 cases"]
+    assert f"wrote {out} (14 rows: a row per case group and a total per submission)" in captured.out
+    assert captured.err.strip() == "lossbench grade: interrupted after 2 of 3 submissions; the gradebook holds those graded"
+    frame = pd.read_csv(out, keep_default_na=False)
+    assert frame.submission.unique().tolist() == ["a_right.py", "b_naive.py"] and (frame.seed == 5).all()
+
+
+def test_grade_interrupted_before_any_grade_writes_nothing(one_submission, tmp_path, monkeypatch, capsys):
+    from lossbench.exercises import grading
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grading, "_run_child", ctrl_c)
+    out = tmp_path / "grades.csv"
+    assert main(["grade", str(one_submission), "--exercise", "bce", "--out", str(out), "--quiet"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out == "" and not out.exists()
+    assert captured.err.strip() == "lossbench grade: interrupted before the first submission was graded; nothing written"
+
+
+def test_a_gradebook_that_cannot_be_written_after_grading_goes_to_the_temporary_folder(one_submission, tmp_path, monkeypatch,
+                                                                                       capsys):
+    from lossbench.exercises import grading
+
+    write = grading.write_gradebook
+    out = tmp_path / "grades.csv"
+
+    def disk_full_at_out(frame, path):
+        if Path(path) == out:
+            raise OSError(28, "No space left on device")
+        return write(frame, path)
+
+    monkeypatch.setattr(grading, "write_gradebook", disk_full_at_out)
+    spare = tmp_path / "spare"
+    spare.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spare))
+    assert main(["grade", str(one_submission), "--exercise", "bce", "--timeout", "30", "--out", str(out), "--quiet"]) == 2
+    captured = capsys.readouterr()
+    (fallback,) = spare.glob("lossbench-grades-*.csv")
+    assert captured.out.splitlines()[:2] == ["submission  score  reason", "ada.py       1.00  "]  # the scores, whatever the file
+    assert f"wrote {fallback} (7 rows" in captured.out
+    assert captured.err.strip() == (f"lossbench grade: error: could not write '{out}' (OSError: [Errno 28] No space left on "
+                                    f"device); the gradebook was written to '{fallback}' instead")
+    assert pd.read_csv(fallback).submission.unique().tolist() == ["ada.py"] and not out.exists()
+
+
+def test_grade_of_a_missing_folder_names_the_argument(tmp_path, capsys):
+    assert main(["grade", str(tmp_path / "nowhere"), "--exercise", "bce", "--out", str(tmp_path / "g.csv"), "--quiet"]) == 2
+    assert_one_line_error(capsys, "grade", f"Expected SUBMISSIONS_DIR to be a folder of .py or .ipynb files, but got "
+                                           f"'{tmp_path / 'nowhere'}', which is not a folder.")

@@ -270,3 +270,45 @@ def test_grade_records_the_seed_it_was_given_or_drew(tmp_path, monkeypatch):
     assert grading.grade(tmp_path, "bce", timeout=TIMEOUT_S, seed=7, progress=False).seed.unique().tolist() == [7]
     monkeypatch.setattr(grading, "fresh_seed", lambda: 90210)
     assert grading.grade(tmp_path, "bce", timeout=TIMEOUT_S, progress=False).seed.unique().tolist() == [90210]
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, waiting for its parent to reap it, no longer does)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_ctrl_c_while_a_submission_runs_kills_it_and_keeps_the_grades_so_far(tmp_path, monkeypatch):
+    import multiprocessing.process
+
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    (folder / "a.py").write_text(SUBMISSIONS["right.py"])
+    pid_file = tmp_path / "pid"
+    (folder / "b.py").write_text(f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
+    join = multiprocessing.process.BaseProcess.join
+    joins = []
+
+    def join_or_ctrl_c(self, timeout=None):
+        joins.append(self)
+        if len(joins) == 1:  # a.py: graded as usual
+            return join(self, timeout)
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise KeyboardInterrupt  # as Ctrl-C would, while the parent waits for b.py
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "join", join_or_ctrl_c)
+    with pytest.raises(grading.GradingInterrupted) as stopped:
+        grading.grade(folder, "bce", timeout=TIMEOUT_S, seed=3, progress=False)
+    assert stopped.value.total == 2 and stopped.value.gradebook.submission.unique().tolist() == ["a.py"]
+    assert isinstance(stopped.value, KeyboardInterrupt)  # what Ctrl-C is, to a caller that does not know grading
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid)  # killed, not left sleeping for ten minutes
