@@ -272,15 +272,6 @@ def test_grade_records_the_seed_it_was_given_or_drew(tmp_path, monkeypatch):
     assert grading.grade(tmp_path, "bce", timeout=TIMEOUT_S, progress=False).seed.unique().tolist() == [90210]
 
 
-def _running(pid: int) -> bool:
-    """Whether process `pid` still runs (a zombie, waiting for its parent to reap it, no longer does)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
 def test_ctrl_c_while_a_submission_runs_kills_it_and_keeps_the_grades_so_far(tmp_path, monkeypatch):
     import multiprocessing.process
