@@ -21,8 +21,10 @@ from typing import Any, Callable
 from lossbench.cli import _FORMATTER, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, _named, _named_as_typed, _show_bars
 
 
-def load_function(target: str) -> Callable[..., Any]:
+def load_function(target: str, exercise: str | None = None) -> Callable[..., Any]:
     """Import `package.module:function`, looking in the current directory first; UsageError if it fails.
+
+    `exercise`, the exercise it is checked on, is named in the advice for a notebook given as the module.
 
     >>> load_function("lossbench.exercises.references:bce").__name__
     'bce'
@@ -34,6 +36,14 @@ def load_function(target: str) -> Callable[..., Any]:
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise UsageError(f"Expected the function as package.module:function (e.g. mysolution:bce), but got {target!r}.")
+    if not attr.isidentifier():  # "mysolution: bce", "mysolution:bce:x"
+        raise UsageError(f"Expected the function as package.module:function, with a Python name after the colon, but got "
+                         f"{attr!r} in {target!r}.")
+    if module_name.endswith(".ipynb"):
+        raise UsageError(f"Expected the function as package.module:function from a .py file, but got the notebook "
+                         f"{module_name!r}: `lossbench check` imports Python files. In the notebook, run "
+                         f"`lossbench.exercises.report(\"{exercise or 'EXERCISE'}\", {attr})`, or save the function in a .py "
+                         "file and pass its module.")
     from lossbench.losses.registry import module_of_path
 
     if (dotted := module_of_path(module_name)) is not None:
@@ -107,7 +117,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     with _named_as_typed({"name": "EXERCISE", "seed": "--seed"}):
         get_exercise(args.exercise)  # an unknown exercise is a ValueError: exit 2 before importing anything
         check_seed(args.seed)  # so is a seed torch.Generator cannot take
-    fn = load_function(args.function)
+    fn = load_function(args.function, args.exercise)
     results = evaluate(args.exercise, fn, seed=args.seed)
     print(format_report(args.exercise, results))
     return EXIT_OK if all(r.passed for r in results) else EXIT_FAIL

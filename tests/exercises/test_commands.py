@@ -440,3 +440,21 @@ def test_grade_of_a_missing_folder_names_the_argument(tmp_path, capsys):
     assert main(["grade", str(tmp_path / "nowhere"), "--exercise", "bce", "--out", str(tmp_path / "g.csv"), "--quiet"]) == 2
     assert_one_line_error(capsys, "grade", f"Expected SUBMISSIONS_DIR to be a folder of .py or .ipynb files, but got "
                                            f"'{tmp_path / 'nowhere'}', which is not a folder.")
+
+
+def test_check_of_a_notebook_says_to_report_from_the_notebook(student_dir, capsys):
+    (student_dir / "losses.ipynb").write_text("{}")
+    assert main(["check", "bce", "losses.ipynb:bce"]) == 2
+    assert_one_line_error(capsys, "check", "Expected the function as package.module:function from a .py file, but got the "
+                                           "notebook 'losses.ipynb': `lossbench check` imports Python files. In the notebook, "
+                                           "run `lossbench.exercises.report(\"bce\", bce)`, or save the function in a .py file "
+                                           "and pass its module.")
+
+
+@pytest.mark.parametrize("target, name", [("mysolution: bce", "' bce'"), ("mysolution:bce:x", "'bce:x'"), ("mysolution:1bce", "'1bce'")])
+def test_check_of_a_function_name_python_cannot_have_says_so(student_dir, capsys, target, name):
+    (student_dir / "mysolution.py").write_text(RIGHT)
+    assert main(["check", "bce", target]) == 2
+    assert_one_line_error(capsys, "check", f"Expected the function as package.module:function, with a Python name after the "
+                                           f"colon, but got {name} in {target!r}.")
+
