@@ -234,3 +234,20 @@ def test_export_errors_name_the_fix(tmp_path):
         nbx.export("moodle", tmp_path)
     with pytest.raises(ValueError, match=r"^Expected `source` to be a folder holding \*_solutions.ipynb notebooks"):
         nbx.export("plain", tmp_path / "out", source=tmp_path)
+
+
+def test_the_thresholds_notebook_states_floats_as_python_and_torch_give_them():
+    # the tie-breaking lesson quotes float values; each must be what the line it names gives
+    import torch
+
+    text = "".join(cell.source for cell in nbformat.read(
+        Path(__file__).parents[2] / "notebooks" / "exercises" / "thresholds_solutions.ipynb", as_version=4).cells)
+    grid = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
+    stated = {
+        f"0.55 - 0.5 is {0.55 - 0.5!r}": "0.55 - 0.5 is 0.050000000000000044",
+        f"0.5 - 0.45 is {0.5 - 0.45!r}": "0.5 - 0.45 is 0.04999999999999999",
+        f"`torch.linspace(0.01, 0.99, 99, dtype=torch.float64)` holds {grid[54].item()!r}":
+            "`torch.linspace(0.01, 0.99, 99, dtype=torch.float64)` holds 0.5499999999999999",
+    }
+    for computed, written in stated.items():
+        assert computed == written and " ".join(written.split()) in " ".join(text.split())
