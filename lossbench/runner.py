@@ -254,6 +254,9 @@ def validate_training(cfg: TrainingDefaults) -> None:
         value = getattr(cfg, name)
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
             raise ValueError(f"Expected `{name}` to be a non-negative number, but got {value!r}.")
+    if cfg.momentum >= 1:  # the buffer b = momentum * b + g would never forget a gradient, or would grow without end
+        raise ValueError(f"Expected `momentum` to be below 1 (0.9 is usual), but got {cfg.momentum!r}: the momentum "
+                         "buffer would keep every gradient forever, or grow without end.")
     if cfg.momentum and cfg.optimizer != "sgd":
         raise ValueError(f"Expected `momentum` only with optimizer 'sgd' (Adam keeps its own running averages), but got "
                          f"momentum={cfg.momentum!r} with optimizer {cfg.optimizer!r}.")

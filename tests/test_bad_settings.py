@@ -337,6 +337,17 @@ def test_a_loss_whose_every_model_blew_up_reports_its_progress_without_a_numpy_w
     assert math.isnan(reports[-1].val_accuracy["bce"])
 
 
+@pytest.mark.parametrize("momentum", [1.0, 2.5])
+def test_momentum_of_1_or_more_is_refused(momentum):
+    with pytest.raises(ValueError, match=re.escape(f"Expected `momentum` to be below 1 (0.9 is usual), but got {momentum!r}: ")):
+        lossbench.compare("titanic", optimizer="sgd", momentum=momentum, **TINY)
+
+
+def test_momentum_just_below_1_trains():
+    result = lossbench.compare("titanic", optimizer="sgd", momentum=0.99, **TINY)
+    assert result.config["task_config"]["momentum"] == 0.99 and result.runs.diverged_epoch.isna().all()
+
+
 def test_momentum_is_an_sgd_setting():
     """Adam would ignore it: refused, where SGD takes it."""
     with pytest.raises(ValueError, match=re.escape("Expected `momentum` only with optimizer 'sgd' (Adam keeps its own running "
