@@ -581,7 +581,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         raise UsageError(f"Expected RUN_DIR to be a folder this user can write, to draw its plots in, but {str(run_dir)!r} "
                          f"refuses it ({err.strerror}).") from None
     try:
-        drawn = plots.save_plots(result, tmp, epoch=args.epoch, progress=_show_bars(), workers=plots.plot_workers())
+        with _named_as_typed({"epoch": "--epoch"}):
+            drawn = plots.save_plots(result, tmp, epoch=args.epoch, progress=_show_bars(), workers=plots.plot_workers())
         target.mkdir(exist_ok=True)  # with the user's usual permissions, as `compare` makes it
         paths = [target / path.name for path in drawn]
         for path, new in zip(paths, drawn):

@@ -231,7 +231,7 @@ def test_plot_of_an_unrecorded_epoch_is_a_usage_error(titanic_run):
     out, _, _ = titanic_run
     code, _, stderr = run(["plot", out, "--epoch", "99"])
     assert code == 2
-    assert _last_line(stderr) == "lossbench plot: error: Expected `epoch` to be a recorded epoch, 0 to 2, but got 99."
+    assert _last_line(stderr) == "lossbench plot: error: Expected --epoch to be a recorded epoch, 0 to 2, but got 99."
     assert leftovers(out) == []  # the hidden folder it drew into is gone
 
 
