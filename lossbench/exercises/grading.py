@@ -152,7 +152,9 @@ def _child(path: str, exercise: str, function: str, seed: int, timeout: float, m
             outcome["results"] = [{"number": r.number, "group": r.group, "status": r.status, "hint": r.hint, "problems": r.problems,
                                    "nonfinite": r.nonfinite, "expected": r.expected, "actual": r.actual} for r in results]
     except BaseException as exc:  # import-time errors of the submission, SystemExit, MemoryError
-        outcome["error"] = f"raised {type(exc).__name__} while loading: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        lines = str(exc).strip().splitlines()
+        why = f": {lines[0][:200]}" if lines else f" (the memory limit, {memory_mb} MiB)" if isinstance(exc, MemoryError) else ""
+        outcome["error"] = f"raised {type(exc).__name__} while loading{why}"
     sys.stdout.flush()
     sys.stderr.flush()
     with open(result_path, "w", encoding="utf-8") as fh:

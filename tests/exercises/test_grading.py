@@ -303,3 +303,13 @@ def test_ctrl_c_while_a_submission_runs_kills_it_and_keeps_the_grades_so_far(tmp
     while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(pid)  # killed, not left sleeping for ten minutes
+
+
+def test_an_error_without_a_message_while_loading_says_no_more_than_its_type_or_the_memory_limit(tmp_path):
+    (tmp_path / "hog.py").write_text("buffer = bytearray(10**12)  # a terabyte: refused under the address-space limit\n")
+    (tmp_path / "quiet.py").write_text("raise ValueError()\n")
+    (tmp_path / "wordy.py").write_text("raise ValueError('first line\\nsecond line')\n")
+    frame = grading.grade(tmp_path, "bce", timeout=TIMEOUT_S, memory_mb=2048, seed=1, progress=False)
+    reasons = dict(zip(frame[frame.group == "total"].submission, frame[frame.group == "total"].reason))
+    assert reasons == {"hog.py": "raised MemoryError while loading (the memory limit, 2048 MiB)",
+                       "quiet.py": "raised ValueError while loading", "wordy.py": "raised ValueError while loading: first line"}
