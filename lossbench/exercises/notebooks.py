@@ -281,11 +281,14 @@ def export(flavor: Flavor, outdir: Path | str, source: Path | str | None = None)
     existing = next(p for p in (out, *out.parents) if p.exists())  # the current folder, at the latest
     if not existing.is_dir():
         raise ValueError(f"Expected `outdir` to be a folder, but {str(existing)!r} is a file; choose another path.")
-    solutions = solution_notebooks(source)  # a wrong --source fails before OUTDIR is made
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in solutions:
-        solution = nbformat.read(path, as_version=4)
+    made = {}  # every notebook made before any is written: a broken solution notebook leaves OUTDIR as it was
+    for path in solution_notebooks(source):  # a wrong --source fails before OUTDIR is made
+        try:
+            solution = nbformat.read(path, as_version=4)
+        except (ValueError, UnicodeDecodeError) as err:  # not JSON, not UTF-8, not a notebook
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"Expected every *{SOLUTIONS_SUFFIX} in `source` to be a notebook, but {str(path)!r} is not "
+                             f"one ({first}).") from None
         topic = topic_of(path)
         if flavor == "plain":
             nb = student_notebook(solution)
@@ -294,6 +297,10 @@ def export(flavor: Flavor, outdir: Path | str, source: Path | str | None = None)
         else:
             nb = otter_notebook(solution, topic)
         nbformat.validate(nb)
+        made[topic] = nb
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for topic, nb in made.items():
         target = out / f"{topic}.ipynb"
         target.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
         written.append(target)

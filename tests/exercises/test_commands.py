@@ -458,3 +458,24 @@ def test_check_of_a_function_name_python_cannot_have_says_so(student_dir, capsys
     assert_one_line_error(capsys, "check", f"Expected the function as package.module:function, with a Python name after the "
                                            f"colon, but got {name} in {target!r}.")
 
+
+
+@pytest.mark.parametrize("content, why", [("{bad\n", "Notebook does not appear to be JSON: '{bad"), (b"\xff\xfe{}", "'utf-8' codec can't decode byte 0xff")])
+def test_exercises_export_names_a_broken_solution_notebook_and_writes_nothing(tmp_path, capsys, content, why):
+    import shutil
+
+    from lossbench.exercises.notebooks import solution_notebooks
+
+    source = tmp_path / "source"
+    source.mkdir()
+    for path in solution_notebooks(None):
+        shutil.copy(path, source / path.name)
+    broken = source / "thresholds_solutions.ipynb"
+    broken.write_bytes(content if isinstance(content, bytes) else content.encode())
+    out = tmp_path / "handout"
+    assert main(["exercises", "export", "--flavor", "plain", "--source", str(source), str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not out.exists()  # losses.ipynb, made first, is not written either
+    assert captured.err.startswith(f"lossbench exercises export: error: Expected every *_solutions.ipynb in --source to be a "
+                                   f"notebook, but '{broken}' is not one (") and why in captured.err
+    assert captured.err.count("\n") == 1
