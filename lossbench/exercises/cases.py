@@ -10,6 +10,7 @@ formula overflows.
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -46,6 +47,19 @@ def check_seed(seed: int) -> None:
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
         raise ValueError(f"Expected `seed` to be a whole number from 0 to {SEED_MAX} (2**63 - 1), but got {seed!r}.")
+
+
+def fresh_seed() -> int:
+    """A seed for grading, drawn from the operating system's randomness: 1 to 2**63 - 1, never 0.
+
+    Students self-check with seed 0, and their reports print its expected values; grading draws its
+    generated cases from another seed (:func:`lossbench.exercises.grading.grade`, the hidden checks of an
+    nbgrader or otter export).
+
+    >>> 0 < fresh_seed() <= SEED_MAX
+    True
+    """
+    return 1 + secrets.randbelow(SEED_MAX)
 
 
 @dataclass(frozen=True)

@@ -189,13 +189,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except ImportError as err:  # nbformat comes with the dev extra, not with the core install
         raise UsageError(f"exporting notebooks needs nbformat ({err}): pip install nbformat") from None
 
+    from lossbench.exercises.cases import fresh_seed
+
+    seed = fresh_seed() if args.seed is None and args.flavor != "plain" else args.seed
     try:
-        with _named_as_typed({"outdir": "OUTDIR", "source": "--source"}):
-            for path in export(args.flavor, args.outdir, source=args.source):
+        with _named_as_typed({"outdir": "OUTDIR", "source": "--source", "seed": "--seed"}):
+            for path in export(args.flavor, args.outdir, source=args.source, seed=seed):
                 print(f"wrote {path}")
     except (FileNotFoundError, PermissionError, NotADirectoryError) as err:
         raise UsageError(f"Expected OUTDIR to be a folder this user can make and write, but {str(args.outdir)!r} refuses it "
                          f"({err.strerror}: {err.filename}).") from None
+    if args.flavor != "plain":
+        print(f"hidden checks on seed {seed}'s cases (the visible checks use seed 0's, which students see); "
+              f"`--seed {seed}` makes the same again")
     return EXIT_OK
 
 
@@ -274,13 +280,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                        "notebooks, `nbgrader` the nbgrader source notebooks, `otter` the otter-grader\n"
                                        "master notebooks (assign format v1). It writes a notebook per topic (losses.ipynb,\n"
                                        "thresholds.ipynb) into OUTDIR, made if missing, overwriting the notebooks of those\n"
-                                       "names there, and prints each path written.\n\n"
+                                       "names there, and prints each path written. The nbgrader and otter notebooks also hold\n"
+                                       "a hidden check per exercise on a fresh seed's cases (printed), as students' own\n"
+                                       "reports show seed 0's.\n\n"
                                        "examples:\n"
                                        "  lossbench exercises export --flavor plain handout/\n"
                                        "  lossbench exercises export --flavor nbgrader course/source/lossbench   then: nbgrader generate_assignment lossbench\n"
                                        "  lossbench exercises export --flavor otter otter/                      then: otter assign otter/losses.ipynb dist/")
     q.add_argument("--flavor", required=True, choices=["plain", "nbgrader", "otter"],
                    help="plain: student notebooks to hand out; nbgrader: nbgrader's source notebooks; otter: otter-grader's")
+    q.add_argument("--seed", type=int, default=None,
+                   help="seed of the hidden checks' generated cases in the nbgrader and otter notebooks, 0 to 2**63 - 1 "
+                        "(default: a fresh one, printed; the visible checks use seed 0, whose expected values students see)")
     q.add_argument("--source", type=Path, default=None,
                    help="folder of *_solutions.ipynb (default: notebooks/exercises of this checkout)")
     q.add_argument("outdir", metavar="OUTDIR", type=_named("OUTDIR"),

@@ -37,7 +37,6 @@ import keyword
 import math
 import multiprocessing
 import os
-import secrets
 import signal
 import sys
 import tempfile
@@ -46,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch  # imported here so that the forkserver holds it before any child forks
 
-from lossbench.exercises.cases import SEED_MAX, check_seed
+from lossbench.exercises.cases import check_seed, fresh_seed
 from lossbench.exercises.catalog import get_exercise
 from lossbench.exercises.checker import ExerciseFailed, evaluate
 
@@ -273,15 +272,6 @@ def _case_failure(result: dict[str, Any]) -> str:
     """
     what = f"case {result['number']} ({result['group']}): expected {result['expected']}, got {result['actual']}"
     return "; ".join([what, *result["problems"][:1]])
-
-
-def fresh_seed() -> int:
-    """A seed for grading, drawn from the operating system's randomness: 1 to 2**63 - 1, never 0.
-
-    >>> 0 < fresh_seed() <= SEED_MAX
-    True
-    """
-    return 1 + secrets.randbelow(SEED_MAX)
 
 
 def _group_sizes(exercise: str) -> dict[str, int]:

@@ -17,12 +17,18 @@ Every other cell passes through unchanged. From that notebook come three flavour
 - `nbgrader`: the source notebook for `nbgrader generate_assignment`. Answer cells are
   solution cells, check cells are locked autograder test cells worth `points`, the setup
   cell is read-only (cell metadata `nbgrader`, schema version 3). nbgrader itself replaces
-  the `BEGIN SOLUTION` regions.
+  the `BEGIN SOLUTION` regions. Each check cell also holds a hidden check on another seed's
+  generated cases (`### BEGIN HIDDEN TESTS`), which nbgrader leaves out of the students'
+  version and runs when it grades.
 - `otter`: the master notebook for `otter assign` (v1 format): an `# ASSIGNMENT CONFIG` raw
   cell, and per exercise raw cells `# BEGIN QUESTION` (name, points), `# BEGIN SOLUTION`,
   `# END SOLUTION`, `# BEGIN TESTS`, `# END TESTS`, `# END QUESTION` around the question,
   answer and check cells. The check cell is an OK-format test: `check` prints nothing and
-  returns None on success, so its expected output is empty.
+  returns None on success, so its expected output is empty. A second test cell, marked
+  `# HIDDEN`, checks another seed's generated cases when otter grades.
+
+The hidden checks exist because the visible ones use seed 0, whose expected values every
+student's report prints; their seed is drawn afresh for each export unless one is given.
 
 The solution notebooks live in the repository, not in the installed package: students who
 `pip install` lossbench get the checker, not the answers.
@@ -38,6 +44,7 @@ from typing import Literal
 import nbformat
 from nbformat import NotebookNode
 
+from lossbench.exercises.cases import check_seed, fresh_seed
 from lossbench.exercises.catalog import get_exercise
 
 Flavor = Literal["plain", "nbgrader", "otter"]
@@ -201,8 +208,16 @@ def student_notebook(solution: NotebookNode) -> NotebookNode:
     return nb
 
 
-def nbgrader_notebook(solution: NotebookNode) -> NotebookNode:
+def _hidden_check(ex: ExerciseCells, seed: int) -> str:
+    """The check on seed ``seed``'s generated cases, which students never see before grading."""
+    return f'check("{ex.name}", {ex.function}, seed={seed})'
+
+
+def nbgrader_notebook(solution: NotebookNode, seed: int | None = None) -> NotebookNode:
     """The nbgrader source: solution cells, locked test cells worth points, a read-only setup cell.
+
+    With ``seed``, each test cell ends with a hidden check on that seed's cases, between nbgrader's
+    `### BEGIN HIDDEN TESTS` and `### END HIDDEN TESTS` lines.
 
     >>> nb = nbgrader_notebook(nbformat.read(solution_notebooks()[1], as_version=4))
     >>> dict(nb.cells[4].metadata.nbgrader)  # doctest: +NORMALIZE_WHITESPACE
@@ -223,6 +238,8 @@ def nbgrader_notebook(solution: NotebookNode) -> NotebookNode:
         nb.cells[ex.answer].metadata["nbgrader"] = meta(False, True, False, f"{ex.name}_answer")
         nb.cells[ex.check].metadata["nbgrader"] = meta(True, False, True, f"{ex.name}_check",
                                                        get_exercise(ex.name).points)
+        if seed is not None:
+            nb.cells[ex.check].source += f"\n### BEGIN HIDDEN TESTS\n{_hidden_check(ex, seed)}\n### END HIDDEN TESTS"
     first = min((ex.question if ex.question is not None else ex.answer) for ex in exercises) if exercises else 0
     for i in range(first):  # the setup before the first exercise: read-only for students
         if nb.cells[i].cell_type == "code":
@@ -230,8 +247,11 @@ def nbgrader_notebook(solution: NotebookNode) -> NotebookNode:
     return nb
 
 
-def otter_notebook(solution: NotebookNode, assignment: str) -> NotebookNode:
+def otter_notebook(solution: NotebookNode, assignment: str, seed: int | None = None) -> NotebookNode:
     """The otter-grader master notebook (assign format v1): config, question, solution and test blocks.
+
+    With ``seed``, each test block holds a second, hidden test cell (first line `# HIDDEN`): the check on
+    that seed's cases.
 
     >>> nb = otter_notebook(nbformat.read(solution_notebooks()[1], as_version=4), "thresholds")
     >>> [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "raw"][:7]  # doctest: +NORMALIZE_WHITESPACE
@@ -253,7 +273,9 @@ def otter_notebook(solution: NotebookNode, assignment: str) -> NotebookNode:
             cells += [_raw("# BEGIN SOLUTION", f"{current.name}-solution"), cell,
                       _raw("# END SOLUTION", f"{current.name}-solution-end")]
         elif current is not None and i == current.check:
-            cells += [_raw("# BEGIN TESTS", f"{current.name}-tests"), cell,
+            hidden = [] if seed is None else [nbformat.v4.new_code_cell(f"# HIDDEN\n{_hidden_check(current, seed)}",
+                                                                         id=f"{current.name}-hidden-check")]
+            cells += [_raw("# BEGIN TESTS", f"{current.name}-tests"), cell, *hidden,
                       _raw("# END TESTS", f"{current.name}-tests-end"),
                       _raw("# END QUESTION", f"{current.name}-question-end")]
             current = None
@@ -263,12 +285,14 @@ def otter_notebook(solution: NotebookNode, assignment: str) -> NotebookNode:
     return nb
 
 
-def export(flavor: Flavor, outdir: Path | str, source: Path | str | None = None) -> list[Path]:
+def export(flavor: Flavor, outdir: Path | str, source: Path | str | None = None, seed: int | None = None) -> list[Path]:
     """Write every solution notebook of `source` in the chosen flavour to `outdir`; returns the paths.
 
     Every flavour writes `<topic>.ipynb` (losses, thresholds), replacing a notebook of that name
     in `outdir`; `outdir` and its parents are made if missing. For nbgrader, copy them into your
     course's `source/<assignment>/` folder; for otter, run `otter assign <topic>.ipynb dist/`.
+    `seed` draws the cases of the nbgrader and otter flavours' hidden checks (default: a fresh one,
+    :func:`lossbench.exercises.cases.fresh_seed`); the plain flavour has none.
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
@@ -277,6 +301,9 @@ def export(flavor: Flavor, outdir: Path | str, source: Path | str | None = None)
     """
     if flavor not in FLAVORS:
         raise ValueError(f"Expected `flavor` to be one of {', '.join(map(repr, FLAVORS))}, but got {flavor!r}.")
+    if flavor != "plain":
+        seed = fresh_seed() if seed is None else seed
+        check_seed(seed)
     out = Path(outdir)
     existing = next(p for p in (out, *out.parents) if p.exists())  # the current folder, at the latest
     if not existing.is_dir():
@@ -293,9 +320,9 @@ def export(flavor: Flavor, outdir: Path | str, source: Path | str | None = None)
         if flavor == "plain":
             nb = student_notebook(solution)
         elif flavor == "nbgrader":
-            nb = nbgrader_notebook(solution)
+            nb = nbgrader_notebook(solution, seed)
         else:
-            nb = otter_notebook(solution, topic)
+            nb = otter_notebook(solution, topic, seed)
         nbformat.validate(nb)
         made[topic] = nb
     out.mkdir(parents=True, exist_ok=True)

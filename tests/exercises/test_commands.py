@@ -124,8 +124,8 @@ def test_exercises_list_prints_a_line_per_exercise(capsys):
 @pytest.mark.parametrize("flavor", ["plain", "nbgrader", "otter"])
 def test_exercises_export_writes_the_flavor(tmp_path, capsys, flavor):
     assert main(["exercises", "export", "--flavor", flavor, str(tmp_path)]) == 0
-    assert capsys.readouterr().out.splitlines() == [f"wrote {tmp_path / 'losses.ipynb'}",
-                                                    f"wrote {tmp_path / 'thresholds.ipynb'}"]
+    assert capsys.readouterr().out.splitlines()[:2] == [f"wrote {tmp_path / 'losses.ipynb'}",
+                                                        f"wrote {tmp_path / 'thresholds.ipynb'}"]
     nb = nbformat.read(tmp_path / "losses.ipynb", as_version=4)
     nbformat.validate(nb)
     sources = [c.source for c in nb.cells]
@@ -479,3 +479,30 @@ def test_exercises_export_names_a_broken_solution_notebook_and_writes_nothing(tm
     assert captured.err.startswith(f"lossbench exercises export: error: Expected every *_solutions.ipynb in --source to be a "
                                    f"notebook, but '{broken}' is not one (") and why in captured.err
     assert captured.err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flavor", ["nbgrader", "otter"])
+def test_exercises_export_prints_the_seed_of_the_hidden_checks_it_drew(tmp_path, monkeypatch, capsys, flavor):
+    from lossbench.exercises import cases
+
+    monkeypatch.setattr(cases, "fresh_seed", lambda: 4242)
+    assert main(["exercises", "export", "--flavor", flavor, str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == ("hidden checks on seed 4242's cases (the visible checks use seed 0's, which students see); "
+                         "`--seed 4242` makes the same again")
+    assert 'check(\\"bce\\", bce, seed=4242)' in (tmp_path / "out" / "losses.ipynb").read_text()
+    assert main(["exercises", "export", "--flavor", flavor, "--seed", "5", str(tmp_path / "again")]) == 0
+    assert "seed 5's cases" in capsys.readouterr().out
+    assert 'check(\\"bce\\", bce, seed=5)' in (tmp_path / "again" / "losses.ipynb").read_text()
+
+
+def test_exercises_export_plain_has_no_hidden_checks_to_seed(tmp_path, capsys):
+    assert main(["exercises", "export", "--flavor", "plain", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "seed" not in out and "seed=" not in (tmp_path / "out" / "losses.ipynb").read_text()
+
+
+def test_exercises_export_refuses_a_seed_torch_cannot_take(tmp_path, capsys):
+    assert main(["exercises", "export", "--flavor", "nbgrader", "--seed", "-1", str(tmp_path / "out")]) == 2
+    assert_one_line_error(capsys, "exercises export", "Expected --seed to be a whole number from 0 to 9223372036854775807")
+    assert not (tmp_path / "out").exists()

@@ -9,7 +9,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from lossbench.exercises import grading
+from lossbench.exercises import cases, grading
 from lossbench.exercises.notebooks import solution_notebooks
 
 TIMEOUT_S = 10.0  # a right submission takes well under a second once the forkserver holds torch
@@ -259,10 +259,10 @@ def test_a_notebook_s_own_failing_checks_of_other_exercises_are_not_reasons(tmp_
     assert (row.score, row.reason) == (1.0, "cell 4 raised NameError")
 
 
-@pytest.mark.parametrize("drawn, seed", [(0, 1), (grading.SEED_MAX - 1, grading.SEED_MAX)])
+@pytest.mark.parametrize("drawn, seed", [(0, 1), (cases.SEED_MAX - 1, cases.SEED_MAX)])
 def test_a_fresh_grading_seed_is_never_the_self_checks_0(monkeypatch, drawn, seed):
-    monkeypatch.setattr(grading.secrets, "randbelow", lambda n: drawn if n == grading.SEED_MAX else -1)
-    assert grading.fresh_seed() == seed  # randbelow(SEED_MAX) gives 0 to SEED_MAX - 1: every seed but 0
+    monkeypatch.setattr(cases.secrets, "randbelow", lambda n: drawn if n == cases.SEED_MAX else -1)
+    assert cases.fresh_seed() == seed  # randbelow(SEED_MAX) gives 0 to SEED_MAX - 1: every seed but 0
 
 
 def test_grade_records_the_seed_it_was_given_or_drew(tmp_path, monkeypatch):

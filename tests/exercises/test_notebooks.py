@@ -173,6 +173,34 @@ def test_nbgrader_itself_accepts_the_export_and_clears_the_solutions():
             assert cleared.cells[ex.answer].source == nbx.student_notebook(read(path)).cells[ex.answer].source
 
 
+def _run_solution_with(nb, cell_index: int) -> None:
+    """Run the solution notebook's code cells up to each exercise's answer, then the source of cell `cell_index`."""
+    namespace: dict = {}
+    for cell in nb.cells[:cell_index]:
+        if cell.cell_type == "code" and not cell.source.startswith("# HIDDEN"):
+            exec(cell.source, namespace)
+    exec(nb.cells[cell_index].source, namespace)  # raises ExerciseFailed if a check fails
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_nbgrader_check_cells_end_with_a_hidden_check_on_the_export_seed(path):
+    nb = nbx.nbgrader_notebook(read(path), seed=90210)
+    for ex in nbx.find_exercises(read(path)):
+        assert nb.cells[ex.check].source == (f'check("{ex.name}", {ex.function})\n### BEGIN HIDDEN TESTS\n'
+                                             f'check("{ex.name}", {ex.function}, seed=90210)\n### END HIDDEN TESTS')
+        _run_solution_with(nb, ex.check)  # the answer passes the hidden check too
+
+
+def test_nbgrader_itself_hides_the_hidden_checks_from_students():
+    pytest.importorskip("nbgrader")
+    from nbgrader.preprocessors import ClearHiddenTests
+
+    for path in SOLUTIONS:
+        released, _ = ClearHiddenTests().preprocess(nbx.nbgrader_notebook(read(path), seed=5), {})
+        for ex in nbx.find_exercises(read(path)):
+            assert released.cells[ex.check].source.strip() == f'check("{ex.name}", {ex.function})'
+
+
 # --- the otter flavour ---------------------------------------------------------------------------
 
 def _config(cell) -> dict[str, str]:
@@ -202,10 +230,24 @@ def test_otter_export_has_the_v1_assign_blocks(path):
         assert qe == te + 1
 
 
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_otter_test_blocks_hold_a_hidden_check_on_the_export_seed(path):
+    nb = nbx.otter_notebook(read(path), nbx.topic_of(path), seed=90210)
+    nbformat.validate(nb)
+    starts = [i for i, c in enumerate(nb.cells) if c.cell_type == "raw" and c.source == "# BEGIN TESTS"]
+    exercises = nbx.find_exercises(read(path))
+    assert len(starts) == len(exercises)
+    for t, ex in zip(starts, exercises):
+        assert [c.cell_type for c in nb.cells[t + 1: t + 4]] == ["code", "code", "raw"] and nb.cells[t + 3].source == "# END TESTS"
+        assert nb.cells[t + 1].source == f'check("{ex.name}", {ex.function})'
+        assert nb.cells[t + 2].source == f'# HIDDEN\ncheck("{ex.name}", {ex.function}, seed=90210)'
+        _run_solution_with(nb, t + 2)
+
+
 def test_otter_assign_accepts_the_export(tmp_path):
     pytest.importorskip("otter")
     otter = shutil.which("otter") or str(Path(sys.executable).with_name("otter"))
-    nbx.export("otter", tmp_path / "master")
+    nbx.export("otter", tmp_path / "master", seed=77)
     result = subprocess.run([otter, "assign", "--no-run-tests", str(tmp_path / "master" / "losses.ipynb"),
                              str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -213,19 +255,21 @@ def test_otter_assign_accepts_the_export(tmp_path):
     assert "BEGIN SOLUTION" not in "\n".join(c.source for c in student.cells)
     tests = student.metadata["otter"]["tests"]
     assert sorted(tests) == sorted(n for n, ex in EXERCISES.items() if ex.topic == "losses")
-    assert tests["bce"]["suites"][0]["cases"][0]["code"].strip() == ">>> check('bce', bce)"
+    assert tests["bce"]["suites"][0]["cases"] == [{"code": ">>> check('bce', bce)\n", "hidden": False, "locked": False}]
+    graded = read(tmp_path / "dist" / "autograder" / "losses.ipynb").metadata["otter"]["tests"]  # what otter grades with
+    assert graded["bce"]["suites"][0]["cases"][1] == {"code": ">>> check('bce', bce, seed=77)\n", "hidden": True, "locked": False}
 
 
 # --- export --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("flavor", nbx.FLAVORS)
 def test_export_writes_a_valid_notebook_per_topic(flavor, tmp_path):
-    written = nbx.export(flavor, tmp_path / flavor)
+    written = nbx.export(flavor, tmp_path / flavor, seed=11)
     assert [p.name for p in written] == ["losses.ipynb", "thresholds.ipynb"]
     for p in written:
         nbformat.validate(read(p))
-    again = nbx.export(flavor, tmp_path / "again")
-    assert [p.read_bytes() for p in written] == [p.read_bytes() for p in again]  # reproducible
+    again = nbx.export(flavor, tmp_path / "again", seed=11)
+    assert [p.read_bytes() for p in written] == [p.read_bytes() for p in again]  # reproducible, given the seed
 
 
 def test_export_errors_name_the_fix(tmp_path):
