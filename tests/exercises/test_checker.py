@@ -808,3 +808,17 @@ def test_a_capped_loss_is_one_clearly_below_the_expected_value():
     assert not _clearly_below(-16.1, 5000.0)  # a negative loss is a flipped sign
     assert not _clearly_below(float("nan"), 1.0) and not _clearly_below(float("-inf"), 1.0)
     assert not _clearly_below(torch.ones(3), 5.0)  # several numbers are no capped scalar loss
+
+
+def test_nan_on_moderate_logits_is_not_blamed_on_large_logits():
+    # a NaN made on purpose: on the basic case (logits within +-6) nothing overflows, so the hint looks elsewhere;
+    # on the stability cases (logits of +-1e4 and more) the exercise's own hint about large logits stands
+    from lossbench.exercises.checker import MODERATE, evaluate
+
+    def nan_bce(logits, target):
+        return (logits * float("nan")).mean()
+
+    results = {r.group: r for r in evaluate("bce", nan_bce)}
+    assert results["basic"].hint.startswith(f"NaN/inf in the answer on moderate inputs (all within +-{MODERATE:g}): not an overflow")
+    assert results["logit exactly 0"].hint.startswith("NaN/inf in the answer on moderate inputs")
+    assert results["stability"].hint.startswith("NaN/inf at large logits: use log-sigmoid")
