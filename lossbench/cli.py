@@ -240,13 +240,21 @@ OPTIONS_OF_SETTINGS = {"seeds": "--seeds", "epochs": "--epochs", "lr": "--lr", "
 
 
 def _option_value(text: str):
-    """A per-loss option's value: a number, a comma-separated list of numbers, true/false, none, or text."""
+    """A per-loss option's value: a number, a comma-separated list of numbers (brackets allowed), true/false,
+    none, or text.
+
+    >>> _option_value("1,3"), _option_value("[1, 3]"), _option_value("[2]"), _option_value("0.5")
+    ([1.0, 3.0], [1.0, 3.0], [2.0], 0.5)
+    """
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
     if lowered in ("none", "null"):
         return None
     try:
+        inner = text.strip()
+        if inner.startswith("[") and inner.endswith("]"):  # weight=[1,3], as Python or JSON would write it
+            return [float(part) for part in inner[1:-1].split(",")]
         if "," in text:
             return [float(part) for part in text.split(",")]
         return float(text)

@@ -407,6 +407,9 @@ def _option_tensor(loss: str, key: str, value, device: torch.device, dtype: torc
         raise ValueError(f"Expected `{key}` of {loss!r} to be finite, but got {value!r}.")
     if key == "pos_weight" and not (weights > 0).all():
         raise ValueError(f"Expected `{key}` of {loss!r} to be positive, but got {value!r}.")
+    if key == "weight" and weights.ndim != 1:
+        raise ValueError(f"Expected `{key}` of {loss!r} to be a list of weights, one per class (on the command line: "
+                         f"{loss}.weight=1,3), but got {value!r}.")
     if key == "weight" and (not (weights >= 0).all() or not (weights > 0).any()):
         raise ValueError(f"Expected `{key}` of {loss!r} to be non-negative and not all zero, but got {value!r}.")
     return weights

@@ -559,6 +559,8 @@ def test_parse_impl_and_loss_options():
         "softmax_ce": {"weight": [1.0, 3.0]},
         "focal": {"alpha": None},
     }
+    for written in ("[1,3]", "[1, 3]", " [ 1 , 3 ] "):  # as Python or JSON writes a list
+        assert cli.parse_loss_options([f"softmax_ce.weight={written}"], ["softmax_ce"]) == {"softmax_ce": {"weight": [1.0, 3.0]}}
     with pytest.raises(cli.UsageError, match=r"LOSS\.KEY=VALUE"):
         cli.parse_loss_options(["pos_weight=4"], ["bce"])
 
