@@ -67,8 +67,15 @@ class CNNBody:
 
     @property
     def activations(self) -> int:
-        """Numbers in the largest activation of one example: the first block's feature maps."""
-        return self.channels[0] * self.image_size**2
+        """Numbers in the largest activation of one example: the input, or a block's feature maps before pooling.
+
+        >>> CNNBody(3, 32, (16, 32, 64)).activations  # the first block's: 16 x 32 x 32
+        16384
+        >>> CNNBody(3, 32, (4, 64)).activations  # the second's, 64 x 16 x 16, four times the first's
+        16384
+        """
+        sizes = [c * (self.image_size // 2**i) ** 2 for i, c in enumerate(self.channels)]
+        return max([self.in_channels * self.image_size**2, *sizes])
 
 
 BodySpec = MLPBody | CNNBody
@@ -408,7 +415,10 @@ class Head:
         return {k: torch.cat([-v / 2, v / 2], dim=-1) for k, v in one.items()}
 
     def decision_weight(self, params: Params) -> torch.Tensor:
-        """The weights that decide the score, (models, features, K): w for a 1-logit head, w1 - w0 for a 2-logit head."""
+        """The weights that decide the score, (models, features, K): w for a 1-logit head, w1 - w0 for a 2-logit head.
+
+        K is the number of scores at one position: the labels of a multi-label task, 1 for a binary or a grid task.
+        """
         w = params["w"][..., : self.units]
         if self.negative_unit:
             return w[..., 1:2] - w[..., 0:1]

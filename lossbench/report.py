@@ -249,7 +249,8 @@ def never_positive(result: Result) -> list[str]:
     """The losses none of whose models scores any test output at 0.5 or more (stuck answering "no").
 
     A model of a rare positive class sits there early in training; a loss whose every model does is not
-    yet being compared, whatever its numbers say.
+    yet being compared, whatever its numbers say. A loss with a model whose scores are NaN (diverged)
+    is not listed: its report says it diverged instead.
     """
     predictions = result.predictions
     if not predictions or "test_scores" not in predictions or "models_loss" not in predictions:
