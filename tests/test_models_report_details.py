@@ -1,0 +1,124 @@
+"""Details of the batched models and the report text that the other tests leave open: head bias init, chunk floor, copies, header, JSON."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from lossbench import models, report, stats
+from lossbench.results import Result
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+
+
+def test_head_bias_is_drawn_like_nn_linears_from_the_features_fan_in():
+    # rule: a head's bias is U(-1/sqrt(features), 1/sqrt(features)), as nn.Linear(features, units) draws it (not zeros, not a narrower bound)
+    head = models.init_head(300, 4000, True, torch.Generator().manual_seed(0))
+    bound = 1 / math.sqrt(300)
+    assert torch.nn.Linear(300, 4000).bias.abs().max() > 0.95 * bound  # torch's own bias spans the same range
+    assert head["b"].shape == (4000,)
+    assert bound * 0.95 < head["b"].abs().max() <= bound
+    assert head["b"].std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    assert "b" not in models.init_head(300, 4, False, torch.Generator().manual_seed(0))
+
+
+def test_chunk_size_is_at_least_one_example_and_one_example_chunks_give_the_same_numbers(monkeypatch):
+    # rule: when one example per model already exceeds the budget, chunks hold one example (never 0)
+    assert models.chunk_size(models.MLPBody(in_features=2, hidden=2**21), 3) == 1
+    spec = models.MLPBody(in_features=3, hidden=5)
+    params = models.stack([models.init_body(spec, torch.Generator().manual_seed(s)) for s in range(2)])
+    x = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(models, "CHUNK_ACTIVATIONS", 1)
+    assert models.chunk_size(spec, 2) == 1
+    torch.testing.assert_close(models.chunked_body_forward(spec, params, x), models.body_forward(spec, params, x))
+
+
+def test_a_one_logit_heads_matched_copy_does_not_share_memory_with_the_original():
+    # rule: from_one_logit returns new tensors, so training the matched head leaves the 1-logit head untouched
+    one = {"w": torch.ones(2, 5, 1), "b": torch.zeros(2, 1)}
+    copy = models.Head("one_logit", "binary", 1).from_one_logit(one)
+    torch.testing.assert_close(copy["w"], one["w"])
+    copy["w"].add_(1.0)
+    copy["b"].add_(1.0)
+    assert one["w"].eq(1).all() and one["b"].eq(0).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+
+
+def made_result(values: dict[str, list[float]], diverged: dict[str, list[bool]] | None = None, **config) -> Result:
+    """A binary Result whose runs hold the given per-seed test accuracies (other metrics fixed); summary by lossbench.stats."""
+    rows = []
+    for loss, acc in values.items():
+        for seed, a in enumerate(acc):
+            rows.append({"loss": loss, "seed": seed, "diverged": bool((diverged or {}).get(loss, [False] * len(acc))[seed]),
+                         "test_accuracy": a, "test_accuracy_best": a, "best_threshold": 0.5, "test_auc": 0.8,
+                         "final_train_loss": 0.4})  # fmt: skip
+    runs = pd.DataFrame(rows)
+    metrics = [c for c in runs.columns if c not in ("loss", "seed")]
+    summary = stats.summarize(runs.assign(diverged=runs["diverged"].astype(float)), metrics, "bce")
+    cfg = {
+        "task": "toy", "task_kind": "binary", "task_description": "a toy task", "label_names": ["y"],
+        "losses": list(values), "baseline": "bce", "seeds": list(range(len(next(iter(values.values()))))),
+        "task_config": {"epochs": 7, "optimizer": "sgd", "lr": 0.002, "batch_size": 32},
+        "sizes": {"train": 11, "val": 6, "test": 4}, "device": "cpu",
+    }  # fmt: skip
+    cfg.update(config)
+    empty = pd.DataFrame()
+    return Result(runs, empty, empty, empty, summary, cfg)
+
+
+def test_the_diverged_column_counts_every_diverged_seed():
+    # rule: "diverged" is the number of seeds that diverged (2 of 3 here), not whether any did
+    result = made_result({"bce": [0.8, 0.81, 0.82], "mse": [0.7, 0.71, 0.72]}, diverged={"mse": [True, False, True]})
+    assert report.loss_table(result).set_index("loss")["diverged"].to_dict() == {"bce": 0, "mse": 2}
+    row = next(line for line in report.format_table(result).splitlines() if line.strip().startswith("mse"))
+    assert row.split()[-1] == "2/3"
+
+
+def test_a_huge_training_loss_is_shown_with_three_significant_digits():
+    # rule: at 1e4 and above the train loss is written with three significant digits
+    assert report._loss_value(123456.0) == "1.23e+05"
+    assert report._loss_value(-2.4689e7) == "-2.47e+07"
+
+
+def test_the_heading_names_epochs_optimiser_lr_batch_device_and_split_sizes_in_order():
+    # rule: the second heading line reads losses x seeds, epochs, optimiser (lr, batch), device; train/val/test sizes
+    result = made_result({"bce": [0.8, 0.81, 0.82], "mse": [0.7, 0.71, 0.72]})
+    line = report.format_table(result).splitlines()[1]
+    assert line == "2 losses x 3 seeds, 7 epochs, sgd (lr 0.002, batch 32), device cpu; train/val/test 11/6/4"
+
+
+def test_the_report_words_its_file_list_with_the_given_verb():
+    # rule: format_report's verb replaces "Wrote" in the files heading (the CLI's "Files in" for a loaded run)
+    result = made_result({"bce": [0.8, 0.81], "mse": [0.7, 0.71]})
+    result.directory = Path("runs/x")
+    text = report.format_report(result, [Path("runs/x/config.json")], verb="Files in")
+    assert text.endswith("Files in runs/x:\n  runs/x/config.json")
+    assert "Wrote" not in text
+    assert report.format_report(result, [Path("runs/x/config.json")]).endswith("Wrote runs/x:\n  runs/x/config.json")
+
+
+def test_json_kind_and_epochs_come_from_the_task_config():
+    # rule: the JSON's "kind" is the config's task_kind and "epochs" the task_config's epochs
+    doc = json.loads(report.as_json(made_result({"bce": [0.8, 0.81], "mse": [0.7, 0.71]}, task_kind="grid")))
+    assert doc["kind"] == "grid" and doc["epochs"] == 7
+
+
+def test_json_writes_an_infinite_value_as_null():
+    # rule: any non-finite number (inf as well as NaN) becomes null, so as_json stays strict JSON
+    result = made_result({"bce": [0.8, 0.81], "mse": [0.7, 0.71]})
+    at = (result.summary["loss"] == "mse") & (result.summary["metric"] == "final_train_loss")
+    result.summary.loc[at, "mean"] = float("inf")
+    doc = json.loads(report.as_json(result))
+    assert next(row for row in doc["table"] if row["loss"] == "mse")["final_train_loss"] is None
+    assert [row["mean"] for row in doc["summary"] if row["loss"] == "mse" and row["metric"] == "final_train_loss"] == [None]
