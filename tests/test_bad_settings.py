@@ -79,14 +79,17 @@ def test_a_loss_option_that_cannot_weigh_anything_is_refused(options, message):
         lossbench.compare("titanic", overrides=options, **TINY)
 
 
-def test_a_user_loss_that_fails_later_in_the_run_is_named_with_what_it_got(user_losses):
-    # Titanic's 785 training passengers: twelve minibatches of 64, then one of 17
+@pytest.mark.parametrize("function, what", [
+    ("only_full_batches", "to run on every minibatch and on the validation split, but on outputs (17,) and targets (17,) of "
+                          "each model it raised ValueError: only batches of 64"),
+    ("mean_of_full_batches", "to return a scalar tensor (the mean over the batch) on every minibatch and on the validation "
+                             "split, but on outputs (17,) and targets (17,) of each model it returned (17,)."),
+], ids=["raises", "not-a-scalar"])
+def test_a_user_loss_that_fails_later_in_the_run_is_named_with_what_it_got(user_losses, function, what):
+    # Titanic's 785 training passengers: twelve minibatches of 64, then one of 17, where these two fail
     with pytest.raises(ValueError) as info:
-        lossbench.compare("titanic", losses=("bce",), impl=f"{user_losses}:only_full_batches", seeds=2, epochs=1, device="cpu")
-    assert str(info.value) == (
-        f"Expected the loss function {user_losses}:only_full_batches (for 'bce') to run on every minibatch and on the validation "
-        "split, but on outputs (17,) and targets (17,) of each model it raised ValueError: only batches of 64"
-    )
+        lossbench.compare("titanic", losses=("bce",), impl=f"{user_losses}:{function}", seeds=2, epochs=1, device="cpu")
+    assert str(info.value) == f"Expected the loss function {user_losses}:{function} (for 'bce') {what}"
 
 
 @pytest.mark.parametrize("name", ["weight_decay", "momentum"])
@@ -110,16 +113,6 @@ def test_a_user_loss_whose_backward_pass_fails_is_named_with_the_fix(user_losses
                               "autograd can compute, but its backward pass on one model's minibatch raised RuntimeError: "
                               "one of the variables needed for gradient computation has been modified by an inplace operation")
     assert message.endswith("its out-of-place form, x = x.clamp(...), keeps it)") and "\n" not in message
-
-
-def test_a_user_loss_that_is_not_a_scalar_on_the_last_minibatch_is_named_with_what_it_got(user_losses):
-    with pytest.raises(ValueError) as info:
-        lossbench.compare("titanic", losses=("bce",), impl=f"{user_losses}:mean_of_full_batches", seeds=2, epochs=1, device="cpu")
-    assert str(info.value) == (
-        f"Expected the loss function {user_losses}:mean_of_full_batches (for 'bce') to return a scalar tensor (the mean over "
-        "the batch) on every minibatch and on the validation split, but on outputs (17,) and targets (17,) of each model "
-        "it returned (17,)."
-    )
 
 
 @pytest.mark.parametrize("function, error", [("no_arguments", "TypeError"), ("raises", "RuntimeError: shapes do not match")])

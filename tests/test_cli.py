@@ -51,6 +51,16 @@ def leftovers(parent: Path) -> list[str]:
     return [p.name for p in parent.iterdir() if p.name.startswith(".")]
 
 
+def copy_of_run(out: Path, tmp_path: Path) -> Path:
+    """The files of the run in `out` (its tables and config, not its plots), copied into tmp_path/copy."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in out.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    return copy
+
+
 def table_rows(stdout: str) -> tuple[list[str], list[list[str]]]:
     """The header and rows of the per-loss table (cells are separated by two or more spaces)."""
     lines = stdout.splitlines()
@@ -155,11 +165,7 @@ def test_show_json_parses_and_holds_the_summary(titanic_run):
 
 def test_plot_redraws_the_plots_of_a_saved_run(titanic_run, tmp_path):
     out, _, _ = titanic_run
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    for f in out.iterdir():
-        if f.is_file():
-            (copy / f.name).write_bytes(f.read_bytes())
+    copy = copy_of_run(out, tmp_path)
     code, stdout, stderr = run(["plot", copy, "--epoch", "1"])
     assert code == 0, stderr
     pngs = sorted((copy / "plots").glob("*.png"))
@@ -172,11 +178,8 @@ def test_plot_redraws_the_plots_of_a_saved_run(titanic_run, tmp_path):
 
 def test_plot_replaces_its_own_figures_and_leaves_the_users_files_and_permissions(titanic_run, tmp_path):
     out, _, _ = titanic_run
-    copy = tmp_path / "copy"
-    (copy / "plots").mkdir(parents=True)
-    for f in out.iterdir():
-        if f.is_file():
-            (copy / f.name).write_bytes(f.read_bytes())
+    copy = copy_of_run(out, tmp_path)
+    (copy / "plots").mkdir()
     (copy / "plots" / "my_annotated.png").write_bytes(b"mine")  # a file of the user's own beside the figures
     (copy / "plots" / "calibration.png").write_bytes(b"old")  # an old figure: replaced
     os.chmod(copy / "plots", 0o755)
@@ -191,11 +194,7 @@ def test_plot_replaces_its_own_figures_and_leaves_the_users_files_and_permission
 
 def test_plot_into_a_new_plots_folder_gives_it_the_users_usual_permissions(titanic_run, tmp_path):
     out, _, _ = titanic_run
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    for f in out.iterdir():
-        if f.is_file():
-            (copy / f.name).write_bytes(f.read_bytes())
+    copy = copy_of_run(out, tmp_path)
     umask = os.umask(0o022)
     try:
         code, _, stderr = run(["plot", copy])
@@ -208,11 +207,7 @@ def test_plot_into_a_new_plots_folder_gives_it_the_users_usual_permissions(titan
 
 def test_plot_where_plots_is_a_file_is_one_line_and_touches_nothing(titanic_run, tmp_path):
     out, _, _ = titanic_run
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    for f in out.iterdir():
-        if f.is_file():
-            (copy / f.name).write_bytes(f.read_bytes())
+    copy = copy_of_run(out, tmp_path)
     (copy / "plots").write_text("not a folder")
     code, _, stderr = run(["plot", copy])
     assert code == 2
@@ -237,11 +232,8 @@ def test_plot_of_an_unrecorded_epoch_is_a_usage_error(titanic_run):
 
 def test_interrupted_redraw_keeps_the_old_plots(titanic_run, tmp_path, monkeypatch):
     out, _, _ = titanic_run
-    copy = tmp_path / "copy"
-    (copy / "plots").mkdir(parents=True)
-    for f in out.iterdir():
-        if f.is_file():
-            (copy / f.name).write_bytes(f.read_bytes())
+    copy = copy_of_run(out, tmp_path)
+    (copy / "plots").mkdir()
     for png in (out / "plots").iterdir():
         (copy / "plots" / png.name).write_bytes(png.read_bytes())
 
