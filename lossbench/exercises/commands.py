@@ -151,7 +151,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     print(f"{'submission':<{width}}  score  reason")  # the scores first: on screen whatever happens to the file
     for row in totals.itertuples():
         print(f"{row.submission:<{width}}  {row.score:5.2f}  {row.reason}")
-    path, problem = _write_gradebook(grading, frame, out)
+    path, problem = _write_gradebook(frame, out)
     print(f"wrote {path} ({len(frame)} rows: a row per case group and a total per submission)")
     print(f"graded with seed {seed}; `--seed {seed}` grades on the same cases again")
     if problem:
@@ -163,9 +163,11 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     return EXIT_USAGE if problem else EXIT_OK
 
 
-def _write_gradebook(grading, frame, out: Path) -> tuple[Path, str | None]:
+def _write_gradebook(frame, out: Path) -> tuple[Path, str | None]:
     """Write the gradebook to ``out``, or where that fails (a full disk, a folder gone meanwhile) to a new file in
     the system's temporary folder; returns where, and what went wrong, if anything."""
+    from lossbench.exercises import grading
+
     try:
         return grading.write_gradebook(frame, out), None
     except OSError as err:
