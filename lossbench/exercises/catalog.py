@@ -113,6 +113,7 @@ class Exercise:
     mistakes: tuple[Mistake, ...] = ()
     nan_hint: str = ""  # the usual cause of NaN or inf in the answer
     nan_grad_hint: str = ""  # the usual cause of NaN in the gradient when the value is finite
+    nan_at_large_inputs: bool = True  # the NaN hints blame an overflow at large inputs (False: they hold anywhere)
     error_hints: tuple[tuple[Callable[[cs.Case, BaseException], bool], str], ...] = ()  # (applies(case, error), hint)
     grad_hint: str = ("the value is right but the gradient is not: something detaches or clamps the logits "
                       "(.detach(), .data, clamp on z?)")  # the usual cause of a right value with a wrong gradient
@@ -308,6 +309,7 @@ BCE_PROBS = Exercise(
              f"{cs.CLAMP_EPS_MAX:g} (or clamp the log at -100, as PyTorch does); with a smaller eps, 1 - eps "
              "rounds to 1.0 in these float64 inputs (in float32, eps must be at least about 1e-7)",
     nan_grad_hint="NaN in the gradient: the log's gradient 1/p is infinite at p = 0; clamp p first",
+    nan_at_large_inputs=False,  # log(0) at p = 0 or 1: probabilities are never large
     grad_hint="the value is right but the gradient is not: log(p + eps) has the gradient 1/(p + eps), not 1/p, "
               f"at every p; clamp p to [eps, 1 - eps] with eps <= {cs.CLAMP_EPS_MAX:g} instead (exact in between)",
 )

@@ -311,7 +311,7 @@ def run_case(ex: Exercise, case: Case, fn: Callable[..., Any], number: int = 1) 
             result.nonfinite = True
             kinds = [k for k, bad in (("NaN", torch.isnan(actual).any()), ("inf", torch.isinf(actual).any())) if bad]
             result.problems.append(" and ".join(kinds) + " in the answer")
-            hints.insert(0, _nan_hint(ex.nan_hint, case, "in the answer"))
+            hints.insert(0, _nan_hint(ex, ex.nan_hint, case, "in the answer"))
         if case.accept is not None:
             if not (finite and case.accept[0] <= actual.item() <= case.accept[1]):
                 value_ok = False
@@ -378,7 +378,7 @@ def _check_gradient(ex: Exercise, case: Case, inputs: tuple[Any, ...], out: Tens
         result.nonfinite = True
         result.grad_err = math.nan
         result.problems.append("NaN/inf in the gradient")
-        return False, _nan_hint(ex.nan_grad_hint, case, "in the gradient")
+        return False, _nan_hint(ex, ex.nan_grad_hint, case, "in the gradient")
     abs_err, rel_err = _errors(grad, reference)
     result.grad_err = rel_err
     if bool(((grad - reference).abs() <= GRAD_ATOL + GRAD_RTOL * reference.abs().max()).all()):
@@ -390,15 +390,17 @@ def _check_gradient(ex: Exercise, case: Case, inputs: tuple[Any, ...], out: Tens
 MODERATE = 15.0  # inputs within +-15: no exp, sigmoid or log of a sigmoid overflows or rounds to 0 or 1, even in float32
 
 
-def _nan_hint(specific: str | None, case: Case, where: str) -> str:
-    """The hint for NaN/inf output. One that blames large logits is given only where an input is large; on
-    moderate inputs nothing overflows, and the hint says to look elsewhere.
+def _nan_hint(ex: Exercise, specific: str, case: Case, where: str) -> str:
+    """The hint for NaN/inf output. The exercise's own, where it blames an overflow at large inputs
+    (``ex.nan_at_large_inputs``), only where an input is large; on moderate inputs nothing overflows,
+    and the hint says to look elsewhere.
 
+    >>> from lossbench.exercises.catalog import get_exercise
     >>> small = Case("basic", (torch.tensor([-4.4, 5.7]), torch.tensor([0.0, 1.0])), torch.tensor(0.1), "")
-    >>> _nan_hint("NaN/inf at large logits: use log-sigmoid", small, "in the answer")
+    >>> _nan_hint(get_exercise("bce"), "NaN/inf at large logits: use log-sigmoid", small, "in the answer")
     'NaN/inf in the answer on moderate inputs (all within +-15): not an overflow; look for a 0 / 0, a log of 0 or of a negative number, or a NaN written in'
     """
-    if specific and "large logits" not in specific:  # a hint about another cause (log(0) at p = 0) holds anywhere
+    if specific and not ex.nan_at_large_inputs:  # a hint about another cause (log(0) at p = 0) holds anywhere
         return specific
     sizes = [x.detach().abs().max().item() for x in case.inputs if isinstance(x, Tensor) and x.is_floating_point() and x.numel()]
     if max(sizes, default=0.0) < MODERATE:

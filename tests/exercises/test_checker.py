@@ -822,3 +822,17 @@ def test_nan_on_moderate_logits_is_not_blamed_on_large_logits():
     assert results["basic"].hint.startswith(f"NaN/inf in the answer on moderate inputs (all within +-{MODERATE:g}): not an overflow")
     assert results["logit exactly 0"].hint.startswith("NaN/inf in the answer on moderate inputs")
     assert results["stability"].hint.startswith("NaN/inf at large logits: use log-sigmoid")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nothing_the_naive_formulas_compute_overflows_or_saturates_within_the_moderate_bound(dtype):
+    # the claim behind the moderate-input hint: within +-MODERATE, exp, sigmoid and the logs of the naive
+    # losses stay finite and sigmoid never rounds to 0 or 1, even in float32
+    from lossbench.exercises.checker import MODERATE
+
+    z = torch.linspace(-MODERATE, MODERATE, 3001, dtype=dtype)
+    p = 1 / (1 + torch.exp(-z))
+    assert torch.isfinite(torch.exp(z)).all() and ((p > 0) & (p < 1)).all()
+    assert torch.isfinite(torch.log(p)).all() and torch.isfinite(torch.log(1 - p)).all()
+    rows = torch.stack([z, -z], dim=1)
+    assert torch.isfinite(torch.log(torch.exp(rows) / torch.exp(rows).sum(dim=1, keepdim=True))).all()
