@@ -195,7 +195,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     seed = fresh_seed() if args.seed is None and args.flavor != "plain" else args.seed
     try:
-        with _named_as_typed({"outdir": "OUTDIR", "source": "--source", "seed": "--seed"}):
+        with _named_as_typed({"outdir": "OUTDIR", "source": "--source", "seed": "--seed", "flavor": "--flavor"}):
             for path in export(args.flavor, args.outdir, source=args.source, seed=seed):
                 print(f"wrote {path}")
     except (FileNotFoundError, PermissionError, NotADirectoryError) as err:

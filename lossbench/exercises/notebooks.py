@@ -301,6 +301,9 @@ def export(flavor: Flavor, outdir: Path | str, source: Path | str | None = None,
     """
     if flavor not in FLAVORS:
         raise ValueError(f"Expected `flavor` to be one of {', '.join(map(repr, FLAVORS))}, but got {flavor!r}.")
+    if flavor == "plain" and seed is not None:  # a setting the export would not use is refused, not ignored
+        raise ValueError(f"Expected `seed` only with `flavor` 'nbgrader' or 'otter', but got {seed!r} with `flavor` "
+                         "'plain': the student notebooks hold no hidden checks.")
     if flavor != "plain":
         seed = fresh_seed() if seed is None else seed
         check_seed(seed)

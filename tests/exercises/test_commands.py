@@ -506,3 +506,10 @@ def test_exercises_export_refuses_a_seed_torch_cannot_take(tmp_path, capsys):
     assert main(["exercises", "export", "--flavor", "nbgrader", "--seed", "-1", str(tmp_path / "out")]) == 2
     assert_one_line_error(capsys, "exercises export", "Expected --seed to be a whole number from 0 to 9223372036854775807")
     assert not (tmp_path / "out").exists()
+
+
+def test_exercises_export_refuses_a_seed_the_plain_notebooks_would_not_use(tmp_path, capsys):
+    assert main(["exercises", "export", "--flavor", "plain", "--seed", "5", str(tmp_path / "out")]) == 2
+    assert_one_line_error(capsys, "exercises export", "Expected --seed only with --flavor 'nbgrader' or 'otter', but got 5 "
+                                                      "with --flavor 'plain': the student notebooks hold no hidden checks.")
+    assert not (tmp_path / "out").exists()

@@ -264,11 +264,12 @@ def test_otter_assign_accepts_the_export(tmp_path):
 
 @pytest.mark.parametrize("flavor", nbx.FLAVORS)
 def test_export_writes_a_valid_notebook_per_topic(flavor, tmp_path):
-    written = nbx.export(flavor, tmp_path / flavor, seed=11)
+    seed = None if flavor == "plain" else 11  # the plain notebooks have no hidden checks to seed
+    written = nbx.export(flavor, tmp_path / flavor, seed=seed)
     assert [p.name for p in written] == ["losses.ipynb", "thresholds.ipynb"]
     for p in written:
         nbformat.validate(read(p))
-    again = nbx.export(flavor, tmp_path / "again", seed=11)
+    again = nbx.export(flavor, tmp_path / "again", seed=seed)
     assert [p.read_bytes() for p in written] == [p.read_bytes() for p in again]  # reproducible, given the seed
 
 
