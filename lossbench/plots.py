@@ -558,7 +558,7 @@ def _fit_to_training(ax: Axes, bands: Mapping[str, pd.DataFrame], limits: tuple[
 
 
 def calibration(result: Result, axes: Sequence[Axes] | None = None) -> Figure:
-    """A reliability diagram per loss on the test split: mean predicted probability against the fraction positive.
+    """A reliability diagram per loss on the test split: the fraction positive (y) against the mean predicted probability (x).
 
     Per probability bin, the points are the mean over seeds of (mean predicted, fraction positive), the
     band the 95% CI of the fraction positive, and the grey bars how many predictions fall in the bin
