@@ -1,0 +1,75 @@
+"""Claims the README and the notebooks make about whole runs: the README's table, the half-rate head
+under Adam, and a loss's models that do not depend on which other losses share the comparison."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+import lossbench
+from lossbench import report
+from tests.conftest import tiny_task
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+HISTORY_COLUMNS = ("train_loss", "val_loss", "val_accuracy", "val_auc", "grad_body", "grad_positive_share", "decision_weight_change")
+
+
+def _readme_table() -> list[str]:
+    """The lines of the table the README shows after its main command, without the closing '  ...'."""
+    text = README.read_text()
+    block = re.search(r"then prints a table like this one.*?```\n(.*?)```", text, re.S)
+    assert block, "the README's example table was not found after its main command"
+    lines = block.group(1).rstrip("\n").split("\n")
+    assert lines[-1].strip() == "...", lines[-1]
+    return lines[:-1]
+
+
+def test_the_readme_table_is_what_the_default_titanic_comparison_prints():
+    # the README says the run is deterministic and shows its numbers: a change to the defaults, the data
+    # or the training step that moves them must update the README too
+    result = lossbench.compare("titanic", device="cpu")
+    printed = report.format_report(result).split("\n")
+    shown = _readme_table()
+    assert printed[: len(shown)] == shown
+
+
+def test_adam_at_half_the_head_lr_makes_softmax_ce_follow_bce_exactly():
+    # notebook 4 and the README make this claim with Adam, the default optimizer (the runner's tests hold
+    # it for SGD): each logit of the matched 2-logit head gets +-(p - y) h, the gradient the 1-logit head
+    # gets, so Adam's per-element step is the same and w1 - w0 moves by two such steps, one at half the rate
+    task = tiny_task("binary")
+    kwargs = dict(seeds=2, epochs=5, batch_size=16, device="cpu", dtype="float64", optimizer="adam", lr=0.05)
+    halved = lossbench.compare(task, ("softmax_ce", "bce"), overrides={"softmax_ce": {"head_lr_scale": 0.5}}, **kwargs)
+    h = halved.history
+    for column in HISTORY_COLUMNS:
+        ce, bce = (h[h.loss == loss][column].to_numpy() for loss in ("softmax_ce", "bce"))
+        np.testing.assert_allclose(ce, bce, atol=1e-12, rtol=0, equal_nan=True, err_msg=column)
+    scores = halved.predictions["test_scores"]
+    losses = halved.predictions["models_loss"]
+    np.testing.assert_allclose(scores[losses == "softmax_ce"], scores[losses == "bce"], atol=1e-12, rtol=0)
+    # at the full rate the two part: the test scores differ by far more than rounding
+    full = lossbench.compare(task, ("softmax_ce", "bce"), **kwargs).predictions
+    gap = np.abs(full["test_scores"][full["models_loss"] == "softmax_ce"] - full["test_scores"][full["models_loss"] == "bce"])
+    assert gap.max() > 1e-3
+
+
+def test_a_loss_trains_the_same_models_whatever_losses_share_the_comparison():
+    # notebook 4 pairs the double-sigmoid models with the BCE models of an earlier, separate comparison:
+    # that is only right if a loss's models (weights, minibatches, every number recorded) depend on the
+    # seed alone, not on which or how many other losses train beside them
+    task = tiny_task("binary")
+    kwargs = dict(seeds=3, epochs=3, batch_size=16, device="cpu", dtype="float64")
+    alone = lossbench.compare(task, ("bce",), **kwargs)
+    beside = lossbench.compare(task, ("softmax_ce", "mse", "bce", "focal"), **kwargs)
+    a = alone.history.reset_index(drop=True)
+    b = beside.history[beside.history.loss == "bce"].reset_index(drop=True)
+    assert a[["seed", "epoch"]].equals(b[["seed", "epoch"]])
+    # to rounding: a batched product over 3 models may round the last bit differently from one over 12
+    for column in HISTORY_COLUMNS:
+        np.testing.assert_allclose(a[column].to_numpy(), b[column].to_numpy(), atol=1e-12, rtol=0, err_msg=column)
+    mine = beside.predictions["models_loss"] == "bce"
+    np.testing.assert_allclose(alone.predictions["test_scores"], beside.predictions["test_scores"][mine], atol=1e-12, rtol=0)
+    # and a different seed's models are different models: the comparison above has something to compare
+    other = lossbench.compare(task, ("bce",), **dict(kwargs, seeds=[5, 6, 7])).predictions["test_scores"]
+    assert np.abs(other - alone.predictions["test_scores"]).max() > 1e-3
