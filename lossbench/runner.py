@@ -143,7 +143,10 @@ def configured(cfg: TrainingDefaults, changes: dict, config: Mapping | None, tra
     changes.update({k: v for k, v in training.items() if v is not None})
     cfg = dataclasses.replace(cfg, **{k: v if k == "seeds" else _typed(k, v, hints[k]) for k, v in changes.items()})
     validate_training(cfg)
-    return cfg
+    # seeds as plain Python: an int, or a list of ints (not a numpy array or a range), so that config.json
+    # records them as given and can be passed back as `config`
+    seeds = int(cfg.seeds) if isinstance(cfg.seeds, (int, np.integer)) else [int(s) for s in cfg.seeds]
+    return dataclasses.replace(cfg, seeds=seeds)
 
 
 def _typed(key: str, value, hint):
@@ -1410,9 +1413,9 @@ def _assemble(
 def _jsonable(value):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, range)):
         return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, (torch.Tensor, np.ndarray)):
         return value.tolist()
     if isinstance(value, (np.generic,)):
         return value.item()

@@ -1,0 +1,203 @@
+"""The runner's finer rules: which settings are refused and how, how seeds shuffle and heads start, and what
+the per-epoch records, the progress reports and config.json say."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import lossbench
+from lossbench import runner
+from tests.conftest import tiny_task
+
+CPU = torch.device("cpu")
+FAST = dict(seeds=1, epochs=1, device="cpu")
+
+
+def _setups(losses, task, impl="handwritten", overrides=None):
+    return runner.resolve_losses(losses, impl, overrides, task, CPU, torch.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings refused before training, each with its own message
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    # a learning rate or a batch of 0 would "train" without moving anything, or not run at all
+    pytest.param(dict(lr=0.0), "Expected `lr` to be a positive number, but got 0.0.", id="zero-lr"),
+    pytest.param(dict(batch_size=0), "Expected `batch_size` to be a positive whole number, but got 0.", id="zero-batch"),
+    pytest.param(dict(overrides={"bce": {"head_lr_scale": 0}}),
+                 "Expected `head_lr_scale` of 'bce' to be a positive number, but got 0.", id="zero-head-lr-scale"),
+    pytest.param(dict(threshold_points=1), "Expected `threshold_points` to be at least 2, but got 1.", id="one-threshold"),
+    pytest.param(dict(threshold_points=True), "Expected `threshold_points` to be a whole number, 2 or more, but got True.",
+                 id="threshold-points-bool"),
+    pytest.param(dict(threads=0), "Expected `threads` to be a positive whole number, but got 0.", id="zero-threads"),
+    pytest.param(dict(threshold_metric="exact_match"), "Expected `threshold_metric='exact_match'` only for a task with several "
+                 "outputs", id="exact-match-of-one-output"),
+    pytest.param(dict(losses=("bce", "bce")), "Expected distinct loss names, but got ['bce', 'bce'].", id="same-loss-twice"),
+    pytest.param(dict(losses=()), "Expected at least one loss, but got none.", id="no-loss"),
+    pytest.param(dict(dtype="float16"), "Expected `dtype` to be 'float32' or 'float64', but got 'float16'.", id="float16"),
+    pytest.param(dict(overrides={"softmax_ce": {"weight": [[1.0, 3.0]]}}), "Expected `weight` of 'softmax_ce' to be a list of "
+                 "weights, one per class", id="weight-matrix"),
+    pytest.param(dict(overrides={"bce": {"pos_weight": 0}}), "Expected `pos_weight` of 'bce' to be positive, but got 0.",
+                 id="zero-pos-weight"),
+])
+def test_a_setting_that_cannot_train_is_refused_with_its_own_message(kwargs, message):
+    args = dict(losses=("softmax_ce", "bce"), **FAST) | kwargs
+    with pytest.raises(ValueError, match=re.escape(message)):
+        lossbench.compare(tiny_task("binary"), **args)
+
+
+def test_options_are_refused_for_a_users_loss_function():
+    # a user's function takes (output, target) only: an option would be silently dropped
+    with pytest.raises(ValueError, match=re.escape("Expected no options for a user's loss function 'mine:bce', but got pos_weight.")):
+        _setups(("bce",), tiny_task("binary"), impl={"bce": "mine:bce"}, overrides={"bce": {"pos_weight": 2.0}})
+
+
+@pytest.mark.parametrize("names", [("l0", "l1", "l2"), ("l0", "l1", "l2", "l3", "extra")], ids=["too-few", "too-many"])
+def test_a_task_data_needs_exactly_one_label_name_per_output(names):
+    # the history's per-label columns and the plots are named by them
+    task = dataclasses.replace(tiny_task("multilabel"), label_names=names)
+    with pytest.raises(ValueError, match=re.escape(f"Expected one label name per output (4), but got {len(names)}.")):
+        runner.check_task_data(task)
+
+
+def test_a_binary_split_of_positives_only_is_refused():
+    # AUC, sensitivity and specificity need both classes; all-negative and all-positive splits alike
+    task = tiny_task("binary")
+    positives = dataclasses.replace(task.val, y=torch.ones_like(task.val.y))
+    with pytest.raises(ValueError, match="Expected the val split to hold both classes .* are all positive"):
+        runner.check_task_data(dataclasses.replace(task, val=positives))
+
+
+def test_a_mapping_of_implementations_leaves_the_other_losses_handwritten():
+    setups = _setups(("bce", "mse"), tiny_task("binary"), impl={"mse": "reference"})
+    assert [(s.name, s.impl) for s in setups] == [("bce", "handwritten"), ("mse", "reference")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Identical models: what is shared and what is each seed's or each loss's own
+# ---------------------------------------------------------------------------------------------
+
+
+def test_each_seed_shuffles_the_examples_its_own_way_and_anew_every_epoch():
+    # seeds are independent repeats: the same order for every seed, or for every epoch, would not be
+    order = runner.batch_order([0, 1], epochs=3, n=30, device=CPU)  # (epochs, seeds, n)
+    assert not torch.equal(order[:, 0], order[:, 1])
+    for seed in range(2):
+        assert not torch.equal(order[0, seed], order[1, seed]) and not torch.equal(order[1, seed], order[2, seed])
+
+
+def test_independent_heads_are_each_losss_own_even_of_the_same_shape():
+    # bce and mse both have a 1-logit head: "independent" must still draw two different ones
+    task = tiny_task("binary")
+    setups = _setups(("bce", "mse"), task)
+    independent = runner.init_models(task, setups, [0], "independent", CPU, torch.float64).heads
+    assert not torch.equal(independent[0]["w"], independent[1]["w"])
+    matched = runner.init_models(task, setups, [0], "matched", CPU, torch.float64).heads
+    assert torch.equal(matched[0]["w"], matched[1]["w"]) and torch.equal(matched[0]["b"], matched[1]["b"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The records: epoch 0, divergence, progress reports
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def diverging():
+    """bce and naive bce at an absurd SGD learning rate: the naive one's models blow up, with progress recorded."""
+    reports = []
+    result = lossbench.compare(tiny_task("binary"), ("bce", "bce@naive", "mse"), impl={"bce@naive": "naive"}, seeds=2, epochs=4,
+                               batch_size=16, optimizer="sgd", lr=10.0, device="cpu", dtype="float64", progress=reports.append)
+    return result, reports
+
+
+def test_epoch_zero_has_no_train_loss_as_nothing_was_trained_yet(diverging):
+    result, _ = diverging
+    h = result.history
+    assert h[h.epoch == 0].train_loss.isna().all()
+    assert h[(h.epoch == 1) & (h.loss == "mse")].train_loss.notna().all()
+
+
+def test_progress_reports_count_frozen_models_and_average_accuracy_per_loss(diverging):
+    result, reports = diverging
+    runs, h = result.runs, result.history
+    assert runs[runs.loss == "bce@naive"].diverged.any() and not runs[runs.loss == "mse"].diverged.any()
+    for report in reports:
+        frozen = runs[runs.diverged_epoch <= report.epoch].groupby("loss").size()
+        assert report.diverged == {loss: int(frozen.get(loss, 0)) for loss in ("bce", "bce@naive", "mse")}, report.epoch
+        at = h[h.epoch == report.epoch].groupby("loss").val_accuracy.mean()
+        np.testing.assert_allclose([report.val_accuracy[loss] for loss in at.index], at.to_numpy(), err_msg=str(report.epoch))
+    # the grouping is by loss, not by seed: these losses' accuracies differ, so a wrong grouping shows
+    assert len({round(v, 9) for v in reports[-1].val_accuracy.values()}) > 1
+
+
+def test_the_progress_bar_counts_trained_epochs_only():
+    # the report of epoch 0 (before training) must not move a bar of `epochs` steps
+    bar = runner.ProgressBar(2)
+    try:
+        for epoch in range(3):
+            bar(runner.ProgressReport(epoch, 2, {"bce": 0.5}, {"bce": 0}))
+        assert bar.bar.n == 2
+    finally:
+        bar.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracing, threads and what config.json says
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_run_is_traced_from_exactly_trace_from_steps_full_minibatches():
+    # "traced from this many full minibatches on": the boundary itself is traced
+    step, setups = SimpleNamespace(written_out=True), _setups(("bce",), tiny_task("binary"))
+    assert runner._cpu_trace(step, setups, ["flatten"], CPU, runner.TRACE_FROM_STEPS, True) is None
+    assert runner._cpu_trace(step, setups, ["flatten"], CPU, runner.TRACE_FROM_STEPS - 1, True) == (
+        f"{runner.TRACE_FROM_STEPS - 1} full minibatches, too few to win back the tracing (from {runner.TRACE_FROM_STEPS} on)")
+
+
+def test_the_last_smaller_minibatch_is_traced_only_from_trace_from_steps_epochs():
+    # 48 examples in batches of 20: two full steps an epoch and one of 8, which runs once an epoch
+    assert runner.traced_sizes(48, 20, runner.TRACE_FROM_STEPS // 2) == {20}
+    assert runner.traced_sizes(48, 20, runner.TRACE_FROM_STEPS) == {20, 8}
+
+
+def test_threads_are_set_for_the_run_recorded_and_restored():
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    result = lossbench.compare(tiny_task("binary"), ("bce",), threads=wanted, **FAST)
+    assert result.config["threads"] == wanted
+    assert torch.get_num_threads() == before
+    assert lossbench.compare(tiny_task("binary"), ("bce",), **FAST).config["threads"] == before  # None: torch's own
+
+
+def test_config_records_each_losss_head_lr_scale_and_the_split_sizes():
+    task = tiny_task("binary", n=40)
+    task = dataclasses.replace(task, test=dataclasses.replace(task.test, x=task.test.x[:30], y=task.test.y[:30], source=task.test.source[:30]))
+    result = lossbench.compare(task, ("softmax_ce", "bce"), overrides={"softmax_ce": {"head_lr_scale": 0.5}}, **FAST)
+    assert result.config["loss_setups"]["softmax_ce"]["head_lr_scale"] == 0.5
+    assert result.config["loss_setups"]["bce"]["head_lr_scale"] == 1.0
+    assert result.config["sizes"] == {"train": 40, "val": 40, "test": 30}
+
+
+@pytest.mark.parametrize("seeds, expected", [
+    pytest.param(np.array([3, 5]), [3, 5], id="numpy-array"),
+    pytest.param(range(2), [0, 1], id="range"),
+    pytest.param((4, 1), [4, 1], id="tuple"),
+    pytest.param(np.int64(2), 2, id="numpy-int"),
+])
+def test_seeds_are_recorded_as_plain_numbers_and_the_recorded_config_runs_again(seeds, expected):
+    # config.json is the resolved config (STYLE rule 8): seeds given as a numpy array or a range were written
+    # as the text '[3 5]' or 'range(0, 2)', which no one can pass back
+    task = tiny_task("binary")
+    result = lossbench.compare(task, ("bce",), **dict(FAST, seeds=seeds))
+    recorded = result.config["task_config"]["seeds"]
+    assert recorded == expected and type(recorded) is type(expected)
+    again = lossbench.compare(task, ("bce",), config=result.config["task_config"], device="cpu")
+    assert again.runs.seed.tolist() == result.runs.seed.tolist()
+    assert runner._jsonable({"s": np.array([1, 2]), "r": range(3)}) == {"s": [1, 2], "r": [0, 1, 2]}
