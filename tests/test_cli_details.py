@@ -1,0 +1,241 @@
+"""The command line's finer rules: what each option parser accepts and refuses, word for word, the default
+run folder, the `tasks` listing, and Ctrl-C's bookkeeping; nothing here trains a model."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+from typing import Literal
+
+import pytest
+
+from lossbench import cli
+from lossbench.runner import ProgressReport
+
+NO_TRAINING = ["compare", "--task", "titanic", "--device", "cpu"]  # each test below fails before training
+
+
+def error_of(argv: list[str], capsys) -> str:
+    """The one stderr line of ``lossbench ARGV``, which must exit with code 2 and print nothing on stdout."""
+    assert cli.main([str(a) for a in argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+    return captured.err.rstrip("\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers and paths given as options
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["inf", "nan"])
+def test_a_rate_that_is_not_a_finite_number_is_refused_by_the_option_itself(text, capsys):
+    # "inf" would otherwise reach training and fail there with another option's words
+    assert error_of([*NO_TRAINING, "--lr", text], capsys) == (
+        f"lossbench compare: error: Expected --lr to be a positive number, but got '{text}' (see `lossbench compare --help`)."
+    )
+
+
+def test_a_path_of_blanks_is_refused_like_an_empty_one(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "  " would be a folder named by two blanks, beside the user's files
+    assert error_of([*NO_TRAINING, "--out", "  "], capsys) == (
+        "lossbench compare: error: Expected --out to be a path, but got '  ' (see `lossbench compare --help`)."
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# --losses, --impl, --loss-option, --set
+# ---------------------------------------------------------------------------------------------
+
+
+def test_losses_skip_blanks_and_a_trailing_comma_and_take_labels_of_digits():
+    assert cli.parse_losses(" bce , mse, ") == ["bce", "mse"]
+    assert cli.parse_losses("bce,bce@2,bce@pos_4") == ["bce", "bce@2", "bce@pos_4"]  # "letters, digits or _"
+
+
+@pytest.mark.parametrize("text, message", [
+    pytest.param(",", "Expected --losses to name at least one loss among softmax_ce, bce, mse, focal, but got ','.", id="none"),
+    pytest.param("bce,mse,bce", "Expected --losses to name each loss once, but got 'bce,mse,bce'; label a second variant, "
+                                "as in bce,bce@weighted.", id="twice"),
+    pytest.param("bce@my-label", "Expected a label after @ made of letters, digits or _, as in bce@weighted, but got 'bce@my-label'.",
+                 id="label-with-a-dash"),
+])  # fmt: skip
+def test_losses_that_cannot_be_compared_are_refused_word_for_word(text, message):
+    with pytest.raises(cli.UsageError) as refused:
+        cli.parse_losses(text)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("text, message", [
+    pytest.param(",", "Expected --impl to be one implementation for all losses or comma-separated loss=impl pairs, but got ','.",
+                 id="nothing"),
+    pytest.param("bce=", "Expected --impl pairs of the form loss=impl, as in bce=naive, but got 'bce='.", id="pair-without-impl"),
+    pytest.param("bce=naive,mse", "Expected --impl pairs of the form loss=impl, as in bce=naive, but got 'mse'.", id="pair-and-a-name"),
+    pytest.param("hinge=naive", "Expected --impl to name one of the losses bce, mse, but got 'hinge' in 'hinge=naive'.",
+                 id="loss-not-compared"),
+    pytest.param("mse=fast", "Expected --impl to be one of handwritten, naive, reference or an import path package.module:function, "
+                             "but got 'fast'.", id="unknown-impl"),  # refused here, before the data is read
+])  # fmt: skip
+def test_impl_that_cannot_be_used_is_refused_word_for_word(text, message):
+    with pytest.raises(cli.UsageError) as refused:
+        cli.parse_impl(text, ["bce", "mse"])
+    assert str(refused.value) == message
+
+
+def test_impl_pairs_may_be_spaced_and_name_a_family_for_compare_to_explain():
+    assert cli.parse_impl(" bce = naive , mse=reference ", ["bce", "mse"]) == {"bce": "naive", "mse": "reference"}
+    assert cli.parse_impl("softmax_ce", ["bce"]) == "softmax_ce"  # compare() says to add it to the losses instead
+
+
+@pytest.mark.parametrize("pair", [".pos_weight=4", "bce.=4", "bce.pos_weight"])
+def test_a_loss_option_without_a_loss_a_key_or_a_value_is_refused(pair):
+    with pytest.raises(cli.UsageError) as refused:
+        cli.parse_loss_options([pair], ["bce"])
+    assert str(refused.value) == f"Expected --loss-option LOSS.KEY=VALUE, as in bce.pos_weight=4, but got {pair!r}."
+
+
+def test_loss_option_values_are_booleans_none_numbers_lists_or_text():
+    pairs = ["bce.a=true", "bce.b=False", "bce.c=NULL", "bce.d=2", "bce.e=[1, 2]", "bce.f=mean", "bce.h=[1,3)", "bce@w.g=0.5"]
+    assert cli.parse_loss_options(pairs, ["bce", "bce@w"]) == {
+        "bce": {"a": True, "b": False, "c": None, "d": 2.0, "e": [1.0, 2.0], "f": "mean",
+                "h": "[1,3)"},  # a typo stays text, which the loss then refuses, rather than a list it was not
+        "bce@w": {"g": 0.5},
+    }
+
+
+@dataclasses.dataclass
+class _Settings:
+    """A config with the field types the command line parses that the tasks' own configs do not all have."""
+
+    limit: int | None = None
+    scale: float | None = 1.0
+    flag: bool = False
+    mode: Literal["a", "b"] = "a"
+    sizes: list[int] = dataclasses.field(default_factory=list)
+
+
+def test_set_parses_optional_fields_booleans_and_lists():
+    assert cli.parse_settings(["limit=null", "scale=None", "flag=yes", "mode=b", "sizes=1,2"], _Settings) == {
+        "limit": None, "scale": None, "flag": True, "mode": "b", "sizes": [1, 2],
+    }  # fmt: skip
+    assert cli.parse_settings(["limit=7", "flag=on"], _Settings) == {"limit": 7, "flag": True}
+    assert cli.parse_settings(["flag=off"], _Settings) == {"flag": False}
+    assert cli.parse_settings(["flag=No"], _Settings) == {"flag": False}
+    assert cli.parse_settings([" limit = 3 "], _Settings) == {"limit": 3}  # blanks around the key and the value
+
+
+@pytest.mark.parametrize("pair, message", [
+    pytest.param("limit=many", "Expected --set limit to be a whole number, but got 'many'.", id="optional-int"),
+    pytest.param("flag=maybe", "Expected --set flag to be true or false, but got 'maybe'.", id="bool"),
+    pytest.param("mode=c", "Expected --set mode to be one of a, b, but got 'c'.", id="choice"),
+])  # fmt: skip
+def test_set_refuses_values_of_the_wrong_type_word_for_word(pair, message):
+    with pytest.raises(cli.UsageError) as refused:
+        cli.parse_settings([pair], _Settings)
+    assert str(refused.value) == message
+
+
+# ---------------------------------------------------------------------------------------------
+# The parser's defaults, and what `compare` checks before training
+# ---------------------------------------------------------------------------------------------
+
+
+def test_compare_defaults_are_the_documented_ones():
+    args = cli.build_parser().parse_args(["compare", "--task", "titanic"])
+    assert (args.losses, args.impl, args.head_init, args.threshold_metric, args.device) == (
+        "softmax_ce,bce,mse", "handwritten", "matched", "accuracy", "auto"
+    )
+    assert (args.seeds, args.epochs, args.lr, args.threads, args.out, args.baseline) == (None,) * 6  # the task's own
+    assert (args.quick, args.json, args.no_plots, args.set, args.loss_option) == (False, False, False, [], [])
+
+
+def test_a_baseline_that_is_not_compared_names_the_losses_as_they_were_given(capsys):
+    assert error_of([*NO_TRAINING, "--losses", "bce,mse", "--baseline", "softmax_ce"], capsys) == (
+        "lossbench compare: error: Expected --baseline to be one of the losses bce, mse, but got 'softmax_ce'."
+    )
+
+
+def test_a_data_folder_of_the_wrong_layout_is_named_as_the_option(tmp_path, capsys):
+    # the library says `data`; the command line user typed --data
+    missing = tmp_path / "PASCAL_2007"
+    assert error_of(["compare", "--task", "multilabel", "--device", "cpu", "--data", missing, "--out", tmp_path / "run"], capsys) == (
+        f"lossbench compare: error: Expected --data to be a folder holding train.csv and train/ (the fastai PASCAL_2007 layout), "
+        f"but {missing} does not exist."
+    )
+
+
+def test_an_empty_existing_folder_may_hold_the_run_and_the_write_check_leaves_nothing(tmp_path):
+    out = tmp_path / "made-beforehand"
+    out.mkdir()
+    cli._check_new_dir(out)  # no error: empty
+    cli._check_new_dir(tmp_path / "new" / "deeper")  # no error: it can be created
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["made-beforehand"] and list(out.iterdir()) == []
+
+
+def test_the_default_run_folder_counts_up_from_2_past_the_ones_that_exist(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli.time, "strftime", lambda fmt: "20250101-120000")
+    assert cli.default_run_dir("titanic", tmp_path) == tmp_path / "titanic-20250101-120000"
+    (tmp_path / "titanic-20250101-120000").mkdir()
+    assert cli.default_run_dir("titanic", tmp_path) == tmp_path / "titanic-20250101-120000-2"
+    (tmp_path / "titanic-20250101-120000-2").mkdir()
+    assert cli.default_run_dir("titanic", tmp_path) == tmp_path / "titanic-20250101-120000-3"
+    assert len(list(tmp_path.iterdir())) == 2  # nothing is created
+
+
+# ---------------------------------------------------------------------------------------------
+# What is printed where
+# ---------------------------------------------------------------------------------------------
+
+
+def test_tasks_lines_up_the_defaults_under_the_summaries(capsys):
+    assert cli.main(["tasks"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    width = max(len(line.split()[0]) for line in lines[::2])
+    for summary, defaults in zip(lines[::2], lines[1::2]):
+        column = width + 2
+        assert summary[column - 2 : column] == "  " and summary[column] != " "
+        assert defaults[:column] == " " * column and defaults[column:].startswith("defaults: ")
+
+
+def test_progress_bars_follow_stderr_not_stdout(monkeypatch):
+    # `lossbench compare --json > out.json` in a terminal still shows the bar, on stderr; `2> log` does not
+    monkeypatch.setattr(sys, "stderr", types.SimpleNamespace(isatty=lambda: True))
+    monkeypatch.setattr(sys, "stdout", types.SimpleNamespace(isatty=lambda: False))
+    assert cli._show_bars() is True
+    monkeypatch.setattr(sys, "stderr", types.SimpleNamespace(isatty=lambda: False))
+    monkeypatch.setattr(sys, "stdout", types.SimpleNamespace(isatty=lambda: True))
+    assert cli._show_bars() is False
+
+
+def test_ctrl_c_starts_waiting_for_the_save_only_after_the_last_epoch(monkeypatch):
+    monkeypatch.setattr(cli, "_show_bars", lambda: False)
+    interrupts = cli._Interrupts()
+    bar = cli._TrainingBar(interrupts)
+    for epoch in range(3):  # epochs 0 (before training), 1, 2 of 3
+        bar(ProgressReport(epoch=epoch, epochs=3, val_accuracy={}, diverged={}))
+        assert interrupts.waiting is False, epoch  # Ctrl-C still stops training at once
+    bar(ProgressReport(epoch=3, epochs=3, val_accuracy={}, diverged={}))
+    assert interrupts.waiting is True
+
+
+def test_ctrl_c_pressed_twice_while_saving_says_so_once(capsys):
+    interrupts = cli._Interrupts()
+    with pytest.raises(KeyboardInterrupt):
+        interrupts._handle(2, None)  # training: stop now
+    interrupts.waiting = True
+    interrupts._handle(2, None)
+    interrupts._handle(2, None)
+    assert interrupts.pending is True
+    assert capsys.readouterr().err == "\ninterrupted: saving the trained results first, without plots\n"
+
+
+@pytest.mark.parametrize("error", [FileNotFoundError(2, "No such file or directory", "runs/x/runs.csv"),
+                                   PermissionError(13, "Permission denied", "runs/x")], ids=["missing", "refused"])
+def test_a_file_that_cannot_be_read_is_the_users_problem_said_plainly(error, capsys, monkeypatch):
+    # a file removed or locked under the command is no bug of lossbench: no "unexpected", no exception's name
+    def fails(args):
+        raise error
+
+    monkeypatch.setattr(cli, "_cmd_show", fails)
+    assert error_of(["show", "runs/x"], capsys) == f"lossbench show: error: {error}"
