@@ -102,7 +102,7 @@ def parse_losses(text: str) -> list[str]:
         raise UsageError(f"Expected --losses to name at least one loss among {', '.join(valid)}, but got {text!r}.")
     for name in names:
         family, at, label = name.partition("@")
-        if at and not (label.isidentifier() or label.isalnum()):
+        if at and not re.fullmatch(r"[A-Za-z0-9_]+", label):
             raise UsageError(f"Expected a label after @ made of letters, digits or _, as in bce@weighted, but got {name!r}.")
         if family not in valid:
             raise UsageError(

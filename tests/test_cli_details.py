@@ -52,6 +52,7 @@ def test_a_path_of_blanks_is_refused_like_an_empty_one(capsys, tmp_path, monkeyp
 def test_losses_skip_blanks_and_a_trailing_comma_and_take_labels_of_digits():
     assert cli.parse_losses(" bce , mse, ") == ["bce", "mse"]
     assert cli.parse_losses("bce,bce@2,bce@pos_4") == ["bce", "bce@2", "bce@pos_4"]  # "letters, digits or _"
+    assert cli.parse_losses("bce@4_weighted,bce@_") == ["bce@4_weighted", "bce@_"]  # any mix of them, a digit first too
 
 
 @pytest.mark.parametrize("text, message", [
@@ -60,6 +61,8 @@ def test_losses_skip_blanks_and_a_trailing_comma_and_take_labels_of_digits():
                                 "as in bce,bce@weighted.", id="twice"),
     pytest.param("bce@my-label", "Expected a label after @ made of letters, digits or _, as in bce@weighted, but got 'bce@my-label'.",
                  id="label-with-a-dash"),
+    pytest.param("bce@\u00e9", "Expected a label after @ made of letters, digits or _, as in bce@weighted, but got 'bce@\u00e9'.",
+                 id="label-not-ascii"),  # a label names files and columns: ASCII only
 ])  # fmt: skip
 def test_losses_that_cannot_be_compared_are_refused_word_for_word(text, message):
     with pytest.raises(cli.UsageError) as refused:
