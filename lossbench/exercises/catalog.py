@@ -152,6 +152,15 @@ def _finite_below(actual: Any, bound: float) -> bool:
     return math.isfinite(a) and a < bound
 
 
+def _finite_above(actual: Any, bound: float) -> bool:
+    """True when the answer is a finite number above `bound`."""
+    try:
+        a = float(actual)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return math.isfinite(a) and a > bound
+
+
 def _near_but_not_exact(case: cs.Case, actual: Any) -> bool:
     """True when the answer is within 1% of the expected one but outside the tolerance."""
     try:
@@ -304,6 +313,9 @@ BCE_PROBS = Exercise(
         Mistake(f"eps too large: clamping p to [eps, 1 - eps] caps each loss at -log(eps); use eps <= "
                 f"{cs.CLAMP_EPS_MAX:g}",
                 lambda case, actual: case.accept is not None and _finite_below(actual, case.accept[0])),
+        Mistake(f"above the largest accepted loss, {cs.CONFIDENT_MISTAKE_RANGE[1]:g}: the log is clamped below -100 "
+                "(or p and 1 - p to an eps below e^-100); clamp the log at -100, as PyTorch does",
+                lambda case, actual: case.accept is not None and _finite_above(actual, case.accept[1])),
     ),
     nan_hint=f"log(0) at p = 0 or 1: clamp p to [eps, 1 - eps] with {cs.CLAMP_EPS_MIN:g} <= eps <= "
              f"{cs.CLAMP_EPS_MAX:g} (or clamp the log at -100, as PyTorch does); with a smaller eps, 1 - eps "

@@ -351,7 +351,7 @@ def _value_hint(ex: Exercise, case: Case, out: Any, actual: Tensor, expected: Te
                 return mistake.hint
         except Exception:  # a matcher must never break the report
             continue
-    if ex.ratio_hints:
+    if ex.ratio_hints and case.accept is None:  # against one end of an accepted range a ratio means nothing
         return ratio_hint(ex, actual, expected)
     return None
 

@@ -157,6 +157,10 @@ def bce_probs_big_eps(p, y):
     return bce_probs_right(p.clamp(1e-3, 1 - 1e-3), y)
 
 
+def bce_probs_log_clamped_low(p, y):
+    return -(y * torch.log(p).clamp(min=-200) + (1 - y) * torch.log(1 - p).clamp(min=-200)).mean()
+
+
 def bce_probs_where_swapped(p, y):
     p = p.clamp(1e-7, 1 - 1e-7)
     return -torch.where(y == 1, torch.log(1 - p), torch.log(p)).mean()
@@ -248,6 +252,8 @@ WRONG = [
     pytest.param("bce_probs", bce_probs_no_clamp, "clamp p to [eps, 1 - eps]", id="bce_probs-log-of-zero"),
     pytest.param("bce_probs", bce_probs_add_eps, "log(p + eps) shifts every value", id="bce_probs-added-eps"),
     pytest.param("bce_probs", bce_probs_big_eps, "eps too large", id="bce_probs-eps-too-large"),
+    pytest.param("bce_probs", bce_probs_log_clamped_low, "the log is clamped below -100",  # not "sum instead of mean?"
+                 id="bce_probs-log-clamped-below-minus-100"),
     pytest.param("bce_probs", bce_probs_where_swapped, "branches of torch.where swapped?", id="bce_probs-where"),
     pytest.param("bce_probs", bce_probs_hard_targets(lambda y: y == 1), "soft labels", id="bce_probs-where-fails-soft-targets"),
     pytest.param("bce_probs", bce_probs_hard_targets(lambda y: y >= 0.5), "soft labels", id="bce_probs-rounds-soft-targets"),
