@@ -140,7 +140,7 @@ def read_info(path: str | Path) -> dict[int, Mammogram]:
             )
         severity = fields[3].upper() if len(fields) > 3 else ""
         if severity not in SEVERITIES:
-            raise DataError(f"{where}: Expected SEVERITY to be B or M, but got {severity or 'nothing'!r}.")
+            raise DataError(f"{where}: Expected SEVERITY to be B or M, but got {repr(severity) if severity else 'nothing'}.")
         x = y = radius = None
         if tail:
             if not all(_DECIMAL.match(value) for value in tail):  # float() would also take "1_0", "inf" and "nan"
@@ -175,7 +175,8 @@ def read_pgm(path: str | Path, size: int = MIAS_SIZE) -> np.ndarray:
     """Read a binary (P5) 8-bit PGM image of ``size x size`` pixels as float32 grey levels in [0, 1].
 
     The header is four whitespace-separated fields, ``P5 width height maxval``, with ``#`` comments
-    running to the end of a line, then one whitespace byte and ``width * height`` bytes of pixels, row
+    running to the end of a line (one right after maxval too), then one whitespace byte and
+    ``width * height`` bytes of pixels, row
     by row from the top. Pixels are divided by ``maxval``. Raises :class:`DataError` naming the file
     when it is missing, not P5, not 8-bit, not ``size x size``, cut short in its header or its pixels, or
     holds a pixel above ``maxval``.
@@ -236,6 +237,9 @@ def read_pgm(path: str | Path, size: int = MIAS_SIZE) -> np.ndarray:
         raise DataError(f"{path}: Expected an 8-bit image (maxval 1 to 255), but got maxval {maxval}.")
     if (width, height) != (size, size):
         raise DataError(f"{path}: Expected {size} x {size} pixels (mini-MIAS), but got {width} x {height}.")
+    if data[pos : pos + 1] == b"#":  # a comment right after maxval ("255# scanned 1994"): the header ends with its line
+        while pos < len(data) and data[pos : pos + 1] not in (b"\n", b"\r"):
+            pos += 1
     pos += 1  # the single whitespace byte that ends the header
 
     # 2. the pixels, row by row from the top

@@ -344,3 +344,19 @@ def test_mias_tissue_settings_take_both_ends(mias4):
     assert len(task.train) + len(task.val) + len(task.test) == 7 * 64
     task = mammo.load(mammo.Config(mias_min_tissue=1.0, mias_tissue_level=0.0), data=mias4)
     assert len(task.train) + len(task.val) + len(task.test) == 7 * 48
+
+
+def test_a_comment_right_after_maxval_ends_the_header_with_its_line(tmp_path):
+    # netpbm allows a comment anywhere before the raster: its bytes are not pixels
+    path = tmp_path / "mdb001.pgm"
+    path.write_bytes(b"P5\n2 2\n255# scanned 1994\n" + bytes([0, 51, 204, 255]))
+    np.testing.assert_allclose(read_pgm(path, size=2), [[0.0, 0.2], [0.8, 1.0]], rtol=1e-6)
+
+
+def test_a_lesion_row_without_severity_says_it_got_nothing(tmp_path):
+    # "but got nothing", not "but got 'nothing'", which reads as if the file said nothing
+    info = tmp_path / "Info.txt"
+    info.write_text("mdb001 G NORM\nmdb002 G CIRC\n")
+    with pytest.raises(DataError) as refused:
+        read_info(info)
+    assert str(refused.value).endswith("line 2: Expected SEVERITY to be B or M, but got nothing.")
