@@ -36,6 +36,7 @@ import json
 import keyword
 import math
 import multiprocessing
+import numbers
 import os
 import signal
 import sys
@@ -312,10 +313,12 @@ def grade(submissions: Path | str, exercise: str, timeout: float = DEFAULT_TIMEO
     if not 0 < timeout <= MAX_TIMEOUT_S:  # also rejects nan
         raise ValueError(f"Expected `timeout` to be a positive number of seconds, at most {MAX_TIMEOUT_S:g} (a day), "
                          f"but got {timeout!r}.")
-    if not MIN_MEMORY_MB <= memory_mb <= MAX_MEMORY_MB:
-        raise ValueError(f"Expected `memory_mb` to be at least {MIN_MEMORY_MB} (a child starts at about 0.9 GiB "
+    whole = isinstance(memory_mb, numbers.Integral) and not isinstance(memory_mb, bool)
+    if not (whole and MIN_MEMORY_MB <= memory_mb <= MAX_MEMORY_MB):  # a whole number: setrlimit takes no float
+        raise ValueError(f"Expected `memory_mb` to be a whole number of MiB, at least {MIN_MEMORY_MB} (a child starts at about 0.9 GiB "
                          f"of address space: torch and lossbench) and at most {MAX_MEMORY_MB} (1 TiB), "
                          f"but got {memory_mb!r}.")
+    memory_mb = int(memory_mb)  # numpy's integers too
     seed = fresh_seed() if seed is None else seed
     check_seed(seed)  # not in each child: a seed torch cannot take is the grader's mistake, not the students'
     if function is not None and not (function.isidentifier() and not keyword.iskeyword(function)):

@@ -231,8 +231,8 @@ def test_bad_arguments_are_value_errors(tmp_path):
         with pytest.raises(ValueError, match=r"^Expected `timeout` to be a positive number of seconds, at most 86400 "
                                              r"\(a day\), but got "):
             grading.grade(tmp_path, "bce", timeout=timeout)
-    for memory_mb in (512, 2**40):
-        with pytest.raises(ValueError, match=r"^Expected `memory_mb` to be at least 1024 .* and at most 1048576"):
+    for memory_mb in (512, 2**40, 2048.0, True):  # a float reached setrlimit in every child: all scored 0
+        with pytest.raises(ValueError, match=r"^Expected `memory_mb` to be a whole number of MiB, at least 1024 .* and at most 1048576"):
             grading.grade(tmp_path, "bce", memory_mb=memory_mb)
     with pytest.raises(ValueError, match=r"^Expected `name` to be one of"):
         grading.grade(tmp_path, "bcee")
