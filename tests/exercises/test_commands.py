@@ -1,7 +1,6 @@
 """The exercise commands: `lossbench check` exit codes, `exercises list/export`, `grade` to a CSV."""
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
@@ -32,18 +31,6 @@ def bce(logits, target):
     p = torch.sigmoid(logits)
     return -(target * torch.log(p) + (1 - target) * torch.log(1 - p)).mean()
 """
-
-
-@pytest.fixture
-def student_dir(tmp_path, monkeypatch):
-    """A fresh working directory holding the student's modules; sys.path and sys.modules restored after."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    before = set(sys.modules)
-    yield tmp_path
-    for name in set(sys.modules) - before:
-        if name.startswith("student_"):
-            del sys.modules[name]
 
 
 def test_check_exits_0_when_every_case_passes(student_dir, capsys):

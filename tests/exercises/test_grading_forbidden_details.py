@@ -359,18 +359,6 @@ def test_load_function_of_a_notebook_without_an_exercise_names_a_placeholder():
         commands.load_function("losses.ipynb:bce")
 
 
-@pytest.fixture
-def student_dir(tmp_path, monkeypatch):
-    """A working directory for the student's modules; sys.path and the student_ modules restored after."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    before = set(sys.modules)
-    yield tmp_path
-    for name in set(sys.modules) - before:
-        if name.startswith("student_"):
-            del sys.modules[name]
-
-
 def test_load_function_looks_in_the_current_folder_first(student_dir, tmp_path_factory):
     # the file the student is working on, not a same-named one elsewhere on sys.path
     elsewhere = tmp_path_factory.mktemp("elsewhere")
