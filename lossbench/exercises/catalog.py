@@ -143,22 +143,25 @@ def _clearly_below(actual: Any, expected: Any) -> bool:
     return math.isfinite(a) and 0 <= a < 0.9 * e  # a negative loss is a flipped sign, not a cap
 
 
-def _finite_below(actual: Any, bound: float) -> bool:
-    """True when the answer is a finite number below `bound`."""
+def _finite_number(actual: Any) -> float | None:
+    """The answer as a finite float, or None when it is not one number or not finite."""
     try:
         a = float(actual)
     except (TypeError, ValueError, RuntimeError):
-        return False
-    return math.isfinite(a) and a < bound
+        return None
+    return a if math.isfinite(a) else None
+
+
+def _finite_below(actual: Any, bound: float) -> bool:
+    """True when the answer is a finite number below `bound`."""
+    a = _finite_number(actual)
+    return a is not None and a < bound
 
 
 def _finite_above(actual: Any, bound: float) -> bool:
     """True when the answer is a finite number above `bound`."""
-    try:
-        a = float(actual)
-    except (TypeError, ValueError, RuntimeError):
-        return False
-    return math.isfinite(a) and a > bound
+    a = _finite_number(actual)
+    return a is not None and a > bound
 
 
 def _near_but_not_exact(case: cs.Case, actual: Any) -> bool:
