@@ -231,6 +231,16 @@ def test_lesion_kinds_and_sizes():
         pytest.param({"beta": float("nan")}, "Expected `beta` to be a finite number", id="beta"),
         pytest.param({"contrast": float("inf")}, "Expected `contrast` to be a finite number, 0 or more", id="contrast-inf"),
         pytest.param({"quantum_noise": -0.1}, "Expected `quantum_noise` to be a finite number, 0 or more", id="noise"),
+        # 0 would make every area of every patch abnormal (0 lesion pixels is "enough")
+        pytest.param({"min_area_pixels": 0}, "Expected `min_area_pixels` to be a positive integer, but got 0.", id="min-area-0"),
+        pytest.param({"grid": True}, "Expected `grid` to be a positive integer, but got True.", id="grid-bool"),
+        pytest.param({"data_seed": 1.5}, "Expected `data_seed` to be a whole number, 0 or more, but got 1.5.", id="seed-float"),
+        pytest.param({"data_seed": True}, "Expected `data_seed` to be a whole number, 0 or more, but got True.", id="seed-bool"),
+        pytest.param({"mass_fraction": 1.5}, "Expected `mass_fraction` to be between 0 and 1, but got 1.5.", id="mass-fraction"),
+        pytest.param({"quantum_noise": float("inf")}, "Expected `quantum_noise` to be a finite number, 0 or more", id="noise-inf"),
+        # the message lists every grid that would work, the side itself included
+        pytest.param({"grid": 5}, "but got 5; valid grids: [1, 2, 4, 8, 16, 32].", id="patch-grids"),
+        pytest.param({"target": "grid", "grid": 3}, "but got 3; valid grids: [1, 2, 4].", id="map-grids"),
     ],
 )
 def test_bad_settings_are_refused(override, message):
