@@ -73,3 +73,20 @@ def test_a_loss_trains_the_same_models_whatever_losses_share_the_comparison():
     # and a different seed's models are different models: the comparison above has something to compare
     other = lossbench.compare(task, ("bce",), **dict(kwargs, seeds=[5, 6, 7])).predictions["test_scores"]
     assert np.abs(other - alone.predictions["test_scores"]).max() > 1e-3
+
+
+def test_mses_push_on_a_mistake_peaks_at_confidence_two_thirds():
+    # notebook 2 and the README: on a wrong prediction of confidence c, MSE's |dL/dz| is 2c^2(1 - c), which
+    # rises from 0.25 at c = 1/2 to 8/27 at c = 2/3 and only then shrinks toward 0
+    import torch
+
+    from lossbench import losses
+
+    c = torch.linspace(0.5, 0.999, 4991, dtype=torch.float64)
+    z = torch.logit(c).requires_grad_()  # p = c for a label of 0: a mistake of confidence c
+    (grad,) = torch.autograd.grad(losses.get("mse")(z, torch.zeros_like(c)) * len(c), z)  # the sum: one example's gradient each
+    torch.testing.assert_close(grad.abs(), 2 * c**2 * (1 - c))
+    assert abs(grad[0].item() - 0.25) < 1e-12
+    peak = int(grad.abs().argmax())
+    assert abs(c[peak].item() - 2 / 3) < 1e-3 and abs(grad.abs().max().item() - 8 / 27) < 1e-6
+    assert grad.abs()[-1].item() < 0.002  # near 0 as c nears 1
