@@ -29,7 +29,15 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, except that a mistake is one line (no usage block) and never exits the caller's process."""
+    """argparse, except that a mistake is one line (no usage block) and never exits the caller's process, and
+    that every negative number is taken as an option's value."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse reads only -2 and -0.5 as numbers, so `--lr -1e-3` or `--lr -inf` said "expected one
+        # argument"; with these read as numbers too, the option's own check says what is wrong with them.
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-(inf|infinity|nan)$",
+                                                   re.IGNORECASE)
 
     def error(self, message: str) -> typing.NoReturn:
         # "argument --seeds: Expected --seeds to be ..." -> the option's own message, which names it already

@@ -36,6 +36,21 @@ def test_a_rate_that_is_not_a_finite_number_is_refused_by_the_option_itself(text
     )
 
 
+@pytest.mark.parametrize("text", ["-inf", "-Infinity", "-nan", "-1e-3", "-1E+2", "-5.", "-.5", "-0.5", "-2"])
+def test_a_negative_number_of_any_spelling_reaches_the_option_s_own_check(text, capsys):
+    # argparse alone takes only -2 and -0.5 for numbers, and "-1e-3" for an option: "expected one argument"
+    assert error_of([*NO_TRAINING, "--lr", text], capsys) == (
+        f"lossbench compare: error: Expected --lr to be a positive number, but got '{text}' (see `lossbench compare --help`)."
+    )
+
+
+@pytest.mark.parametrize("text", ["-x", "-inform", "-1e", "--lr"])
+def test_an_option_in_a_value_s_place_is_still_a_missing_value(text, capsys):
+    assert error_of([*NO_TRAINING, "--lr", text], capsys) == (
+        "lossbench compare: error: argument --lr: expected one argument (see `lossbench compare --help`)"
+    )
+
+
 def test_a_path_of_blanks_is_refused_like_an_empty_one(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # "  " would be a folder named by two blanks, beside the user's files
     assert error_of([*NO_TRAINING, "--out", "  "], capsys) == (
