@@ -201,6 +201,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except (FileNotFoundError, PermissionError, NotADirectoryError) as err:
         raise UsageError(f"Expected OUTDIR to be a folder this user can make and write, but {str(args.outdir)!r} refuses it "
                          f"({err.strerror}: {err.filename}).") from None
+    except OSError as err:  # a full disk, say: the notebooks are written whole before any is renamed into place
+        raise UsageError(f"Expected OUTDIR to take the notebooks, but writing in {str(args.outdir)!r} failed "
+                         f"({err.strerror}: {err.filename}); the notebooks there are as they were.") from None
     if args.flavor != "plain":
         print(f"hidden checks on seed {seed}'s cases (the visible checks use seed 0's, which students see); "
               f"`--seed {seed}` makes the same again")

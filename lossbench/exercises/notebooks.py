@@ -6,7 +6,10 @@ in which each exercise is three cells:
 1. a markdown cell with the question (the cell just before the answer);
 2. a code cell defining the function, its answer between `# BEGIN SOLUTION` and
    `# END SOLUTION` lines;
-3. a check cell whose whole source is `check("<exercise>", <function>)`.
+3. a check cell whose whole source is `check("<exercise>", <function>)` (a comment may follow it).
+
+An answer without its check cell, or a solution region outside a code cell, is an error: it
+would otherwise reach the student notebook as it is, answer and all.
 
 Every other cell passes through unchanged. From that notebook come three flavours:
 
@@ -36,6 +39,7 @@ The solution notebooks live in the repository, not in the installed package: stu
 from __future__ import annotations
 
 import copy
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +56,7 @@ FLAVORS: tuple[str, ...] = ("plain", "nbgrader", "otter")
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")  # what nbgrader's ClearSolutions writes, too
-CHECK_CELL = re.compile(r"""^\s*check\(\s*["'](?P<name>\w+)["']\s*,\s*(?P<fn>\w+)\s*\)\s*$""")
+CHECK_CELL = re.compile(r"""^\s*check\(\s*["'](?P<name>\w+)["']\s*,\s*(?P<fn>\w+)\s*\)\s*(\#[^\n]*)?\s*$""")
 SOLUTIONS_SUFFIX = "_solutions.ipynb"
 NBGRADER_SCHEMA_VERSION = 3
 
@@ -151,14 +155,29 @@ def find_exercises(nb: NotebookNode) -> list[ExerciseCells]:
     """
     found: list[ExerciseCells] = []
     pending: tuple[int, str] | None = None  # (answer cell index, function name) waiting for its check
+
+    def unchecked(answer: int, function: str, what: str) -> ValueError:
+        return ValueError(f"Expected the answer in cell {answer} (`def {function}`) to be followed by its check cell, "
+                          f"`check(\"<exercise>\", {function})`, but {what}; without it the answer would reach the "
+                          "student notebook as it is.")
+
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
+            if has_solution(cell.source):
+                raise ValueError(f"Expected `{BEGIN}` only in code cells, but {cell.cell_type} cell {i} holds one; "
+                                 "a student notebook would show it as it is.")
             continue
         if has_solution(cell.source):
             match = re.search(r"^def (\w+)\(", cell.source, flags=re.MULTILINE)
             if match is None:
                 raise ValueError(f"Expected cell {i} to define the answer's function (`def name(...)`), "
                                  "but it has no top-level def.")
+            if pending is not None:
+                raise unchecked(*pending, f"cell {i} begins another answer first")
+            try:
+                strip_solution(cell.source)  # unbalanced markers: refused by every flavour, not by the plain one alone
+            except ValueError as err:
+                raise ValueError(f"In cell {i}: {err}") from None
             pending = (i, match.group(1))
             continue
         check = CHECK_CELL.match(cell.source)
@@ -173,6 +192,8 @@ def find_exercises(nb: NotebookNode) -> list[ExerciseCells]:
         question = answer - 1 if answer > 0 and nb.cells[answer - 1].cell_type == "markdown" else None
         found.append(ExerciseCells(name, function, question, answer, i))
         pending = None
+    if pending is not None:
+        raise unchecked(*pending, "the notebook ends first")
     return found
 
 
@@ -320,18 +341,35 @@ def export(flavor: Flavor, outdir: Path | str, source: Path | str | None = None,
             raise ValueError(f"Expected every *{SOLUTIONS_SUFFIX} in `source` to be a notebook, but {str(path)!r} is not "
                              f"one ({first}).") from None
         topic = topic_of(path)
-        if flavor == "plain":
-            nb = student_notebook(solution)
-        elif flavor == "nbgrader":
-            nb = nbgrader_notebook(solution, seed)
-        else:
-            nb = otter_notebook(solution, topic, seed)
+        try:
+            if not find_exercises(solution):
+                raise ValueError(f"Expected at least one exercise (an answer cell with `{BEGIN}`, then its check "
+                                 "cell), but found none.")
+            if flavor == "plain":
+                nb = student_notebook(solution)
+            elif flavor == "nbgrader":
+                nb = nbgrader_notebook(solution, seed)
+            else:
+                nb = otter_notebook(solution, topic, seed)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
         nbformat.validate(nb)
         made[topic] = nb
+    targets = {topic: out / f"{topic}.ipynb" for topic in made}
+    for target in targets.values():
+        if target.is_dir() or (target.exists() and not target.is_file()):
+            raise ValueError(f"Expected `outdir` to have room for {target.name}, but {str(target)!r} is a folder "
+                             "or another special file; move it, or choose another folder.")
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for topic, nb in made.items():
-        target = out / f"{topic}.ipynb"
-        target.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
-        written.append(target)
-    return written
+    # each notebook is written whole under a temporary name, and all are renamed into place only when every
+    # one is written: a failure part-way (a full disk) leaves OUTDIR's notebooks as they were
+    temporary = {topic: out / f".{topic}.ipynb.{os.getpid()}.tmp" for topic in made}
+    try:
+        for topic, nb in made.items():
+            temporary[topic].write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+        for topic in made:
+            os.replace(temporary[topic], targets[topic])
+    finally:
+        for path in temporary.values():
+            path.unlink(missing_ok=True)
+    return list(targets.values())

@@ -468,6 +468,36 @@ def test_exercises_export_names_a_broken_solution_notebook_and_writes_nothing(tm
     assert captured.err.count("\n") == 1
 
 
+def test_exercises_export_into_a_folder_holding_a_folder_named_like_a_notebook_writes_nothing(tmp_path, capsys):
+    (tmp_path / "thresholds.ipynb").mkdir()
+    assert main(["exercises", "export", "--flavor", "plain", str(tmp_path)]) == 2
+    assert_one_line_error(capsys, "exercises export", f"Expected OUTDIR to have room for thresholds.ipynb, but "
+                                                      f"'{tmp_path / 'thresholds.ipynb'}' is a folder or another special file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thresholds.ipynb"]  # losses.ipynb not written either
+
+
+def test_exercises_export_that_fails_part_way_leaves_the_notebooks_there_as_they_were(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    (tmp_path / "losses.ipynb").write_text("the instructor's edits")
+    real_replace = os.replace
+
+    def replace(src, dst):  # the first notebook's rename fails, as on a full disk
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert main(["exercises", "export", "--flavor", "plain", str(tmp_path)]) == 2
+    assert_one_line_error(capsys, "exercises export", f"Expected OUTDIR to take the notebooks, but writing in '{tmp_path}' "
+                                                      f"failed (No space left on device: {tmp_path / 'losses.ipynb'}); "
+                                                      "the notebooks there are as they were.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["losses.ipynb"]  # no temporary file left behind
+    assert (tmp_path / "losses.ipynb").read_text() == "the instructor's edits"
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert main(["exercises", "export", "--flavor", "plain", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["losses.ipynb", "thresholds.ipynb"]
+
+
 @pytest.mark.parametrize("flavor", ["nbgrader", "otter"])
 def test_exercises_export_prints_the_seed_of_the_hidden_checks_it_drew(tmp_path, monkeypatch, capsys, flavor):
     from lossbench.exercises import cases

@@ -119,6 +119,54 @@ def test_a_check_cell_naming_an_unknown_exercise_is_an_error():
         nbx.find_exercises(nb)
 
 
+ANSWER = "def bce(z, y):\n    # BEGIN SOLUTION\n    return z.sum()\n    # END SOLUTION"
+
+
+def test_a_check_cell_may_end_with_a_comment_and_is_still_replaced():
+    nb = _notebook(ANSWER, 'check("bce", bce)  # must pass')
+    assert nbx.find_exercises(nb) == [nbx.ExerciseCells("bce", "bce", None, 0, 1)]
+    assert nbx.student_notebook(nb).cells[1].source == 'report("bce", bce)'
+
+
+@pytest.mark.parametrize("sources, what", [
+    pytest.param((ANSWER, 'check("bce", bce)\nprint("done")'), "the notebook ends first", id="check-cell-with-more-code"),
+    pytest.param((ANSWER,), "the notebook ends first", id="no-check-cell"),
+    pytest.param((ANSWER, ANSWER.replace("bce", "mse"), 'check("mse", mse)'), "cell 1 begins another answer first",
+                 id="next-answer-first"),
+])
+@pytest.mark.parametrize("flavor", nbx.FLAVORS)
+def test_an_answer_without_its_check_cell_is_refused_by_every_flavour(tmp_path, sources, what, flavor):
+    # the plain flavour would otherwise hand the answer to the students as it is
+    nbformat.write(_notebook(*sources), tmp_path / "hw_solutions.ipynb")
+    message = (f"{tmp_path / 'hw_solutions.ipynb'}: Expected the answer in cell 0 (`def bce`) to be followed by its check "
+               f'cell, `check("<exercise>", bce)`, but {what}; without it the answer would reach the student notebook as it is.')
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        nbx.export(flavor, tmp_path / "out", tmp_path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_solution_region_outside_a_code_cell_is_refused():
+    nb = _notebook(ANSWER, 'check("bce", bce)')
+    nb.cells.append(nbformat.v4.new_markdown_cell("The answer:\n# BEGIN SOLUTION\nsoftplus(-y z)\n# END SOLUTION"))
+    with pytest.raises(ValueError, match=r"^Expected `# BEGIN SOLUTION` only in code cells, but markdown cell 2 holds one"):
+        nbx.find_exercises(nb)
+
+
+@pytest.mark.parametrize("flavor", nbx.FLAVORS)
+def test_unbalanced_markers_are_refused_by_every_flavour_naming_the_cell(flavor):
+    nb = _notebook("import torch", ANSWER.replace("    # END SOLUTION", ""), 'check("bce", bce)')
+    build = {"plain": nbx.student_notebook, "nbgrader": nbx.nbgrader_notebook,
+             "otter": lambda nb: nbx.otter_notebook(nb, "hw")}[flavor]
+    with pytest.raises(ValueError, match=r"^In cell 1: Expected `# END SOLUTION` after `# BEGIN SOLUTION`, but the cell ended first\.$"):
+        build(nb)
+
+
+def test_a_solution_notebook_without_exercises_is_refused(tmp_path):
+    nbformat.write(_notebook("import torch"), tmp_path / "hw_solutions.ipynb")
+    with pytest.raises(ValueError, match=r"hw_solutions\.ipynb: Expected at least one exercise \(an answer cell with "):
+        nbx.export("plain", tmp_path / "out", tmp_path)
+
+
 # --- the nbgrader flavour ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
