@@ -20,7 +20,8 @@ What each exercise forbids is the library's version of the thing it asks for (se
 | accuracy_multi, best_threshold | lossbench's own threshold code | everything in torch |
 
 The loss exercises also forbid lossbench's own `lossbench.losses` (its hand-written
-losses are this lesson's answers).
+losses are this lesson's answers), and every exercise forbids the checker's own answers
+(`lossbench.exercises.references`, `cases` and this module).
 
 `torch.logsumexp` is allowed for softmax_ce: it is the max-subtraction trick the exercise
 teaches, packaged; the notebook writes the trick out and then names the function.
@@ -240,7 +241,8 @@ SOFTMAX_CE = Exercise(
     topic="losses",
     output="scalar",
     make_cases=cs.softmax_ce_cases,
-    forbidden=fb.Forbidden(fb.SOFTMAX_CE_FUNCTIONS, fb.SOFTMAX_CE_KERNELS, fb.SOFTMAX_CE_MODULES + fb.LOSSBENCH_LOSSES),
+    forbidden=fb.Forbidden(fb.SOFTMAX_CE_FUNCTIONS, fb.SOFTMAX_CE_KERNELS,
+                           fb.SOFTMAX_CE_MODULES + fb.LOSSBENCH_LOSSES + fb.LOSSBENCH_ANSWERS),
     allowed="torch.logsumexp, torch.softmax, exp, log, max, gather, F.one_hot",
     mistakes=(
         Mistake("softmax over the wrong axis? normalise over the classes (dim=1): one distribution per row",
@@ -270,7 +272,7 @@ BCE = Exercise(
     topic="losses",
     output="scalar",
     make_cases=cs.bce_cases,
-    forbidden=fb.Forbidden(fb.BCE_FUNCTIONS, fb.BCE_KERNELS, fb.LOSSBENCH_LOSSES),
+    forbidden=fb.Forbidden(fb.BCE_FUNCTIONS, fb.BCE_KERNELS, fb.LOSSBENCH_LOSSES + fb.LOSSBENCH_ANSWERS),
     allowed="F.logsigmoid, F.softplus, torch.sigmoid, log1p, exp, abs, clamp, torch.where",
     mistakes=(
         Mistake(WHERE_SWAPPED, reproduces(lambda z, y: ref.bce(z, 1 - y))),
@@ -300,7 +302,7 @@ BCE_PROBS = Exercise(
     topic="losses",
     output="scalar",
     make_cases=cs.bce_probs_cases,
-    forbidden=fb.Forbidden(fb.BCE_FUNCTIONS, fb.BCE_KERNELS, fb.LOSSBENCH_LOSSES),
+    forbidden=fb.Forbidden(fb.BCE_FUNCTIONS, fb.BCE_KERNELS, fb.LOSSBENCH_LOSSES + fb.LOSSBENCH_ANSWERS),
     allowed="torch.log, log1p, clamp, torch.where",
     mistakes=(
         Mistake(WHERE_SWAPPED, reproduces(lambda p, y: ref.bce_probs(p, 1 - y))),
@@ -337,7 +339,7 @@ MSE = Exercise(
     topic="losses",
     output="scalar",
     make_cases=cs.mse_cases,
-    forbidden=fb.Forbidden(fb.MSE_FUNCTIONS, fb.MSE_KERNELS, fb.LOSSBENCH_LOSSES),
+    forbidden=fb.Forbidden(fb.MSE_FUNCTIONS, fb.MSE_KERNELS, fb.LOSSBENCH_LOSSES + fb.LOSSBENCH_ANSWERS),
     allowed="torch.sigmoid, pow, mean",
     mistakes=(
         Mistake("forgot the sigmoid? lossbench's MSE compares sigmoid(logits) with the target",
@@ -362,7 +364,7 @@ DLOGITS = Exercise(
     output="tensor",
     make_cases=cs.dlogits_cases,
     forbidden=fb.Forbidden(fb.SOFTMAX_CE_FUNCTIONS + fb.AUTOGRAD_FUNCTIONS,
-                           fb.SOFTMAX_CE_KERNELS + fb.AUTOGRAD_KERNELS, fb.LOSSBENCH_LOSSES),
+                           fb.SOFTMAX_CE_KERNELS + fb.AUTOGRAD_KERNELS, fb.LOSSBENCH_LOSSES + fb.LOSSBENCH_ANSWERS),
     allowed="torch.softmax, exp, max, F.one_hot, scatter",
     mistakes=(
         Mistake("softmax over the wrong axis? normalise over the classes (dim=1)",
@@ -386,7 +388,7 @@ ACCURACY_MULTI = Exercise(
     topic="thresholds",
     output="number",
     make_cases=cs.accuracy_multi_cases,
-    forbidden=fb.Forbidden(modules=fb.LOSSBENCH_THRESHOLDS),
+    forbidden=fb.Forbidden(modules=fb.LOSSBENCH_THRESHOLDS + fb.LOSSBENCH_ANSWERS),
     allowed="everything in torch",
     mistakes=(
         Mistake("that is exact-match accuracy (every label of a row right); the exercise asks for "
@@ -412,7 +414,7 @@ BEST_THRESHOLD = Exercise(
     topic="thresholds",
     output="number",
     make_cases=cs.best_threshold_cases,
-    forbidden=fb.Forbidden(modules=fb.LOSSBENCH_THRESHOLDS),
+    forbidden=fb.Forbidden(modules=fb.LOSSBENCH_THRESHOLDS + fb.LOSSBENCH_ANSWERS),
     allowed="everything in torch",
     mistakes=(
         Mistake("several thresholds reach the best accuracy: ties go to the one closest to 0.5, not the first or the last",

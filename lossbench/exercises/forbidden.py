@@ -13,12 +13,15 @@ recorders listen, and a call to a forbidden function fails the case:
    runs (`aten::_log_softmax`, `aten::binary_cross_entropy_with_logits`), so
    `torch.ops.aten...`, `torch._C._nn...` and library code that calls them are seen too;
 3. a `sys.setprofile` hook sees calls of Python functions in forbidden modules
-   (lossbench's own `lossbench.losses`; `torch.distributions.categorical`, whose
+   (lossbench's own `lossbench.losses`; the checker's reference answers in
+   `lossbench.exercises.references`; `torch.distributions.categorical`, whose
    `Categorical(logits=z)` is log_softmax in plain torch).
 
 This is a learning aid, not a security boundary: a determined student can switch the
-modes off, copy PyTorch's source, or call code the recorders do not see (numpy, a C
-extension). It catches the honest shortcut, not an attack.
+modes off, copy PyTorch's source, call code the recorders do not see (numpy, a C
+extension, another thread: the recorders listen on the thread that calls the function),
+or, since the function runs in the checker's process, read the expected answer from the
+checker's own frames. It catches the honest shortcut, not an attack.
 """
 from __future__ import annotations
 
@@ -204,3 +207,8 @@ AUTOGRAD_FUNCTIONS = ("torch.autograd.grad", "torch.autograd.backward", "torch.T
 AUTOGRAD_KERNELS = ("aten::_softmax_backward_data", "aten::_log_softmax_backward_data", "aten::nll_loss_backward")
 LOSSBENCH_LOSSES = ("lossbench.losses",)
 LOSSBENCH_THRESHOLDS = ("lossbench.thresholds",)
+LOSSBENCH_ANSWERS = (  # the checker's own answers, forbidden to every exercise: the reference functions, the
+    "lossbench.exercises.references",  # cases that hold their expected values, and the catalog's mistakes,
+    "lossbench.exercises.cases",  # which are the same formulas done wrong
+    "lossbench.exercises.catalog",
+)

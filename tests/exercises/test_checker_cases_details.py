@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.exercises import evaluate, format_report, score
+from lossbench.exercises import EXERCISES, references
 from lossbench.exercises import cases as cs
 from lossbench.exercises.checker import _errors
 from lossbench.losses import mse as _lossbench_mse
@@ -335,6 +336,27 @@ def test_lossbench_s_own_losses_are_the_library_for_every_loss(name, fn):
     # lossbench.losses holds the lesson's own answers: every loss exercise forbids it, not only bce
     first = evaluate(name, fn)[0]
     assert first.status == "library" and any("lossbench.losses" in p for p in first.problems), first.problems
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_the_checker_s_own_reference_answer_is_the_library_for_every_exercise(name):
+    # lossbench.exercises.references ships with the package, its docstring says "reference answers to the
+    # exercises": calling it must not pass, whichever exercise it is
+    answer = getattr(references, name)
+    results = evaluate(name, lambda *args: answer(*args))
+    assert {r.status for r in results} == {"library"}, [(r.status, r.problems) for r in results]
+    assert all(any(f"lossbench.exercises.references.{name}" in p for p in r.problems) for r in results)
+
+
+def test_the_checker_s_cases_are_the_library_too():
+    def expected_from_the_cases(z, y):  # the expected value of the case whose inputs these are
+        for case in cs.bce_cases():
+            if torch.equal(case.inputs[0], z) and torch.equal(case.inputs[1], y):
+                return case.expected.clone()
+        return torch.zeros(())
+
+    first = evaluate("bce", expected_from_the_cases)[0]
+    assert first.status == "library" and any("lossbench.exercises.cases.bce_cases" in p for p in first.problems), first.problems
 
 
 # --- the report -----------------------------------------------------------------------------------
