@@ -134,6 +134,10 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     if not found:  # a wrong folder, not a class that handed nothing in
         raise UsageError(f"Expected SUBMISSIONS_DIR to hold .py or .ipynb files, but {str(args.submissions)!r} has "
                          "none; grade looks only at the files directly in it, not in its subfolders.")
+    if out.suffix in grading.SUFFIXES and out.resolve().parent == Path(args.submissions).resolve():
+        raise UsageError(f"Expected --out to be kept apart from the submissions, but {args.out!r} is a {out.suffix} file in "
+                         "SUBMISSIONS_DIR, which would overwrite a submission or be graded as one next time; name a CSV "
+                         "file, such as grades.csv.")
     seed = grading.fresh_seed() if args.seed is None else args.seed
     stopped = None
     with _named_as_typed({"name": "--exercise", "timeout": "--timeout", "memory_mb": "--memory-mb", "seed": "--seed",

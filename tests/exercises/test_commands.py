@@ -313,6 +313,17 @@ def test_grade_checks_out_before_grading_and_leaves_nothing_behind(one_submissio
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.parametrize("name", ["ada.py", "grades.ipynb"])
+def test_grade_refuses_an_out_among_the_submissions_and_leaves_them_as_they_were(one_submission, monkeypatch, capsys, name):
+    # ada.py would be graded, then replaced by the gradebook; grades.ipynb would be graded as a submission next time
+    monkeypatch.chdir(one_submission.parent)
+    assert main(["grade", "submissions", "--exercise", "bce", "--out", f"submissions/{name}", "--quiet"]) == 2
+    assert_one_line_error(capsys, "grade", f"Expected --out to be kept apart from the submissions, but "
+                                           f"'submissions/{name}' is a {Path(name).suffix} file in SUBMISSIONS_DIR, which "
+                                           "would overwrite a submission or be graded as one next time; name a CSV file")
+    assert [p.name for p in one_submission.iterdir()] == ["ada.py"] and (one_submission / "ada.py").read_text() == RIGHT
+
+
 def test_grade_makes_the_folders_of_out_and_overwrites_an_existing_gradebook(one_submission, tmp_path, capsys):
     out = tmp_path / "course" / "week1" / "grades.csv"
     assert main(["grade", str(one_submission), "--exercise", "bce", "--out", str(out), "--quiet"]) == 0
