@@ -842,10 +842,19 @@ def run() -> None:
     """The ``lossbench`` program: :func:`main`, then exit with its code.
 
     Once the command is done, Ctrl-C is ignored: pressed while Python shuts down (joining threads,
-    running exit handlers), it would print an "Exception ignored" traceback after a finished command.
+    running exit handlers), it would print an "Exception ignored" traceback after a finished command. So
+    a thread still running then (one that a student's checked function started) would make the program
+    wait for ever: the program exits without waiting for it, and says so.
     """
     code = main()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    running = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if running:  # a checked function's thread, say: Python's exit would wait for it, for ever, Ctrl-C ignored
+        print(f"lossbench: stopped {len(running)} thread{'s' if len(running) > 1 else ''} still running at the end "
+              f"({', '.join(running[:3])}), started by the code the command ran", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 

@@ -253,6 +253,27 @@ def test_grade_rejects_a_folder_without_submissions_and_writes_nothing(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["submissions"]
 
 
+def test_check_of_a_function_that_leaves_a_thread_running_exits_instead_of_waiting_for_it(tmp_path):
+    # Python's exit joins every non-daemon thread, and once the command is done Ctrl-C is ignored: the
+    # program would wait for the thread for ever
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "lingering.py").write_text(
+        "import threading, time\nimport torch.nn.functional as F\n"
+        "def bce(z, y):\n"
+        "    threading.Thread(target=time.sleep, args=(1000,), name='sleeper').start()\n"
+        "    return (F.softplus(z) - y * z).mean()\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-m", "lossbench", "check", "bce", "lingering:bce"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "bce: 7 of 7 cases pass" in done.stdout
+    assert done.stderr == ("lossbench: stopped 7 threads still running at the end (sleeper, sleeper, sleeper), started "
+                           "by the code the command ran\n")
+
+
 @pytest.fixture
 def one_submission(tmp_path):
     """A folder holding one right submission; the grade tests that fail before grading never run it."""
