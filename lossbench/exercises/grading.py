@@ -13,6 +13,8 @@ exercise's function under the exercise's name (`def bce(logits, target)` for `bc
    second, a backstop); the parent kills its process group when the wall-clock `timeout` runs
    out, counted from the moment the child is ready (so a slow start is never the student's),
    and kills that group after every submission, so that no process it started outlives it;
+   The size of any file it writes, its stderr included, is limited too (`FILE_LIMIT_MB`), so that
+   a submission that floods stderr neither fills the disk nor the parent's memory;
 3. it sends its stdout to /dev/null and its stderr to a file, loads the submission (a
    notebook's code cells run in order; a cell that raises is skipped and noted), and runs
    the checker; the results come back as JSON.
@@ -32,6 +34,7 @@ Grading needs a POSIX system (fork, `resource`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import keyword
 import math
@@ -58,6 +61,8 @@ MAX_TIMEOUT_S = 86400.0  # a day; far larger values overflow the waits and the C
 DEFAULT_MEMORY_MB = 2048  # measured: a child forked after importing torch and lossbench maps ~870 MiB
 MIN_MEMORY_MB = 1024
 MAX_MEMORY_MB = 2**20  # 1 TiB; far larger values overflow the address-space limit
+FILE_LIMIT_MB = 64  # the largest file a submission may write, its stderr included: past it a write fails ("File too large")
+STDERR_READ_BYTES = 64 * 1024  # of a submission's stderr the parent reads only the start and the end, this much of each
 STARTUP_LIMIT_S = 120.0  # for a child to start (forked: milliseconds; spawned where fork is missing: an import of torch)
 COLUMNS = ["submission", "exercise", "seed", "group", "passed", "cases", "score", "reason"]
 SUFFIXES = (".py", ".ipynb")
@@ -100,9 +105,17 @@ def _load_python(path: Path) -> dict[str, Any]:
 
 def _load_notebook(path: Path, notes: list[str]) -> dict[str, Any]:
     """Run a notebook's code cells in order in one namespace; a cell that raises is skipped and noted."""
+    import warnings
+
     import nbformat
 
-    nb = nbformat.read(path, as_version=4)
+    try:
+        with warnings.catch_warnings():  # nbformat's own warnings (a cell without an id) are not the student's stderr
+            warnings.simplefilter("ignore")
+            nb = nbformat.read(path, as_version=4)
+    except Exception as err:  # not JSON, not UTF-8, JSON that is not a notebook
+        lines = str(err).strip().splitlines()
+        raise _Unreadable(f"could not be read as a notebook ({type(err).__name__}: {lines[0][:160] if lines else ''})") from None
     namespace: dict[str, Any] = {"__name__": f"submission_{path.stem}"}
     for number, cell in enumerate(nb.cells, start=1):
         if cell.cell_type != "code":
@@ -117,11 +130,17 @@ def _load_notebook(path: Path, notes: list[str]) -> dict[str, Any]:
     return namespace
 
 
+class _Unreadable(Exception):
+    """A submission file that is not a notebook at all: nothing of it ran."""
+
+
 def _set_limits(timeout: float, memory_mb: int) -> None:
     import resource
 
     limit = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the file limit fails with an error instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_LIMIT_MB * 2**20, FILE_LIMIT_MB * 2**20))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = int(math.ceil(usage.ru_utime + usage.ru_stime + timeout)) + 1  # on top of what starting up used
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
@@ -151,12 +170,15 @@ def _child(path: str, exercise: str, function: str, seed: int, timeout: float, m
             results = evaluate(exercise, fn, seed)
             outcome["results"] = [{"number": r.number, "group": r.group, "status": r.status, "hint": r.hint, "problems": r.problems,
                                    "nonfinite": r.nonfinite, "expected": r.expected, "actual": r.actual} for r in results]
+    except _Unreadable as exc:
+        outcome["error"] = str(exc)
     except BaseException as exc:  # import-time errors of the submission, SystemExit, MemoryError
         lines = str(exc).strip().splitlines()
         why = f": {lines[0][:200]}" if lines else f" (the memory limit, {memory_mb} MiB)" if isinstance(exc, MemoryError) else ""
         outcome["error"] = f"raised {type(exc).__name__} while loading{why}"
-    sys.stdout.flush()
-    sys.stderr.flush()
+    with contextlib.suppress(OSError):  # a stderr already at the file limit cannot take the rest
+        sys.stdout.flush()
+        sys.stderr.flush()
     with open(result_path, "w", encoding="utf-8") as fh:
         json.dump(outcome, fh)
     os._exit(0)  # skip interpreter teardown: nothing the submission registered runs after this
@@ -197,7 +219,7 @@ def _run_child(ctx: Any, path: Path, exercise: str, function: str, seed: int, ti
         if timed_out:
             proc.join()
             failure = f"timed out after {timeout:g} s"
-        stderr = Path(stderr_path).read_text(errors="replace") if os.path.exists(stderr_path) else ""
+        stderr = _read_ends(stderr_path, STDERR_READ_BYTES)
         outcome = None
         if os.path.exists(result_path):
             try:
@@ -215,6 +237,26 @@ def _run_child(ctx: Any, path: Path, exercise: str, function: str, seed: int, ti
                 last = stderr.strip().splitlines()[-1][:200] if stderr.strip() else "no output"
                 failure = f"crashed: exit code {code}: {last}"
         return outcome, stderr, failure
+
+
+def _read_ends(path: str, size: int) -> str:
+    r"""The text of a file, or of its first and last ``size`` bytes when it is longer; "" when there is none.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".txt") as fh:
+    ...     _ = fh.write("first line\n" + "x" * 100 + "\nlast line\n"); fh.flush()
+    ...     text = _read_ends(fh.name, 16)
+    >>> text.splitlines()[0], text.splitlines()[-1], len(text)  # 16 bytes, a line break, 16 bytes
+    ('first line', 'last line', 33)
+    """
+    if not os.path.exists(path):
+        return ""
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size <= 2 * size:
+            return fh.read().decode(errors="replace")
+        head = fh.read(size)
+        fh.seek(-size, os.SEEK_END)
+        return (head + b"\n" + fh.read(size)).decode(errors="replace")
 
 
 def _rows(name: str, exercise: str, seed: int, sizes: dict[str, int], outcome: dict[str, Any] | None, stderr: str,

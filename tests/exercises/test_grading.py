@@ -1,6 +1,8 @@
 """Grading a folder of submissions: each in a limited child process, a row per case group, never stopping."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -315,3 +317,47 @@ def test_an_error_without_a_message_while_loading_says_no_more_than_its_type_or_
     reasons = dict(zip(frame[frame.group == "total"].submission, frame[frame.group == "total"].reason))
     assert reasons == {"hog.py": "raised MemoryError while loading (the memory limit, 2048 MiB)",
                        "quiet.py": "raised ValueError while loading", "wordy.py": "raised ValueError while loading: first line"}
+
+
+def test_a_submission_cannot_flood_stderr_past_the_file_limit_and_its_grading_reads_only_the_ends(tmp_path, monkeypatch):
+    # a submission writing hundreds of MB to stderr filled the disk and the grader's memory with it
+    assert grading.FILE_LIMIT_MB == 64  # the child process reads the module's own value, not a monkeypatched one
+    (tmp_path / "flood.py").write_text(
+        "import os\nos.write(2, b'first words\\n')\n"
+        "for _ in range(66):\n    os.write(2, b'x' * 2**20)\n")  # 66 MiB: the 65th is refused
+    (tmp_path / "after.py").write_text(  # a submission that catches the error still has its function graded
+        SUBMISSIONS["right.py"] + "\nimport sys\ntry:\n    sys.stderr.write('y' * 65 * 2**20); sys.stderr.flush()\n"
+                                  "except OSError as err:\n    pass\n")
+    read = []
+    real_read_ends = grading._read_ends
+    monkeypatch.setattr(grading, "_read_ends", lambda path, size: read.append(os.path.getsize(path)) or real_read_ends(path, size))
+    frame = grading.grade(tmp_path, "bce", timeout=TIMEOUT_S, seed=1, progress=False)
+    reasons = dict(zip(frame[frame.group == "total"].submission, frame[frame.group == "total"].reason))
+    assert reasons["flood.py"] == ("raised OSError while loading: [Errno 27] File too large; wrote to stderr: first words")
+    assert total(frame, "after.py").score == 1.0
+    assert max(read) <= 64 * 2**20  # no file past the limit
+    assert len(grading._read_ends(str(tmp_path / "flood.py"), 8)) <= 8 + 1 + 8
+
+
+def test_a_notebook_without_cell_ids_is_graded_without_nbformat_s_warning_blamed_on_the_student(tmp_path):
+    # nbformat warns (MissingIDFieldWarning) on a 4.5 notebook whose cells have no id: the grader's text, not the student's
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(SUBMISSIONS["right.py"])]
+    raw = json.loads(nbformat.writes(nb))
+    for cell in raw["cells"]:
+        del cell["id"]
+    (tmp_path / "old.ipynb").write_text(json.dumps(raw))
+    frame = grading.grade(tmp_path, "bce", timeout=TIMEOUT_S, seed=1, progress=False)
+    assert (total(frame, "old.ipynb").score, total(frame, "old.ipynb").reason) == (1.0, "")
+
+
+@pytest.mark.parametrize("content, why", [
+    ('{"hello": 1}', "could not be read as a notebook (ValidationError: "),
+    ("[1, 2, 3]", "could not be read as a notebook (AttributeError: "),
+    ("{not json", "could not be read as a notebook (NotJSONError: Notebook does not appear to be JSON"),
+])
+def test_a_file_that_is_not_a_notebook_says_so(tmp_path, content, why):
+    (tmp_path / "odd.ipynb").write_text(content)
+    frame = grading.grade(tmp_path, "bce", timeout=TIMEOUT_S, seed=1, progress=False)
+    row = total(frame, "odd.ipynb")
+    assert row.score == 0.0 and row.reason.startswith(why), row.reason
