@@ -425,7 +425,23 @@ def evaluate(name: str, fn: Callable[..., Any], seed: int = 0) -> list[CaseResul
     results = []
     for number, case in enumerate(ex.make_cases(seed), start=1):
         results.append(run_case(ex, case, fn, number))
+    _same_answer_for_every_case(ex, results)
     return results
+
+
+CONSTANT_HINT = "the same answer, {actual}, for every case whatever the inputs: is it computed from them?"
+
+
+def _same_answer_for_every_case(ex: Exercise, results: list[CaseResult]) -> None:
+    """A function that gives one answer whatever its inputs (``return 0.0``) matches a known wrong formula only
+    where that formula happens to give the same number (exact-match accuracy is often 0): its failing cases
+    are told that the answer never changes, instead of a mistake it did not make."""
+    if len(results) < 3 or len({r.actual for r in results}) != 1 or any(r.status not in ("pass", "fail") for r in results):
+        return  # an error, a library call or a stub is told so, case by case
+    formulas = {m.hint for m in ex.mistakes if getattr(m.matches, "from_inputs", False)}
+    for r in results:
+        if r.status == "fail" and (r.hint is None or r.hint in formulas):
+            r.hint = CONSTANT_HINT.format(actual=r.actual)
 
 
 # --- 2. the table --------------------------------------------------------------------------------

@@ -319,6 +319,23 @@ def test_every_case_of_more_than_one_label_names_exact_match_accuracy():
     assert len(failed) == 7 and all(r.hint.startswith("that is exact-match accuracy") for r in failed)
 
 
+@pytest.mark.parametrize("name, fn", [
+    pytest.param("accuracy_multi", lambda p, y, threshold=0.5: 0.0, id="accuracy_multi"),
+    pytest.param("best_threshold", lambda p, y, thresholds: 0.0, id="best_threshold"),
+])
+def test_an_answer_that_never_changes_is_told_so_rather_than_a_formula_it_matches_by_chance(name, fn):
+    # exact-match accuracy is 0 on most accuracy_multi cases: `return 0.0` was told "that is exact-match accuracy"
+    results = evaluate(name, fn)
+    assert {r.hint for r in results if not r.passed} == {
+        "the same answer, 0, for every case whatever the inputs: is it computed from them?"}
+
+
+def test_a_constant_answer_keeps_a_hint_about_that_constant():
+    results = evaluate("best_threshold", lambda p, y, thresholds: 0.5)
+    assert {r.hint for r in results if not r.passed} == {
+        "returned 0.5, the default: sweep the candidates and keep the one with the best accuracy"}
+
+
 def test_close_refuses_an_infinite_expected_value():
     # |1 - inf| <= atol + rtol * inf holds: without the finiteness check any number would be "close" to inf
     from lossbench.exercises.catalog import close
