@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
 import os
 import re
 import shutil
@@ -28,12 +29,29 @@ class UsageError(Exception):
         self.prog = prog  # the (sub)command whose options were wrong, when argparse found the mistake
 
 
+class _StoreOnce(argparse._StoreAction):
+    """argparse's "store", except that an option given twice is a mistake: the second would silently replace
+    the first (`--losses bce --losses mse` trained mse alone)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        given = namespace.__dict__.setdefault("_given_once", {})
+        if self.dest in given:
+            parser.error(f"Expected {option_string} once, but got it twice ({given[self.dest]!r}, then {values!r}); "
+                         "the second would silently replace the first")
+        given[self.dest] = values
+        super().__call__(parser, namespace, values, option_string)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, except that a mistake is one line (no usage block) and never exits the caller's process, and
-    that every negative number is taken as an option's value."""
+    """argparse, except that a mistake is one line (no usage block) and never exits the caller's process, that
+    every negative number is taken as an option's value, that an option is given once, and in full (`--epoch`
+    is not taken for `--epochs`)."""
 
     def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
         # argparse reads only -2 and -0.5 as numbers, so `--lr -1e-3` or `--lr -inf` said "expected one
         # argument"; with these read as numbers too, the option's own check says what is wrong with them.
         self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-(inf|infinity|nan)$",
@@ -799,6 +817,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> typing.NoReturn:
+    """The error for words that no option takes, from the (sub)command they were given to, with the nearest
+    option when one is close (`--epoch` -> `--epochs`)."""
+    command = parser
+    while True:  # down to the subcommand that was run: `lossbench exercises export`
+        chosen = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        if not chosen or getattr(args, chosen[0].dest, None) is None:
+            break
+        command = chosen[0].choices[getattr(args, chosen[0].dest)]
+    options = [o for a in command._actions for o in a.option_strings]
+    near = difflib.get_close_matches(extra[0].split("=")[0], options, n=1) if extra[0].startswith("-") else []
+    hint = f"; did you mean {near[0]}?" if near else ""
+    command.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 a check failed, 2 a usage or data error, 130 interrupted).
 
@@ -808,7 +841,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     try:
         parser = build_parser()  # imports torch: Ctrl-C may come now
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            _unrecognized(parser, args, extra)
     except UsageError as err:
         print(f"{err.prog or 'lossbench'}: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -362,7 +362,8 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path):
     shipped.assign(survived=1).to_csv(tmp_path / "one_class.csv", index=False)  # every passenger survived
     argv = [a.format(bad_data=bad, missing=tmp_path / "missing.csv", one_class=tmp_path / "one_class.csv") for a in argv]
     out = tmp_path / "run"
-    code, stdout, stderr = run(["compare", "--quick", "--device", "cpu", *argv, "--out", out])  # argv's options win
+    device = [] if "--device" in argv else ["--device", "cpu"]  # an option given twice is a mistake of its own
+    code, stdout, stderr = run(["compare", "--quick", *device, *argv, "--out", out])
     assert code == 2
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert stderr.startswith("lossbench compare: error: ")

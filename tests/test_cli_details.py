@@ -51,6 +51,33 @@ def test_an_option_in_a_value_s_place_is_still_a_missing_value(text, capsys):
     )
 
 
+@pytest.mark.parametrize("argv, message", [
+    pytest.param(["--losses", "bce", "--losses", "mse"], "Expected --losses once, but got it twice ('bce', then 'mse')",
+                 id="losses"),  # trained mse alone
+    pytest.param(["--impl", "naive", "--impl", "reference"], "Expected --impl once, but got it twice ('naive', then 'reference')",
+                 id="impl"),
+    pytest.param(["--lr", "0.1", "--lr=0.2"], "Expected --lr once, but got it twice (0.1, then 0.2)", id="lr"),
+    pytest.param(["--task", "multilabel"], "Expected --task once, but got it twice ('titanic', then 'multilabel')", id="task"),
+])
+def test_an_option_given_twice_is_refused_rather_than_the_second_silently_winning(argv, message, capsys):
+    assert error_of([*NO_TRAINING, *argv], capsys) == (
+        f"lossbench compare: error: {message}; the second would silently replace the first (see `lossbench compare --help`)"
+    )
+
+
+@pytest.mark.parametrize("argv, message", [
+    pytest.param([*NO_TRAINING, "--epoch", "5"], "lossbench compare: error: unrecognized arguments: --epoch 5; did you mean "
+                                                 "--epochs? (see `lossbench compare --help`)", id="abbreviation"),
+    pytest.param([*NO_TRAINING, "three"], "lossbench compare: error: unrecognized arguments: three (see `lossbench compare --help`)",
+                 id="stray-word"),
+    pytest.param(["exercises", "list", "--flavor=plain"], "lossbench exercises list: error: unrecognized arguments: --flavor=plain "
+                                                           "(see `lossbench exercises list --help`)", id="nested-command"),
+])
+def test_words_no_option_takes_are_named_by_the_command_they_were_given_to(argv, message, capsys):
+    # `--epoch 5` used to be taken for --epochs (argparse's prefixes); `plot` has an --epoch of its own
+    assert error_of(argv, capsys) == message
+
+
 def test_a_path_of_blanks_is_refused_like_an_empty_one(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # "  " would be a folder named by two blanks, beside the user's files
     assert error_of([*NO_TRAINING, "--out", "  "], capsys) == (

@@ -263,4 +263,4 @@ def test_python_m_lossbench_and_the_console_script_run_the_same_function():
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "lossbench"]
     assert script.value == "lossbench.cli:run"
     done = subprocess.run([sys.executable, "-m", "lossbench", "tasks", "--nonsense"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stderr == "lossbench: error: unrecognized arguments: --nonsense (see `lossbench --help`)\n"
+    assert done.returncode == 2 and done.stderr == "lossbench tasks: error: unrecognized arguments: --nonsense (see `lossbench tasks --help`)\n"
