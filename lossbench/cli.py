@@ -16,7 +16,7 @@ import time
 import types
 import typing
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -593,8 +593,22 @@ def _cmd_show(args: argparse.Namespace) -> int:
     import lossbench
 
     result = lossbench.load(args.run_dir)
-    _print_report(result, _run_files(result.directory), args.json, verb="Files in")
+    with _damaged_run(result.directory):
+        _print_report(result, _run_files(result.directory), args.json, verb="Files in")
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _damaged_run(run_dir: str | os.PathLike) -> Iterator[None]:
+    """A KeyError while reporting or drawing a loaded run: its config.json names what its tables lack (an
+    edited task kind or label), which `load` cannot foresee; one line naming the run, not "unexpected"."""
+    from lossbench.results import DAMAGED
+
+    try:
+        yield
+    except KeyError as err:
+        raise UsageError(f"Expected {str(run_dir)!r} to hold what its config.json describes, but its tables lack "
+                         f"{err} ({DAMAGED}).") from None
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -615,7 +629,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         raise UsageError(f"Expected RUN_DIR to be a folder this user can write, to draw its plots in, but {str(run_dir)!r} "
                          f"refuses it ({err.strerror}).") from None
     try:
-        with _named_as_typed({"epoch": "--epoch"}):
+        with _named_as_typed({"epoch": "--epoch"}), _damaged_run(run_dir):
             drawn = plots.save_plots(result, tmp, epoch=args.epoch, progress=_show_bars(), workers=plots.plot_workers())
         target.mkdir(exist_ok=True)  # with the user's usual permissions, as `compare` makes it
         paths = [target / path.name for path in drawn]

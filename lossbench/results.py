@@ -150,6 +150,7 @@ def load(directory: str | os.PathLike) -> Result:
     config = _read_config(path / "config.json")
     frames = {name: _read_frame(path / f"{name}.csv", COLUMNS[name], config["losses"]) for name in FRAMES}
     _check_summary(path / "summary.csv", frames["summary"], config["losses"])
+    _check_models(path, frames, config)
     predictions: dict[str, np.ndarray] = {}
     if (path / "predictions.npz").is_file():
         predictions = _read_predictions(path / "predictions.npz")
@@ -245,6 +246,41 @@ def _check_summary(file: Path, summary: pd.DataFrame, losses: list[str]) -> None
         if absent:
             shown = ", ".join(absent[:4]) + (f" and {len(absent) - 4} more" if len(absent) > 4 else "")
             raise _damaged(f"{file} is incomplete: it has no rows for the metrics {shown} of the loss {loss!r}")
+
+
+def _check_models(path: Path, frames: dict[str, pd.DataFrame], config: dict) -> None:
+    """Every model of the run (each loss with each seed) has its rows in each per-model table, as many as the
+    run wrote: a table cut short by whole lines, or a config.json edited to other seeds or another baseline,
+    would otherwise be drawn and reported as if whole."""
+    seeds = config.get("seeds")
+    models = {(loss, seed) for loss in config["losses"] for seed in seeds} if isinstance(seeds, list) else None
+    rows_each = {"runs": 1, "history": None, "thresholds": None, "calibration": None}
+    epochs = config.get("task_config", {}).get("epochs")
+    if isinstance(epochs, int) and not isinstance(epochs, bool):
+        rows_each["history"] = epochs + 1  # epoch 0, before training, then every epoch
+    points = config.get("threshold_points")
+    if isinstance(points, int) and not isinstance(points, bool):
+        rows_each["thresholds"] = points * frames["thresholds"]["split"].nunique()
+    for name, wanted in rows_each.items():
+        frame, file = frames[name], path / f"{name}.csv"
+        counts = frame.groupby([frame["loss"].astype(str), frame["seed"]]).size()
+        found = {(loss, int(seed)) if float(seed).is_integer() else (loss, seed) for loss, seed in counts.index}
+        if models is not None and found != models:
+            odd = sorted(found ^ models, key=str)[0]
+            has = "none" if odd in models else "rows"
+            raise _damaged(f"Expected {file} to hold rows for each loss with each seed of {path / 'config.json'} and no other, "
+                           f"but it has {has} for the loss {odd[0]!r} with seed {odd[1]}")
+        wanted = wanted if wanted is not None else (counts.max() if len(counts) else 0)
+        short = counts[counts != wanted]
+        if len(short):
+            (loss, seed), got = short.index[0], int(short.iloc[0])
+            raise _damaged(f"{file} is incomplete: the loss {loss!r} with seed {seed} has {got} row{'s' if got != 1 else ''}, where the run wrote {wanted}")
+    summary = frames["summary"]
+    if "baseline" in summary.columns:
+        written = set(summary["baseline"].dropna().astype(str))
+        if written and written != {config.get("baseline")}:
+            raise _damaged(f'Expected "baseline" in {path / "config.json"} to be the baseline of summary.csv\'s paired differences, '
+                           f"{', '.join(sorted(written))}, but got {_short(config.get('baseline'))}")
 
 
 def _read_predictions(file: Path) -> dict[str, np.ndarray]:

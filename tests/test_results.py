@@ -56,6 +56,10 @@ def _cut_lines(n_lines: int):
     return lambda path: path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:n_lines]))
 
 
+def _drop_last_lines(n_lines: int):
+    return lambda path: path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:-n_lines]))
+
+
 def _set_cell(frame: pd.DataFrame, column: str, value) -> pd.DataFrame:
     frame[column] = frame[column].astype(object)
     frame.loc[0, column] = value
@@ -98,6 +102,14 @@ DAMAGE = [
     pytest.param("history.csv", _edit_csv(lambda f: f.drop(columns="val_loss")), r"but it lacks val_loss", id="history-without-a-column"),
     pytest.param("thresholds.csv", _write(b"a,b\n1,2\n"), r"but it lacks loss, seed, split", id="thresholds-another-table"),
     pytest.param("calibration.csv", _edit_csv(lambda f: f.iloc[:0]), r"is incomplete: it has no rows for the losses", id="calibration-header-only"),
+    # whole lines cut off a per-model table, or a config.json edited to other models: no longer the run that was written
+    *[pytest.param(name, _drop_last_lines(cut), rf"is incomplete: the loss 'mse' with seed 1 has {left}, where the run wrote {rows}",
+                   id=f"{name.split('.')[0]}-lines-cut-off")
+      for name, cut, left, rows in [("history.csv", 1, "1 row", 2), ("thresholds.csv", 5, "193 rows", 198), ("calibration.csv", 5, "5 rows", 10)]],
+    pytest.param("config.json", _edit_config(seeds=[0, 1, 2]), r"runs\.csv to hold rows for each loss with each seed of .*config\.json and no "
+                 r"other, but it has none for the loss 'bce' with seed 2", id="config-seeds-edited"),
+    pytest.param("config.json", _edit_config(baseline="mse"), r'"baseline" in .* to be the baseline of summary\.csv\'s paired differences, bce, '
+                 r'but got "mse"', id="config-baseline-edited"),
     # the predictions
     pytest.param("predictions.npz", _write(b"junk junk junk"), r"\.npz archive of the predictions .* but it is not a zip file",
                  id="predictions-junk"),
@@ -155,6 +167,21 @@ def test_cli_reports_a_damaged_run_in_one_line_without_a_traceback(run, name, da
     assert out == ""
     assert err.startswith(f"lossbench {command}: error: ") and str(run / name) in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("changes", "lacking"), [
+    pytest.param({"task_kind": "multilabel"}, "'exact_match'", id="task-kind"),
+    pytest.param({"label_names": ["a", "b"]}, "'grad_label_share[a]'", id="label-names"),
+])
+def test_plot_of_a_run_whose_config_names_what_its_tables_lack_is_one_line(run, changes, lacking, capsys):
+    # load cannot foresee every column a plot reads for an edited task kind or label: the plot's KeyError
+    # was reported as "unexpected"
+    _edit_config(**changes)(run / "config.json")
+    assert cli.main(["plot", str(run)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"lossbench plot: error: Expected {str(run)!r} to hold what its config.json describes, but its "
+                                 f"tables lack {lacking} ({DAMAGED}).\n")
+    assert not (run / "plots").exists()
 
 
 def test_files_added_by_extra_appear_with_the_run_or_not_at_all(saved_run, tmp_path):
