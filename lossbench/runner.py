@@ -360,7 +360,9 @@ def resolve_losses(
         if unknown:
             valid = ", ".join(OVERRIDE_KEYS + tuple(family.options))
             raise ValueError(f"Expected overrides of {name!r} among {valid}, but got {', '.join(map(repr, unknown))}.")
-        bound = {k: _option_tensor(name, k, v, device, dtype) if k in _TENSOR_OPTIONS else v for k, v in settings.items()}
+        head = Head(family.head, task.kind, task.n_outputs)
+        weighed = head.units if head.style == "two_logit" else head.k  # classes, or outputs each with its own term
+        bound = {k: _option_tensor(name, k, v, device, dtype, weighed) if k in _TENSOR_OPTIONS else v for k, v in settings.items()}
         if chosen in BUILT_IN_IMPLS:
             fn = loss_registry.get(f"{family_name}:{chosen}", **bound)
         elif chosen.split(":", 1)[0] in {f.name for f in loss_registry.families()}:
@@ -384,16 +386,16 @@ def resolve_losses(
                 f"Expected the implementation of {name!r} to be one of {', '.join(BUILT_IN_IMPLS)} "
                 f"or an import path 'package.module:function', but got {chosen!r}."
             )
-        head = Head(family.head, task.kind, task.n_outputs)
         setups.append(LossSetup(name, family_name, chosen, fn, settings, head_lr_scale, head))
     return setups
 
 
-def _option_tensor(loss: str, key: str, value, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _option_tensor(loss: str, key: str, value, device: torch.device, dtype: torch.dtype, count: int = 2) -> torch.Tensor:
     """A loss's weight option (``pos_weight``, ``weight``) as a tensor, or a ValueError if it cannot weigh anything.
 
     A weight is one finite number per output (or one for all): ``pos_weight`` positive, as it multiplies
-    the positives' terms, and class ``weight`` non-negative and not all zero.
+    the positives' terms, and class ``weight`` non-negative and not all zero, a list of ``count`` (the
+    loss's classes, or its outputs per example), which the message's example shows.
 
     >>> _option_tensor("bce", "pos_weight", -4, torch.device("cpu"), torch.float32)
     Traceback (most recent call last):
@@ -411,8 +413,9 @@ def _option_tensor(loss: str, key: str, value, device: torch.device, dtype: torc
     if key == "pos_weight" and not (weights > 0).all():
         raise ValueError(f"Expected `{key}` of {loss!r} to be positive, but got {value!r}.")
     if key == "weight" and weights.ndim != 1:
-        raise ValueError(f"Expected `{key}` of {loss!r} to be a list of weights, one per class (on the command line: "
-                         f"{loss}.weight=1,3), but got {value!r}.")
+        example = ",".join(str(i + 1) for i in range(min(count, 3))) + (",..." if count > 3 else "")
+        raise ValueError(f"Expected `{key}` of {loss!r} to be a list of weights, one per class or output ({count} here; on the "
+                         f"command line: {loss}.weight={'[1]' if count == 1 else example}), but got {value!r}.")
     if key == "weight" and (not (weights >= 0).all() or not (weights > 0).any()):
         raise ValueError(f"Expected `{key}` of {loss!r} to be non-negative and not all zero, but got {value!r}.")
     return weights

@@ -66,8 +66,11 @@ def user_losses(tmp_path, monkeypatch):
     ({"bce": {"pos_weight": float("nan")}}, "Expected `pos_weight` of 'bce' to be finite, but got nan."),
     ({"bce": {"pos_weight": "abc"}}, "Expected `pos_weight` of 'bce' to be a number or a list of numbers, but got 'abc'."),
     ({"softmax_ce": {"weight": [0.0, 0.0]}}, "Expected `weight` of 'softmax_ce' to be non-negative and not all zero"),
-    ({"softmax_ce": {"weight": 2.0}}, "Expected `weight` of 'softmax_ce' to be a list of weights, one per class (on the "
-                                      "command line: softmax_ce.weight=1,3), but got 2.0."),
+    ({"softmax_ce": {"weight": 2.0}}, "Expected `weight` of 'softmax_ce' to be a list of weights, one per class or output (2 "
+                                      "here; on the command line: softmax_ce.weight=1,2), but got 2.0."),
+    # the example fits the loss's head: one output for bce on Titanic, where `bce.weight=1,2` would be refused by the loss
+    ({"bce": {"weight": 2.0}}, "Expected `weight` of 'bce' to be a list of weights, one per class or output (1 here; on the "
+                               "command line: bce.weight=[1]), but got 2.0."),
     ({"softmax_ce": {"head_lr_scale": "abc"}}, "Expected `head_lr_scale` of 'softmax_ce' to be a positive number, but got 'abc'."),
     # true/false (`--loss-option bce.pos_weight=true`) would be taken as 1 by torch and Python alike
     ({"bce": {"head_lr_scale": True}}, "Expected `head_lr_scale` of 'bce' to be a positive number, but got True."),

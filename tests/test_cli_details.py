@@ -78,6 +78,20 @@ def test_words_no_option_takes_are_named_by_the_command_they_were_given_to(argv,
     assert error_of(argv, capsys) == message
 
 
+@pytest.mark.parametrize("task, loss, count, example", [
+    ("titanic", "bce", 1, "[1]"), ("titanic", "softmax_ce", 2, "1,2"), ("multilabel", "bce", 10, "1,2,3,..."),
+])
+def test_the_example_of_a_weight_list_is_one_the_loss_takes(task, loss, count, example, capsys, tmp_path):
+    argv = ["compare", "--task", task, "--device", "cpu", "--losses", loss, "--loss-option", f"{loss}.weight=2",
+            "--quick", "--seeds", "1", "--epochs", "1", "--no-plots", "--out", str(tmp_path / "run")]
+    assert error_of(argv, capsys) == (
+        f"lossbench compare: error: Expected `weight` of '{loss}' to be a list of weights, one per class or output ({count} "
+        f"here; on the command line: {loss}.weight={example}), but got 2.0.")
+    if count > 1:  # the example itself trains
+        argv[argv.index(f"{loss}.weight=2")] = f"{loss}.weight={','.join(['1'] * count)}"
+        assert cli.main(argv) == 0
+
+
 def test_a_path_of_blanks_is_refused_like_an_empty_one(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # "  " would be a folder named by two blanks, beside the user's files
     assert error_of([*NO_TRAINING, "--out", "  "], capsys) == (
