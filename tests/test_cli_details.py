@@ -92,6 +92,18 @@ def test_the_example_of_a_weight_list_is_one_the_loss_takes(task, loss, count, e
         assert cli.main(argv) == 0
 
 
+def test_a_user_s_module_hidden_by_one_python_has_loaded_is_named_as_hidden(capsys, tmp_path, monkeypatch):
+    # ./random.py: Python's own random comes first, and "module 'random' has no attribute 'my_bce'" was untrue of the file
+    import random
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "random.py").write_text("def my_bce(z, y):\n    return z.mean()\n")
+    assert error_of([*NO_TRAINING, "--losses", "bce", "--impl", "bce=random:my_bce"], capsys) == (
+        "lossbench compare: error: Expected --impl 'random:my_bce' to import a loss function as package.module:function, but your "
+        f"random.py is hidden: 'random' is the name of a module Python imports instead ({random.__file__}); rename your file "
+        "(e.g. my_random.py) and pass 'my_random:my_bce'.")
+
+
 def test_a_path_of_blanks_is_refused_like_an_empty_one(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # "  " would be a folder named by two blanks, beside the user's files
     assert error_of([*NO_TRAINING, "--out", "  "], capsys) == (

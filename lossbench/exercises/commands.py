@@ -44,7 +44,7 @@ def load_function(target: str, exercise: str | None = None) -> Callable[..., Any
                          f"{module_name!r}: `lossbench check` imports Python files. In the notebook, run "
                          f"`lossbench.exercises.report(\"{exercise or 'EXERCISE'}\", {attr})`, or save the function in a .py "
                          "file and pass its module.")
-    from lossbench.losses.registry import module_of_path
+    from lossbench.losses.registry import hidden_file, module_of_path
 
     if (dotted := module_of_path(module_name)) is not None:
         raise UsageError(f"Expected the function as package.module:function, but got the file path {target!r}: write "
@@ -63,10 +63,9 @@ def load_function(target: str, exercise: str | None = None) -> Callable[..., Any
     fn = getattr(module, attr, None)
     if fn is None:
         top = module_name.split(".")[0]
-        mine = Path(cwd, f"{top}.py")
-        found = Path(getattr(sys.modules.get(top), "__file__", None) or top)
-        if mine.is_file() and found.resolve() != mine.resolve():  # typing.py next to the student: Python's comes first
-            raise UsageError(f"your {top}.py is hidden: {top!r} is the name of an installed module ({found}), which "
+        hidden = hidden_file(module_name, cwd)
+        if hidden is not None:  # typing.py next to the student: Python's comes first
+            raise UsageError(f"your {top}.py is hidden: {top!r} is the name of an installed module ({hidden[1]}), which "
                              f"Python imports instead; rename your file (e.g. {top}_solution.py) and pass "
                              f"{top}_solution{module_name[len(top):]}:{attr}")
         raise UsageError(f"module {module_name!r} has no {attr!r}; define `def {attr}(...)` in "
@@ -236,7 +235,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "  lossbench exercises list                      the exercises and their signatures")
     p.add_argument("exercise", metavar="EXERCISE", help="the exercise name (see `lossbench exercises list`)")
     p.add_argument("function", metavar="FUNCTION",
-                   help="your function as package.module:function; the current directory is searched first")
+                   help="your function as package.module:function, from a .py file in the current directory or an "
+                        "installed package (a file named like a module Python has, such as random.py, is hidden by it)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated cases, 0 to 2**63 - 1 (default 0)")
     p.set_defaults(func=_cmd_check)
 

@@ -12,6 +12,7 @@ import inspect
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Literal, Mapping
 
 from torch import Tensor
@@ -295,11 +296,34 @@ def load_user_function(path: str) -> Callable:
             sys.path.remove(cwd)
 
     if not hasattr(module, attr):
+        hidden = hidden_file(module_name, cwd)
+        if hidden is not None:
+            mine, found = hidden
+            top = module_name.split(".")[0]
+            raise _usage_error(path, f"your {mine.name} is hidden: {top!r} is the name of a module Python imports instead "
+                                     f"({found}); rename your file (e.g. my_{mine.name}) and pass 'my_{module_name}:{attr}'")
         raise _usage_error(path, f"module {module_name!r} has no attribute {attr!r}")
     fn = getattr(module, attr)
     if not callable(fn):
         raise _usage_error(path, f"{module_name}.{attr} is not a function, it is of type {type(fn).__name__}")
     return fn
+
+
+def hidden_file(module_name: str, cwd: str) -> tuple[Path, Path] | None:
+    """The user's ``<top>.py`` in ``cwd`` and the file Python imported for ``<top>`` instead, when they differ.
+
+    A module Python has loaded already (``random``, ``json``), or one installed under that name, comes before
+    the current directory, so a function in ``./random.py`` is looked for in the standard library's.
+
+    >>> hidden_file("lossbench_surely_not_a_module", ".") is None
+    True
+    """
+    top = module_name.split(".")[0]
+    mine = Path(cwd, f"{top}.py")
+    loaded = getattr(sys.modules.get(top), "__file__", None)
+    if not mine.is_file() or loaded is None or Path(loaded).resolve() == mine.resolve():
+        return None
+    return mine, Path(loaded)
 
 
 def get(name: str, **options) -> Callable:
