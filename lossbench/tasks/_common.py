@@ -98,7 +98,7 @@ def read_csv(path: str | Path) -> CsvTable:
     """
     path = Path(path)
     if not path.is_file():
-        found = "a folder" if path.is_dir() else "no such file"
+        found = not_a_file(path) if path.exists() else "no such file"
         raise DataError(f"Expected a CSV file at {path}, but there is {found}.")
     rows: list[list[str]] = []
     lines: dict[int, int] = {}
@@ -227,6 +227,15 @@ def check_fractions(val_fraction: float, test_fraction: float, names: tuple[str,
             f"Expected `{names[0]} + {names[1]}` to be below 1, but got {val_fraction + test_fraction!r}; "
             "the training split takes what is left."
         )
+
+
+def not_a_file(path: Path) -> str:
+    """What an existing path that is not a regular file is, in a few words.
+
+    >>> not_a_file(Path("/")), not_a_file(Path("/dev/null"))
+    ('a folder', 'a device or a pipe, not a regular file')
+    """
+    return "a folder" if path.is_dir() else "a device or a pipe, not a regular file"
 
 
 def check_images_fit(n: int, side: int, what: str, instead: str, copies: float) -> None:
@@ -364,7 +373,7 @@ def read_image(path: str | Path, size: int | None, mode: str, where: str) -> np.
 
     path = Path(path)
     if not path.is_file():
-        found = "a folder" if path.is_dir() else "no such file"
+        found = not_a_file(path) if path.exists() else "no such file"
         raise DataError(f"{where}: expected an image file at {path}, but there is {found}.")
     try:
         with warnings.catch_warnings(), Image.open(path) as image:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lossbench.tasks._common import not_a_file
 from lossbench.tasks.base import DataError
 
 MIAS_SIZE = 1024  # every mini-MIAS image is MIAS_SIZE x MIAS_SIZE pixels
@@ -91,6 +92,8 @@ def read_info(path: str | Path) -> dict[int, Mammogram]:
     >>> os.remove(f.name)
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise DataError(f"Expected the mini-MIAS annotation file {path} to be a file, but it is {not_a_file(path)}.")
     if not path.is_file():
         raise DataError(
             f"Expected the mini-MIAS annotation file {path} to exist, but it is missing. "
@@ -189,6 +192,8 @@ def read_pgm(path: str | Path, size: int = MIAS_SIZE) -> np.ndarray:
     >>> os.remove(f.name)
     """
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, or a pipe or a device that reading would wait on for ever
+        raise DataError(f"Expected the mammogram {path} to be a file, but it is {not_a_file(path)}.")
     try:
         data = path.read_bytes()
     except FileNotFoundError:

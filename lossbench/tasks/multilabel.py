@@ -258,6 +258,9 @@ def read_pascal(
     is_valid = np.zeros(len(frame), dtype=bool)
     fnames = frame[names["fname"]].to_numpy(dtype=object)
     seen: dict[str, int] = {}
+    # at the peak: the uint8 photos (3 bytes a pixel), their float32 copy (12) and its split copies (12), in
+    # units of one float32 channel (4 bytes): about 7
+    check_images_fit(len(frame), image_size, f"photos of {folder / 'train.csv'}", "lower image_size", copies=7)
     images = np.zeros((len(frame), 3, image_size, image_size), dtype=np.uint8)
     for i, row in enumerate(frame.index):
         fname = str(fnames[i])

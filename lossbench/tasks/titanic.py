@@ -377,7 +377,10 @@ def load(config: Config, data: str | Path | None = None) -> TaskData:
     frames = [passengers.iloc[p] for p in parts]
 
     # 2. preprocessing learned from the training passengers only, then applied to all three splits
-    prep = fit_preprocessing(frames[0])
+    try:
+        prep = fit_preprocessing(frames[0])
+    except DataError as err:  # "every training passenger's `age` is missing": in which file
+        raise DataError(f"{path}: {err}") from None
 
     def to_split(frame: pd.DataFrame) -> Split:
         x = torch.from_numpy(transform(frame, prep))  # (N, 15)

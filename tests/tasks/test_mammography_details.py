@@ -339,3 +339,15 @@ def test_a_lesion_row_without_severity_says_it_got_nothing(tmp_path):
     with pytest.raises(DataError) as refused:
         read_info(info)
     assert str(refused.value).endswith("line 2: Expected SEVERITY to be B or M, but got nothing.")
+
+
+def test_a_mammogram_or_info_file_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_path):
+    # read_bytes() of a named pipe waits for a writer for ever; of /dev/zero, until memory runs out
+    import os
+
+    os.mkfifo(tmp_path / "mdb001.pgm")
+    with pytest.raises(DataError, match=r"^Expected the mammogram .*mdb001\.pgm to be a file, but it is a device or a pipe, not a regular file\.$"):
+        read_pgm(tmp_path / "mdb001.pgm")
+    (tmp_path / "Info.txt").mkdir()
+    with pytest.raises(DataError, match=r"^Expected the mini-MIAS annotation file .*Info\.txt to be a file, but it is a folder\.$"):
+        read_info(tmp_path / "Info.txt")

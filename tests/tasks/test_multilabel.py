@@ -358,3 +358,18 @@ def test_a_folder_splits_by_test_fraction_alone(pascal_folder):
         load(Config(image_size=8, test_fraction=1.0), data=pascal_folder(name="again"))
     with pytest.raises(ValueError, match=r"val_fraction \+ test_fraction"):
         load(small(test_fraction=0.9))  # generated canvases split their scans by both
+
+
+def test_photos_that_would_not_fit_in_memory_are_refused_before_any_is_read(pascal_folder):
+    # np.zeros of (N, 3, 100000, 100000) failed as an "unexpected" MemoryError, or swapped for a middling size
+    folder = pascal_folder()
+    with pytest.raises(ValueError, match=r"^Expected the photos of .*train\.csv to fit in memory, but .* of 100000 x 100000 "
+                                         r"pixels need about .* GiB to make, and this machine has .* GiB; lower image_size\.$"):
+        load(Config(image_size=100_000), data=folder)
+
+
+def test_a_csv_path_that_is_a_device_is_not_called_missing(tmp_path):
+    from lossbench.tasks._common import read_csv
+
+    with pytest.raises(DataError, match=r"^Expected a CSV file at /dev/null, but there is a device or a pipe, not a regular file\.$"):
+        read_csv("/dev/null")

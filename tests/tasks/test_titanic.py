@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import io
 import math
+import re
 import shutil
 
 import numpy as np
@@ -504,3 +505,10 @@ def test_a_passenger_file_uses_the_same_settings_as_the_shipped_one(titanic_fixt
     """So no Titanic setting is refused with --data, and none is listed as unused."""
     assert settings_read(titanic, Config(), None) == settings_read(titanic, Config(), titanic_fixture("kaggle_train"))
     assert not hasattr(titanic, "GENERATED_ONLY") and not hasattr(titanic, "FOLDER_ONLY")
+
+
+def test_a_column_missing_for_every_training_passenger_names_the_file(tmp_path):
+    passengers = pd.read_csv(SHIPPED)
+    passengers.assign(age=None).to_csv(tmp_path / "no_ages.csv", index=False)
+    with pytest.raises(titanic.DataError, match=rf"^{re.escape(str(tmp_path / 'no_ages.csv'))}: Every training passenger's `age` is missing"):
+        titanic.load(titanic.Config(), data=tmp_path / "no_ages.csv")
