@@ -233,8 +233,15 @@ def format_table(result: Result) -> str:
     if silent:
         lines.append(
             f"Never a positive answer at 0.5 on the test split, from any seed: {', '.join(silent)}. Such a model "
-            "scores the all-negative baseline; usually it has not yet learned to say yes, its AUC is then no learned "
-            "ranking and its differences no verdict on the loss: train longer (--epochs) or faster (--lr)."
+            "scores the all-negative baseline; usually it has not yet learned to say yes, and its numbers are then no "
+            "verdict on the loss: train longer (--epochs) or faster (--lr)."
+        )
+    below = below_chance_auc(result)
+    if below:
+        lines.append(
+            f"Test AUC under 0.5, its whole interval: {', '.join(below)}. Its models rank the positives below the "
+            "negatives, a ranking that training made (chance gives 0.5). Positives scored near 0 are confident mistakes, "
+            "on which a loss whose gradient vanishes there (MSE through the sigmoid) learns slowest: training longer may not lift them."
         )
     undefined = result.runs["test_accuracy"].isna().groupby(result.runs["loss"], sort=False).agg(["sum", "size"])
     if undefined["sum"].any():
@@ -243,6 +250,16 @@ def format_table(result: Result) -> str:
             f"Models whose predictions are NaN (their weights blew up) have no test metrics and are left out of the means: {counts}."
         )
     return "\n".join(lines)
+
+
+def below_chance_auc(result: Result) -> list[str]:
+    """The losses whose test AUC's 95% interval over seeds lies wholly under 0.5: their models rank the
+    positives below the negatives, more than seed-to-seed chance explains."""
+    summary = result.summary
+    if summary.empty or "metric" not in summary:
+        return []
+    auc = summary[summary["metric"] == "test_auc"].set_index("loss")
+    return [loss for loss in result.losses if loss in auc.index and auc.at[loss, "ci_high"] < 0.5]
 
 
 def never_positive(result: Result) -> list[str]:

@@ -129,6 +129,16 @@ def test_one_more_right_answer_on_every_seed_reads_as_the_same_difference_despit
     assert d["reading"] == "the same difference on every seed: mse is higher on each"
 
 
+def test_an_auc_wholly_under_half_is_explained_under_the_table():
+    # the default mammography grid's mse ends at a test AUC of about 0.11: no chance ranking, an inverted one
+    result = made_result({"mse": metrics([0.97, 0.97, 0.97], auc=[0.10, 0.12, 0.11]), "bce": metrics([0.97] * 3, auc=[0.85, 0.9, 0.88])})
+    text = report.format_table(result)
+    assert ("Test AUC under 0.5, its whole interval: mse. Its models rank the positives below the negatives, a ranking that "
+            "training made (chance gives 0.5).") in text
+    result = made_result({"mse": metrics([0.97] * 3, auc=[0.30, 0.62, 0.45]), "bce": metrics([0.97] * 3)})
+    assert "Test AUC under 0.5" not in report.format_table(result)  # an interval reaching over 0.5 is not below chance
+
+
 def test_a_difference_from_fewer_seeds_than_were_trained_says_so():
     # bce has no test accuracy on seeds 2 and 3 (NaN predictions): the difference pairs seeds 0 and 1 only
     result = made_result({"mse": metrics([0.80, 0.81, 0.80, 0.80]), "bce": metrics([0.79, 0.80, float("nan"), float("nan")])})
