@@ -214,7 +214,10 @@ def _parse_typed(text: str, hint, what: str):
         raise UsageError(errors[0] if errors else f"Expected {what} to be none, but got {text!r}.")
     if origin in (tuple, list):
         item = args[0] if args else str
-        values = [_parse_typed(part.strip(), item, what) for part in text.split(",") if part.strip()]
+        parts = [part.strip() for part in text.split(",")] if text.strip() else []
+        if "" in parts:  # 16,,32 is a typo, not (16, 32)
+            raise UsageError(f"Expected {what} to be a comma-separated list with a value between every two commas, but got {text!r}.")
+        values = [_parse_typed(part, item, what) for part in parts]
         return tuple(values) if origin is tuple else values
     if hint is bool:
         lowered = text.lower()
@@ -782,7 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lossbench",
         description=(
             "Train identical models with different losses (softmax cross-entropy, binary cross-entropy, "
-            "MSE) and compare them with confidence intervals over seeds.\n\n"
+            "MSE, focal) and compare them with confidence intervals over seeds.\n\n"
             "examples:\n"
             "  lossbench compare --task titanic          a table of every loss, and plots in runs/titanic-<time>/\n"
             "  lossbench compare --task titanic --quick  the same in about 10 s, with fewer seeds and epochs\n"
@@ -791,6 +794,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=_FORMATTER,
     )
+    import torch
+
+    from lossbench import __version__
+
+    parser.add_argument("--version", action="version", version=f"lossbench {__version__} (torch {torch.__version__})",
+                        help="print lossbench's version and torch's, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_compare(sub)

@@ -286,6 +286,8 @@ def resolve_device(device: str) -> torch.device:
     Traceback (most recent call last):
     ...
     ValueError: Expected `device` to be 'auto', 'cpu', 'cuda' or 'cuda:N', but got 'mps'.
+
+    ``"cpu:1"`` is refused too: torch takes it, but there is one CPU device, and the run would record the index.
     """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -293,7 +295,7 @@ def resolve_device(device: str) -> torch.device:
         resolved = torch.device(device)
     except RuntimeError:
         resolved = None
-    if resolved is None or resolved.type not in ("cpu", "cuda"):
+    if resolved is None or resolved.type not in ("cpu", "cuda") or (resolved.type == "cpu" and resolved.index is not None):
         raise ValueError(f"Expected `device` to be 'auto', 'cpu', 'cuda' or 'cuda:N', but got {device!r}.")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"Expected a CUDA device for `device={device!r}`, but CUDA is not available here; use 'cpu' or 'auto'.")

@@ -335,6 +335,7 @@ BAD = [
     pytest.param(["--task", "titanic", "--baseline", "focal"], "Expected --baseline to be one of the losses", id="baseline-not-compared"),
     pytest.param(["--task", "titanic", "--device", "tpu"], "Expected --device to be 'auto', 'cpu', 'cuda' or 'cuda:N', but got 'tpu'", id="unknown-device"),
     pytest.param(["--task", "titanic", "--device", "mps"], "Expected --device to be 'auto', 'cpu', 'cuda' or 'cuda:N', but got 'mps'", id="other-torch-device"),
+    pytest.param(["--task", "titanic", "--device", "cpu:1"], "Expected --device to be 'auto', 'cpu', 'cuda' or 'cuda:N', but got 'cpu:1'", id="cpu-with-an-index"),
     pytest.param(["--task", "titanic", "--epochs", "0"], "lossbench compare: error: Expected --epochs to be", id="option-named-once"),
     pytest.param(["--task", "titanic", "--lr", "1e39"], "Expected --lr to be at most 3.4e+38, the largest float32, but got 1e+39.", id="lr-past-float32"),
     pytest.param(["--task", "titanic", "--loss-option", "bce.head_lr_scale=1e300"], "Expected `lr x head_lr_scale of 'bce'` to be at most 3.4e+38",

@@ -104,6 +104,22 @@ def test_a_user_s_module_hidden_by_one_python_has_loaded_is_named_as_hidden(caps
         "(e.g. my_random.py) and pass 'my_random:my_bce'.")
 
 
+def test_version_names_lossbench_and_torch(capsys):
+    import torch
+
+    import lossbench
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"lossbench {lossbench.__version__} (torch {torch.__version__})\n"
+
+
+@pytest.mark.parametrize("text", ["16,,32", "16,32,", ",16"])
+def test_a_list_setting_with_an_empty_item_is_refused_not_closed_up(text, capsys):
+    assert error_of(["compare", "--task", "multilabel", "--device", "cpu", "--set", f"channels={text}"], capsys) == (
+        f"lossbench compare: error: Expected --set channels to be a comma-separated list with a value between every two "
+        f"commas, but got {text!r}.")
+
+
 def test_a_path_of_blanks_is_refused_like_an_empty_one(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # "  " would be a folder named by two blanks, beside the user's files
     assert error_of([*NO_TRAINING, "--out", "  "], capsys) == (
