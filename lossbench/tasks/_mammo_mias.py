@@ -112,7 +112,7 @@ def read_info(path: str | Path) -> dict[int, Mammogram]:
             continue
         where = f"{path}, line {number}"
         match = _REFNUM.match(fields[0])
-        if match is None:
+        if match is None or int(match.group(1)) == 0:  # mini-MIAS counts its films from mdb001
             raise DataError(f"{where}: Expected a reference number like mdb001 first, but got {line.strip()!r}.")
         refnum = int(match.group(1))
         if len(fields) < 3:

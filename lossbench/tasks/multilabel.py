@@ -266,6 +266,8 @@ def read_pascal(
         fname = str(fnames[i])
         if not fname:
             raise DataError(f"{table.where(row)}: `fname` is empty; expected the name of an image in train/.")
+        if Path(fname).is_absolute() or ".." in Path(fname).parts:  # the data are train/'s images, not any file
+            raise DataError(f"{table.where(row)}: `fname` {fname!r} leads out of train/; expected the name of an image in train/.")
         if fname in seen:
             raise DataError(f"{table.where(row)}: the image {fname!r} is listed twice (first in row {seen[fname]}).")
         seen[fname] = row

@@ -181,9 +181,11 @@ def test_info_txt_takes_the_edges_of_the_image(tmp_path):
     assert (info[2].lesions[0].x, info[2].lesions[0].y) == (1023.9, 1023.9)
 
 
-def test_info_txt_refnums_have_three_digits(tmp_path):
-    with pytest.raises(DataError, match=r"line 1: Expected a reference number like mdb001 first, but got 'mdb01 G NORM'\."):
-        _info(tmp_path, "mdb01 G NORM\n")
+@pytest.mark.parametrize("refnum", ["mdb01", "mdb000"])
+def test_info_txt_refnums_have_three_digits_from_001(tmp_path, refnum):
+    # mdb000 was taken, and then reported as a missing mdb000.pgm
+    with pytest.raises(DataError, match=rf"line 1: Expected a reference number like mdb001 first, but got '{refnum} G NORM'\."):
+        _info(tmp_path, f"{refnum} G NORM\n")
 
 
 @pytest.mark.parametrize(

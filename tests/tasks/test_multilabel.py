@@ -268,6 +268,8 @@ BROKEN = [
     pytest.param(HEADER, None, ["train.csv has a header but no rows"], id="header-only"),
     pytest.param(HEADER + GOOD.replace("car,True", "car,maybe"), None, ["row 2 (line 3): expected `is_valid` to be True, False, 1 or 0, but got 'maybe'"], id="bad-is-valid"),
     pytest.param(HEADER + GOOD + "000005.jpg,dog,False\n", None, ["row 5 (line 6): the image '000005.jpg' is listed twice (first in row 1)"], id="repeated-image"),
+    *[pytest.param(HEADER + GOOD.replace("000007.jpg", fname), None, [f"row 2 (line 3): `fname` {fname!r} leads out of train/"], id=kind)
+      for kind, fname in [("fname-up-and-out", "../000007.jpg"), ("fname-absolute", "/etc/hostname")]],
     pytest.param(HEADER + GOOD.replace("True", "False"), None, ["the is_valid (validation) split is empty"], id="no-validation-rows"),
     pytest.param(HEADER + GOOD.replace("False", "True"), None, ["the test split is empty"], id="nothing-to-train-on"),
     pytest.param(HEADER + GOOD.replace("000007.jpg,car,True", "000007.jpg,car"), None, ["train.csv, line 3: expected 3 fields like the header, but got 2"], id="short-row"),
