@@ -130,6 +130,19 @@ def _load_notebook(path: Path, notes: list[str]) -> dict[str, Any]:
     return namespace
 
 
+def _memory_limit_named(problem: str, memory_mb: int) -> str:
+    """A case's problem, with the memory limit named when it is an allocation the limit refused.
+
+    >>> _memory_limit_named("raised MemoryError: ", 2048)
+    'raised MemoryError (the memory limit, 2048 MiB)'
+    >>> _memory_limit_named("raised RuntimeError: DefaultCPUAllocator: can't allocate memory: you tried", 2048)
+    "raised RuntimeError: DefaultCPUAllocator: can't allocate memory: you tried (the memory limit, 2048 MiB)"
+    """
+    if problem.startswith("raised MemoryError") or "can't allocate memory" in problem:
+        return f"{problem.rstrip(': ')} (the memory limit, {memory_mb} MiB)"
+    return problem
+
+
 class _Unreadable(Exception):
     """A submission file that is not a notebook at all: nothing of it ran."""
 
@@ -168,6 +181,8 @@ def _child(path: str, exercise: str, function: str, seed: int, timeout: float, m
             outcome["error"] = f"no function `{function}`: define `def {signature}`"
         else:
             results = evaluate(exercise, fn, seed)
+            for r in results:  # an allocation refused under the limit says so, where the error itself does not
+                r.problems = [_memory_limit_named(p, memory_mb) for p in r.problems]
             outcome["results"] = [{"number": r.number, "group": r.group, "status": r.status, "hint": r.hint, "problems": r.problems,
                                    "nonfinite": r.nonfinite, "expected": r.expected, "actual": r.actual} for r in results]
     except _Unreadable as exc:

@@ -196,6 +196,7 @@ def test_the_memory_limit_stops_a_hog_without_stopping_the_batch(gradebook):
     row = total(frame, "hog.py")
     assert row.score == 0.0
     assert row.reason.startswith("raised RuntimeError:") and "can't allocate memory" in row.reason
+    assert "(the memory limit, 2048 MiB)" in row.reason  # the error alone does not say which limit
 
 
 def test_writing_to_stderr_is_reported_but_costs_no_points(gradebook):
@@ -312,10 +313,12 @@ def test_ctrl_c_while_a_submission_runs_kills_it_and_keeps_the_grades_so_far(tmp
 def test_an_error_without_a_message_while_loading_says_no_more_than_its_type_or_the_memory_limit(tmp_path):
     (tmp_path / "hog.py").write_text("buffer = bytearray(10**12)  # a terabyte: refused under the address-space limit\n")
     (tmp_path / "quiet.py").write_text("raise ValueError()\n")
+    (tmp_path / "hungry.py").write_text("def bce(logits, target):\n    return bytearray(10**12)\n")  # in the function
     (tmp_path / "wordy.py").write_text("raise ValueError('first line\\nsecond line')\n")
     frame = grading.grade(tmp_path, "bce", timeout=TIMEOUT_S, memory_mb=2048, seed=1, progress=False)
     reasons = dict(zip(frame[frame.group == "total"].submission, frame[frame.group == "total"].reason))
     assert reasons == {"hog.py": "raised MemoryError while loading (the memory limit, 2048 MiB)",
+                       "hungry.py": "raised MemoryError (the memory limit, 2048 MiB)",
                        "quiet.py": "raised ValueError while loading", "wordy.py": "raised ValueError while loading: first line"}
 
 
