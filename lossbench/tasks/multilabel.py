@@ -174,6 +174,11 @@ def _check_generator(config: Config) -> None:
             f"(less than the cell side), but got {config.jitter!r}."
         )
     most = min(N_CLASSES, config.grid * config.grid)
+    if config.min_digits > most:  # the setting to change is min_digits, whatever max_digits is
+        raise ValueError(
+            f"Expected `min_digits` to be at most {most} (distinct digit classes, one per cell of a {config.grid} x "
+            f"{config.grid} grid), but got {config.min_digits!r}."
+        )
     if not (isinstance(config.max_digits, int) and config.min_digits <= config.max_digits <= most):
         raise ValueError(
             f"Expected `max_digits` to be from min_digits ({config.min_digits}) to {most} (distinct digit "

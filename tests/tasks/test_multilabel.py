@@ -151,6 +151,8 @@ def test_compose_uses_only_the_scans_it_is_given():
         pytest.param({"max_digits": 5, "grid": 2}, "Expected `max_digits` to be from min_digits (1) to 4", id="more-digits-than-cells"),
         pytest.param({"max_digits": 11, "grid": 4}, "to 10 (distinct digit classes", id="more-than-10-classes"),
         pytest.param({"min_digits": 3, "max_digits": 2}, "Expected `max_digits` to be from min_digits (3)", id="min-above-max"),
+        pytest.param({"min_digits": 5, "grid": 2}, "Expected `min_digits` to be at most 4 (distinct digit classes, one per cell of a 2 x 2 "
+                     "grid), but got 5.", id="min-above-cells"),
         pytest.param({"min_digits": 0}, "Expected `min_digits` to be a whole number, 1 or more, but got 0", id="no-digits"),
         pytest.param({"jitter": 8}, "Expected `jitter` to be a whole number from 0 to 7", id="jitter-a-cell"),
         pytest.param({"n_val": 0}, "Expected `n_val` to be a whole number, 1 or more, but got 0", id="no-val-canvases"),
