@@ -354,14 +354,17 @@ def load(config: Config, data: str | Path | None = None) -> TaskData:
         check_fraction("test_fraction", config.test_fraction)
     channels = check_channels(config.channels)
     if data is None:
+        _check_generator(config)  # grid=0 is named as grid=0, not as an image side of 0
         side = config.grid * DIGIT_SIDE * config.upscale
         in_channels, label_names = 1, tuple(str(d) for d in range(N_CLASSES))
+        settings = f"grid x {DIGIT_SIDE} x upscale = {config.grid} x {DIGIT_SIDE} x {config.upscale}"
     else:
         side = config.image_size
         in_channels = 3
+        settings = "image_size"
     if not (isinstance(side, int) and side >= 2 ** len(channels)):
         raise ValueError(
-            f"Expected the image side to be at least 2 ** len(channels) = {2 ** len(channels)} "
+            f"Expected the image side ({settings}) to be at least 2 ** len(channels) = {2 ** len(channels)} "
             f"(one 2x2 pool per CNN block), but got {side!r}; use larger images or fewer channels."
         )
 

@@ -156,7 +156,9 @@ def test_compose_uses_only_the_scans_it_is_given():
         pytest.param({"min_digits": 0}, "Expected `min_digits` to be a whole number, 1 or more, but got 0", id="no-digits"),
         pytest.param({"jitter": 8}, "Expected `jitter` to be a whole number from 0 to 7", id="jitter-a-cell"),
         pytest.param({"n_val": 0}, "Expected `n_val` to be a whole number, 1 or more, but got 0", id="no-val-canvases"),
-        pytest.param({"grid": 1, "channels": (8, 16, 32, 64)}, "at least 2 ** len(channels) = 16", id="too-small-for-cnn"),
+        pytest.param({"grid": 1, "max_digits": 1, "channels": (8, 16, 32, 64)}, "Expected the image side (grid x 8 x upscale = 1 x 8 x 1) to be at "
+                     "least 2 ** len(channels) = 16", id="too-small-for-cnn"),
+        *[pytest.param({name: 0}, f"Expected `{name}` to be a whole number, 1 or more, but got 0.", id=f"{name}-0") for name in ("grid", "upscale")],
         pytest.param({"channels": ()}, "Expected `channels` to be a non-empty tuple", id="no-channels"),
         pytest.param({"val_fraction": 0.6, "test_fraction": 0.5}, "to be below 1", id="no-training-scans"),
         pytest.param({"val_fraction": 0.002}, "the validation split of the scans to hold every digit, but its 0 of the 1797 scans",
