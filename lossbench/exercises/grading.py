@@ -45,7 +45,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch  # imported here so that the forkserver holds it before any child forks
 
@@ -103,7 +103,7 @@ def _load_python(path: Path) -> dict[str, Any]:
     return namespace
 
 
-def _load_notebook(path: Path, notes: list[str]) -> dict[str, Any]:
+def _load_notebook(path: Path, notes: list[str], where: Callable[[str], None] = lambda stage: None) -> dict[str, Any]:
     """Run a notebook's code cells in order in one namespace; a cell that raises is skipped and noted."""
     import warnings
 
@@ -121,6 +121,7 @@ def _load_notebook(path: Path, notes: list[str]) -> dict[str, Any]:
         if cell.cell_type != "code":
             continue
         lines = [("# " + line) if line.lstrip().startswith(("%", "!")) else line for line in cell.source.splitlines()]
+        where(f"in cell {number}")
         try:
             exec(compile("\n".join(lines), f"{path.name}, cell {number}", "exec"), namespace)
         except ExerciseFailed:  # the student's own check of an exercise: the graded one's cases say it all
@@ -160,7 +161,7 @@ def _set_limits(timeout: float, memory_mb: int) -> None:
 
 
 def _child(path: str, exercise: str, function: str, seed: int, timeout: float, memory_mb: int,
-           stderr_path: str, result_path: str, ready: Any) -> None:
+           stderr_path: str, result_path: str, ready: Any, stage_path: str = os.devnull) -> None:
     """Entry point of the child process: limits, redirections, load, check, write JSON."""
     os.setsid()  # its own process group, so that the parent can kill whatever it starts
     ready.send(True)  # torch is imported: the submission's time starts now
@@ -174,7 +175,13 @@ def _child(path: str, exercise: str, function: str, seed: int, timeout: float, m
     outcome: dict[str, Any] = {"error": None, "notes": [], "results": []}
     try:
         source = Path(path)
-        namespace = _load_notebook(source, outcome["notes"]) if source.suffix == ".ipynb" else _load_python(source)
+        def where(stage: str) -> None:  # what the parent names if the time runs out: a notebook's cell, or the checking
+            with open(stage_path, "w", encoding="utf-8") as fh:
+                fh.write(stage)
+
+        where("while loading")
+        namespace = _load_notebook(source, outcome["notes"], where) if source.suffix == ".ipynb" else _load_python(source)
+        where("while checking the function")
         fn = namespace.get(function)
         if not callable(fn):
             signature = get_exercise(exercise).signature.split(" ->")[0].replace(exercise, function, 1)
@@ -205,7 +212,7 @@ def _context() -> Any:
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if "forkserver" in methods:
-        ctx.set_forkserver_preload(["lossbench.exercises.grading"])
+        ctx.set_forkserver_preload(["lossbench.exercises.grading", "nbformat"])  # nbformat, when installed: notebooks
     return ctx
 
 
@@ -214,9 +221,10 @@ def _run_child(ctx: Any, path: Path, exercise: str, function: str, seed: int, ti
     """Run one submission; returns (outcome or None, text on stderr, failure reason or None)."""
     with tempfile.TemporaryDirectory(prefix="lossbench-grade-") as tmp:
         stderr_path, result_path = os.path.join(tmp, "stderr.txt"), os.path.join(tmp, "result.json")
+        stage_path = os.path.join(tmp, "stage.txt")
         receive, send = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_child, args=(str(path.resolve()), exercise, function, seed, timeout, memory_mb,
-                                                 stderr_path, result_path, send), daemon=True)
+                                                 stderr_path, result_path, send, stage_path), daemon=True)
         proc.start()
         send.close()
         try:
@@ -233,7 +241,8 @@ def _run_child(ctx: Any, path: Path, exercise: str, function: str, seed: int, ti
         failure = None
         if timed_out:
             proc.join()
-            failure = f"timed out after {timeout:g} s"
+            stage = Path(stage_path).read_text(encoding="utf-8") if os.path.exists(stage_path) else ""
+            failure = f"timed out after {timeout:g} s{', ' + stage if stage else ''}"
         stderr = _read_ends(stderr_path, STDERR_READ_BYTES)
         outcome = None
         if os.path.exists(result_path):

@@ -154,7 +154,7 @@ def test_a_wrong_answer_without_hints_says_which_case_fails_and_how():
 
 @pytest.mark.parametrize("submission, reason", [
     ("raises.py", "raised ValueError: I give up"),
-    ("loops.py", f"timed out after {TIMEOUT_S:g} s"),
+    ("loops.py", f"timed out after {TIMEOUT_S:g} s, while checking the function"),
     ("library.py", "calls the library: torch.nn.functional.binary_cross_entropy_with_logits"),
     ("crash.py", "crashed: exit code 3: no output"),
     ("missing.py", "no function `bce`: define `def bce(logits, target)`"),
@@ -208,7 +208,7 @@ def test_writing_to_stderr_is_reported_but_costs_no_points(gradebook):
 def test_a_timeout_fills_every_group_row_with_the_reason(gradebook):
     frame, _ = gradebook
     rows = frame[frame.submission == "loops.py"]
-    assert rows.reason.unique().tolist() == [f"timed out after {TIMEOUT_S:g} s"]
+    assert rows.reason.unique().tolist() == [f"timed out after {TIMEOUT_S:g} s, while checking the function"]
     assert rows.passed.sum() == 0
 
 
@@ -364,3 +364,15 @@ def test_a_file_that_is_not_a_notebook_says_so(tmp_path, content, why):
     frame = grading.grade(tmp_path, "bce", timeout=TIMEOUT_S, seed=1, progress=False)
     row = total(frame, "odd.ipynb")
     assert row.score == 0.0 and row.reason.startswith(why), row.reason
+
+
+def test_a_timeout_says_where_the_time_ran_out(tmp_path):
+    # a notebook's hanging cell zeroes every exercise of it: the reason names the cell
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# bce"), nbformat.v4.new_code_cell(SUBMISSIONS["right.py"]),
+                nbformat.v4.new_code_cell("while True:\n    pass")]
+    nbformat.write(nb, tmp_path / "stuck.ipynb")
+    (tmp_path / "stuck.py").write_text("while True:\n    pass\n")
+    frame = grading.grade(tmp_path, "bce", timeout=4.0, seed=1, progress=False)
+    assert total(frame, "stuck.ipynb").reason == "timed out after 4 s, in cell 3"
+    assert total(frame, "stuck.py").reason == "timed out after 4 s, while loading"
