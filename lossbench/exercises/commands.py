@@ -68,8 +68,12 @@ def load_function(target: str, exercise: str | None = None) -> Callable[..., Any
             raise UsageError(f"your {top}.py is hidden: {top!r} is the name of an installed module ({hidden[1]}), which "
                              f"Python imports instead; rename your file (e.g. {top}_solution.py) and pass "
                              f"{top}_solution{module_name[len(top):]}:{attr}")
+        where = getattr(module, "__file__", None)
+        if where is not None and not Path(where).resolve().is_relative_to(Path(cwd).resolve()):  # torch:bce
+            raise UsageError(f"module {module_name!r} ({where}) is installed, not a file in this folder, and has no {attr!r}; put your function in a "
+                             f".py file here and pass its module, e.g. mysolution:{attr}")
         raise UsageError(f"module {module_name!r} has no {attr!r}; define `def {attr}(...)` in "
-                         f"{getattr(module, '__file__', module_name)}")
+                         f"{where or module_name}")
     if not callable(fn):
         raise UsageError(f"Expected {target!r} to be a function, but got a {type(fn).__name__}.")
     return fn

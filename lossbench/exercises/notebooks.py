@@ -189,6 +189,9 @@ def find_exercises(nb: NotebookNode) -> list[ExerciseCells]:
             raise ValueError(f"Expected a cell defining `{function}` with a BEGIN SOLUTION region before the "
                              f"check cell {i} (`{cell.source.strip()}`), but found none.")
         answer = pending[0]
+        twice = [ex.check for ex in found if ex.name == name]
+        if twice:  # two answers graded under one name: nbgrader's grade ids and otter's cell ids would collide
+            raise ValueError(f"Expected each exercise once in a notebook, but {name!r} is checked in cell {twice[0]} and again in cell {i}.")
         question = answer - 1 if answer > 0 and nb.cells[answer - 1].cell_type == "markdown" else None
         found.append(ExerciseCells(name, function, question, answer, i))
         pending = None

@@ -274,6 +274,15 @@ def test_check_of_a_function_that_leaves_a_thread_running_exits_instead_of_waiti
                            "by the code the command ran\n")
 
 
+def test_check_of_a_name_missing_from_an_installed_module_points_to_a_file_of_the_student_s_own(student_dir, capsys):
+    # "define `def bce(...)` in .../site-packages/torch/__init__.py" was the advice
+    import torch
+
+    assert main(["check", "bce", "torch:bce"]) == 2
+    assert_one_line_error(capsys, "check", f"module 'torch' ({torch.__file__}) is installed, not a file in this folder, and has no "
+                                           "'bce'; put your function in a .py file here and pass its module, e.g. mysolution:bce")
+
+
 @pytest.fixture
 def one_submission(tmp_path):
     """A folder holding one right submission; the grade tests that fail before grading never run it."""

@@ -145,6 +145,12 @@ def test_an_answer_without_its_check_cell_is_refused_by_every_flavour(tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+def test_an_exercise_checked_twice_in_a_notebook_is_refused():
+    nb = _notebook(ANSWER, 'check("bce", bce)', ANSWER, 'check("bce", bce)')
+    with pytest.raises(ValueError, match=r"^Expected each exercise once in a notebook, but 'bce' is checked in cell 1 and again in cell 3\.$"):
+        nbx.find_exercises(nb)
+
+
 def test_a_solution_region_outside_a_code_cell_is_refused():
     nb = _notebook(ANSWER, 'check("bce", bce)')
     nb.cells.append(nbformat.v4.new_markdown_cell("The answer:\n# BEGIN SOLUTION\nsoftplus(-y z)\n# END SOLUTION"))
