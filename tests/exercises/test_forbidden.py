@@ -158,3 +158,19 @@ def test_an_import_inside_the_function_is_not_a_call_and_calling_the_registry_na
         if kept is not None:
             sys.modules["lossbench.losses.focal"] = kept
     assert calls(rule, via_registry) == ["lossbench.losses.registry.get", "lossbench.losses.bce.binary_cross_entropy_with_logits"]
+
+
+def test_a_call_from_another_thread_is_not_seen_as_the_module_docstring_says():
+    # the guard's documented limit: its modes and profiler listen on the calling thread only
+    import threading
+
+    rule = Forbidden(functions=("torch.nn.functional.cross_entropy",), aten_ops=("aten::_log_softmax",))
+    z, y = torch.zeros(2, 3), torch.tensor([0, 2])
+
+    def in_a_thread():
+        worker = threading.Thread(target=F.cross_entropy, args=(z, y))
+        worker.start()
+        worker.join()
+
+    assert calls(rule, lambda: F.cross_entropy(z, y)) == ["torch.nn.functional.cross_entropy", "aten::_log_softmax"]
+    assert calls(rule, in_a_thread) == []
