@@ -361,7 +361,7 @@ def resolve_losses(
         unknown = [k for k in settings if k not in family.options]
         if unknown:
             valid = ", ".join(OVERRIDE_KEYS + tuple(family.options))
-            raise ValueError(f"Expected overrides of {name!r} among {valid}, but got {', '.join(map(repr, unknown))}.")
+            raise ValueError(f"Expected the options of {name!r} (overrides, or --loss-option) to be among {valid}, but got {', '.join(map(repr, unknown))}.")
         head = Head(family.head, task.kind, task.n_outputs)
         weighed = head.units if head.style == "two_logit" else head.k  # classes, or outputs each with its own term
         bound = {k: _option_tensor(name, k, v, device, dtype, weighed) if k in _TENSOR_OPTIONS else v for k, v in settings.items()}

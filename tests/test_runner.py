@@ -440,7 +440,7 @@ def test_probe_measurements_match_a_direct_autograd_computation():
         pytest.param(dict(seeds=-2), "Expected `seeds`", id="negative-seeds"),
         pytest.param(dict(lr=-1.0), "Expected `lr` to be a positive number", id="negative-lr"),
         pytest.param(dict(optimizer="rmsprop"), "Expected `optimizer`", id="unknown-optimizer"),
-        pytest.param(dict(overrides={"bce": {"head_lr": 0.5}}), "Expected overrides of 'bce' among head_lr_scale", id="unknown-override"),
+        pytest.param(dict(overrides={"bce": {"head_lr": 0.5}}), r"Expected the options of 'bce' \(overrides, or --loss-option\) to be among head_lr_scale", id="unknown-override"),
         pytest.param(dict(overrides={"focal": {"gamma": 1}}), "Expected an implementation or override for one of the losses", id="override-of-absent-loss"),
         pytest.param(dict(baseline="focal"), "Expected `baseline`", id="absent-baseline"),
         pytest.param(dict(device="cuda:0"), "CUDA", id="cuda-without-cuda"),

@@ -164,11 +164,11 @@ def _check_keywords(fn: Callable, options: Mapping[str, object], what: str) -> N
         return
     unknown = [k for k in options if k not in accepted]
     if unknown:
-        listing = ", ".join(repr(a) for a in accepted) if accepted else "none (it takes no options)"
-        raise ValueError(
-            f"Expected the options of `{what}` to be among {listing}, but got "
-            f"{', '.join(repr(k) for k in unknown)}."
-        )
+        got = ", ".join(repr(k) for k in unknown)
+        if not accepted:
+            raise ValueError(f"Expected no options for `{what}`, which takes none, but got {got}.")
+        listing = ", ".join(repr(a) for a in accepted)
+        raise ValueError(f"Expected the options of `{what}` to be among {listing}, but got {got}.")
 
 
 def families() -> list[LossFamily]:
@@ -345,7 +345,7 @@ def get(name: str, **options) -> Callable:
     >>> get("bce:naive", pos_weight=4.0)
     Traceback (most recent call last):
     ...
-    ValueError: Expected the options of `bce:naive` to be among none (it takes no options), but got 'pos_weight'.
+    ValueError: Expected no options for `bce:naive`, which takes none, but got 'pos_weight'.
     """
     if not isinstance(name, str):
         raise _usage_error(name)

@@ -66,7 +66,7 @@ def test_unknown_options_are_rejected_with_the_accepted_ones():
     )
     with pytest.raises(ValueError) as info:
         losses.get("focal:naive", alpha=0.5)
-    assert str(info.value) == "Expected the options of `focal:naive` to be among none (it takes no options), but got 'alpha'."
+    assert str(info.value) == "Expected no options for `focal:naive`, which takes none, but got 'alpha'."
 
 
 def test_family_curves_check_their_options():
