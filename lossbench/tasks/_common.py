@@ -76,8 +76,8 @@ class CsvTable:
     lines: dict[int, int]  # row number -> line of the file the row starts on (the header is line 1)
 
     def where(self, row: int) -> str:
-        """Where a row is, for error messages: ``"train.csv, row 3 (line 4)"``."""
-        return f"{self.path.name}, row {row} (line {self.lines[row]})"
+        """Where a row is, for error messages: ``"photos/train.csv, row 3 (line 4)"``, the file as given."""
+        return f"{self.path}, row {row} (line {self.lines[row]})"
 
 
 def read_csv(path: str | Path) -> CsvTable:
@@ -120,16 +120,16 @@ def read_csv(path: str | Path) -> CsvTable:
                     lines[len(rows)] = start
                 start = reader.line_num + 1
     except UnicodeDecodeError as err:
-        raise DataError(f"{path.name} could not be read as a CSV file: it is not UTF-8 text ({err}).") from None
+        raise DataError(f"{path} could not be read as a CSV file: it is not UTF-8 text ({err}).") from None
     except csv.Error as err:
         raise DataError(
-            f"{path.name}, line {reader.line_num}: could not be read as CSV ({err}); expected comma-separated "
+            f"{path}, line {reader.line_num}: could not be read as CSV ({err}); expected comma-separated "
             'values, with double quotes around a value that holds a comma or a quote (written "").'
         ) from None
     if header is None:
-        raise DataError(f"{path.name} is empty: expected a header line and at least one row.")
+        raise DataError(f"{path} is empty: expected a header line and at least one row.")
     if not rows:
-        raise DataError(f"{path.name} has a header but no rows: expected at least one row after the header.")
+        raise DataError(f"{path} has a header but no rows: expected at least one row after the header.")
     frame = pd.DataFrame(rows, columns=header, index=pd.RangeIndex(1, len(rows) + 1), dtype=object)
     return CsvTable(path=path, frame=frame, lines=lines)
 
@@ -140,7 +140,7 @@ def _width_problem(path: Path, line: int, header: list[str], record: list[str]) 
     >>> _width_problem(Path("t.csv"), 2, ["name;age"], ["Allen", " Miss.;29"])
     "t.csv, line 2: expected 1 fields like the header, but got 2. The header holds no comma but ';': expected a comma-separated file (save it as CSV with commas)."
     """
-    problem = f"{path.name}, line {line}: expected {len(header)} fields like the header, but got {len(record)}."
+    problem = f"{path}, line {line}: expected {len(header)} fields like the header, but got {len(record)}."
     hint = _separator_hint(header)
     if hint:
         return f"{problem} {hint}"
@@ -180,14 +180,14 @@ def find_columns(table: CsvTable, wanted: Sequence[str]) -> dict[str, str]:
             continue
         if key in by_lower:
             raise DataError(
-                f"{table.path.name}: the column {name!r} appears twice (as {by_lower[key]!r} too); "
+                f"{table.path}: the column {name!r} appears twice (as {by_lower[key]!r} too); "
                 "expected each column once (names are compared case-insensitively)."
             )
         by_lower[key] = str(name)
     missing = [name for name in wanted if name.lower() not in by_lower]
     if missing:
         raise DataError(
-            f"{table.path.name} is missing the required column(s) {', '.join(missing)}; "
+            f"{table.path} is missing the required column(s) {', '.join(missing)}; "
             f"it has {', '.join(map(str, table.frame.columns))}. {_separator_hint(list(table.frame.columns))}".rstrip()
         )
     return {name: by_lower[name.lower()] for name in wanted}

@@ -258,6 +258,11 @@ def read_pascal(
         )
     table = read_csv(folder / "train.csv")
     names = find_columns(table, ("fname", "labels", "is_valid"))
+    if not (folder / "train").is_dir():
+        raise DataError(
+            f"Expected {folder / 'train'} to be the folder of the images that train.csv names (the fastai "
+            f"PASCAL_2007 layout), but {'it is a file' if (folder / 'train').exists() else 'there is none'}."
+        )
     frame = table.frame
     labels: list[list[str]] = []
     is_valid = np.zeros(len(frame), dtype=bool)

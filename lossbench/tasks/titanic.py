@@ -148,7 +148,7 @@ def read_passengers(path: str | Path) -> tuple[pd.DataFrame, Literal["titanic3",
     file_format: Literal["titanic3", "kaggle"] = "kaggle" if "passengerid" in lower else "titanic3"
     if file_format == "kaggle" and "survived" not in lower:
         raise DataError(
-            f"{table.path.name} looks like the Kaggle competition test.csv: it has no `Survived` column, so it "
+            f"{table.path} looks like the Kaggle competition test.csv: it has no `Survived` column, so it "
             "has no labels to train or evaluate on. Pass the competition's train.csv instead."
         )
     try:
@@ -371,7 +371,7 @@ def load(config: Config, data: str | Path | None = None) -> TaskData:
     parts = split_indices(len(passengers), config.val_fraction, config.test_fraction, config.split_seed, labels)
     if any(len(p) == 0 for p in parts):
         raise DataError(
-            f"{path.name} has only {len(passengers)} passengers: too few for a train/val/test split with "
+            f"{path} has only {len(passengers)} passengers: too few for a train/val/test split with "
             f"val_fraction={config.val_fraction} and test_fraction={config.test_fraction}."
         )
     frames = [passengers.iloc[p] for p in parts]

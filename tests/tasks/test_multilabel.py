@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -249,6 +251,15 @@ def _remove_image(folder):
     (folder / "train" / "000012.jpg").unlink()
 
 
+def _remove_train_folder(folder):
+    shutil.rmtree(folder / "train")
+
+
+def _train_folder_a_file(folder):
+    shutil.rmtree(folder / "train")
+    (folder / "train").write_text("not a folder")
+
+
 def _damage_image(folder):
     (folder / "train" / "000007.jpg").write_text("not a picture")
 
@@ -260,6 +271,8 @@ def _truncate_image(folder):
 
 BROKEN = [
     pytest.param(None, _remove_image, ["train.csv, row 4 (line 5): expected an image file at", "000012.jpg, but there is no such file"], id="missing-image"),
+    pytest.param(None, _remove_train_folder, ["train to be the folder of the images that train.csv names", "but there is none"], id="no-train-folder"),
+    pytest.param(None, _train_folder_a_file, ["train to be the folder of the images that train.csv names", "but it is a file"], id="train-is-a-file"),
     pytest.param(None, _damage_image, ["train.csv, row 2 (line 3): the image", "000007.jpg could not be read"], id="not-an-image"),
     pytest.param(None, _truncate_image, ["train.csv, row 3 (line 4): the image", "000009.jpg could not be read"], id="truncated-jpeg"),
     pytest.param(HEADER + GOOD.replace("car,True", ",True"), None, ["train.csv, row 2 (line 3): `labels` is empty for 000007.jpg"], id="empty-labels"),
@@ -291,6 +304,7 @@ def test_broken_pascal_folders_give_their_message(pascal_folder, pascal_rows, cs
         load(Config(image_size=8), data=folder)
     for piece in expected:
         assert piece in str(err.value)
+    assert str(folder) in str(err.value)  # the file is named with its folder: a class's folders differ
 
 
 def test_pascal_folder_that_is_not_there(tmp_path):
