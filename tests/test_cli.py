@@ -504,6 +504,7 @@ def test_tasks_print_what_each_is_and_its_defaults_and_losses_a_line_each():
     lines = stdout.splitlines()
     assert [line.split()[0] for line in lines[::2]] == lossbench.tasks.names()
     assert all(len(line.split(None, 1)[1]) > 20 for line in lines[::2])
+    assert all("--data reads" in line for line in lines[::2])  # every task reads a real data set's own format
     from lossbench.tasks import multilabel
 
     assert lines[3].split() == ["defaults:", *(f"{k}={getattr(multilabel.Config(), k)}" for k in ("seeds", "epochs", "batch_size", "lr")),

@@ -104,7 +104,8 @@ GENERATED_ONLY = ("grid", "upscale", "jitter", "min_digits", "max_digits", "n_tr
 FOLDER_ONLY = ("image_size",)
 """The photos' size: generated canvases are ``grid * 8 * upscale`` pixels a side."""
 
-SUMMARY = "which digits are present (multi-label, K=10): canvases of 1-4 real scanned digits, small CNN"
+SUMMARY = ("which digits are present (multi-label, K=10): canvases of 1-4 real scanned digits, small CNN; "
+           "--data reads a PASCAL_2007 folder (train.csv and train/)")
 
 
 # --------------------------------------------------------------------------------------------------
