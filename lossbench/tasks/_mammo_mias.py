@@ -133,6 +133,11 @@ def read_info(path: str | Path) -> dict[int, Mammogram]:
             raise DataError(
                 f"{where}: Expected CLASS to be one of {', '.join(ABNORMAL_CLASSES)} or NORM, but got {fields[2]!r}."
             )
+        if len(fields) == 6 and all(_DECIMAL.match(value) for value in fields[3:]):
+            raise DataError(
+                f"{where}: Expected SEVERITY (B or M) between CLASS and X Y RADIUS, but got the coordinates "
+                f"straight after {fields[2]!r}: {line.strip()!r}."
+            )
         tail = fields[4:]
         if tail and "NOTE" in " ".join(tail).upper():
             tail = []  # "*NOTE 3*": calcifications spread over the image, no location

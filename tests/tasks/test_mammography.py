@@ -486,6 +486,11 @@ GOOD = {r: film(r) for r in range(1, 7)}
             SIX_FILMS + "mdb007 G CIRC X 10 10 5\n", "line 7: Expected SEVERITY to be B or M, but got 'X'", id="severity"
         ),
         pytest.param(
+            SIX_FILMS + "mdb007 G CIRC 535 425 197\n",
+            "line 7: Expected SEVERITY (B or M) between CLASS and X Y RADIUS, but got the coordinates straight after 'CIRC'",
+            id="severity-left-out",
+        ),
+        pytest.param(
             SIX_FILMS + "mdb007 G CIRC B 1024 10 5\n",
             "line 7: Expected the centre X Y inside the 1024 x 1024 image (0 to 1023, origin at the bottom-left "
             "corner), but got X=1024 Y=10",
