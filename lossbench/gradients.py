@@ -15,7 +15,9 @@ softmax across labels ``p - t``. That number is N examples times the head's
 label or area of every example, cross-entropy on a grid over every area, and softmax across labels over
 the examples only. Scaling by N alone would leave a 1-logit head's gradient on K labels divided by K, and
 softmax's across the same labels not: a factor of K between two losses that comes from the reduction,
-not from the loss.
+not from the loss. Cross-entropy with class weights (``softmax_ce.weight``) on class indices divides
+its mean by the summed weight of the examples' classes instead, so that is its number: a weighted
+decision's gradient is then w_y (p - y), on the scale of its analytic curve.
 
 What is reported per model:
 
@@ -69,7 +71,8 @@ def allocation(
 
 
 def stacked_allocation(
-    heads: Sequence[Head], d_outputs: Sequence[torch.Tensor], body_norms: torch.Tensor, scores: torch.Tensor, y: torch.Tensor
+    heads: Sequence[Head], d_outputs: Sequence[torch.Tensor], body_norms: torch.Tensor, scores: torch.Tensor, y: torch.Tensor,
+    divisors: Sequence[torch.Tensor | float] | None = None,
 ) -> dict[str, torch.Tensor]:
     """:func:`allocation` of several losses' models at once, stacked in order along the models dimension.
 
@@ -77,11 +80,13 @@ def stacked_allocation(
     norm of dL/dh per example, ``(models, N)``, see :func:`body_gradient_norms`) and ``scores`` hold
     every model, loss after loss. All models are measured with the operations that one loss would
     need (the probe's tensors are small, so the cost is per operation, not per number).
-    ``negative_unit_share`` is NaN for the models of a head without a negative unit.
+    ``negative_unit_share`` is NaN for the models of a head without a negative unit. ``divisors[i]`` is
+    what loss i's mean divides by, N x :attr:`~lossbench.models.Head.terms_per_example` unless given
+    (cross-entropy with class weights divides by the summed weight of the targets' classes).
     """
     n = d_outputs[0].shape[1]
     y = y.to(body_norms.dtype)
-    terms = [n * head.terms_per_example for head in heads]  # what each loss's mean divides by
+    terms = list(divisors) if divisors is not None else [n * head.terms_per_example for head in heads]
     g = torch.cat([head.decision_gradient(d) * t for head, d, t in zip(heads, d_outputs, terms)]).abs()  # (models, N, K) per decision
     total = g.sum(dim=(1, 2))  # (models,)
     out: dict[str, torch.Tensor] = {}
@@ -101,7 +106,7 @@ def stacked_allocation(
     out["label_share"] = g.sum(dim=1) / total.unsqueeze(1)  # (models, K)
 
     # 3. into the body: per-example norm over positions and features
-    scale = torch.cat([body_norms.new_full((d.shape[0], 1), t) for d, t in zip(d_outputs, terms)])  # (models, 1)
+    scale = torch.cat([body_norms.new_ones(d.shape[0], 1) * t for d, t in zip(d_outputs, terms)])  # (models, 1)
     out["body"] = (body_norms * scale).mean(dim=1)  # (models,)
 
     # 4. positive vs negative examples

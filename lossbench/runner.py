@@ -86,6 +86,23 @@ class LossSetup:
     options: dict  # the family options bound into fn (as given, for the record)
     head_lr_scale: float  # the head's learning rate is lr * head_lr_scale
     head: Head
+    class_weight: torch.Tensor | None = None  # softmax_ce's `weight`, whose mean over class indices divides by the summed weight
+
+    def mean_divisor(self, target: torch.Tensor) -> torch.Tensor | int:
+        """What this loss's mean over ``target`` (one model's, in the loss's form) divides by.
+
+        torch's losses divide by the number of terms (:attr:`Head.terms_per_example` per example), except
+        cross-entropy with class weights on class indices, which divides by the targets' summed weight
+        (on class probabilities it divides by the examples again).
+
+        >>> setup = LossSetup("softmax_ce", "softmax_ce", "reference", None, {}, 1.0, Head("two_logit", "binary", 1),
+        ...                   class_weight=torch.tensor([1.0, 4.0]))
+        >>> setup.mean_divisor(torch.tensor([0, 1, 1])), dataclasses.replace(setup, class_weight=None).mean_divisor(torch.tensor([0, 1, 1]))
+        (tensor(9.), 3)
+        """
+        if self.class_weight is not None and not target.is_floating_point():
+            return self.class_weight[target].sum()
+        return target.shape[0] * self.head.terms_per_example
 
 
 @dataclass
@@ -388,7 +405,8 @@ def resolve_losses(
                 f"Expected the implementation of {name!r} to be one of {', '.join(BUILT_IN_IMPLS)} "
                 f"or an import path 'package.module:function', but got {chosen!r}."
             )
-        setups.append(LossSetup(name, family_name, chosen, fn, settings, head_lr_scale, head))
+        class_weight = bound.get("weight") if family_name == "softmax_ce" else None
+        setups.append(LossSetup(name, family_name, chosen, fn, settings, head_lr_scale, head, class_weight))
     return setups
 
 
@@ -748,7 +766,8 @@ def probe(
     d_outputs = loss_outputs(setups, d_z)  # the same views of dL/dz
     scores = torch.cat([setup.head.scores(out.detach()) for setup, out in zip(setups, outputs)])  # (models, N, K)
     body_norms = gradients.body_gradient_norms(d_z, head["w"])
-    allocation = gradients.stacked_allocation([setup.head for setup in setups], d_outputs, body_norms, scores, y)
+    divisors = [setup.mean_divisor(tgt) for setup, tgt in zip(setups, targets)]
+    allocation = gradients.stacked_allocation([setup.head for setup in setups], d_outputs, body_norms, scores, y, divisors)
     return {"scores": scores, "val_loss": per_model.detach(), **{f"grad_{k}": v for k, v in allocation.items()}}
 
 

@@ -191,3 +191,22 @@ def test_a_score_of_exactly_one_half_counts_as_a_yes_as_at_every_threshold():
     p, y = torch.full((1, 2, 1), 0.5, dtype=torch.float64), torch.ones(2, 1, dtype=torch.float64)
     a = gradients.allocation(head, (p - y).reshape(1, 2) / 2, torch.zeros(1, 2, 1, 3, dtype=torch.float64), p, y)
     assert a["confidence_correct_count"][0, 0].item() == 2 and a["confidence_wrong_count"].sum().item() == 0
+
+
+@pytest.mark.parametrize("task, config", [("titanic", {}), ("mammography", {"target": "grid", "n_train": 64, "n_val": 48, "n_test": 32})])
+def test_class_weighted_softmax_ce_records_each_decisions_gradient_as_bce_with_the_same_weights(task, config):
+    """At the matched start softmax_ce with weight [1, 4] and BCE with pos_weight 4 are the same loss per decision.
+
+    torch's weighted cross-entropy divides its mean by the summed weight of the targets' classes, not by
+    their number; scaling by the number recorded softmax_ce's gradients smaller by the mean weight.
+    """
+    from lossbench import compare
+
+    result = compare(task, ("softmax_ce", "bce"), seeds=2, epochs=1, quick=True, config=config, dtype="float64", device="cpu",
+                     overrides={"softmax_ce": {"weight": [1.0, 4.0]}, "bce": {"pos_weight": 4.0}})
+    start = result.history[result.history.epoch == 0].set_index(["seed", "loss"]).sort_index()
+    measured = [c for c in start.columns if c.startswith("grad_") and not c.startswith("grad_negative") and "count" not in c]
+    assert "grad_body" in measured and any(c.startswith("grad_confidence_wrong") for c in measured)
+    for seed in (0, 1):
+        weighted, bce = start.loc[(seed, "softmax_ce"), measured], start.loc[(seed, "bce"), measured]
+        assert weighted.to_numpy() == pytest.approx(bce.to_numpy(), rel=1e-9, nan_ok=True)
