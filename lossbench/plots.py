@@ -669,8 +669,9 @@ def loss_and_gradient_shapes(
         ax_loss, ax_grad = axs[col], axs[2 + col]
         cut = False  # whether a curve leaves this loss axis (then its label says where it is cut)
         for i, name in enumerate(losses):
-            shown, skipped = _scalar_options((options or {}).get(name))
             family = families[name]
+            drawable = loss_registry.accepted_options(family.probability_loss)  # mse's on='probability' is the curve itself
+            shown, skipped = _scalar_options({k: v for k, v in ((options or {}).get(name) or {}).items() if k in drawable})
             shown = {**family.shaping_defaults(), **shown}  # focal's alpha and gamma are named even when not given
             label = name + (f" ({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else "")
             label += f" [{', '.join(skipped)} per label: not drawn]" if skipped else ""

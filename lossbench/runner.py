@@ -379,6 +379,12 @@ def resolve_losses(
         if unknown:
             valid = ", ".join(OVERRIDE_KEYS + tuple(family.options))
             raise ValueError(f"Expected the options of {name!r} (overrides, or --loss-option) to be among {valid}, but got {', '.join(map(repr, unknown))}.")
+        if family_name == "mse" and settings.get("on", "probability") != "probability":
+            raise ValueError(
+                f"Expected `on` of {name!r} to be 'probability' in a comparison, but got {settings['on']!r}: a comparison "
+                "scores every model by sigmoid(output), while MSE on the raw output regresses the output itself onto "
+                "0 and 1 (deciding yes at 0.5, not 0), so every metric would read it on the wrong scale."
+            )
         head = Head(family.head, task.kind, task.n_outputs)
         weighed = head.units if head.style == "two_logit" else head.k  # classes, or outputs each with its own term
         bound = {k: _option_tensor(name, k, v, device, dtype, weighed) if k in _TENSOR_OPTIONS else v for k, v in settings.items()}

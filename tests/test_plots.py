@@ -402,6 +402,9 @@ def test_shapes_name_the_defaults_that_shape_a_loss_and_say_where_the_loss_axis_
     bounded = plots.loss_and_gradient_shapes(["mse"])  # MSE of a probability stays under 1
     assert bounded.axes[0].get_ylabel() == "loss"
     assert [t.get_text() for t in bounded.axes[0].get_legend().get_texts()] == ["mse"]
+    # mse's on='probability' (the only `on` a comparison takes) is the curve itself, not an option of it
+    explicit = plots.loss_and_gradient_shapes(["mse"], options={"mse": {"on": "probability"}})
+    np.testing.assert_array_equal(explicit.axes[2].lines[0].get_ydata(), bounded.axes[2].lines[0].get_ydata())
 
 
 def test_calibration_points_at_the_edges_are_inside_the_frame(results):
