@@ -287,7 +287,8 @@ BCE = Exercise(
                 in_group("stability", lambda case, actual: _clearly_below(actual, case.expected))),
     ),
     nan_hint="NaN/inf at large logits: use log-sigmoid (F.logsigmoid), or compute F.softplus(z) - y z",
-    nan_grad_hint="NaN in the gradient at large logits: sigmoid then log overflows; use F.logsigmoid or F.softplus",
+    nan_grad_hint="NaN in the gradient at large logits: sigmoid rounds to exactly 0 or 1 there, where the gradient "
+                  "of its log is infinite; use F.logsigmoid or F.softplus",
     group_grad_hints=(("logit exactly 0", "right value, wrong gradient at z = 0: max(z, 0) and |z| have no derivative "
                                           "there and autograd picks one (|z|: 0; z.clamp(min=0): 1, torch.relu: 0), "
                                           "so the gradient is 1 - y or -y instead of 1/2 - y (use F.softplus(z) - y z "
@@ -351,7 +352,7 @@ MSE = Exercise(
         Mistake("absolute instead of squared error?",
                 reproduces(lambda z, y: (torch.sigmoid(z) - y).abs().mean())),
     ),
-    nan_hint="NaN/inf at large logits: 1 / (1 + exp(-z)) overflows; use torch.sigmoid",
+    nan_hint="NaN/inf at large logits: exp(z) / (1 + exp(z)) is inf / inf there; use torch.sigmoid",
     sign_hint="the sign is flipped: a squared error is never negative",
     nan_grad_hint="NaN in the gradient at large logits: 1 / (1 + exp(-z)) overflows in the backward pass; "
                   "use torch.sigmoid",

@@ -214,6 +214,24 @@ def test_nan_outranks_a_dtype_problem_in_the_hint():
     assert all(r.hint.startswith("NaN/inf at large logits: use log-sigmoid") for r in stability)
 
 
+def test_the_nan_hints_of_the_sigmoid_name_the_forms_that_give_the_nan():
+    """exp(z) / (1 + exp(z)) is NaN at large z; 1 / (1 + exp(-z)) is finite, only its gradient is NaN."""
+    over_inf = [r for r in evaluate("mse", lambda z, y: ((torch.exp(z) / (1 + torch.exp(z)) - y) ** 2).mean()) if "NaN in the answer" in r.problems]
+    assert over_inf and all(r.hint.startswith("NaN/inf at large logits: exp(z) / (1 + exp(z)) is inf / inf") for r in over_inf)
+    finite = [r for r in evaluate("mse", lambda z, y: ((1 / (1 + torch.exp(-z)) - y) ** 2).mean()) if r.status == "fail"]
+    assert finite and all(r.problems == ["NaN/inf in the gradient"] and "in the backward pass" in r.hint for r in finite)
+    z = torch.tensor([-1000.0, 1000.0], dtype=torch.float64, requires_grad=True)
+    assert torch.isnan(torch.exp(z) / (1 + torch.exp(z)))[1] and torch.isfinite(1 / (1 + torch.exp(-z))).all()
+    def patched_log(z, y):  # the right value (the stable form where the naive one is not finite), not its gradient
+        p = torch.sigmoid(z)
+        naive = -(y * torch.log(p) + (1 - y) * torch.log(1 - p))
+        return torch.where(torch.isfinite(naive), naive, F.softplus(z) - y * z).mean()
+
+    logged = [r for r in evaluate("bce", patched_log) if "NaN/inf in the gradient" in r.problems and "NaN in the answer" not in r.problems]
+    assert logged and all(r.hint.startswith("NaN in the gradient at large logits: sigmoid rounds to exactly 0 or 1") for r in logged)
+    assert torch.sigmoid(torch.tensor(-800.0, dtype=torch.float64)) == 0 and torch.sigmoid(torch.tensor(40.0, dtype=torch.float64)) == 1
+
+
 # --- hints ----------------------------------------------------------------------------------------
 
 def test_log2_is_named():
