@@ -240,8 +240,10 @@ def format_table(result: Result) -> str:
     if below:
         lines.append(
             f"Test AUC under 0.5, its whole interval: {', '.join(below)}. Its models rank the positives below the "
-            "negatives, a ranking that training made (chance gives 0.5). Positives scored near 0 are confident mistakes, "
-            "on which a loss whose gradient vanishes there (MSE through the sigmoid) learns slowest: training longer may not lift them."
+            "negatives, a ranking that training made (chance gives 0.5): epochs that push every score down towards the "
+            "positives' base rate can push some positives furthest. The validation AUC by epoch (history.csv, val_auc) "
+            "shows whether more epochs undo it; positives pushed near 0 are confident mistakes, which MSE through the "
+            "sigmoid, whose gradient vanishes there, corrects slowest."
         )
     undefined = result.runs["test_accuracy"].isna().groupby(result.runs["loss"], sort=False).agg(["sum", "size"])
     if undefined["sum"].any():

@@ -134,7 +134,7 @@ def test_an_auc_wholly_under_half_is_explained_under_the_table():
     result = made_result({"mse": metrics([0.97, 0.97, 0.97], auc=[0.10, 0.12, 0.11]), "bce": metrics([0.97] * 3, auc=[0.85, 0.9, 0.88])})
     text = report.format_table(result)
     assert ("Test AUC under 0.5, its whole interval: mse. Its models rank the positives below the negatives, a ranking that "
-            "training made (chance gives 0.5).") in text
+            "training made (chance gives 0.5): epochs that push every score down") in text
     result = made_result({"mse": metrics([0.97] * 3, auc=[0.30, 0.62, 0.45]), "bce": metrics([0.97] * 3)})
     assert "Test AUC under 0.5" not in report.format_table(result)  # an interval reaching over 0.5 is not below chance
 
