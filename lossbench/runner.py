@@ -1225,7 +1225,7 @@ def compare(
         valid = ", ".join(repr(m) for m in thr.SELECTION_METRICS)
         raise ValueError(f"Expected `threshold_metric` to be one of {valid}, but got {threshold_metric!r}.")
     if threshold_metric == "exact_match" and task_data.n_outputs == 1:
-        raise ValueError("Expected `threshold_metric='exact_match'` only for a task with several outputs (multilabel, "
+        raise ValueError("Expected the threshold metric exact_match (threshold_metric, --threshold-metric) only for a task with several outputs (multilabel, "
                          "mammography's grid); with one output it is accuracy.")
 
     if engine not in ("batched", "loop"):

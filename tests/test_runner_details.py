@@ -37,7 +37,7 @@ def _setups(losses, task, impl="handwritten", overrides=None):
     pytest.param(dict(threshold_points=True), "Expected `threshold_points` to be a whole number, 2 or more, but got True.",
                  id="threshold-points-bool"),
     pytest.param(dict(threads=0), "Expected `threads` to be a positive whole number, but got 0.", id="zero-threads"),
-    pytest.param(dict(threshold_metric="exact_match"), "Expected `threshold_metric='exact_match'` only for a task with several "
+    pytest.param(dict(threshold_metric="exact_match"), "Expected the threshold metric exact_match (threshold_metric, --threshold-metric) only for a task with several "
                  "outputs", id="exact-match-of-one-output"),
     pytest.param(dict(losses=("bce", "bce")), "Expected distinct loss names, but got ['bce', 'bce'].", id="same-loss-twice"),
     pytest.param(dict(losses=()), "Expected at least one loss, but got none.", id="no-loss"),
