@@ -117,6 +117,16 @@ def diverging():
     return result, reports
 
 
+def test_the_last_epochs_validation_accuracy_is_the_runs_to_the_last_digit():
+    # counted in the scores' float32 it was the nearest float32 to k / n, 2.5e-8 off runs.csv's k / n
+    result = lossbench.compare("titanic", ("bce",), seeds=2, epochs=1, quick=True, device="cpu")
+    last = result.history[result.history.epoch == 1].set_index("seed")["val_accuracy"]
+    runs = result.runs.set_index("seed")["val_accuracy"]
+    n = result.config["sizes"]["val"]
+    assert last.to_dict() == runs.to_dict()
+    assert all(a == round(a * n) / n for a in last)
+
+
 def test_epoch_zero_has_no_train_loss_as_nothing_was_trained_yet(diverging):
     result, _ = diverging
     h = result.history
