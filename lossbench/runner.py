@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import platform
 import subprocess
@@ -73,6 +74,9 @@ OVERRIDE_KEYS = ("head_lr_scale",)
 """Per-loss settings besides the loss family's own options (``pos_weight``, ``gamma``, ...)."""
 
 _TENSOR_OPTIONS = ("pos_weight", "weight")
+MAX_THREADS = 8 * (os.cpu_count() or 1)  # as the command line's --threads; torch crashes the process for a count in the millions
+MAX_SEED = 2**63 - 1
+MAX_THRESHOLD_POINTS = 9_801  # 0.01 to 0.99 in steps of 0.0001
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,7 @@ def check_task_data(task: TaskData) -> None:
         raise ValueError(f"Expected one label name per output ({k}), but got {len(task.label_names)}.")
     if not isinstance(task.body, (MLPBody, CNNBody)):
         raise ValueError(f"Expected the task's body to be an MLPBody or a CNNBody, but got {task.body!r}.")
+    _check_body_fits(task.body, tuple(task.train.x.shape[1:]), task.kind, k)
     for name in ("train", "val", "test"):
         split = getattr(task, name)
         if len(split) == 0:
@@ -249,6 +254,30 @@ def check_task_data(task: TaskData) -> None:
             )
 
 
+def _check_body_fits(body: MLPBody | CNNBody, example: tuple[int, ...], kind: str, k: int) -> None:
+    """A ValueError unless ``body`` takes inputs of shape ``example`` and gives the task's ``k`` outputs a place each.
+
+    >>> _check_body_fits(MLPBody(5, 8), (4,), "binary", 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected the body to take the inputs' shape (4,), but MLPBody(in_features=5, ...) takes (5,).
+    """
+    if isinstance(body, MLPBody):
+        takes, name = (body.in_features,), f"MLPBody(in_features={body.in_features}, ...)"
+    else:
+        takes = (body.in_channels, body.image_size, body.image_size)
+        name = f"CNNBody(in_channels={body.in_channels}, image_size={body.image_size}, ...)"
+    if example != takes:
+        raise ValueError(f"Expected the body to take the inputs' shape {example}, but {name} takes {takes}.")
+    if kind == "grid" and body.positions != k:
+        raise ValueError(
+            f"Expected the body of a grid task to give one position per area ({k}), a CNNBody with grid={math.isqrt(k)} "
+            f"for a square map, but it gives {body.positions}."
+        )
+    if kind != "grid" and body.positions != 1:
+        raise ValueError(f"Expected the body of a {kind} task to give one position (grid=None), but it gives {body.positions}.")
+
+
 def validate_training(cfg: TrainingDefaults) -> None:
     """Raise ValueError for impossible training settings (zero epochs, a negative learning rate, ...)."""
     for name in ("epochs", "batch_size"):
@@ -266,6 +295,10 @@ def validate_training(cfg: TrainingDefaults) -> None:
     elif (not isinstance(seeds, (list, tuple, range, np.ndarray)) or len(seeds) == 0 or not all(whole(v) for v in seeds)
           or len(set(int(v) for v in seeds)) != len(seeds) or any(v < 0 for v in seeds)):
         raise ValueError(f"Expected `seeds` to be a positive whole number or distinct non-negative whole numbers, but got {seeds!r}.")
+    else:
+        too_large = [int(v) for v in seeds if v > MAX_SEED]
+        if too_large:  # torch's generators and the saved tables hold 64-bit integers
+            raise ValueError(f"Expected each seed to be at most 2**63 - 1 = {MAX_SEED}, but got {too_large[0]}.")
     if not (isinstance(cfg.lr, (int, float)) and not isinstance(cfg.lr, bool) and math.isfinite(cfg.lr) and cfg.lr > 0):
         raise ValueError(f"Expected `lr` to be a positive number, but got {cfg.lr!r}.")
     if cfg.optimizer not in ("adam", "sgd"):
@@ -373,8 +406,9 @@ def resolve_losses(
         chosen = impls.get(name, "handwritten")
         settings = dict(overrides.get(name, {}))
         head_lr_scale = settings.pop("head_lr_scale", 1.0)
-        if isinstance(head_lr_scale, bool) or not (isinstance(head_lr_scale, (int, float)) and math.isfinite(head_lr_scale) and head_lr_scale > 0):
+        if isinstance(head_lr_scale, (bool, np.bool_)) or not (isinstance(head_lr_scale, numbers.Real) and math.isfinite(head_lr_scale) and head_lr_scale > 0):
             raise ValueError(f"Expected `head_lr_scale` of {name!r} to be a positive number, but got {head_lr_scale!r}.")
+        head_lr_scale = float(head_lr_scale)  # a numpy number too, recorded as a plain one
         unknown = [k for k in settings if k not in family.options]
         if unknown:
             valid = ", ".join(OVERRIDE_KEYS + tuple(family.options))
@@ -1221,6 +1255,9 @@ def compare(
     seed_values = seed_list(cfg.seeds)
     if threshold_points < 2:
         raise ValueError(f"Expected `threshold_points` to be at least 2, but got {threshold_points}.")
+    if threshold_points > MAX_THRESHOLD_POINTS:
+        raise ValueError(f"Expected `threshold_points` to be at most {MAX_THRESHOLD_POINTS:,} (thresholds 0.0001 apart from 0.01 "
+                         f"to 0.99, finer than any split here can tell apart), but got {threshold_points:,}.")
     if threshold_metric not in thr.SELECTION_METRICS:
         valid = ", ".join(repr(m) for m in thr.SELECTION_METRICS)
         raise ValueError(f"Expected `threshold_metric` to be one of {valid}, but got {threshold_metric!r}.")
@@ -1237,8 +1274,9 @@ def compare(
     for name, value in (("cuda_graphs", cuda_graphs), ("cpu_trace", cpu_trace)):
         if not isinstance(value, bool):
             raise ValueError(f"Expected `{name}` to be True or False, but got {value!r}.")
-    if threads is not None and threads < 1:
-        raise ValueError(f"Expected `threads` to be a positive whole number, but got {threads!r}.")
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"Expected `threads` to be a whole number from 1 to {MAX_THREADS} (8 per core of this machine), "
+                         f"but got {threads!r}.")
     callback = ProgressBar(cfg.epochs) if progress is True else (progress or None)
     previous_threads = torch.get_num_threads()
     try:

@@ -12,6 +12,7 @@ import torch
 
 import lossbench
 from lossbench import runner
+from lossbench.models import CNNBody, MLPBody
 from tests.conftest import tiny_task
 
 CPU = torch.device("cpu")
@@ -36,7 +37,12 @@ def _setups(losses, task, impl="handwritten", overrides=None):
     pytest.param(dict(threshold_points=1), "Expected `threshold_points` to be at least 2, but got 1.", id="one-threshold"),
     pytest.param(dict(threshold_points=True), "Expected `threshold_points` to be a whole number, 2 or more, but got True.",
                  id="threshold-points-bool"),
-    pytest.param(dict(threads=0), "Expected `threads` to be a positive whole number, but got 0.", id="zero-threads"),
+    pytest.param(dict(threads=0), "Expected `threads` to be a whole number from 1 to ", id="zero-threads"),
+    # torch.set_num_threads(10**6) ends the process with a segmentation fault
+    pytest.param(dict(threads=10**6), "Expected `threads` to be a whole number from 1 to ", id="a-million-threads"),
+    pytest.param(dict(threshold_points=10**7), "Expected `threshold_points` to be at most 9,801", id="ten-million-thresholds"),
+    pytest.param(dict(seeds=[2**64, 1]), "Expected each seed to be at most 2**63 - 1 = 9223372036854775807, but got 18446744073709551616.",
+                 id="seed-past-int64"),
     pytest.param(dict(threshold_metric="exact_match"), "Expected the threshold metric exact_match (threshold_metric, --threshold-metric) only for a task with several "
                  "outputs", id="exact-match-of-one-output"),
     pytest.param(dict(losses=("bce", "bce")), "Expected distinct loss names, but got ['bce', 'bce'].", id="same-loss-twice"),
@@ -211,3 +217,27 @@ def test_seeds_are_recorded_as_plain_numbers_and_the_recorded_config_runs_again(
     again = lossbench.compare(task, ("bce",), config=result.config["task_config"], device="cpu")
     assert again.runs.seed.tolist() == result.runs.seed.tolist()
     assert runner._jsonable({"s": np.array([1, 2]), "r": range(3)}) == {"s": [1, 2], "r": [0, 1, 2]}
+
+
+@pytest.mark.parametrize("kind, body, message", [
+    pytest.param("binary", MLPBody(6, 8), "Expected the body to take the inputs' shape (5,), but MLPBody(in_features=6, ...) takes (6,).",
+                 id="mlp-of-other-width"),
+    pytest.param("binary", CNNBody(1, 8, (3, 4)), "Expected the body to take the inputs' shape (5,), but CNNBody(in_channels=1, "
+                 "image_size=8, ...) takes (1, 8, 8).", id="cnn-on-a-table"),
+    pytest.param("grid", CNNBody(1, 8, (3, 4)), "Expected the body of a grid task to give one position per area (4), a CNNBody with "
+                 "grid=2 for a square map, but it gives 1.", id="grid-task-without-grid"),
+    pytest.param("grid", CNNBody(1, 16, (3, 4), grid=2), "Expected the body to take the inputs' shape (1, 8, 8)", id="cnn-of-other-size"),
+])  # fmt: skip
+def test_a_body_that_does_not_fit_the_data_is_refused_before_training(kind, body, message):
+    # each of these was a RuntimeError from deep inside torch at the first minibatch
+    task = dataclasses.replace(tiny_task(kind), body=body)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        lossbench.compare(task, ("bce",), **FAST)
+
+
+def test_numpy_numbers_and_the_largest_64_bit_seed_are_taken(tmp_path):
+    result = lossbench.compare(tiny_task("binary"), ("bce",), **(FAST | {"seeds": [2**63 - 1, 0]}),
+                               overrides={"bce": {"head_lr_scale": np.float32(0.5)}})
+    assert result.config["loss_setups"]["bce"]["head_lr_scale"] == 0.5
+    result.save(tmp_path / "run")
+    assert sorted(lossbench.load(tmp_path / "run").runs.seed.tolist()) == [0, 2**63 - 1]
