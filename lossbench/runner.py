@@ -710,7 +710,8 @@ def vectorise(setup: LossSetup, output: torch.Tensor, target: torch.Tensor) -> t
         ) from err
     if not isinstance(value, torch.Tensor) or value.ndim != 0:
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise ValueError(f"Expected loss {name!r} to return a scalar tensor (the mean over the batch), but got {shape}.")
+        which = f"the loss function {setup.impl} (for {name!r})" if ":" in setup.impl else f"loss {name!r}"
+        raise ValueError(f"Expected {which} to return a scalar tensor (the mean over the batch), but got {shape}.")
     if ":" in setup.impl and not torch.isfinite(value):
         raise ValueError(
             f"Expected the loss function {setup.impl} (for {name!r}) to be finite on one model's first minibatch, "
@@ -736,6 +737,20 @@ def vectorise(setup: LossSetup, output: torch.Tensor, target: torch.Tensor) -> t
         ) from err
     if grad is None:  # a value made anew (torch.tensor(..., requires_grad=True)), cut off from the output
         raise no_gradient
+    if ":" in setup.impl:  # a user's function: a gradient that cannot train is its mistake, not the loss's verdict
+        bad = int((~torch.isfinite(grad)).sum())
+        if bad:
+            raise ValueError(
+                f"Expected the loss function {setup.impl} (for {name!r}) to have a finite gradient on one model's first "
+                f"minibatch, before any training, but it is NaN or infinite at {bad} of its {grad.numel()} outputs "
+                "(torch.where with a NaN in the branch it does not pick, or sqrt or log at 0?): every model would be frozen at once."
+            )
+        if not grad.any():
+            raise ValueError(
+                f"Expected the loss function {setup.impl} (for {name!r}) to send a gradient to the model's output, but it "
+                "is zero at every output of one model's first minibatch (round, sign, argmax or a comparison inside, "
+                "whose gradient is zero?): its models would never train."
+            )
     value = value.detach()
     batched = torch.func.vmap(fn)
     if ":" in setup.impl:

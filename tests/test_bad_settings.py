@@ -42,6 +42,16 @@ def clamps_in_place(z, y):  # clamp_ overwrites the sigmoid's output, which its 
     p.clamp_(1e-7, 1 - 1e-7)
     return F.binary_cross_entropy(p, y)
 
+def sqrt_of_the_distance(z, y):  # torch.where's unpicked branch is sqrt of a negative: its NaN reaches the gradient
+    d = torch.sigmoid(z) - y
+    return torch.where(d > 0, torch.sqrt(d), torch.sqrt(-d)).mean()
+
+def rounded(z, y):  # the value of a classifier's mistakes, whose gradient is zero everywhere
+    return ((torch.round(torch.sigmoid(z)) - y) ** 2).mean()
+
+def wrong_shape(z, y):
+    return F.binary_cross_entropy_with_logits(z, y, reduction="none")
+
 def mean_of_full_batches(z, y):  # a scalar on minibatches of 64 and the validation split, not on the last minibatch
     terms = F.binary_cross_entropy_with_logits(z, y, reduction="none")
     return terms.mean() if z.shape[0] in (64, 262) else terms
@@ -105,6 +115,19 @@ def test_nan_is_not_a_non_negative_number(name):
 def test_a_loss_that_carries_no_gradient_is_refused_before_training(user_losses, function):
     with pytest.raises(ValueError, match="carries no gradient .*its models would never train"):
         lossbench.compare("titanic", losses=("bce",), impl=f"{user_losses}:{function}", **TINY)
+
+
+@pytest.mark.parametrize("function, message", [
+    ("sqrt_of_the_distance", "to have a finite gradient on one model's first minibatch, before any training, but it is NaN or "
+                             "infinite at "),
+    ("rounded", "to send a gradient to the model's output, but it is zero at every output of one model's first minibatch"),
+    ("wrong_shape", "to return a scalar tensor (the mean over the batch), but got (64,)."),
+])  # fmt: skip
+def test_a_user_loss_that_cannot_train_is_named_before_training(user_losses, function, message):
+    # the first two trained nothing: every model "diverged" at epoch 1, or kept its untrained accuracy, without a word
+    with pytest.raises(ValueError) as info:
+        lossbench.compare("titanic", losses=("bce",), impl=f"{user_losses}:{function}", **TINY)
+    assert str(info.value).startswith(f"Expected the loss function {user_losses}:{function} (for 'bce') {message}")
 
 
 def test_a_user_loss_whose_backward_pass_fails_is_named_with_the_fix(user_losses):
