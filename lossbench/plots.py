@@ -658,8 +658,18 @@ def loss_and_gradient_shapes(
     >>> [ax.get_title() for ax in fig.axes]
     ['Loss, true label y = 1', 'Loss, true label y = 0', 'dL/dz, true label y = 1', 'dL/dz, true label y = 0']
     """
-    losses = list(losses)
+    losses = [losses] if isinstance(losses, str) else list(losses)
     families = {name: loss_registry.family(name.split("@", 1)[0]) for name in losses}
+    for name, given in (options or {}).items():
+        if name not in families:
+            raise ValueError(f"Expected the options to be for the losses drawn, {', '.join(losses)}, but got options for {name!r}.")
+        family = families[name]
+        unknown = [key for key in given if key not in (*family.options, "head_lr_scale")]
+        if unknown:
+            raise ValueError(f"Expected the options of {name!r} to be among {', '.join(('head_lr_scale', *family.options))}, "
+                             f"but got {', '.join(map(repr, unknown))}.")
+        if given.get("on", "probability") != "probability":
+            raise ValueError(f"Expected `on` of {name!r} to be 'probability', the curve drawn, but got {given['on']!r}.")
     names = ["loss y=1", "loss y=0", "grad y=1", "grad y=0"]
     fig, axs = _panels(axes, names, ncols=2, panel_size=(5.2, 3.6), what="loss and gradient panels")
     colors = loss_colors(losses)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -370,6 +371,22 @@ def test_calibration_draws_reliability_per_loss_with_ece_in_the_legend(results):
         mine = result.calibration[result.calibration["loss"] == loss]
         curve = [ln for ln in ax.get_lines() if ln.get_label().startswith("ECE")][0]
         np.testing.assert_allclose(curve.get_ydata(), stats.band(mine, "fraction_positive", ["bin"]).sort_values("bin")["mean"], equal_nan=True)
+
+
+@pytest.mark.parametrize("losses, options, message", [
+    (["focal"], {"focal": {"gama": 1}}, "Expected the options of 'focal' to be among head_lr_scale, alpha, gamma, but got 'gama'."),
+    (["bce"], {"mse": {"on": "raw"}}, "Expected the options to be for the losses drawn, bce, but got options for 'mse'."),
+    (["mse"], {"mse": {"on": "raw"}}, "Expected `on` of 'mse' to be 'probability', the curve drawn, but got 'raw'."),
+])  # fmt: skip
+def test_shapes_refuse_options_they_would_not_draw(losses, options, message):
+    # a misspelt gamma drew focal's default curve under its name
+    with pytest.raises(ValueError, match=re.escape(message)):
+        plots.loss_and_gradient_shapes(losses, options=options)
+
+
+def test_shapes_of_one_loss_named_as_a_string():
+    fig = plots.loss_and_gradient_shapes("bce")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["bce"]
 
 
 def test_loss_and_gradient_shapes_come_from_the_families():
