@@ -76,6 +76,19 @@ class Result:
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
     directory: Path | None = None  # where it was saved or loaded from
 
+    def __repr__(self) -> str:
+        """One line a notebook can show: what was compared and how large each table is (not every row of every frame).
+
+        >>> import pandas as pd
+        >>> Result(*[pd.DataFrame({"a": [1, 2]})] * 5, config={"task": "titanic", "losses": ["bce", "mse"], "seeds": [0, 1]})
+        Result(task='titanic', losses=['bce', 'mse'], seeds=2, runs: 2 rows, history: 2 rows, thresholds: 2 rows, calibration: 2 rows, summary: 2 rows, directory=None)
+        """
+        seeds = self.config.get("seeds")
+        tables = ", ".join(f"{name}: {len(getattr(self, name))} rows" for name in FRAMES)
+        where = str(self.directory) if self.directory is not None else None
+        return (f"Result(task={self.config.get('task')!r}, losses={self.config.get('losses')!r}, "
+                f"seeds={len(seeds) if isinstance(seeds, list) else seeds!r}, {tables}, directory={where!r})")
+
     @property
     def losses(self) -> list[str]:
         """The losses compared, in the order they were given."""
@@ -94,7 +107,8 @@ class Result:
         """
         target = Path(directory)
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise RunExistsError(f"Expected `directory` to be a new or empty directory, but {str(target)!r} already holds files.")
+            holds = "is a file" if not target.is_dir() else "already holds files"
+            raise RunExistsError(f"Expected `directory` to be a new or empty directory, but {str(target)!r} {holds}.")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
         umask = os.umask(0)

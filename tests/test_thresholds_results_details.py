@@ -153,7 +153,7 @@ def test_save_onto_a_file_is_a_run_exists_error(tmp_path):
     # a path that is a file is not a new or empty directory: RunExistsError, and the file is left alone
     target = tmp_path / "run"
     target.write_text("keep me")
-    with pytest.raises(results.RunExistsError, match="already holds files"):
+    with pytest.raises(results.RunExistsError, match="run. is a file"):
         _result().save(target)
     assert target.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
@@ -172,3 +172,12 @@ def test_a_missing_file_is_named_as_missing(tmp_path, name):
     (path / name).unlink()
     with pytest.raises(ValueError, match=rf"lacks {name.replace('.', chr(92) + '.')} \(was the run interrupted"):
         results.load(path)
+
+
+def test_a_result_shows_as_one_line_of_what_it_holds():
+    # the dataclass's own repr printed every row of every frame: about 22 KB for a quick comparison in a notebook cell
+    result = _result()
+    text = repr(result)
+    assert "\n" not in text and len(text) < 400
+    assert text.startswith(f"Result(task={result.config.get('task')!r}, losses={result.config['losses']!r}, seeds=")
+    assert f"history: {len(result.history)} rows" in text and text.endswith("directory=None)")
