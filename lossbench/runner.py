@@ -36,6 +36,7 @@ import math
 import numbers
 import os
 import platform
+import re
 import subprocess
 import typing
 import warnings
@@ -198,7 +199,8 @@ def _check_arguments(**given) -> None:
         "losses": (lambda v: isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(n, str) for n in v)),
                    "a loss name or a list of loss names"),
         "impl": (lambda v: isinstance(v, str) or (isinstance(v, Mapping) and all(isinstance(i, str) for i in v.values())),
-                 "an implementation name or import path, or a mapping from loss name to one"),
+                 "an implementation name or import path ('__main__:my_loss' for a function defined in a notebook), or a "
+                 "mapping from loss name to one"),
         "overrides": (lambda v: v is None or (isinstance(v, Mapping) and all(isinstance(o, Mapping) for o in v.values())),
                       "None or a mapping from loss name to a mapping of options"),
         "quick": (lambda v: isinstance(v, bool), "True or False"),
@@ -400,8 +402,14 @@ def resolve_losses(
         if name not in losses:
             raise ValueError(f"Expected an implementation or override for one of the losses {list(losses)}, but got {name!r}.")
     setups = []
+    family_names = [f.name for f in loss_registry.families()]
     for name in losses:
-        family_name = name.split("@", 1)[0]
+        family_name, at, label = name.partition("@")
+        if family_name not in family_names or (at and not re.fullmatch(r"[A-Za-z0-9_]+", label)):
+            raise ValueError(
+                f"Expected each of `losses` to be a loss family among {', '.join(family_names)}, or one with a label "
+                f"of letters, digits or _ (bce@weighted), but got {name!r}; `lossbench losses` lists them."
+            )
         family = loss_registry.family(family_name)
         chosen = impls.get(name, "handwritten")
         settings = dict(overrides.get(name, {}))

@@ -224,7 +224,7 @@ def test_numpy_seeds_and_numbers_are_numbers():
     (dict(losses=[1]), "Expected `losses` to be a loss name or a list of loss names, but got [1]."),
     (dict(threads=True), "Expected `threads` to be None or a whole number, 1 or more, but got True."),
     (dict(overrides={"bce": 2}), "Expected `overrides` to be None or a mapping from loss name to a mapping of options, but got {'bce': 2}."),
-    (dict(impl=None), "Expected `impl` to be an implementation name or import path, or a mapping from loss name to one, but got None."),
+    (dict(impl=None), "Expected `impl` to be an implementation name or import path ('__main__:my_loss' for a function defined in a notebook), or a mapping from loss name to one, but got None."),
     (dict(progress=1), "Expected `progress` to be True, False or a function taking a ProgressReport, but got 1."),
     (dict(quick="yes"), "Expected `quick` to be True or False, but got 'yes'."),
 ])

@@ -67,7 +67,7 @@ def test_the_header_says_whether_the_step_ran_from_its_trace(bench, capsys):
         (["--seeds", "0"], "argument --seeds: expected a whole number of at least 1, but got '0'"),
         (["--repeats", "-1"], "argument --repeats: expected a whole number of at least 1"),
         (["--threads", "two"], "argument --threads: expected a whole number of at least 1, but got 'two'"),
-        (["--losses", "bce,nope"], "Expected `family` to be one of"),
+        (["--losses", "bce,nope"], "Expected each of `losses` to be a loss family among"),
         (["--task", "mnist"], "invalid choice: 'mnist'"),
     ],
 )

@@ -433,7 +433,9 @@ def test_probe_measurements_match_a_direct_autograd_computation():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        pytest.param(dict(losses=("hinge",)), "Expected `family` to be one of", id="unknown-loss"),
+        pytest.param(dict(losses=("hinge",)), "Expected each of `losses` to be a loss family among softmax_ce, bce, mse, focal, or one with a label", id="unknown-loss"),
+        pytest.param(dict(losses=("bce", "bce@")), "but got 'bce@'; .lossbench losses. lists them", id="empty-label"),
+        pytest.param(dict(losses=("bce", "bce@a b")), "but got 'bce@a b'", id="label-with-a-space"),
         pytest.param(dict(impl="fancy"), "Expected the implementation of", id="unknown-impl"),
         pytest.param(dict(head_init="random"), "Expected `head_init`", id="unknown-head-init"),
         pytest.param(dict(epochs=0), "Expected `epochs` to be a positive whole number", id="zero-epochs"),
