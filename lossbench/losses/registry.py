@@ -198,11 +198,16 @@ class LossNameError(ValueError):
 
 
 def _usage_error(got: str, detail: str = "") -> LossNameError:
+    if detail:  # the reason first: the sixteen built-in names would push it off the end of the line
+        return LossNameError(
+            f"Expected `loss` to be a built-in name or an import path 'package.module:function', but got {got!r} "
+            f"({detail}); `lossbench losses` lists them.",
+            detail,
+        )
     valid = ", ".join(repr(n) for n in list(_FAMILIES) + names())
-    why = f" ({detail})" if detail else ""
     return LossNameError(
-        f"Expected `loss` to be one of {valid} or an import path 'package.module:function', but got "
-        f"{got!r}{why}; `lossbench losses` lists them.",
+        f"Expected `loss` to be one of {valid} or an import path 'package.module:function', but got {got!r}; "
+        "`lossbench losses` lists them.",
         detail,
     )
 
@@ -262,7 +267,7 @@ def load_user_function(path: str) -> Callable:
     >>> load_user_function("lossbench.losses.bce:nothing_here")
     Traceback (most recent call last):
     ...
-    lossbench.losses.registry.LossNameError: Expected `loss` to be one of ... but got 'lossbench.losses.bce:nothing_here' (module 'lossbench.losses.bce' has no attribute 'nothing_here'); `lossbench losses` lists them.
+    lossbench.losses.registry.LossNameError: Expected `loss` to be a built-in name or an import path 'package.module:function', but got 'lossbench.losses.bce:nothing_here' (module 'lossbench.losses.bce' has no attribute 'nothing_here'); `lossbench losses` lists them.
     """
     if not isinstance(path, str) or path.count(":") != 1:
         raise _usage_error(path, "an import path has exactly one ':' between module and function")
