@@ -55,7 +55,7 @@ def mean_ci(
     >>> mean, low, high, n = mean_ci([1.0, 2.0, 3.0])
     >>> mean, round(low, 4), round(high, 4), n   # 2 -+ 4.3027 * 1 / sqrt(3)
     (2.0, -0.4841, 4.4841, 3)
-    >>> mean_ci([0.7, 0.95], within=(0.0, 1.0))[1:3]   # 0.825 -+ 12.706 * 0.1768 / sqrt(2): past 1 above
+    >>> mean_ci([0.7, 0.95], within=(0.0, 1.0))[1:3]   # 0.825 -+ 12.706 * 0.1768 / sqrt(2): past both ends
     (0.0, 1.0)
     >>> mean_ci([1.0, 2.0], confidence=95)
     Traceback (most recent call last):
