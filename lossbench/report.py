@@ -295,7 +295,8 @@ def format_differences(result: Result) -> str:
     d = differences(result)
     if d.empty:
         return f"Paired differences: none (only the baseline {result.baseline} was trained)."
-    lines = [f"Paired differences to {result.baseline} (loss minus {result.baseline} on the same seeds, mean [95% CI]):"]
+    spread = "mean [95% CI]" if (d["n"] >= 2).any() else "mean; one seed gives no interval"
+    lines = [f"Paired differences to {result.baseline} (loss minus {result.baseline} on the same seeds, {spread}):"]
     seeds = result.runs.groupby("loss")["seed"].nunique()
 
     def paired(r: pd.Series) -> str:  # a seed where either model has no value (NaN predictions) pairs with nothing

@@ -190,7 +190,9 @@ def test_one_seed_gives_means_without_intervals_and_strict_json():
     row = next(line for line in text.splitlines() if line.strip().startswith("bce"))
     assert row.split()[1] == "0.800" and "[" not in row
     assert "Test split, 1 seed, so no interval; " in text and "95% CI" not in text
-    assert "no interval (fewer than 2 seeds with a value)" in report.format_differences(result)
+    differences = report.format_differences(result)
+    assert "no interval (fewer than 2 seeds with a value)" in differences and "95% CI" not in differences
+    assert differences.splitlines()[0].endswith("on the same seeds, mean; one seed gives no interval):")
 
     def no_nan(token):
         raise AssertionError(f"{token} is not JSON")
