@@ -761,9 +761,7 @@ def vectorise(setup: LossSetup, output: torch.Tensor, target: torch.Tensor) -> t
             )
     value = value.detach()
     batched = torch.func.vmap(fn)
-    if ":" in setup.impl:
-        batched = _naming_the_loss(batched, setup)
-    try:
+    try:  # vmap's own error: the function ran plainly above, only batching it failed
         with loss_registry.value_checks(False):
             reference = batched(output, target)
     except Exception as err:  # noqa: BLE001 - any failure to vectorise falls back to the plain loop
@@ -777,6 +775,8 @@ def vectorise(setup: LossSetup, output: torch.Tensor, target: torch.Tensor) -> t
             return torch.stack([fn(o, t) for o, t in zip(out, tgt)])
 
         return (_naming_the_loss(one_at_a_time, setup) if ":" in setup.impl else one_at_a_time), "loop"
+    if ":" in setup.impl:
+        batched = _naming_the_loss(batched, setup)
 
     elementwise = setup.impl in BUILT_IN_IMPLS and "reduction" in loss_registry.accepted_options(fn)
     if elementwise and not (setup.family == "softmax_ce" and "weight" in setup.options):  # class weights: a weighted mean
