@@ -484,6 +484,9 @@ def _option_tensor(loss: str, key: str, value, device: torch.device, dtype: torc
         example = ",".join(str(i + 1) for i in range(min(count, 3))) + (",..." if count > 3 else "")
         raise ValueError(f"Expected `{key}` of {loss!r} to be a list of weights, one per class or output ({count} here; on the "
                          f"command line: {loss}.weight={'[1]' if count == 1 else example}), but got {value!r}.")
+    if weights.ndim == 1 and len(weights) not in (1, count):  # the loss's own message names only the minibatch's shape
+        wanted = "one number (the task has one output)" if count == 1 else f"one number or a list of {count}, one per class or output"
+        raise ValueError(f"Expected `{key}` of {loss!r} to be {wanted}, but got {len(weights)} numbers: {value!r}.")
     if key == "weight" and (not (weights >= 0).all() or not (weights > 0).any()):
         raise ValueError(f"Expected `{key}` of {loss!r} to be non-negative and not all zero, but got {value!r}.")
     return weights

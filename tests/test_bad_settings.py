@@ -81,6 +81,11 @@ def user_losses(tmp_path, monkeypatch):
     # the example fits the loss's head: one output for bce on Titanic, where `bce.weight=1,2` would be refused by the loss
     ({"bce": {"weight": 2.0}}, "Expected `weight` of 'bce' to be a list of weights, one per class or output (1 here; on the "
                                "command line: bce.weight=[1]), but got 2.0."),
+    # a list of the wrong length was refused by the loss at the first minibatch, naming the minibatch's shape
+    ({"bce": {"pos_weight": [1, 2, 3]}}, "Expected `pos_weight` of 'bce' to be one number (the task has one output), but got 3 "
+                                         "numbers: [1, 2, 3]."),
+    ({"softmax_ce": {"weight": [1, 2, 3]}}, "Expected `weight` of 'softmax_ce' to be one number or a list of 2, one per class or "
+                                            "output, but got 3 numbers: [1, 2, 3]."),
     ({"softmax_ce": {"head_lr_scale": "abc"}}, "Expected `head_lr_scale` of 'softmax_ce' to be a positive number, but got 'abc'."),
     # true/false (`--loss-option bce.pos_weight=true`) would be taken as 1 by torch and Python alike
     ({"bce": {"head_lr_scale": True}}, "Expected `head_lr_scale` of 'bce' to be a positive number, but got True."),
