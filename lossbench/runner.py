@@ -368,11 +368,13 @@ def check_representable(cfg: TrainingDefaults, setups: list[LossSetup], dtype: t
     ValueError: Expected `lr` to be at most 3.4e+38, the largest float32, but got 1e+39.
     """
     largest = torch.finfo(dtype).max
-    values = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "momentum": cfg.momentum}
-    values |= {f"lr x head_lr_scale of {s.name!r}": cfg.lr * s.head_lr_scale for s in setups}
+    values = {"`lr`": cfg.lr, "`weight_decay`": cfg.weight_decay, "`momentum`": cfg.momentum}
+    values |= {f"`lr x head_lr_scale of {s.name!r}`": cfg.lr * s.head_lr_scale for s in setups}
+    values |= {f"`{k}` of {s.name!r}": v for s in setups for k, v in s.options.items()  # focal's gamma 1e39 is inf in float32
+               if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))}
     for name, value in values.items():
         if abs(value) > largest:
-            raise ValueError(f"Expected `{name}` to be at most {largest:.2g}, the largest {str(dtype).removeprefix('torch.')}, but got {value:.3g}.")
+            raise ValueError(f"Expected {name} to be at most {largest:.2g}, the largest {str(dtype).removeprefix('torch.')}, but got {value:.3g}.")
 
 
 def resolve_losses(
@@ -462,7 +464,7 @@ def _option_tensor(loss: str, key: str, value, device: torch.device, dtype: torc
     """A loss's weight option (``pos_weight``, ``weight``) as a tensor, or a ValueError if it cannot weigh anything.
 
     A weight is one finite number per output (or one for all): ``pos_weight`` positive, as it multiplies
-    the positives' terms, and class ``weight`` non-negative and not all zero, a list of ``count`` (the
+    the positives' terms, and class ``weight`` non-negative and not all zero (softmax_ce's each positive), a list of ``count`` (the
     loss's classes, or its outputs per example), which the message's example shows.
 
     >>> _option_tensor("bce", "pos_weight", -4, torch.device("cpu"), torch.float32)
@@ -473,13 +475,19 @@ def _option_tensor(loss: str, key: str, value, device: torch.device, dtype: torc
     try:
         if isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value)):
             raise TypeError("true/false is not a weight")
-        weights = torch.as_tensor(value, dtype=dtype, device=device)
+        weights = torch.as_tensor(value, dtype=torch.float64)  # as given; then in the training dtype, checked to be the same
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"Expected `{key}` of {loss!r} to be a number or a list of numbers, but got {value!r}.") from None
     if not torch.isfinite(weights).all():
         raise ValueError(f"Expected `{key}` of {loss!r} to be finite, but got {value!r}.")
     if key == "pos_weight" and not (weights > 0).all():
         raise ValueError(f"Expected `{key}` of {loss!r} to be positive, but got {value!r}.")
+    info = torch.finfo(dtype)
+    nonzero = weights[weights != 0].abs()
+    if len(nonzero) and (nonzero.max() > info.max or nonzero.min() < info.tiny):
+        raise ValueError(f"Expected `{key}` of {loss!r} to be within {str(dtype).removeprefix('torch.')}'s range, "
+                         f"{info.tiny:.2g} to {info.max:.2g}, but got {value!r}.")
+    weights = weights.to(dtype=dtype, device=device)
     if key == "weight" and weights.ndim != 1:
         example = ",".join(str(i + 1) for i in range(min(count, 3))) + (",..." if count > 3 else "")
         raise ValueError(f"Expected `{key}` of {loss!r} to be a list of weights, one per class or output ({count} here; on the "
@@ -489,6 +497,9 @@ def _option_tensor(loss: str, key: str, value, device: torch.device, dtype: torc
         raise ValueError(f"Expected `{key}` of {loss!r} to be {wanted}, but got {len(weights)} numbers: {value!r}.")
     if key == "weight" and (not (weights >= 0).all() or not (weights > 0).any()):
         raise ValueError(f"Expected `{key}` of {loss!r} to be non-negative and not all zero, but got {value!r}.")
+    if key == "weight" and loss.partition("@")[0] == "softmax_ce" and (weights == 0).any():
+        raise ValueError(f"Expected every class `weight` of {loss!r} to be positive, but got {value!r}: cross-entropy's mean "
+                         "divides by the summed weight of a minibatch's classes, 0 / 0 for a minibatch of zero-weight classes.")
     return weights
 
 

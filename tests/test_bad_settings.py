@@ -86,6 +86,12 @@ def user_losses(tmp_path, monkeypatch):
                                          "numbers: [1, 2, 3]."),
     ({"softmax_ce": {"weight": [1, 2, 3]}}, "Expected `weight` of 'softmax_ce' to be one number or a list of 2, one per class or "
                                             "output, but got 3 numbers: [1, 2, 3]."),
+    # a class that a minibatch may hold alone made its mean 0 / 0: NaN, reported as a diverged model
+    ({"softmax_ce": {"weight": [0.0, 1.0]}}, "Expected every class `weight` of 'softmax_ce' to be positive, but got [0.0, 1.0]"),
+    # 1e-300 is 0 in float32 and 1e39 inf: "to be positive" and "to be finite" were untrue of them
+    ({"bce": {"pos_weight": 1e-300}}, "Expected `pos_weight` of 'bce' to be within float32's range, 1.2e-38 to 3.4e+38, but got 1e-300."),
+    ({"bce": {"weight": [1e39]}}, "Expected `weight` of 'bce' to be within float32's range, 1.2e-38 to 3.4e+38, but got [1e+39]."),
+    ({"focal": {"gamma": 1e39}}, "Expected `gamma` of 'focal' to be at most 3.4e+38, the largest float32, but got 1e+39."),
     ({"softmax_ce": {"head_lr_scale": "abc"}}, "Expected `head_lr_scale` of 'softmax_ce' to be a positive number, but got 'abc'."),
     # true/false (`--loss-option bce.pos_weight=true`) would be taken as 1 by torch and Python alike
     ({"bce": {"head_lr_scale": True}}, "Expected `head_lr_scale` of 'bce' to be a positive number, but got True."),
@@ -94,7 +100,7 @@ def user_losses(tmp_path, monkeypatch):
 ])
 def test_a_loss_option_that_cannot_weigh_anything_is_refused(options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        lossbench.compare("titanic", overrides=options, **TINY)
+        lossbench.compare("titanic", losses=tuple(options), overrides=options, **TINY)
 
 
 @pytest.mark.parametrize("function, what", [

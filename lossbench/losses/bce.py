@@ -66,7 +66,8 @@ def check_weight_values(pos_weight: Tensor | float | None, weight: Tensor | floa
     for name, value, allowed, what in (("pos_weight", pos_weight, torch.gt, "positive"), ("weight", weight, torch.ge, "non-negative")):
         if value is None:
             continue
-        values = torch.as_tensor(value).detach()
+        # a number as it was given (float64): float32 would make 1e-300 a 0 and 1e39 an inf, which it is not
+        values = value.detach() if isinstance(value, Tensor) else torch.as_tensor(value, dtype=torch.float64)
         if not bool((torch.isfinite(values) & allowed(values, 0)).all()):
             raise ValueError(f"Expected `{name}` to be finite and {what}, but got {value!r}.")
 
