@@ -297,3 +297,12 @@ def test_the_naive_form_takes_a_soft_target_for_a_zero_as_its_docstring_and_note
     # for labels 0 and 1 the picked form is the formula
     hard = torch.tensor([0.0, 1.0], dtype=F64)
     torch.testing.assert_close(binary_cross_entropy_naive(z.expand(2), hard), binary_cross_entropy_with_logits(z.expand(2), hard))
+
+
+def test_a_tiny_or_huge_weight_given_as_a_number_is_checked_as_given_not_as_a_float32():
+    # torch.as_tensor(1e-300) is float32 0.0, and 1e39 float32 inf: "finite and positive" was untrue of both
+    z = torch.tensor([0.5, -1.0], dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    expected = F.binary_cross_entropy_with_logits(z, y, pos_weight=torch.tensor(1e-300, dtype=torch.float64))
+    assert binary_cross_entropy_with_logits(z, y, pos_weight=1e-300).item() == pytest.approx(expected.item(), rel=1e-12)
+    assert torch.isfinite(binary_cross_entropy_with_logits(z, y, weight=1e39))
