@@ -24,7 +24,6 @@ from TorchScript (lossbench.graphs.Traced), which needs a fraction of a second i
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -36,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_runner import GRIDS, _positive, _sync  # noqa: E402
+from bench_runner import GRIDS, Parser, _positive, _sync, check_sizes, figures_json, run_script  # noqa: E402
 from lossbench import graphs, losses as loss_registry, optim, runner  # noqa: E402
 from lossbench.tasks import get as get_task  # noqa: E402
 
@@ -57,11 +56,11 @@ def block_us(fn, args: tuple, steps: int, device: torch.device) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="bench_compile.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--seeds", type=_positive, default=GRIDS["titanic"]["seeds"], help="models per loss (default: the target grid's 10)")
-    parser.add_argument("--batch-size", type=_positive, default=GRIDS["titanic"]["batch_size"])
-    parser.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    parser.add_argument("--batch-size", type=_positive, default=GRIDS["titanic"]["batch_size"], help="examples in the timed minibatch (default: 64)")
+    parser.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="the optimizer whose step is timed (default: adam)")
     parser.add_argument("--blocks", type=_positive, default=7, help="timed blocks of each (they alternate; medians reported)")
     parser.add_argument("--steps", type=_positive, default=200, help="steps in a block")
     parser.add_argument("--backend", default="inductor", help="torch.compile's backend; 'eager' checks the plumbing without compiling")
@@ -78,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"Expected `--backend` to be one of torch.compile's backends ({', '.join(backends)}), but got {args.backend!r}.")
     except ValueError as error:
         parser.error(str(error))
+    check_sizes(task, setups, cfg, device, torch.float32, parser)
     seeds = list(range(cfg.seeds))
     prepared = runner.prepare(task, setups, cfg, seeds, "matched", device, torch.float32)
     x, targets = next(runner.minibatches(prepared.xs["train"], prepared.targets["train"], prepared.order[0], cfg.batch_size, len(setups)))
@@ -106,8 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             compiled_losses, _ = compiled(flat, *state, *inputs)
         except Exception as error:  # noqa: BLE001 - no compiler here, say: one line, not inductor's traceback
-            print(f"bench_compile.py: torch.compile (backend {args.backend!r}) failed here: {type(error).__name__}: {str(error).splitlines()[0]}", file=sys.stderr)
-            return 1
+            # "backend='tvm' raised:", then why ("ImportError: Please install apache-tvm ..."), then where to read more
+            lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.startswith("Set TORCHDYNAMO")]
+            why = " ".join(lines[:2])
+            print(f"bench_compile.py: error: torch.compile (backend {args.backend!r}) cannot compile the step here: "
+                  f"{type(error).__name__}: {why}", file=sys.stderr)
+            return 2
         _sync(device)
         compile_s = time.perf_counter() - start
 
@@ -156,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/bench_compile.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     if args.json:
-        print(json.dumps(figures, indent=2))
+        print(figures_json(figures))
         return 0
     print(f"titanic training step on {figures['device_name']} (torch {figures['torch']}, {figures['threads']} threads): "
           f"{figures['models']} models, batch {cfg.batch_size}, {cfg.optimizer}, backend {args.backend}")
@@ -175,4 +179,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main, "bench_compile.py"))

@@ -19,7 +19,6 @@ It is the measurement behind keeping the probe eager on a CPU (benchmarks/RESULT
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -31,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_runner import GRIDS, _positive  # noqa: E402
+from bench_runner import GRIDS, Parser, _positive, check_sizes, figures_json, run_script  # noqa: E402
 from lossbench import graphs, losses as loss_registry, runner  # noqa: E402
 from lossbench.tasks import get as get_task  # noqa: E402
 
@@ -50,7 +49,7 @@ def same_records(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="bench_probe.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=_positive, default=GRIDS["titanic"]["seeds"], help="models per loss (default: the target grid's 10)")
     parser.add_argument("--blocks", type=_positive, default=9, help="timed blocks of each (they alternate; medians reported)")
     parser.add_argument("--calls", type=_positive, default=20, help="probes in a block")
@@ -61,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = runner.resolve_config("titanic", seeds=args.seeds)
     task = get_task("titanic").load(cfg)
     setups = runner.resolve_losses(("softmax_ce", "bce", "mse"), "handwritten", None, task, cpu, torch.float32)
+    check_sizes(task, setups, cfg, cpu, torch.float32, parser)
     prepared = runner.prepare(task, setups, cfg, list(range(cfg.seeds)), "matched", cpu, torch.float32)
     recorder = runner.Recorder(task, setups, prepared, cfg.epochs, None)
     m = prepared.models.flat.shape[0]
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/bench_probe.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     if args.json:
-        print(json.dumps(figures, indent=2))
+        print(figures_json(figures))
         return 0
     print(f"titanic per-epoch probe on cpu (torch {figures['torch']}, {figures['threads']} threads): "
           f"{m} models on {len(task.val)} validation examples")
@@ -126,4 +126,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main, "bench_probe.py"))

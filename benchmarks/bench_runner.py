@@ -26,10 +26,12 @@ import argparse
 import dataclasses
 import functools
 import json
+import math
 import resource
 import statistics
 import sys
 import time
+import typing
 from pathlib import Path
 
 import torch
@@ -45,6 +47,59 @@ GRIDS = {  # the grids the performance targets are stated for
     "multilabel": dict(seeds=5, epochs=3, batch_size=128),
     "mammography": dict(seeds=5, epochs=3, batch_size=128),
 }
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, saying a mistake in one line (and exit code 2), as the ``lossbench`` command does."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def figures_json(figures: dict) -> str:
+    """The figures as strict JSON: a figure that is not a number (a break-even never reached) is null.
+
+    >>> print(figures_json({"speedup": 0.8, "break_even": float("inf")}))
+    {
+      "speedup": 0.8,
+      "break_even": null
+    }
+    """
+    def strict(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: strict(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [strict(v) for v in value]
+        return value
+
+    return json.dumps(strict(figures), indent=2, allow_nan=False)
+
+
+def run_script(main: typing.Callable[[], int], prog: str) -> int:
+    """``main()``'s exit code; Ctrl-C is one line and exit code 130, not a traceback."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def check_sizes(task, setups, cfg, device, dtype, parser: argparse.ArgumentParser) -> None:
+    """A grid that cannot fit in memory (or whose counts torch cannot hold) is refused in one line, as ``compare`` does."""
+    try:
+        runner.check_fits(task, setups, cfg, device, dtype)
+    except (ValueError, OverflowError) as error:
+        parser.error(str(error))
+
+
+def _threads(text: str) -> int:
+    """An argparse type: a count of threads torch can take (a count in the millions crashes the process)."""
+    value = _positive(text)
+    if value > runner.MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected at most {runner.MAX_THREADS} threads (8 per core here), but got {text!r}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -117,19 +172,19 @@ def time_engine(engine, task, setups, cfg, seeds, device, dtype, repeats: int) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", default="titanic", choices=list(GRIDS))
+    parser = Parser(prog="bench_runner.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="titanic", choices=list(GRIDS), help="the task whose grid is timed (default: titanic)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--losses", default="softmax_ce,bce,mse")
+    parser.add_argument("--losses", default="softmax_ce,bce,mse", help="comma-separated losses (default: softmax_ce,bce,mse)")
     parser.add_argument("--seeds", type=_positive, default=None, help="models per loss (default: the target grid's)")
     parser.add_argument("--epochs", type=_positive, default=None, help="epochs (default: the target grid's)")
-    parser.add_argument("--batch-size", type=_positive, default=None)
+    parser.add_argument("--batch-size", type=_positive, default=None, help="examples per minibatch (default: the target grid's)")
     parser.add_argument("--loop-epochs", type=_positive, default=None, help="time the plain loop on fewer epochs (its throughput is per epoch); default: the same epochs")
     parser.add_argument("--repeats", type=_positive, default=3, help="timed repeats of the batched runner (median reported)")
     parser.add_argument("--loop-repeats", type=_positive, default=3, help="timed repeats of the plain loop (median reported)")
     parser.add_argument("--skip-loop", action="store_true", help="time the batched runner only")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--threads", type=_positive, default=None, help="torch's CPU threads (default: torch's choice, one per core)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="the models' number type (default: float32)")
+    parser.add_argument("--threads", type=_threads, default=None, help=f"torch's CPU threads, 1 to {runner.MAX_THREADS} (default: torch's choice, one per core)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="on a GPU, launch every operation of the batched runner on its own instead of replaying CUDA graphs")
     parser.add_argument("--no-cpu-trace", action="store_true", help="on a CPU, run the batched runner's training step eagerly instead of from its TorchScript trace")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -141,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("seeds", "epochs", "batch_size"):
         if getattr(args, key) is not None:
             grid[key] = getattr(args, key)
-    try:  # a bad device or loss name: argparse's usage and the error, exit code 2
+    try:  # a bad device or loss name: one line, exit code 2
         device = runner.resolve_device(args.device)
         dtype = getattr(torch, args.dtype)
         cfg = runner.resolve_config(args.task, **grid)
@@ -150,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         setups = runner.resolve_losses(losses, "handwritten", None, task, device, dtype)
     except ValueError as error:
         parser.error(str(error))
+    check_sizes(task, setups, cfg, device, dtype, parser)
     seeds = list(range(cfg.seeds))
     models = len(losses) * len(seeds)
     images = task.train.x.ndim == 4
@@ -191,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     figures["peak_rss_mb"] = _peak_rss_mb()
 
     if args.json:
-        print(json.dumps(figures, indent=2))
+        print(figures_json(figures))
         return 0
     print(f"{args.task} on {figures['device_name']} (torch {figures['torch']}, {figures['threads']} threads): "
           f"{models} models x {cfg.epochs} epochs, batch {cfg.batch_size}, {n_train} training examples"
@@ -210,4 +266,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main, "bench_runner.py"))

@@ -69,10 +69,24 @@ def test_the_header_says_whether_the_step_ran_from_its_trace(bench, capsys):
         (["--threads", "two"], "argument --threads: expected a whole number of at least 1, but got 'two'"),
         (["--losses", "bce,nope"], "Expected each of `losses` to be a loss family among"),
         (["--task", "mnist"], "invalid choice: 'mnist'"),
+        # torch.set_num_threads ends the process for a count in the millions, and raises past 64 bits
+        (["--threads", "99999999999999999999"], "argument --threads: expected at most "),
+        # refused at once, as `lossbench compare` refuses it, not a MemoryError after minutes
+        (["--seeds", "100000000"], "Expected the comparison to fit in memory, but 300,000,000 models"),
     ],
 )
 def test_bad_input_exits_2_with_the_error(bench, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--skip-loop", "--epochs", "1", *args])
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1  # not argparse's usage block too
+    assert err.endswith("(see bench_runner.py --help)\n")
+
+
+def test_ctrl_c_is_one_line_and_exit_code_130(bench, capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert bench.run_script(interrupted, "bench_runner.py") == 130
+    assert capsys.readouterr().err == "bench_runner.py: interrupted\n"
