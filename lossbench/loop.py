@@ -2,7 +2,10 @@
 
 It trains the same models as :func:`lossbench.runner.train` (same initial weights, same minibatches,
 same optimizer settings), but as ordinary ``torch.nn`` modules, one model after another, with one
-optimizer each. Nothing here is vectorised over models; that is the point.
+optimizer each. Nothing in its training is vectorised over models; that is the point. Its records are
+taken with the batched runner's own probe (all models packed, once an epoch), so that both engines record
+the same numbers the same way; that makes the loop's recording cheaper than a per-model probe would be, and
+the benchmark's ratio to it conservative.
 """
 from __future__ import annotations
 
