@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=_positive, default=None, help="models per loss (default: the target grid's)")
     parser.add_argument("--epochs", type=_positive, default=None, help="epochs (default: the target grid's)")
     parser.add_argument("--batch-size", type=_positive, default=None, help="examples per minibatch (default: the target grid's)")
-    parser.add_argument("--loop-epochs", type=_positive, default=None, help="time the plain loop on fewer epochs (its throughput is per epoch); default: the same epochs")
+    parser.add_argument("--loop-epochs", type=_positive, default=None, help="time the plain loop on another number of epochs, usually fewer, as it is slow (its throughput is per epoch); default: the same epochs")
     parser.add_argument("--repeats", type=_positive, default=3, help="timed repeats of the batched runner (median reported)")
     parser.add_argument("--loop-repeats", type=_positive, default=3, help="timed repeats of the plain loop (median reported)")
     parser.add_argument("--skip-loop", action="store_true", help="time the batched runner only")
