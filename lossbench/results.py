@@ -44,7 +44,7 @@ COLUMNS = {
                 "grad_body", "grad_positive_share"),
     "thresholds": ("loss", "seed", "split", "threshold", "accuracy", "sensitivity", "specificity"),
     "calibration": ("loss", "seed", "bin", "bin_low", "bin_high", "mean_predicted", "fraction_positive", "count"),
-    "summary": ("loss", "metric", "n", "mean", "ci_low", "ci_high"),
+    "summary": ("loss", "metric", "n", "mean", "ci_low", "ci_high", "diff_mean", "diff_low", "diff_high", "diff_n"),
 }  # fmt: skip
 """The columns of each table that :func:`load` checks for: those the report and the plots read (a run has more)."""
 
@@ -155,7 +155,7 @@ def load(directory: str | os.PathLike) -> Result:
         state = "is a file" if path.exists() else "does not exist"
         raise ValueError(f"Expected a lossbench run directory, but {str(path)!r} {state}.")
     missing = [f"{n}.csv" for n in FRAMES if not (path / f"{n}.csv").is_file()]
-    missing += [n for n in ("config.json",) if not (path / n).is_file()]
+    missing += [n for n in ("config.json", "predictions.npz") if not (path / n).is_file()]
     if missing:
         raise ValueError(
             f"Expected a lossbench run directory, but {str(path)!r} lacks {', '.join(missing)} "
@@ -163,11 +163,10 @@ def load(directory: str | os.PathLike) -> Result:
         )
     config = _read_config(path / "config.json")
     frames = {name: _read_frame(path / f"{name}.csv", COLUMNS[name], config["losses"]) for name in FRAMES}
-    _check_summary(path / "summary.csv", frames["summary"], config["losses"])
+    _check_summary(path / "summary.csv", frames["summary"], config)
     _check_models(path, frames, config)
-    predictions: dict[str, np.ndarray] = {}
-    if (path / "predictions.npz").is_file():
-        predictions = _read_predictions(path / "predictions.npz")
+    predictions = _read_predictions(path / "predictions.npz")
+    _check_predictions(path / "predictions.npz", predictions, frames["runs"], config)
     return Result(**frames, config=config, predictions=predictions, directory=path)
 
 
@@ -251,15 +250,38 @@ def _read_frame(file: Path, columns: tuple[str, ...], losses: list[str]) -> pd.D
     return frame
 
 
-def _check_summary(file: Path, summary: pd.DataFrame, losses: list[str]) -> None:
-    """summary.csv holds a row for every loss and every metric (those the report reads, and all it holds)."""
-    metrics = list(dict.fromkeys([*SUMMARY_METRICS, *summary["metric"].astype(str)]))
-    pairs = set(zip(summary["loss"].astype(str), summary["metric"].astype(str)))
+def _check_summary(file: Path, summary: pd.DataFrame, config: dict) -> None:
+    """summary.csv holds one row for every loss and every metric (those the report reads, and all it holds)."""
+    losses = config["losses"]
+    several = config.get("task_kind") in ("multilabel", "grid")  # their table shows exact match too
+    metrics = list(dict.fromkeys([*SUMMARY_METRICS, *(("test_exact_match",) if several else ()), *summary["metric"].astype(str)]))
+    keys = list(zip(summary["loss"].astype(str), summary["metric"].astype(str)))
+    pairs = set(keys)
+    if len(pairs) != len(keys):
+        loss, metric = next(k for k in keys if keys.count(k) > 1)
+        raise _damaged(f"Expected {file} to hold one row for each loss and metric, but the loss {loss!r} has two for {metric}")
+    for column in ("n", "diff_n"):
+        counts = summary[column].dropna().astype(float)
+        odd = counts[~counts.map(float.is_integer) | (counts < 0)]
+        if len(odd):
+            raise _damaged(f"Expected the column {column} of {file} to hold counts of seeds, but it holds {float(odd.iloc[0]):g}")
     for loss in losses:
         absent = [m for m in metrics if (loss, m) not in pairs]
         if absent:
             shown = ", ".join(absent[:4]) + (f" and {len(absent) - 4} more" if len(absent) > 4 else "")
             raise _damaged(f"{file} is incomplete: it has no rows for the metrics {shown} of the loss {loss!r}")
+
+
+def _check_counts(path: Path, frames: dict[str, pd.DataFrame]) -> None:
+    """summary.csv's counts of seeds are runs.csv's: a summary of another run (other seeds) is not this run's."""
+    runs, summary = frames["runs"], frames["summary"]
+    for row in summary.itertuples():
+        if row.metric in runs.columns and row.metric not in TEXT_COLUMNS:
+            values = pd.to_numeric(runs.loc[runs["loss"].astype(str) == str(row.loss), row.metric], errors="coerce")
+            finite = int(np.isfinite(values.astype(float)).sum())
+            if row.n != finite:
+                raise _damaged(f"Expected {path / 'summary.csv'} to summarise the seeds of {path / 'runs.csv'}, but its {row.metric} of "
+                               f"{row.loss!r} is over {row.n:g} seeds, where runs.csv has {finite}")
 
 
 def _check_models(path: Path, frames: dict[str, pd.DataFrame], config: dict) -> None:
@@ -289,6 +311,7 @@ def _check_models(path: Path, frames: dict[str, pd.DataFrame], config: dict) -> 
         if len(short):
             (loss, seed), got = short.index[0], int(short.iloc[0])
             raise _damaged(f"{file} is incomplete: the loss {loss!r} with seed {seed} has {got} row{'s' if got != 1 else ''}, where the run wrote {wanted}")
+    _check_counts(path, frames)
     summary = frames["summary"]
     if "baseline" in summary.columns:
         written = set(summary["baseline"].dropna().astype(str))
@@ -316,3 +339,28 @@ def _read_predictions(file: Path) -> dict[str, np.ndarray]:
     if predictions and absent:
         raise _damaged(f"{file} is incomplete: it lacks the arrays {', '.join(absent)}")
     return predictions
+
+
+def _check_predictions(file: Path, predictions: dict[str, np.ndarray], runs: pd.DataFrame, config: dict) -> None:
+    """The arrays fit each other and the run: a score per model, example and output, for the models of runs.csv."""
+    if not predictions:
+        return
+    p = predictions
+    for key in ("val_scores", "val_targets", "test_scores", "test_targets", "models_seed"):
+        if not (np.issubdtype(p[key].dtype, np.number) or np.issubdtype(p[key].dtype, np.bool_)):
+            raise _damaged(f"Expected the array {key} of {file} to hold numbers, but it holds {p[key].dtype}")
+    m = len(runs)
+    shapes = {"models_loss": 1, "models_seed": 1, "val_scores": 3, "test_scores": 3, "val_targets": 2, "test_targets": 2}
+    wrong = [k for k, ndim in shapes.items() if p[k].ndim != ndim]
+    if not wrong:
+        k_out = p["val_targets"].shape[1]
+        wanted = {"models_loss": (m,), "models_seed": (m,), "val_scores": (m, *p["val_targets"].shape),
+                  "test_scores": (m, *p["test_targets"].shape), "test_targets": (p["test_targets"].shape[0], k_out)}
+        wrong = [k for k, shape in wanted.items() if p[k].shape != shape]
+    if wrong:
+        shown = ", ".join(f"{k} {tuple(p[k].shape)}" for k in shapes)
+        raise _damaged(f"Expected the arrays of {file} to hold a score per model of runs.csv ({m}), example and output, but they "
+                       f"are {shown}")
+    models = set(zip(runs["loss"].astype(str), runs["seed"].astype(int)))
+    if set(zip(p["models_loss"].astype(str), p["models_seed"].astype(int))) != models:
+        raise _damaged(f"Expected the models of {file} to be those of runs.csv, but they differ")

@@ -73,6 +73,16 @@ def _some_predictions(path: Path) -> None:
         np.savez(fh, **kept)
 
 
+def _edit_predictions(change):
+    def edit(path: Path) -> None:
+        with np.load(path) as npz:
+            arrays = change({k: npz[k] for k in npz.files})
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    return edit
+
+
 DAMAGE = [
     # config.json: not JSON, or JSON of the wrong shape
     pytest.param("config.json", _write(b'{"task": '), r"could not be parsed: Expecting value", id="config-cut-short"),
@@ -115,6 +125,22 @@ DAMAGE = [
                  id="predictions-junk"),
     pytest.param("predictions.npz", _write(b""), r"\.npz archive of the predictions .* but it is empty", id="predictions-empty"),
     pytest.param("predictions.npz", _cut(200), r"\.npz archive of the predictions .* but it could not be parsed", id="predictions-cut-short"),
+    # each of these was a wrong table or plot, or an "unexpected" error, from show, show --json or plot
+    pytest.param("predictions.npz", _edit_predictions(lambda p: p | {"test_scores": p["test_scores"][:2]}),
+                 r"to hold a score per model of runs\.csv \(6\), example and output, but they are .*test_scores \(2, ", id="predictions-of-two-models"),
+    pytest.param("predictions.npz", _edit_predictions(lambda p: p | {"test_scores": p["test_scores"].astype(str)}),
+                 r"the array test_scores of .* to hold numbers, but it holds <U", id="predictions-as-text"),
+    pytest.param("predictions.npz", _edit_predictions(lambda p: p | {"models_seed": p["models_seed"] + 5}),
+                 r"the models of .* to be those of runs\.csv", id="predictions-of-other-seeds"),
+    pytest.param("summary.csv", _edit_csv(lambda f: f.drop(columns="diff_mean")), r"but it lacks diff_mean", id="summary-without-differences"),
+    pytest.param("summary.csv", _edit_csv(lambda f: pd.concat([f, f.iloc[[0]]])), r"one row for each loss and metric, but the loss 'softmax_ce' has two",
+                 id="summary-row-twice"),
+    pytest.param("summary.csv", _edit_csv(lambda f: _set_cell(f, "diff_mean", "abc")), r"column diff_mean of .* to hold numbers, but it holds 'abc'",
+                 id="summary-difference-not-a-number"),
+    pytest.param("summary.csv", _edit_csv(lambda f: _set_cell(f, "diff_n", 1.5)), r"column diff_n of .* to hold counts of seeds, but it holds 1\.5",
+                 id="summary-half-a-seed"),
+    pytest.param("summary.csv", _edit_csv(lambda f: f.assign(n=1)), r"to summarise the seeds of .*runs\.csv, but its .* is over 1 seeds, where runs\.csv has 2",
+                 id="summary-of-another-run"),
     pytest.param("predictions.npz", _some_predictions, r"is incomplete: it lacks the arrays models_loss, models_seed, val_targets",
                  id="predictions-without-arrays"),
 ]  # fmt: skip
@@ -133,15 +159,17 @@ def test_a_damaged_file_is_a_value_error_naming_it(run, name, damage, what):
         assert DAMAGED in message
 
 
-def test_a_whole_run_loads_and_one_saved_without_predictions_too(run, saved_run, tmp_path):
+def test_a_whole_run_loads_and_one_saved_without_predictions_too_but_not_one_whose_file_is_gone(run, saved_run, tmp_path):
     loaded = lossbench.load(run)
     assert loaded.losses == ["softmax_ce", "bce", "mse"]
     assert sorted(loaded.predictions) == ["models_loss", "models_seed", "test_scores", "test_targets", "val_scores", "val_targets"]
     loaded.predictions = {}
     again = lossbench.load(loaded.save(tmp_path / "again"))
     assert again.predictions == {}
-    (run / "predictions.npz").unlink()  # an optional file
-    assert lossbench.load(run).predictions == {}
+    # a run's own predictions.npz gone: the notes and reference lines read from it would vanish without a word
+    (run / "predictions.npz").unlink()
+    with pytest.raises(ValueError, match=r"lacks predictions\.npz \(was the run interrupted"):
+        lossbench.load(run)
 
 
 def test_a_missing_directory_or_file_is_still_named(run, tmp_path):
@@ -170,8 +198,11 @@ def test_cli_reports_a_damaged_run_in_one_line_without_a_traceback(run, name, da
 
 
 @pytest.mark.parametrize(("changes", "lacking"), [
-    pytest.param({"task_kind": "multilabel"}, "'exact_match'", id="task-kind"),
-    pytest.param({"label_names": ["a", "b"]}, "'grad_label_share[a]'", id="label-names"),
+    # a multi-output task's table shows exact match: load finds it missing from summary.csv
+    pytest.param({"task_kind": "multilabel"}, "{run}/summary.csv is incomplete: it has no rows for the metrics test_exact_match "
+                 "of the loss 'softmax_ce'", id="task-kind"),
+    pytest.param({"label_names": ["a", "b"]}, "Expected '{run}' to hold what its config.json describes, but its tables lack "
+                 "'grad_label_share[a]'", id="label-names"),
 ])
 def test_plot_of_a_run_whose_config_names_what_its_tables_lack_is_one_line(run, changes, lacking, capsys):
     # load cannot foresee every column a plot reads for an edited task kind or label: the plot's KeyError
@@ -179,8 +210,7 @@ def test_plot_of_a_run_whose_config_names_what_its_tables_lack_is_one_line(run, 
     _edit_config(**changes)(run / "config.json")
     assert cli.main(["plot", str(run)]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err == (f"lossbench plot: error: Expected {str(run)!r} to hold what its config.json describes, but its "
-                                 f"tables lack {lacking} ({DAMAGED}).\n")
+    assert out == "" and err == f"lossbench plot: error: {lacking.format(run=run)} ({DAMAGED}).\n"
     assert not (run / "plots").exists()
 
 

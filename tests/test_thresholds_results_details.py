@@ -105,7 +105,8 @@ def _result() -> results.Result:
             rows.append(row)
         frames[name] = pd.DataFrame(rows)
     frames["summary"] = pd.DataFrame(
-        [{"loss": loss, "metric": m, "n": 1, "mean": 0.5, "ci_low": 0.4, "ci_high": 0.6} for loss in losses for m in results.SUMMARY_METRICS]
+        [{"loss": loss, "metric": m, "n": 1, "mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "diff_mean": 0.0, "diff_low": float("nan"),
+          "diff_high": float("nan"), "diff_n": 1} for loss in losses for m in results.SUMMARY_METRICS]
     )
     predictions = {
         "models_loss": np.array(losses),
