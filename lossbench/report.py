@@ -216,6 +216,14 @@ def format_table(result: Result) -> str:
         cells += [_loss_value(row["final_train_loss"]), f"{row['diverged']}/{row['seeds']}"]
         rows.append(cells)
     lines += _align(rows)
+    lines += table_notes(result)
+    return "\n".join(lines)
+
+
+def table_notes(result: Result) -> list[str]:
+    """The notes printed under the table: what its numbers mean, and what to beware of in this run."""
+    cfg = result.config
+    notes: list[str] = []
     if _multi(result):
         k = len(cfg["label_names"])
         what = "areas" if cfg.get("task_kind") == "grid" else "labels"
@@ -224,21 +232,21 @@ def format_table(result: Result) -> str:
             if thr.auc_average(cfg.get("task_kind", "")) == "micro"
             else f"AUC is the mean of the {k} {what}' own AUCs (macro-averaged; a label with no positive or no negative example in the split is left out)."
         )
-        lines.append(
+        notes.append(
             f"Accuracy is Hamming accuracy: the share of all {k} {what} of all examples predicted right. "
             f"Exact match: the share of examples with all {k} {what} right. {auc}"
         )
-    lines.append("Train loss: the mean of the last epoch's minibatch losses (none for a diverged model), on each loss's own scale, not comparable across losses.")
+    notes.append("Train loss: the mean of the last epoch's minibatch losses (none for a diverged model), on each loss's own scale, not comparable across losses.")
     silent = never_positive(result)
     if silent:
-        lines.append(
+        notes.append(
             f"Never a positive answer at 0.5 on the test split, from any seed: {', '.join(silent)}. Such a model "
             "scores the all-negative baseline; usually it has not yet learned to say yes, and its numbers are then no "
             "verdict on the loss: train longer (--epochs) or faster (--lr)."
         )
     below = below_chance_auc(result)
     if below:
-        lines.append(
+        notes.append(
             f"Test AUC under 0.5, its whole interval: {', '.join(below)}. Its models rank the positives below the "
             "negatives, a ranking that training made (chance gives 0.5): epochs that push every score down towards the "
             "positives' base rate can push some positives furthest. The validation AUC by epoch (history.csv, val_auc) "
@@ -248,10 +256,10 @@ def format_table(result: Result) -> str:
     undefined = result.runs["test_accuracy"].isna().groupby(result.runs["loss"], sort=False).agg(["sum", "size"])
     if undefined["sum"].any():
         counts = ", ".join(f"{loss} {int(r['sum'])} of {int(r['size'])}" for loss, r in undefined.iterrows() if r["sum"])
-        lines.append(
+        notes.append(
             f"Models whose predictions are NaN (their weights blew up) have no test metrics and are left out of the means: {counts}."
         )
-    return "\n".join(lines)
+    return notes
 
 
 def below_chance_auc(result: Result) -> list[str]:
@@ -369,10 +377,13 @@ def as_json(result: Result, files: Sequence[Path] = ()) -> str:
     >>> import json, lossbench
     >>> result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})  # a small, fast run
     >>> doc = json.loads(as_json(result))
-    >>> sorted(doc)
-    ['baseline', 'description', 'differences', 'epochs', 'files', 'kind', 'losses', 'plots', 'run_dir', 'seeds', 'summary', 'table', 'task']
+    >>> sorted(doc)  # doctest: +NORMALIZE_WHITESPACE
+    ['baseline', 'description', 'device', 'differences', 'epochs', 'files', 'implementations', 'kind', 'losses', 'notes',
+     'plots', 'run_dir', 'seeds', 'sizes', 'summary', 'table', 'task', 'threshold_metric', 'training']
     """
     cfg = result.config
+    task_cfg = cfg.get("task_config", {})
+    impls = result.runs.groupby("loss", sort=False)["impl"].first().to_dict() if "impl" in result.runs else {}
     files = [str(f) for f in files]
     doc = {
         "task": cfg.get("task"),
@@ -381,12 +392,18 @@ def as_json(result: Result, files: Sequence[Path] = ()) -> str:
         "losses": result.losses,
         "baseline": result.baseline,
         "seeds": cfg.get("seeds"),
-        "epochs": cfg.get("task_config", {}).get("epochs"),
+        "epochs": task_cfg.get("epochs"),
+        "training": {key: task_cfg.get(key) for key in ("optimizer", "lr", "batch_size")},
+        "device": cfg.get("device"),
+        "sizes": cfg.get("sizes"),
+        "threshold_metric": cfg.get("threshold_metric", "accuracy"),  # what the best validation threshold maximises
+        "implementations": impls,
         "run_dir": str(result.directory) if result.directory is not None else None,
         "files": [f for f in files if not Path(f).suffix == ".png"],
         "plots": [f for f in files if Path(f).suffix == ".png"],
         "table": _records(loss_table(result)),
         "differences": _records(differences(result)),
         "summary": _records(result.summary),
+        "notes": table_notes(result),  # the lines under the text table
     }
     return json.dumps(doc, indent=2, allow_nan=False)

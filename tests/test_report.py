@@ -212,3 +212,15 @@ def test_json_summary_matches_the_frame(result):
         np.testing.assert_allclose(frame[column].astype(float), result.summary[column].astype(float), equal_nan=True)
     assert doc["task"] == "toy" and doc["baseline"] == "bce" and doc["run_dir"] is None
     assert all(not (isinstance(v, float) and math.isnan(v)) for row in doc["summary"] for v in row.values())
+
+
+def test_json_holds_what_the_text_report_says_besides_the_table():
+    # --json is documented as "all of it": the notes, the threshold metric and the implementations were only in the text
+    result = made_result({"mse": metrics([0.97, 0.97, 0.97], auc=[0.10, 0.12, 0.11]), "bce": metrics([0.97] * 3, auc=[0.85, 0.9, 0.88])})
+    result.config["threshold_metric"] = "f1"
+    doc = json.loads(report.as_json(result))
+    text = report.format_table(result)
+    assert doc["notes"] and all(note in text for note in doc["notes"])
+    assert any(note.startswith("Test AUC under 0.5, its whole interval: mse.") for note in doc["notes"])
+    assert doc["threshold_metric"] == "f1" and "by its f1" in text
+    assert set(doc["training"]) == {"optimizer", "lr", "batch_size"}
