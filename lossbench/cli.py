@@ -820,10 +820,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "show", help="reprint the tables of a saved run", formatter_class=_FORMATTER,
         description="Reprint the per-loss table and the paired differences of a saved run, and list its files.\n"
-                    "Nothing is recomputed or written.\n\nexample:\n  lossbench show runs/titanic-20250101-120000",
+                    "Nothing is recomputed or written: it prints what `lossbench compare` printed for the run.\n\n"
+                    "examples:\n  lossbench show runs/titanic-20250101-120000\n  lossbench show runs/titanic-20250101-120000 --json\n\n"
+                    "exit codes:\n  0 done; 2 not a run directory, or a damaged one (a file missing, cut short or edited),\n"
+                    "  said in one line on stderr.",
     )  # fmt: skip
     p.add_argument("run_dir", metavar="RUN_DIR", type=_named("RUN_DIR"), help="a directory written by `lossbench compare`")
-    p.add_argument("--json", action="store_true", help="print the results as JSON instead of the tables")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON document instead of the tables: the "
+                   "task, settings, per-loss table, paired differences, summary.csv's rows, the notes and the files")
     p.set_defaults(func=_cmd_show)
     p = sub.add_parser(
         "plot", help="redraw the plots of a saved run", formatter_class=_FORMATTER,
