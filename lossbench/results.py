@@ -22,6 +22,7 @@ shape, each table's columns and its rows for every loss, the arrays), so that a 
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -123,9 +124,15 @@ class Result:
                 fh.write("\n")
             if extra is not None:
                 extra(tmp)
-            if target.exists():
-                target.rmdir()
-            os.replace(tmp, target)
+            try:
+                if target.exists():
+                    target.rmdir()
+                os.replace(tmp, target)
+            except OSError as err:  # another process wrote into the folder between the check above and now
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                raise RunExistsError(f"Expected `directory` to be a new or empty directory, but {str(target)!r} got files "
+                                     "from elsewhere while this run was saved.") from err
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

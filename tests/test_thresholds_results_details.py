@@ -182,3 +182,16 @@ def test_a_result_shows_as_one_line_of_what_it_holds():
     assert "\n" not in text and len(text) < 400
     assert text.startswith(f"Result(task={result.config.get('task')!r}, losses={result.config['losses']!r}, seeds=")
     assert f"history: {len(result.history)} rows" in text and text.endswith("directory=None)")
+
+
+def test_a_folder_another_run_fills_while_this_one_is_saved_is_a_run_exists_error(tmp_path):
+    # two runs with the same --out: the one that lost at the final rename said "OSError: Directory not empty"
+    target = tmp_path / "run"
+    target.mkdir()
+
+    def the_other_run_writes(_tmp):
+        (target / "runs.csv").write_text("the other run's table\n")
+
+    with pytest.raises(results.RunExistsError, match="got files from elsewhere while this run was saved"):
+        _result().save(target, extra=the_other_run_writes)
+    assert [p.name for p in target.iterdir()] == ["runs.csv"] and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
