@@ -64,7 +64,7 @@ class LossFamily:
         gets the opposite); mse: ``2 (p - y) p (1 - p)``; focal: its closed form.
 
         >>> import torch
-        >>> p = torch.tensor([0.001, 0.999])                  # confident mistakes for y = 0 ...
+        >>> p = torch.tensor([0.001, 0.999])                  # a confident right answer and a confident mistake for y = 0 ...
         >>> family("bce").grad_wrt_logit(p, 0.0)              # ... keep cross-entropy's full gradient
         tensor([0.0010, 0.9990])
         >>> family("mse").grad_wrt_logit(p, 0.0)              # ... and vanish under MSE

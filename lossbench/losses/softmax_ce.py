@@ -127,7 +127,8 @@ def cross_entropy(
     r"""Softmax cross-entropy from first principles, stable for logits of any finite size (log-sum-exp).
 
     Finite in value and gradient as long as one decision's logits differ by less than the largest float
-    (3.4e38 in float32). Past that, a class's log-probability is ``-inf``: a class with no weight in the
+    (3.4e38 in float32), and its loss, times a class weight above 1 or summed over label smoothing's classes,
+    stays under it too (as any number must; torch's overflows the same way). Past the first bound, a class's log-probability is ``-inf``: a class with no weight in the
     target adds exactly 0, and one with weight (through the target or label smoothing) makes the loss ``inf``.
 
     ``output`` is ``(N, C)`` or ``(N, C, d1, ...)`` logits (or ``(C,)`` for one example); ``target`` is class
