@@ -217,6 +217,13 @@ def _read_config(file: Path) -> dict:
     losses = config["losses"]
     if not (isinstance(losses, list) and losses and all(isinstance(loss, str) for loss in losses)):
         raise _damaged(f'Expected "losses" in {file} to be a non-empty list of loss names, but got {_short(losses)}')
+    if len(set(losses)) != len(losses):
+        raise _damaged(f'Expected "losses" in {file} to name each loss once, but got {_short(losses)}')
+    from lossbench.thresholds import SELECTION_METRICS  # here: reading a run needs no torch otherwise
+
+    if config.get("threshold_metric", "accuracy") not in SELECTION_METRICS:
+        raise _damaged(f'Expected "threshold_metric" in {file} to be one of {", ".join(SELECTION_METRICS)}, but got '
+                       f'{_short(config.get("threshold_metric"))}')
     baseline = config.get("baseline")
     if baseline is not None and baseline not in losses:
         raise _damaged(f'Expected "baseline" in {file} to be one of the losses {", ".join(losses)} or null, but got {_short(baseline)}')
@@ -318,6 +325,10 @@ def _check_models(path: Path, frames: dict[str, pd.DataFrame], config: dict) -> 
         if len(short):
             (loss, seed), got = short.index[0], int(short.iloc[0])
             raise _damaged(f"{file} is incomplete: the loss {loss!r} with seed {seed} has {got} row{'s' if got != 1 else ''}, where the run wrote {wanted}")
+    epoch = frames["history"]["epoch"].astype(float)
+    if not (epoch.map(float.is_integer) & (epoch >= 0)).all():
+        raise _damaged(f"Expected the column epoch of {path / 'history.csv'} to hold epochs 0, 1, 2, ..., but it holds "
+                       f"{epoch[~(epoch.map(float.is_integer) & (epoch >= 0))].iloc[0]:g}")
     _check_counts(path, frames)
     summary = frames["summary"]
     if "baseline" in summary.columns:
@@ -368,6 +379,10 @@ def _check_predictions(file: Path, predictions: dict[str, np.ndarray], runs: pd.
         shown = ", ".join(f"{k} {tuple(p[k].shape)}" for k in shapes)
         raise _damaged(f"Expected the arrays of {file} to hold a score per model of runs.csv ({m}), example and output, but they "
                        f"are {shown}")
+    names = config.get("label_names")
+    if isinstance(names, list) and len(names) != p["val_targets"].shape[1]:
+        raise _damaged(f'Expected "label_names" in {file.parent / "config.json"} to name the {p["val_targets"].shape[1]} outputs of '
+                       f"{file}, but it names {len(names)}")
     models = set(zip(runs["loss"].astype(str), runs["seed"].astype(int)))
     if set(zip(p["models_loss"].astype(str), p["models_seed"].astype(int))) != models:
         raise _damaged(f"Expected the models of {file} to be those of runs.csv, but they differ")

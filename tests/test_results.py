@@ -126,6 +126,12 @@ DAMAGE = [
     pytest.param("predictions.npz", _write(b""), r"\.npz archive of the predictions .* but it is empty", id="predictions-empty"),
     pytest.param("predictions.npz", _cut(200), r"\.npz archive of the predictions .* but it could not be parsed", id="predictions-cut-short"),
     # each of these was a wrong table or plot, or an "unexpected" error, from show, show --json or plot
+    pytest.param("config.json", _edit_config(losses=["bce", "bce", "mse", "softmax_ce"]), r'"losses" in .* to name each loss once',
+                 id="config-a-loss-twice"),
+    pytest.param("config.json", _edit_config(threshold_metric="bogus"), r'"threshold_metric" in .* to be one of accuracy, balanced_accuracy',
+                 id="config-unknown-threshold-metric"),
+    pytest.param("history.csv", _edit_csv(lambda f: f.assign(epoch=f["epoch"] + 0.5)), r"column epoch of .* to hold epochs 0, 1, 2, \.\.\., but it holds 0\.5",
+                 id="history-half-epochs"),
     pytest.param("predictions.npz", _edit_predictions(lambda p: p | {"test_scores": p["test_scores"][:2]}),
                  r"to hold a score per model of runs\.csv \(6\), example and output, but they are .*test_scores \(2, ", id="predictions-of-two-models"),
     pytest.param("predictions.npz", _edit_predictions(lambda p: p | {"test_scores": p["test_scores"].astype(str)}),
@@ -201,8 +207,8 @@ def test_cli_reports_a_damaged_run_in_one_line_without_a_traceback(run, name, da
     # a multi-output task's table shows exact match: load finds it missing from summary.csv
     pytest.param({"task_kind": "multilabel"}, "{run}/summary.csv is incomplete: it has no rows for the metrics test_exact_match "
                  "of the loss 'softmax_ce'", id="task-kind"),
-    pytest.param({"label_names": ["a", "b"]}, "Expected '{run}' to hold what its config.json describes, but its tables lack "
-                 "'grad_label_share[a]'", id="label-names"),
+    pytest.param({"label_names": ["a", "b"]}, 'Expected "label_names" in {run}/config.json to name the 1 outputs of '
+                 "{run}/predictions.npz, but it names 2", id="label-names"),
 ])
 def test_plot_of_a_run_whose_config_names_what_its_tables_lack_is_one_line(run, changes, lacking, capsys):
     # load cannot foresee every column a plot reads for an edited task kind or label: the plot's KeyError
