@@ -106,7 +106,7 @@ class Result:
         called with the temporary directory before it is renamed into place, to add files (the plots)
         that must appear together with the rest or not at all.
         """
-        target = Path(directory)
+        target = _path(directory, "directory")
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             holds = "is a file" if not target.is_dir() else "already holds files"
             raise RunExistsError(f"Expected `directory` to be a new or empty directory, but {str(target)!r} {holds}.")
@@ -157,7 +157,7 @@ def load(directory: str | os.PathLike) -> Result:
     ...
     ValueError: Expected a lossbench run directory, but 'no/such/run' does not exist.
     """
-    path = Path(directory)
+    path = _path(directory, "directory")
     if not path.is_dir():
         state = "is a file" if path.exists() else "does not exist"
         raise ValueError(f"Expected a lossbench run directory, but {str(path)!r} {state}.")
@@ -175,6 +175,13 @@ def load(directory: str | os.PathLike) -> Result:
     predictions = _read_predictions(path / "predictions.npz")
     _check_predictions(path / "predictions.npz", predictions, frames["runs"], config)
     return Result(**frames, config=config, predictions=predictions, directory=path)
+
+
+def _path(value: object, name: str) -> Path:
+    """``value`` as a Path, or a ValueError naming the argument (not ``Path``'s TypeError about os.PathLike)."""
+    if not isinstance(value, (str, os.PathLike)) or str(value) == "":
+        raise ValueError(f"Expected `{name}` to be the path of a folder, but got {value!r}.")
+    return Path(value)
 
 
 def _one_line(err: Exception) -> str:

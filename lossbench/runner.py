@@ -208,6 +208,8 @@ def _check_arguments(**given) -> None:
         "threshold_points": (lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool), "a whole number, 2 or more"),
         "progress": (lambda v: isinstance(v, bool) or callable(v), "True, False or a function taking a ProgressReport"),
         "threads": (lambda v: v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)), "None or a whole number, 1 or more"),
+        "data": (lambda v: v is None or (isinstance(v, (str, os.PathLike)) and str(v) != ""),
+                 "None (the shipped or generated data) or the path of a file or folder"),
     }
     for name, value in given.items():
         ok, expected = rules[name]
@@ -1246,7 +1248,7 @@ def compare(
     >>> result.summary.query("metric == 'test_accuracy'")[["loss", "mean", "ci_low", "ci_high"]]  # doctest: +SKIP
     """
     _check_arguments(losses=losses, impl=impl, overrides=overrides, quick=quick, device=device, threshold_points=threshold_points,
-                     progress=progress, threads=threads)
+                     progress=progress, threads=threads, data=data)
     training = dict(seeds=seeds, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay, momentum=momentum)
     if isinstance(task, TaskData):
         if quick or data is not None:

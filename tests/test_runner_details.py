@@ -241,3 +241,10 @@ def test_numpy_numbers_and_the_largest_64_bit_seed_are_taken(tmp_path):
     assert result.config["loss_setups"]["bce"]["head_lr_scale"] == 0.5
     result.save(tmp_path / "run")
     assert sorted(lossbench.load(tmp_path / "run").runs.seed.tolist()) == [0, 2**63 - 1]
+
+
+@pytest.mark.parametrize("data", [5, ""])
+def test_data_that_is_not_a_path_is_named(data):
+    # 5 was torch's "expected str, bytes or os.PathLike object", and "" read the current folder as a CSV file
+    with pytest.raises(ValueError, match=re.escape(f"Expected `data` to be None (the shipped or generated data) or the path of a file or folder, but got {data!r}.")):
+        lossbench.compare("titanic", ("bce",), data=data, **FAST)

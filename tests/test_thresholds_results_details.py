@@ -2,6 +2,7 @@
 tie-breaking of the best threshold, pooled calibration of several outputs, and where and how a run is written."""
 from __future__ import annotations
 
+import re
 
 import numpy as np
 import pandas as pd
@@ -98,6 +99,8 @@ def _result() -> results.Result:
         for i, loss in enumerate(losses):
             row = {c: float(i) + 0.25 for c in columns}
             row.update(loss=loss, seed=0)
+            if "epoch" in columns:
+                row["epoch"] = 0
             if "split" in columns:
                 row["split"] = "val"
             if "metric" in columns:
@@ -195,3 +198,11 @@ def test_a_folder_another_run_fills_while_this_one_is_saved_is_a_run_exists_erro
     with pytest.raises(results.RunExistsError, match="got files from elsewhere while this run was saved"):
         _result().save(target, extra=the_other_run_writes)
     assert [p.name for p in target.iterdir()] == ["runs.csv"] and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize("directory", [None, 5, ""])
+def test_save_and_load_name_a_directory_that_is_not_a_path(directory):
+    with pytest.raises(ValueError, match=re.escape(f"Expected `directory` to be the path of a folder, but got {directory!r}.")):
+        _result().save(directory)
+    with pytest.raises(ValueError, match=re.escape(f"Expected `directory` to be the path of a folder, but got {directory!r}.")):
+        results.load(directory)
