@@ -240,6 +240,8 @@ def _read_config(file: Path) -> dict:
     for loss, setup in config.get("loss_setups", {}).items():
         if not isinstance(setup, dict):
             raise _damaged(f'Expected "loss_setups" in {file} to map each loss to an object, but {loss!r} maps to {_short(setup)}')
+        if not isinstance(setup.get("options", {}), dict):
+            raise _damaged(f'Expected the options of {loss!r} in "loss_setups" of {file} to be an object, but got {_short(setup["options"])}')
     return config
 
 

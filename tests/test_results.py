@@ -128,6 +128,8 @@ DAMAGE = [
     # each of these was a wrong table or plot, or an "unexpected" error, from show, show --json or plot
     pytest.param("config.json", _edit_config(losses=["bce", "bce", "mse", "softmax_ce"]), r'"losses" in .* to name each loss once',
                  id="config-a-loss-twice"),
+    pytest.param("config.json", _edit_config(loss_setups={"bce": {"options": [1]}}), r'the options of .bce. in "loss_setups" of .* to be an object, but got \[1\]',
+                 id="config-options-a-list"),
     pytest.param("config.json", _edit_config(threshold_metric="bogus"), r'"threshold_metric" in .* to be one of accuracy, balanced_accuracy',
                  id="config-unknown-threshold-metric"),
     pytest.param("history.csv", _edit_csv(lambda f: f.assign(epoch=f["epoch"] + 0.5)), r"column epoch of .* to hold epochs 0, 1, 2, \.\.\., but it holds 0\.5",
