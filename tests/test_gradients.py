@@ -128,6 +128,22 @@ def test_body_gradient_norms_equal_the_norms_of_autograds_gradient_into_the_body
     torch.testing.assert_close(gradients.body_gradient_norms(d_z, w), expected)
 
 
+def test_body_gradient_norm_of_a_two_logit_head_with_nearly_equal_columns_is_finite():
+    """||dL/dh|| is a norm: finite and >= 0 even when rounding puts the quadratic form just below 0.
+
+    Softmax sends dz = (g, -g); with the head's columns w0 ~ w1 the true norm |g| ||w1 - w0|| is tiny,
+    and dz (w^T w) dz^T, a difference of nearly equal float32 numbers, rounds to either side of it.
+    """
+    w0 = torch.tensor([1.5410, -0.2934, -2.1788, 0.5684, -1.0845, -1.3986, 0.4033, 0.8380])
+    w = torch.stack([w0, w0 + 1e-4 * torch.linspace(-1.0, 1.0, 8)], dim=1).unsqueeze(0)  # (1 model, 8 features, 2 units)
+    g = torch.linspace(-3.0, 3.0, 64)
+    d_z = torch.stack([g, -g], dim=1).reshape(1, 64, 1, 2)  # (models, N, positions, units)
+    norms = gradients.body_gradient_norms(d_z, w)
+    expected = (d_z.double().reshape(64, 2) @ w[0].double().T).norm(dim=1)  # dL/dh = dz w^T, in float64
+    assert torch.isfinite(norms).all() and (norms >= 0).all()
+    torch.testing.assert_close(norms[0].double(), expected, atol=5e-3, rtol=0)  # float32 rounding of a ~1e-7 square
+
+
 @pytest.mark.parametrize(
     "style, kind, loss",
     [("one_logit", "multilabel", "bce"), ("one_logit", "multilabel", "mse"), ("two_logit", "multilabel", "softmax_ce"),

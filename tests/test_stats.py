@@ -42,6 +42,17 @@ def test_paired_difference_uses_only_seeds_both_losses_have():
     assert row["diff_n"] == 2 and row["diff_mean"] == pytest.approx(1.0)
 
 
+def test_paired_difference_matches_seeds_not_row_order():
+    """The difference is loss minus baseline on the same seed, whatever order the rows come in."""
+    runs = pd.DataFrame({"loss": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2, 2, 0, 1],
+                         "acc": [0.60, 0.80, 0.70, 0.75, 0.50, 0.85]})
+    row = stats.summarize(runs, ["acc"], baseline="b").set_index("loss").loc["a"]
+    d = np.array([0.60 - 0.50, 0.80 - 0.85, 0.70 - 0.75])  # seed 0, 1, 2, by hand
+    expected = scipy_stats.t.interval(0.95, 2, loc=d.mean(), scale=scipy_stats.sem(d))
+    assert row["diff_n"] == 3 and row["diff_mean"] == pytest.approx(d.mean())
+    assert (row["diff_low"], row["diff_high"]) == pytest.approx(expected)
+
+
 def test_band_groups_by_the_given_columns():
     frame = pd.DataFrame({"loss": ["a"] * 6, "epoch": [0, 0, 0, 1, 1, 1], "v": [1.0, 2.0, 3.0, 5.0, 5.0, 5.0]})
     b = stats.band(frame, "v", ["loss", "epoch"]).set_index("epoch")

@@ -84,3 +84,18 @@ def test_a_nan_target_is_refused_and_counted():
         binary_cross_entropy_with_logits(torch.zeros(3), target)
     with value_checks(False):  # not read while value checks are off: the loss is NaN, as torch's is
         assert torch.isnan(binary_cross_entropy_with_logits(torch.zeros(3), target))
+
+
+@pytest.mark.parametrize(
+    "edge, away",
+    [pytest.param(1.0, 2.0, id="one-step-above-1"), pytest.param(0.0, -1.0, id="one-step-below-0")],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_a_target_one_float_step_outside_0_1_is_refused(edge, away, dtype):
+    """[0, 1] is checked exactly: the nearest float past either end is refused, with no tolerance."""
+    outside = torch.nextafter(torch.tensor(edge, dtype=dtype), torch.tensor(away, dtype=dtype))
+    assert outside != edge
+    target = torch.tensor([0.5, outside.item(), 0.5], dtype=dtype)
+    with pytest.raises(ValueError, match=r"Expected `target` to hold values in \[0, 1\]"):
+        binary_cross_entropy_with_logits(torch.zeros(3, dtype=dtype), target)
+    binary_cross_entropy_with_logits(torch.zeros(3, dtype=dtype), torch.tensor([0.0, 0.5, 1.0], dtype=dtype))  # the ends are fine

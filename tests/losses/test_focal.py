@@ -152,6 +152,18 @@ def test_analytic_curves_equal_autograd(y, alpha, gamma):
     torch.testing.assert_close(grad_wrt_logit(p, y, alpha=alpha, gamma=gamma), grad, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("y", [0.0, 1.0])
+@pytest.mark.parametrize("alpha, gamma", [(0.25, 2.0), (None, 0.5)])
+def test_analytic_curves_equal_autograd_on_confident_mistakes_and_confident_right_answers(y, alpha, gamma):
+    """The curves hold for p to within 1e-9 of 0 and 1 too, where a mistake's cross-entropy reaches about 20."""
+    p = torch.cat([torch.logspace(-9, -3, 13, dtype=F64), 1 - torch.logspace(-3, -9, 13, dtype=F64)])
+    z = (torch.log(p) - torch.log1p(-p)).requires_grad_(True)
+    loss = focal_loss(z, torch.full_like(p, y), alpha=alpha, gamma=gamma, reduction="none")
+    (grad,) = torch.autograd.grad(loss.sum(), z)
+    torch.testing.assert_close(loss_of_probability(p, y, alpha=alpha, gamma=gamma), loss.detach(), atol=1e-9, rtol=1e-7)
+    torch.testing.assert_close(grad_wrt_logit(p, y, alpha=alpha, gamma=gamma), grad, atol=1e-9, rtol=1e-7)
+
+
 def test_analytic_gradient_for_y1_is_the_papers_closed_form():
     p = torch.linspace(0.01, 0.99, 21, dtype=F64)
     alpha, gamma = 0.25, 2.0
