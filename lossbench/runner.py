@@ -220,7 +220,7 @@ def _check_arguments(**given) -> None:
 def check_task_data(task: TaskData) -> None:
     """A ready :class:`TaskData` the runner can train on, or a ValueError naming what is wrong with it.
 
-    The splits must be non-empty, their inputs finite and of one shape, their targets ``(N, K)`` in [0, 1]
+    The splits must be non-empty, their inputs finite and of one shape, their targets ``(N, K)`` labels, 0 or 1,
     with the same K (and for a binary task, both classes in every split), the kind one the heads know and
     the body a body spec.
     """
@@ -247,9 +247,12 @@ def check_task_data(task: TaskData) -> None:
             )
         if not torch.isfinite(split.x).all():
             raise ValueError(f"Expected the {name} split's inputs to be finite, but some are NaN or infinite.")
-        if not ((split.y >= 0) & (split.y <= 1)).all():
-            raise ValueError(f"Expected the {name} split's targets to lie in [0, 1], but some do not.")
-        positives = int((split.y >= 0.5).sum())
+        if not ((split.y == 0) | (split.y == 1)).all():
+            # accuracy, AUC, sensitivity and the positive/negative gradient shares all score labels; a soft target
+            # (0.3) would count as positive in one and negative in another (softmax's class index rounds it)
+            raise ValueError(f"Expected the {name} split's targets to be labels, 0 or 1, but some are not (soft targets "
+                             "belong to a loss option, such as softmax_ce's label_smoothing).")
+        positives = int(split.y.sum())
         if task.kind == "binary" and positives in (0, len(split)):
             raise ValueError(
                 f"Expected the {name} split to hold both classes (a model needs both to learn from, and AUC, sensitivity "

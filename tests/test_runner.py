@@ -333,6 +333,11 @@ def test_every_recorded_metric_recomputes_from_the_saved_predictions(kind):
     first = calibration[calibration["seed"] == runs["seed"][0]].sort_values("bin")
     index = np.searchsorted(np.linspace(0, 1, 11)[1:-1], p["test_scores"][0].ravel(), side="left")
     np.testing.assert_array_equal(first["count"], np.bincount(index, minlength=10))
+    # each bin is labelled by its own edges, and holds the scores between them
+    np.testing.assert_allclose(first["bin_low"], np.arange(10) / 10)
+    np.testing.assert_allclose(first["bin_high"], np.arange(1, 11) / 10)
+    filled = first[first["count"] > 0]
+    assert ((filled["mean_predicted"] >= filled["bin_low"]) & (filled["mean_predicted"] <= filled["bin_high"])).all()
 
 
 def test_decision_weight_change_is_the_euclidean_distance_the_decision_weights_moved():
@@ -389,7 +394,9 @@ def test_every_best_threshold_metric_is_measured_at_the_threshold_chosen_on_vali
 
 def test_a_model_whose_predictions_are_nan_has_no_metrics_and_the_table_says_so():
     # naive softmax cross-entropy at an absurd SGD learning rate: one seed's weights blow up
-    result = lossbench.compare("titanic", seeds=3, epochs=3, config={"hidden": 8}, impl="naive", lr=50.0, optimizer="sgd", device="cpu")
+    reports = []
+    result = lossbench.compare("titanic", seeds=3, epochs=3, config={"hidden": 8}, impl="naive", lr=50.0, optimizer="sgd", device="cpu",
+                               progress=reports.append)
     nan_model = np.isnan(result.predictions["test_scores"]).any(axis=(1, 2))
     assert nan_model.any() and not nan_model.all()
     runs = result.runs
@@ -404,6 +411,10 @@ def test_a_model_whose_predictions_are_nan_has_no_metrics_and_the_table_says_so(
     last = result.history[result.history.epoch == 3].set_index("model").loc[runs.model]
     assert nan_on_val.any()
     np.testing.assert_array_equal(last.val_accuracy.isna().to_numpy(), nan_on_val)
+    # the progress report's accuracy of a loss is the mean over its models that have one
+    shown = last.assign(loss=runs.loss.to_numpy()).groupby("loss").val_accuracy.mean()  # pandas skips NaN
+    assert last.val_accuracy.isna().any() and last.val_accuracy.notna().any()
+    assert reports[-1].val_accuracy == pytest.approx(shown.to_dict(), rel=1e-12)
     assert runs.final_train_loss[runs.diverged.astype(bool)].isna().all()
     assert runs.final_train_loss[~runs.diverged.astype(bool)].notna().all()
     losses = runs.loss[nan_model].value_counts()

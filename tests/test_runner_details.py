@@ -32,6 +32,8 @@ def _setups(losses, task, impl="handwritten", overrides=None):
     # a learning rate or a batch of 0 would "train" without moving anything, or not run at all
     pytest.param(dict(lr=0.0), "Expected `lr` to be a positive number, but got 0.0.", id="zero-lr"),
     pytest.param(dict(batch_size=0), "Expected `batch_size` to be a positive whole number, but got 0.", id="zero-batch"),
+    # no seed trains no model: refused, not an empty comparison
+    pytest.param(dict(seeds=0), "Expected `seeds` to be a positive whole number or a list of seeds, but got 0.", id="zero-seeds"),
     pytest.param(dict(overrides={"bce": {"head_lr_scale": 0}}),
                  "Expected `head_lr_scale` of 'bce' to be a positive number, but got 0.", id="zero-head-lr-scale"),
     pytest.param(dict(threshold_points=1), "Expected `threshold_points` to be at least 2, but got 1.", id="one-threshold"),
@@ -52,6 +54,14 @@ def _setups(losses, task, impl="handwritten", overrides=None):
                  "weights, one per class", id="weight-matrix"),
     pytest.param(dict(overrides={"bce": {"pos_weight": 0}}), "Expected `pos_weight` of 'bce' to be positive, but got 0.",
                  id="zero-pos-weight"),
+    # a negative class weight turns that class's loss into a reward for getting it wrong
+    pytest.param(dict(overrides={"softmax_ce": {"weight": [-1.0, 2.0]}}), "Expected `weight` of 'softmax_ce' to be non-negative and "
+                 "not all zero, but got [-1.0, 2.0].", id="negative-class-weight"),
+    # an implementation for a loss not compared would be silently ignored
+    pytest.param(dict(impl={"mse": "reference"}), "Expected an implementation or override for one of the losses ['softmax_ce', "
+                 "'bce'], but got 'mse'.", id="impl-of-absent-loss"),
+    # a TaskData is already loaded: `data` would be silently ignored
+    pytest.param(dict(data="elsewhere.csv"), "Expected `quick` and `data` only with a task name", id="data-with-a-task-data"),
 ])
 def test_a_setting_that_cannot_train_is_refused_with_its_own_message(kwargs, message):
     args = dict(losses=("softmax_ce", "bce"), **FAST) | kwargs
@@ -73,12 +83,48 @@ def test_a_task_data_needs_exactly_one_label_name_per_output(names):
         runner.check_task_data(task)
 
 
-def test_a_binary_split_of_positives_only_is_refused():
+@pytest.mark.parametrize("fill, which", [pytest.param(1.0, "positive", id="all-positive"), pytest.param(0.0, "negative", id="all-negative")])
+def test_a_binary_split_of_one_class_only_is_refused(fill, which):
     # AUC, sensitivity and specificity need both classes; all-negative and all-positive splits alike
     task = tiny_task("binary")
-    positives = dataclasses.replace(task.val, y=torch.ones_like(task.val.y))
-    with pytest.raises(ValueError, match="Expected the val split to hold both classes .* are all positive"):
-        runner.check_task_data(dataclasses.replace(task, val=positives))
+    one_class = dataclasses.replace(task.val, y=torch.full_like(task.val.y, fill))
+    with pytest.raises(ValueError, match=f"Expected the val split to hold both classes .* are all {which}"):
+        runner.check_task_data(dataclasses.replace(task, val=one_class))
+
+
+@pytest.mark.parametrize("value", [pytest.param(-1.0, id="negative"), pytest.param(2.0, id="above-one"), pytest.param(0.3, id="soft")])
+def test_targets_that_are_not_labels_are_refused(value):
+    # a target of -1 or 2 is no label: BCE and MSE would train towards it, the class index of softmax_ce would be out of
+    # range; a soft 0.3 would be positive to accuracy and AUC (y > 0) but class 0 to softmax_ce (rounded)
+    task = tiny_task("binary")
+    y = task.train.y.clone()
+    y[0] = value
+    with pytest.raises(ValueError, match=re.escape("Expected the train split's targets to be labels, 0 or 1, but some are not")):
+        runner.check_task_data(dataclasses.replace(task, train=dataclasses.replace(task.train, y=y)))
+
+
+def _with_targets(task, split, y):
+    part = getattr(task, split)
+    return dataclasses.replace(task, **{split: dataclasses.replace(part, y=y)})
+
+
+@pytest.mark.parametrize("make, message", [
+    pytest.param(lambda t: dataclasses.replace(t, kind="binary"), "Expected a binary task to have one output, but its targets have 4; "
+                 "use kind 'multilabel'.", id="binary-of-four-outputs"),
+    pytest.param(lambda t: _with_targets(t, "test", t.test.y[:, :3]), "Expected every split to have inputs (5,) and 4 targets per "
+                 "example, but the test split has (5,) and 3.", id="test-split-of-fewer-targets"),
+])  # fmt: skip
+def test_targets_of_the_wrong_width_are_refused(make, message):
+    # a head's units and every metric are sized by the train split's targets: a split of another width would mismatch them
+    with pytest.raises(ValueError, match=re.escape(message)):
+        runner.check_task_data(make(tiny_task("multilabel")))
+
+
+def test_a_grid_body_is_refused_for_a_task_of_one_decision_per_example():
+    # four positions would give four predictions where the task has one target
+    task = dataclasses.replace(tiny_task("binary", image=True), body=CNNBody(1, 8, (3, 4), grid=2))
+    with pytest.raises(ValueError, match=re.escape("Expected the body of a binary task to give one position (grid=None), but it gives 4.")):
+        runner.check_task_data(task)
 
 
 def test_a_mapping_of_implementations_leaves_the_other_losses_handwritten():
@@ -97,6 +143,17 @@ def test_each_seed_shuffles_the_examples_its_own_way_and_anew_every_epoch():
     assert not torch.equal(order[:, 0], order[:, 1])
     for seed in range(2):
         assert not torch.equal(order[0, seed], order[1, seed]) and not torch.equal(order[1, seed], order[2, seed])
+
+
+@pytest.mark.parametrize("head_init", ["matched", "independent"])
+def test_a_seeds_initial_weights_do_not_depend_on_the_other_seeds_of_the_run(head_init):
+    # seeds are independent repeats: seed 1's body and heads are drawn from seed 1 alone, whatever its place in the list
+    task = tiny_task("binary")
+    setups = _setups(("softmax_ce", "bce"), task)
+    both = runner.init_models(task, setups, [0, 1], head_init, CPU, torch.float64)  # row l * 2 + s: loss l, seed s
+    alone = runner.init_models(task, setups, [1], head_init, CPU, torch.float64)
+    assert torch.equal(both.flat.detach()[[1, 3]], alone.flat.detach())
+    assert not torch.equal(both.flat.detach()[0], both.flat.detach()[1])  # and seed 0's differ
 
 
 def test_independent_heads_are_each_losss_own_even_of_the_same_shape():
@@ -133,11 +190,32 @@ def test_the_last_epochs_validation_accuracy_is_the_runs_to_the_last_digit():
     assert all(a == round(a * n) / n for a in last)
 
 
+def test_a_model_frozen_during_the_last_epoch_has_no_final_train_loss():
+    # runs.csv's final_train_loss is NaN for every diverged model, also one frozen partway through the last epoch,
+    # whose history still averages the minibatches it trained on (six minibatches of 8: naive bce blows up after some)
+    result = lossbench.compare(tiny_task("binary"), ("bce@naive", "mse"), impl={"bce@naive": "naive"}, seeds=2, epochs=1,
+                               batch_size=8, optimizer="sgd", lr=10.0, device="cpu", dtype="float64")
+    runs = result.runs.set_index("model")
+    last = result.history[result.history.epoch == 1].set_index("model").loc[runs.index]
+    frozen = runs.diverged_epoch == 1
+    assert frozen.any() and (~frozen).any()
+    assert last.train_loss[frozen].notna().all()  # it did train part of the epoch
+    assert runs.final_train_loss[frozen].isna().all()
+    np.testing.assert_array_equal(runs.final_train_loss[~frozen], last.train_loss[~frozen])
+
+
 def test_epoch_zero_has_no_train_loss_as_nothing_was_trained_yet(diverging):
     result, _ = diverging
     h = result.history
     assert h[h.epoch == 0].train_loss.isna().all()
     assert h[(h.epoch == 1) & (h.loss == "mse")].train_loss.notna().all()
+
+
+def test_a_task_of_one_output_has_no_per_label_gradient_share_columns(diverging):
+    # its one label would take the whole gradient in every row: per-label shares are recorded for several outputs only
+    result, _ = diverging
+    assert not [c for c in result.history.columns if c.startswith("grad_label_share")]
+    assert "grad_positive_share" in result.history.columns
 
 
 def test_progress_reports_count_frozen_models_and_average_accuracy_per_loss(diverging):
@@ -175,6 +253,13 @@ def test_a_run_is_traced_from_exactly_trace_from_steps_full_minibatches():
     assert runner._cpu_trace(step, setups, ["flatten"], CPU, runner.TRACE_FROM_STEPS, True) is None
     assert runner._cpu_trace(step, setups, ["flatten"], CPU, runner.TRACE_FROM_STEPS - 1, True) == (
         f"{runner.TRACE_FROM_STEPS - 1} full minibatches, too few to win back the tracing (from {runner.TRACE_FROM_STEPS} on)")
+
+
+def test_a_loss_run_one_model_at_a_time_is_never_traced():
+    # however long the run: a trace would replay the branches of the loss's first call for every model and minibatch
+    step, setups = SimpleNamespace(written_out=True), _setups(("bce",), tiny_task("binary"))
+    reason = runner._cpu_trace(step, setups, ["loop"], CPU, 10 * runner.TRACE_FROM_STEPS, True)
+    assert reason is not None and "one model at a time" in reason
 
 
 def test_the_last_smaller_minibatch_is_traced_only_from_trace_from_steps_epochs():
