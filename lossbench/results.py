@@ -333,7 +333,8 @@ def _check_models(path: Path, frames: dict[str, pd.DataFrame], config: dict) -> 
         short = counts[counts != wanted]
         if len(short):
             (loss, seed), got = short.index[0], int(short.iloc[0])
-            raise _damaged(f"{file} is incomplete: the loss {loss!r} with seed {seed} has {got} row{'s' if got != 1 else ''}, where the run wrote {wanted}")
+            what = "is incomplete" if got < wanted else "has rows twice or from elsewhere"
+            raise _damaged(f"{file} {what}: the loss {loss!r} with seed {seed} has {got} row{'s' if got != 1 else ''}, where the run wrote {wanted}")
     epoch = frames["history"]["epoch"].astype(float)
     if not (epoch.map(float.is_integer) & (epoch >= 0)).all():
         raise _damaged(f"Expected the column epoch of {path / 'history.csv'} to hold epochs 0, 1, 2, ..., but it holds "

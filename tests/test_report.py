@@ -114,6 +114,7 @@ def test_paired_differences_read_in_plain_words(result):
         pytest.param(0.0, 0.0, "interval includes 0: no clear difference", id="no-difference"),
         pytest.param(0.0, 1e-17, "interval includes 0: no clear difference", id="no-difference-up-to-rounding"),
         pytest.param(0.004, 0.0041, "interval excludes 0: x is higher", id="narrow-but-spread"),
+        pytest.param(0.0100, 0.0101, "interval excludes 0: x is higher", id="one-percent-wide-is-spread-not-rounding"),
     ],
 )
 def test_reading(low, high, expected):
@@ -137,6 +138,62 @@ def test_an_auc_wholly_under_half_is_explained_under_the_table():
             "training made (chance gives 0.5): epochs that push every score down") in text
     result = made_result({"mse": metrics([0.97] * 3, auc=[0.30, 0.62, 0.45]), "bce": metrics([0.97] * 3)})
     assert "Test AUC under 0.5" not in report.format_table(result)  # an interval reaching over 0.5 is not below chance
+
+
+def test_an_auc_of_exactly_one_half_on_every_seed_is_chance_not_below_it():
+    # a model that scores every example alike (stuck, or not yet trained) has an AUC of exactly 0.5 on each seed:
+    # its interval [0.5, 0.5] does not lie under 0.5, so it is not said to rank the positives below the negatives
+    result = made_result({"mse": metrics([0.97] * 3, auc=[0.5, 0.5, 0.5]), "bce": metrics([0.97] * 3, auc=[0.85, 0.9, 0.88])})
+    assert report.loss_table(result).set_index("loss").loc["mse", "test_auc_high"] == 0.5
+    assert report.below_chance_auc(result) == []
+    assert "Test AUC under 0.5" not in report.format_table(result)
+
+
+def test_a_loss_with_no_value_on_any_seed_shows_n_a_not_nan():
+    # every seed of mse has NaN predictions: its test metrics have no mean, and the table says n/a, not "nan [nan, nan]"
+    nan = float("nan")
+    result = made_result({"mse": metrics([nan, nan], thr=[nan, nan], auc=[nan, nan], loss=[nan, nan]), "bce": metrics([0.8, 0.81])})
+    row = next(line for line in report.format_table(result).splitlines() if line.strip().startswith("mse"))
+    assert row.split()[1:6] == ["n/a"] * 5 and "nan" not in row
+    assert row.split()[-1] == "0/2"
+
+
+def test_a_single_output_run_shows_no_exact_match_column_even_when_its_runs_hold_one():
+    # exact match is a column of multi-label and grid tables only: for one label it is the accuracy again
+    result = made_result({loss: {**metrics([0.9, 0.92]), "test_exact_match": [0.9, 0.92]} for loss in ("mse", "bce")})
+    assert "test_exact_match" in set(result.summary["metric"])
+    assert "test_exact_match" not in report.loss_table(result).columns
+    assert "exact match" not in report.format_table(result)
+    assert "test_exact_match" not in set(report.differences(result)["metric"])
+
+
+def test_models_with_nan_predictions_are_counted_under_the_table_for_their_loss_only():
+    # mse has no test accuracy on 1 of its 3 seeds (NaN predictions); bce has all: only mse is named, with its count
+    nan = float("nan")
+    result = made_result({"mse": metrics([0.7, nan, 0.72]), "bce": metrics([0.8, 0.81, 0.8])})
+    notes = [n for n in report.table_notes(result) if n.startswith("Models whose predictions are NaN")]
+    assert notes == ["Models whose predictions are NaN (their weights blew up) have no test metrics and are left out of the "
+                     "means: mse 1 of 3."]
+    whole = made_result({"mse": metrics([0.7, 0.71, 0.72]), "bce": metrics([0.8, 0.81, 0.8])})
+    assert not any(n.startswith("Models whose predictions are NaN") for n in report.table_notes(whole))
+
+
+def test_the_differences_heading_promises_intervals_when_some_difference_has_one():
+    # bce has a test accuracy on one seed only, so that difference has no interval; the AUC differences (4 seeds) do
+    nan = float("nan")
+    result = made_result({"mse": metrics([0.80, 0.81, 0.80, 0.80]), "bce": metrics([0.79, nan, nan, nan])})
+    d = report.differences(result).set_index("metric")
+    assert d.loc["test_accuracy", "n"] == 1 and d.loc["test_auc", "n"] == 4
+    heading = report.format_differences(result).splitlines()[0]
+    assert heading == "Paired differences to bce (loss minus bce on the same seeds, mean [95% CI]):"
+
+
+def test_json_names_accuracy_as_the_threshold_metric_of_a_run_that_does_not_record_one():
+    # a config without threshold_metric (a run from before the option) chose its thresholds by accuracy, as the text says
+    result = made_result({"mse": metrics([0.7, 0.71]), "bce": metrics([0.8, 0.81])})
+    assert "threshold_metric" not in result.config
+    assert json.loads(report.as_json(result))["threshold_metric"] == "accuracy"
+    assert report.format_table(result).splitlines()[2].endswith("chosen on the validation split.")
 
 
 def test_a_difference_from_fewer_seeds_than_were_trained_says_so():

@@ -92,6 +92,8 @@ DAMAGE = [
     pytest.param("config.json", _edit_config(losses="bce"), r'"losses" in .* to be a non-empty list of loss names, but got "bce"',
                  id="config-losses-a-string"),
     pytest.param("config.json", _edit_config(losses=[]), r'"losses" in .* non-empty list', id="config-losses-empty"),
+    pytest.param("config.json", _edit_config(losses=["softmax_ce", "bce", 5]), r'"losses" in .* to be a non-empty list of loss names, but got '
+                 r'\["softmax_ce", "bce", 5\]', id="config-a-loss-not-a-name"),
     pytest.param("config.json", _edit_config(baseline="hinge"), r'"baseline" in .* one of the losses', id="config-baseline-not-a-loss"),
     pytest.param("config.json", _edit_config(seeds=2), r'"seeds" in .* to be an array, but got 2', id="config-seeds-a-number"),
     pytest.param("config.json", _edit_config(loss_setups={"bce": "one_logit"}), r'"loss_setups" in .* maps to "one_logit"',
@@ -138,6 +140,16 @@ DAMAGE = [
                  r"to hold a score per model of runs\.csv \(6\), example and output, but they are .*test_scores \(2, ", id="predictions-of-two-models"),
     pytest.param("predictions.npz", _edit_predictions(lambda p: p | {"test_scores": p["test_scores"].astype(str)}),
                  r"the array test_scores of .* to hold numbers, but it holds <U", id="predictions-as-text"),
+    pytest.param("predictions.npz", _edit_predictions(lambda p: p | {"val_targets": p["val_targets"].reshape(-1)}),
+                 r"to hold a score per model of runs\.csv \(6\), example and output, but they are .*val_targets \(\d+,\)", id="predictions-flat-targets"),
+    pytest.param("predictions.npz", _edit_predictions(lambda p: p | {k: np.concatenate([p[k], p[k]], axis=-1) for k in ("test_scores", "test_targets")}),
+                 r"to hold a score per model of runs\.csv \(6\), example and output, but they are .*test_targets \(\d+, 2\)",
+                 id="predictions-test-with-more-outputs-than-val"),
+    pytest.param("predictions.npz", _edit_predictions(lambda p: p | {"val_targets": p["val_targets"].astype(str)}),
+                 r"the array val_targets of .* to hold numbers, but it holds <U", id="predictions-targets-as-text"),
+    pytest.param("runs.csv", _edit_csv(lambda f: f.assign(seed=f["seed"].where(f["seed"] != 1, 1.5))),
+                 r"runs\.csv to hold rows for each loss with each seed of .*config\.json and no other, but it has none for the loss 'bce' with seed 1",
+                 id="runs-half-seeds"),
     pytest.param("predictions.npz", _edit_predictions(lambda p: p | {"models_seed": p["models_seed"] + 5}),
                  r"the models of .* to be those of runs\.csv", id="predictions-of-other-seeds"),
     pytest.param("summary.csv", _edit_csv(lambda f: f.drop(columns="diff_mean")), r"but it lacks diff_mean", id="summary-without-differences"),
@@ -147,6 +159,12 @@ DAMAGE = [
                  id="summary-difference-not-a-number"),
     pytest.param("summary.csv", _edit_csv(lambda f: _set_cell(f, "diff_n", 1.5)), r"column diff_n of .* to hold counts of seeds, but it holds 1\.5",
                  id="summary-half-a-seed"),
+    pytest.param("summary.csv", _edit_csv(lambda f: _set_cell(f, "diff_n", -2)), r"column diff_n of .* to hold counts of seeds, but it holds -2",
+                 id="summary-negative-seed-count"),
+    pytest.param("history.csv", _edit_csv(lambda f: f.assign(epoch=f["epoch"] - 1)), r"column epoch of .* to hold epochs 0, 1, 2, \.\.\., but it holds -1",
+                 id="history-negative-epochs"),
+    pytest.param("runs.csv", _edit_csv(lambda f: pd.concat([f, f])), r"runs.csv has rows twice or from elsewhere: the loss 'bce' with seed 0 has 2 rows, where the run wrote 1",
+                 id="runs-every-row-twice"),  # runs.csv has one row per model
     pytest.param("summary.csv", _edit_csv(lambda f: f.assign(n=1)), r"to summarise the seeds of .*runs\.csv, but its .* is over 1 seeds, where runs\.csv has 2",
                  id="summary-of-another-run"),
     pytest.param("predictions.npz", _some_predictions, r"is incomplete: it lacks the arrays models_loss, models_seed, val_targets",
@@ -209,6 +227,8 @@ def test_cli_reports_a_damaged_run_in_one_line_without_a_traceback(run, name, da
     # a multi-output task's table shows exact match: load finds it missing from summary.csv
     pytest.param({"task_kind": "multilabel"}, "{run}/summary.csv is incomplete: it has no rows for the metrics test_exact_match "
                  "of the loss 'softmax_ce'", id="task-kind"),
+    pytest.param({"task_kind": "grid"}, "{run}/summary.csv is incomplete: it has no rows for the metrics test_exact_match "
+                 "of the loss 'softmax_ce'", id="task-kind-grid"),  # a grid's table shows exact match, as a multi-label one's does
     pytest.param({"label_names": ["a", "b"]}, 'Expected "label_names" in {run}/config.json to name the 1 outputs of '
                  "{run}/predictions.npz, but it names 2", id="label-names"),
 ])

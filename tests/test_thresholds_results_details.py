@@ -2,7 +2,10 @@
 tie-breaking of the best threshold, pooled calibration of several outputs, and where and how a run is written."""
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 
 import numpy as np
 import pandas as pd
@@ -206,3 +209,78 @@ def test_save_and_load_name_a_directory_that_is_not_a_path(directory):
         _result().save(directory)
     with pytest.raises(ValueError, match=re.escape(f"Expected `directory` to be the path of a folder, but got {directory!r}.")):
         results.load(directory)
+
+
+def test_a_saved_run_directory_has_the_users_usual_permissions_not_mkdtemps_private_ones(tmp_path):
+    # the run is written in a mkdtemp folder (mode 0o700) and renamed into place: it must end up as mkdir would make it
+    umask = os.umask(0o022)
+    try:
+        path = _result().save(tmp_path / "run")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    os.umask(0o027)
+    try:
+        path = _result().save(tmp_path / "other")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o750
+
+
+def test_load_of_a_file_says_it_is_a_file(tmp_path):
+    # a file where a run directory was expected is named as a file, not as a folder that lacks every table
+    (tmp_path / "run").write_text("not a run")
+    with pytest.raises(ValueError, match=re.escape(f"Expected a lossbench run directory, but {str(tmp_path / 'run')!r} is a file.")):
+        results.load(tmp_path / "run")
+
+
+def test_a_rename_refused_with_eexist_is_a_run_exists_error_too(tmp_path, monkeypatch):
+    # POSIX lets rename() onto a non-empty folder fail with EEXIST as well as ENOTEMPTY: both mean another run took it
+    def refused(src, dst):
+        raise OSError(errno.EEXIST, "File exists", str(dst))
+
+    monkeypatch.setattr(results.os, "replace", refused)
+    with pytest.raises(results.RunExistsError, match="got files from elsewhere while this run was saved"):
+        _result().save(tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []  # the partial folder is removed
+
+
+def test_save_into_a_folder_that_holds_files_is_refused_before_writing_anything(tmp_path):
+    # a saved run is never overwritten, and the refusal says why: the folder already holds files (not a race with another run)
+    target = tmp_path / "run"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    seen = []
+    with pytest.raises(results.RunExistsError, match=re.escape(f"{str(target)!r} already holds files.")):
+        _result().save(target, extra=seen.append)
+    assert seen == [] and [p.name for p in target.iterdir()] == ["notes.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_metric_that_is_infinite_on_a_seed_is_not_counted_by_the_summary_and_the_run_loads(tmp_path):
+    # summarize counts the finite values (inf is missing, like NaN); load's check that summary.csv counts runs.csv's seeds must agree
+    from lossbench import stats
+
+    result = _result()
+    result.runs["final_train_loss"] = result.runs["final_train_loss"].astype(float)
+    result.runs.loc[result.runs["loss"] == "mse", "final_train_loss"] = float("inf")
+    n = stats.summarize(result.runs, ["final_train_loss"], None).set_index("loss")["n"]
+    assert n.to_dict() == {"bce": 1, "mse": 0}
+    at = (result.summary["loss"] == "mse") & (result.summary["metric"] == "final_train_loss")
+    result.summary.loc[at, ["n", "mean", "ci_low", "ci_high"]] = [0, float("nan"), float("nan"), float("nan")]
+    loaded = results.load(result.save(tmp_path / "run"))
+    assert np.isinf(loaded.runs.set_index("loss").at["mse", "final_train_loss"])
+
+
+def test_a_table_that_cannot_be_read_is_not_called_damaged(tmp_path, monkeypatch):
+    # no permission or a read error is said as such: rerunning the comparison would not help, so DAMAGED's advice is left out
+    path = _result().save(tmp_path / "run")
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(results.pd, "read_csv", refused)
+    with pytest.raises(ValueError) as caught:
+        results.load(path)
+    message = str(caught.value)
+    assert message == f"Expected {path / 'runs.csv'} to be a CSV table, but it could not be read: [Errno 13] Permission denied."
+    assert results.DAMAGED not in message

@@ -806,6 +806,35 @@ def test_a_factor_near_a_whole_number_is_not_named_as_one():
     assert hints and all(h == "off by a constant factor: 12.05 times the expected value" for h in hints), hints
 
 
+def test_a_fraction_near_a_whole_reciprocal_is_not_named_as_one():
+    """1/12.05 of the answer is not "divided by 12 once too often"; a tensor answer gets the exact factor instead."""
+    for r in evaluate("bce", lambda z, y: bce_right(z, y) / 12.05):
+        assert "about 1/12" not in (r.hint or ""), r.hint
+    hints = hints_of(evaluate("dlogits", lambda z, y: dlogits_right(z, y) / 12.05))
+    assert hints and all(h.startswith("off by a constant factor: 0.08298") for h in hints), hints  # 1 / 12.05 = 0.0829876
+
+
+def test_the_gradient_tolerance_is_relative_to_the_largest_reference_element():
+    """As the pass line says (|g - g_ref| <= atol + rtol max|g_ref|): an error of 1e-7 max|g_ref| on every element passes,
+    also where the reference gradient is near 0 (confident right answers at large logits)."""
+    def nudged(z, y):  # the value exactly, the gradient (sigmoid(z) - y) / N plus 1e-7 of its largest element everywhere
+        g = (torch.sigmoid(z.detach()) - y) / z.numel()
+        return bce_right(z, y) + (1e-7 * g.abs().max() * (z - z.detach())).sum()
+
+    results = evaluate("bce", nudged)
+    assert all(r.passed for r in results), [(r.group, r.problems) for r in results if not r.passed]
+    assert max(r.grad_err for r in results if r.grad_err is not None) > 5e-8  # the nudge is there
+
+
+def test_a_constant_answer_that_passes_a_case_gets_no_hint_there():
+    """0.45 is the expected threshold of the fixed tie case: that case passes, hint-free; the others are told the answer never changes."""
+    results = evaluate("best_threshold", lambda probs, target, thresholds: 0.45)
+    passed = [r for r in results if r.passed]
+    assert passed and all(r.hint is None for r in passed)
+    assert all(r.hint == "the same answer, 0.45, for every case whatever the inputs: is it computed from them?"
+               for r in results if not r.passed)
+
+
 def test_a_capped_loss_is_one_clearly_below_the_expected_value():
     from lossbench.exercises.catalog import _clearly_below
 

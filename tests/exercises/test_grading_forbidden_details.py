@@ -400,3 +400,15 @@ def test_exercises_list_ends_each_line_with_the_notebook(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[-1] for line in lines] == [ex.topic for ex in EXERCISES.values()]
     assert {ex.topic for ex in EXERCISES.values()} == {"losses", "thresholds"}
+
+
+def test_read_ends_reads_a_file_of_up_to_twice_the_size_whole_and_a_longer_one_as_its_two_ends(tmp_path):
+    # rule: the first and the last `size` bytes cover a file of up to 2 * size bytes, which comes back whole, nothing doubled
+    from lossbench.exercises.grading import _read_ends
+
+    path = tmp_path / "stderr.txt"
+    text = "".join(f"line {i}\n" for i in range(4))  # 28 bytes
+    path.write_text(text)
+    assert _read_ends(str(path), 20) == text and _read_ends(str(path), 14) == text
+    path.write_text(text + "!")  # 29 bytes: more than 2 * 14
+    assert _read_ends(str(path), 14) == text[:14] + "\n" + (text + "!")[-14:]
