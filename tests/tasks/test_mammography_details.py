@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.integrate
 
 from lossbench.tasks import DataError
 from lossbench.tasks import mammography as mammo
@@ -353,3 +354,130 @@ def test_a_mammogram_or_info_file_that_is_not_a_regular_file_is_refused_without_
     (tmp_path / "Info.txt").mkdir()
     with pytest.raises(DataError, match=r"^Expected the mini-MIAS annotation file .*Info\.txt to be a file, but it is a folder\.$"):
         read_info(tmp_path / "Info.txt")
+
+
+# --------------------------------------------------------------------------------------------------
+# The generator's random draws, as its docstrings state them (fixed seeds, loose but failable bounds)
+# --------------------------------------------------------------------------------------------------
+
+
+def _grid(size: int, centre: float) -> tuple[np.ndarray, np.ndarray]:
+    """Distance and angle of each pixel centre (at +0.5) from (centre, centre)."""
+    rows, cols = np.mgrid[0:size, 0:size] + 0.5
+    return np.hypot(rows - centre, cols - centre), np.arctan2(rows - centre, cols - centre)
+
+
+def test_each_background_patch_has_mean_0_and_std_1_even_though_it_is_cropped():
+    """Step (2): the crop of a larger field is itself scaled to mean 0 and standard deviation 1."""
+    images = generate_patches(200, 32, prevalence=0.0, quantum_noise=0.0, seed=13).images
+    np.testing.assert_allclose(images.mean(axis=(1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(images.std(axis=(1, 2)), 1.0, atol=1e-5)
+
+
+def test_abnormal_patches_are_at_random_places_in_the_sequence():
+    """Step (1): exactly round(prevalence * n) abnormal patches, spread over the sequence, not its start."""
+    abnormal = generate_patches(400, 8, prevalence=0.25, seed=3).lesion != "none"
+    assert abnormal.sum() == 100
+    assert 0.15 < abnormal[:200].mean() < 0.35 and 0.15 < abnormal[200:].mean() < 0.35
+
+
+def test_a_mass_margin_is_a_sigmoid_of_a_fourier_series_of_orders_2_to_5():
+    """mass_profiles 1-2: profile = sigmoid((r(theta) - d) / w), w = 0.15 r0 + 0.3,
+    r(theta) = r0 (1 + sum_k a_k cos(k theta + phi_k)) for k = 2..5 with a_k up to 0.12."""
+    m, r0, size = 20, 12.0, 64
+    profiles = mass_profiles(np.full((m, 2), 32.0), np.full(m, r0), size, np.random.default_rng(0)).astype(np.float64)
+    d, theta = _grid(size, 32.0)
+    w = 0.15 * r0 + 0.3
+    amplitudes = []
+    for profile in profiles:
+        band = (profile > 0.02) & (profile < 0.98)  # where the sigmoid can be inverted accurately
+        margin = (d[band] + w * np.log(profile[band] / (1 - profile[band]))) / r0  # r(theta) / r0 at each pixel
+        th = theta[band]
+        basis = np.column_stack([np.ones_like(th)] + [f(k * th) for k in range(1, 8) for f in (np.cos, np.sin)])
+        coef, *_ = np.linalg.lstsq(basis, margin, rcond=None)
+        assert np.abs(basis @ coef - margin).max() < 1e-3  # every edge pixel agrees on one margin: w is right
+        assert coef[0] == pytest.approx(1.0, abs=1e-3)  # the mean radius is r0
+        amplitudes.append(np.hypot(coef[1::2], coef[2::2]))  # orders 1..7
+    amplitudes = np.array(amplitudes)
+    assert amplitudes[:, [0, 5, 6]].max() < 1e-3  # no order 1 (which would move the mass), nor 6 or 7
+    assert amplitudes[:, 1:5].max() <= 0.12 + 1e-3 and amplitudes[:, 1:5].max() > 0.1  # up to 0.12
+
+
+def test_spicules_have_the_documented_number_length_height_and_width():
+    """mass_profiles 3: 5 to 10 ridges 0.8 (1 - t / L) exp(-(s / 0.7)**2), L uniform in 2 to 3.5 radii. Summed over
+    a ring, a ridge gives 0.8 sqrt(pi) 0.7 times the integral of (1 - t / L) across the ring; the ridges' total,
+    averaged over masses, is 7.5 times that mean. Where ridges cross they are not added (the profile is the
+    brightest), which only lowers the sum (by about 6% here)."""
+    m, r0, size, centre = 200, 8.0, 64, 32.0
+    args = (np.full((m, 2), centre), np.full(m, r0), size)
+    spiculated = mass_profiles(*args, np.random.default_rng(3), np.ones(m, bool)).astype(np.float64)
+    plain = mass_profiles(*args, np.random.default_rng(3), np.zeros(m, bool)).astype(np.float64)  # the same draws
+    d, _ = _grid(size, centre)
+    lo, hi = 2.0 * r0, 2.5 * r0  # beyond the blob, inside every spicule's length
+    measured = (spiculated - plain)[:, (d >= lo) & (d < hi)].sum(axis=1).mean()
+    u = np.linspace(2.0, 3.5, 2001)  # L / r0
+    t = np.linspace(lo, hi, 501)
+    along = scipy.integrate.trapezoid(np.mean(np.clip(1 - t[:, None] / (r0 * u[None, :]), 0, None), axis=1), t)
+    expected = 7.5 * 0.8 * np.sqrt(np.pi) * 0.7 * along
+    assert 0.8 <= measured / expected <= 1.0
+
+
+def test_calcification_clusters_hold_3_to_8_specks_spread_uniformly_over_the_disc():
+    """calcification_profiles: 3 to 8 specks (5.5 on average) of peak a in 0.7..1 and sigma in 0.5..0.8, each
+    holding a 2 pi sigma**2 of profile, uniform in the disc: a quarter of them within half its radius."""
+    m, radius, size, centre = 400, 16.0, 64, 32.0
+    profiles = calcification_profiles(np.full((m, 2), centre), np.full(m, radius), size, np.random.default_rng(4))
+    profiles = profiles.astype(np.float64)
+    per_speck = 0.85 * 2 * np.pi * (0.8**3 - 0.5**3) / (3 * 0.3)  # E[a] * 2 pi * E[sigma**2]
+    assert profiles.sum(axis=(1, 2)).mean() / (5.5 * per_speck) == pytest.approx(1.0, abs=0.07)
+    d, _ = _grid(size, centre)
+    assert 0.2 < profiles[:, d < radius / 2].sum() / profiles.sum() < 0.3  # uniform in area, not in radius
+    assert profiles[:, d > radius + 3].max() < 0.01  # no speck outside the disc
+
+
+def test_lesion_centres_are_uniform_over_the_middle_80_percent_and_their_pixel_is_the_floor():
+    """Step (3): centres uniform in 3.2..28.8 of a 32-pixel side; the centre pixel is the one holding it."""
+    size = 32
+    patches = generate_patches(600, size, prevalence=1.0, mass_fraction=1.0, seed=11)
+    _, rows, cols = np.nonzero(patches.centres)
+    both = np.concatenate([rows, cols])
+    # pixels 3..5 hold (6 - 3.2) / 25.6 = 11% of the centres, and so do pixels 26..28: the ends are reached
+    assert 0.06 < (both <= 5).mean() < 0.16 and 0.06 < (both >= 26).mean() < 0.16
+    # for a plain mass inside the patch, the centre pixel's middle lies within half a pixel of the mask's
+    # centroid, on average right on it (rounding instead of flooring would put it half a pixel off)
+    masks = patches.masks
+    whole = ~(masks[:, 0].any(axis=1) | masks[:, -1].any(axis=1) | masks[:, :, 0].any(axis=1) | masks[:, :, -1].any(axis=1))
+    chosen = (patches.lesion == "mass") & whole
+    assert chosen.sum() > 100
+    pixel_rows, pixel_cols = np.mgrid[0:size, 0:size] + 0.5
+    area = masks[chosen].sum(axis=(1, 2))
+    centroid_r = (masks[chosen] * pixel_rows).sum(axis=(1, 2)) / area
+    centroid_c = (masks[chosen] * pixel_cols).sum(axis=(1, 2)) / area
+    _, r, c = np.nonzero(patches.centres[chosen])
+    assert abs(np.mean(r + 0.5 - centroid_r)) < 0.15 and abs(np.mean(c + 0.5 - centroid_c)) < 0.15
+
+
+def test_mass_radii_are_8_to_15_percent_of_the_side():
+    """Step (3): a plain mass's mask is the disc where the sigmoid reaches 1/4, d <= r0 + w ln 3 with
+    w = 0.15 r0 + 0.3 (the margin's wobble averages out), so its area gives r0 back."""
+    size = 32
+    patches = generate_patches(600, size, prevalence=1.0, mass_fraction=1.0, seed=11)
+    masks = patches.masks
+    whole = ~(masks[:, 0].any(axis=1) | masks[:, -1].any(axis=1) | masks[:, :, 0].any(axis=1) | masks[:, :, -1].any(axis=1))
+    area = masks[(patches.lesion == "mass") & whole].sum(axis=(1, 2))
+    share = (np.sqrt(area / np.pi) - 0.3 * np.log(3)) / (1 + 0.15 * np.log(3)) / size
+    assert 0.07 < share.min() and share.max() < 0.16
+    q10, q90 = np.percentile(share, [10, 90])  # uniform in 0.08..0.15: 0.087 and 0.143
+    assert q10 < 0.095 and q90 > 0.13
+
+
+def test_a_calcification_cluster_is_no_wider_than_its_largest_disc():
+    """Step (3): cluster radii are at most 12% of the side, and a speck's mask reaches at most
+    0.8 sqrt(2 ln 4) = 1.33 pixels from it, so no two mask pixels are further apart than 2 * 0.12 * 32 + 2.67."""
+    patches = generate_patches(400, 32, prevalence=1.0, mass_fraction=0.0, seed=12)
+    widest = 0.0
+    for mask in patches.masks:
+        points = np.argwhere(mask).astype(float)
+        widest = max(widest, np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1)).max())
+    assert widest <= 2 * 0.12 * 32 + 2 * 0.8 * np.sqrt(2 * np.log(4))
+    assert widest > 2 * 0.09 * 32  # some cluster is near the largest

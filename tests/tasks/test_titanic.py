@@ -357,6 +357,11 @@ BROKEN = [
         ["row 3 (line 4): expected `Age` to be between 0 and 120, but got '-26'"],
         id="age-negative",
     ),
+    pytest.param(  # below 0 by less than 1: the bound is 0, not -1
+        _replace_row_3('3,1,3,"Heikkinen, Miss. Laina",female,-0.5,0,0,STON/O2. 3101282,7.925,,S'),
+        ["row 3 (line 4): expected `Age` to be between 0 and 120, but got '-0.5'"],
+        id="age-just-below-0",
+    ),
     pytest.param(
         _replace_row_3('3,1,3,"Heikkinen, Miss. Laina",female,26,0,0,STON/O2. 3101282,£7.925,,S'),
         ["row 3 (line 4): expected `Fare` to be a number (or empty when unknown), but got '£7.925'"],
