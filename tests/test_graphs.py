@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import lossbench
-from lossbench import runner
+from lossbench import graphs, runner
 from lossbench.graphs import CudaGraphed, Traced
 from tests.conftest import tiny_task
 from tests.test_runner import LOSSES, USER_MODULE, assert_same_numbers
@@ -126,6 +126,7 @@ def test_a_script_is_reused_only_when_every_constant_is_equal():
     assert torch.equal(Traced(affine(0.1, 0.0), warmup=0)(x), torch.full((3,), 0.1))
     assert torch.equal(Traced(affine(0.1, 0.5), warmup=0)(x), torch.full((3,), 0.6))  # the first matches, the second not
     w64, w32 = torch.full((3,), 2.0, dtype=torch.float64), torch.full((3,), 2.0)  # equal values, other dtypes
+    graphs.forget_scripts()  # so that the float32 script of another test (x * 2.0) cannot stand in for the float64 one
     assert Traced(lambda x: x * w64, warmup=0)(x.double()).dtype == torch.float64
     assert Traced(lambda x: x * w32, warmup=0)(x).dtype == torch.float32
 

@@ -133,8 +133,8 @@ def read_passengers(path: str | Path) -> tuple[pd.DataFrame, Literal["titanic3",
     The frame's index is the row number in the file (1 = the first row after the header) and its
     columns are :data:`USED_COLUMNS`: ``pclass``, ``survived``, ``sibsp``, ``parch`` as int64; ``age``
     and ``fare`` as float64 (NaN when missing); ``sex`` "male"/"female"; ``embarked`` "C"/"Q"/"S" or
-    None; ``name`` str or None. Raises :class:`DataError` naming the file, row and column of the first
-    problem.
+    missing (``pd.isna``); ``name`` str or None. Raises :class:`DataError` naming the file, row and
+    column of the first problem.
 
     >>> passengers, file_format = read_passengers(SHIPPED_PATH)
     >>> file_format, len(passengers)
@@ -230,7 +230,7 @@ def _choices(
     normalise: Callable[[str], str],
     required: bool,
 ) -> pd.Series:
-    """Parse a categorical column into one of ``options`` (compared after ``normalise``), or None."""
+    """Parse a categorical column into one of ``options`` (compared after ``normalise``), or missing."""
     missing = _is_missing(cells)
     if required and (row := _first_bad(missing)) is not None:
         raise DataError(f"{table.where(row)}: `{name}` is empty; expected {either(options)}.")

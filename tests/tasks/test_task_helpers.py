@@ -46,7 +46,9 @@ def test_an_image_comes_back_as_channels_rows_columns(tmp_path):
 
 
 def test_a_32_bit_grey_image_is_scaled_like_a_16_bit_one(tmp_path):
-    """Pillow opens some 16-bit scans as mode "I" (32-bit): scaled 0..65535 to 0..255, not clipped to white."""
-    Image.fromarray(np.array([[0, 25700], [65535, 257]], dtype=np.int32), mode="I").save(tmp_path / "scan.tif")
+    """Pillow opens some 16-bit scans as mode "I" (32-bit): scaled 0..65535 to 0..255 and rounded to the nearest
+    level, not clipped to white (129 / 257 = 0.502 and 25829 / 257 = 100.502 round up)."""
+    grey = np.array([[0, 25700], [65535, 257], [129, 25829], [128, 25828]], dtype=np.int32)
+    Image.fromarray(grey, mode="I").save(tmp_path / "scan.tif")
     assert Image.open(tmp_path / "scan.tif").mode == "I"
-    assert read_image(tmp_path / "scan.tif", None, "L", "row 1")[0].tolist() == [[0, 100], [255, 1]]
+    assert read_image(tmp_path / "scan.tif", None, "L", "row 1")[0].tolist() == [[0, 100], [255, 1], [1, 101], [0, 100]]

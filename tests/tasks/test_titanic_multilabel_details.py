@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 
@@ -70,6 +71,14 @@ def test_a_missing_name_is_none(tmp_path):
     # a name cell of "?" (titanic3's unknown marker) becomes None, as read_passengers documents
     passengers, _ = read_passengers(_titanic3(tmp_path, GOOD, '3,0,?,male,30,0,0,7,S\n'))
     assert passengers.loc[2, "name"] is None and passengers.loc[1, "name"] == "Allen, Miss. Elisabeth Walton"
+
+
+@pytest.mark.parametrize("marker", ["", "?", "NA", "na", "NaN", "nan"])
+def test_every_unknown_marker_reads_as_missing(tmp_path, marker):
+    # empty (Kaggle), "?" (titanic3), "NA" (R's write.csv) and "nan" (pandas' to_csv of NaN) all mean unknown
+    passengers, _ = read_passengers(_titanic3(tmp_path, GOOD, f'3,0,"A, Mr. B",male,{marker},0,0,{marker},{marker}\n'))
+    assert np.isnan(passengers.at[2, "age"]) and np.isnan(passengers.at[2, "fare"])
+    assert pd.isna(passengers.at[2, "embarked"])
 
 
 def test_an_infinite_fare_is_not_a_number(tmp_path):
