@@ -521,3 +521,237 @@ def test_importing_lossbench_does_not_import_matplotlib_and_plots_never_use_pypl
     root = Path(lossbench.__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
     assert done.returncode == 0, done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Bands, reference lines and axis limits: what a student reads off a panel is the data's
+# ---------------------------------------------------------------------------------------------
+
+
+def t_interval(values) -> tuple[float, float]:
+    """The 95% t-interval of the mean of ``values``, by hand (scipy's t quantile), independent of stats.band."""
+    from scipy import stats as scipy_stats
+
+    values = np.asarray(values, dtype=float)
+    half = scipy_stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return values.mean() - half, values.mean() + half
+
+
+def bands_in(ax, color) -> list[dict[float, tuple[float, float]]]:
+    """The bands drawn in ``color``: each as its lower and upper edge at each x."""
+    out = []
+    for band in (c for c in ax.collections if isinstance(c, PolyCollection)):
+        if np.allclose(band.get_facecolor()[0][:3], to_rgba(color)[:3]):
+            v = np.concatenate([p.vertices for p in band.get_paths()])
+            out.append({float(x): (v[v[:, 0] == x, 1].min(), v[v[:, 0] == x, 1].max()) for x in np.unique(v[:, 0])})
+    return out
+
+
+def with_history(result, column: str, values_by_loss: dict[str, list[float]], epochs=None):
+    """``result`` with ``column`` of the given losses set, per seed (in seed order), at the given epochs (default: all)."""
+    history = result.history.copy()
+    for loss, values in values_by_loss.items():
+        for seed, value in zip(sorted(history["seed"].unique()), values):
+            rows = (history["loss"] == loss) & (history["seed"] == seed)
+            if epochs is not None:
+                rows &= history["epoch"].isin(epochs)
+            history.loc[rows, column] = value
+    return dataclasses.replace(result, history=history)
+
+
+def test_a_band_is_the_95_percent_t_interval_over_seeds_of_each_epoch(results):
+    """The shaded band of a training curve is mean +- t(0.975, n - 1) s / sqrt(n) of the seeds, at every epoch."""
+    result = results["binary"]
+    ax = plots.training_curves(result).axes[2]  # validation accuracy
+    colors = plots.loss_colors(result.losses)
+    for loss in result.losses:
+        (band,) = bands_in(ax, colors[loss])
+        mine = result.history[result.history["loss"] == loss]
+        assert sorted(band) == sorted(mine["epoch"].unique())
+        for epoch, (low, high) in band.items():
+            expected = t_interval(mine.loc[mine["epoch"] == epoch, "val_accuracy"])
+            assert (low, high) == pytest.approx(expected), (loss, epoch)
+            assert low < high  # a real interval, so that a band collapsed onto the mean would fail
+
+
+def test_a_rate_s_band_is_cut_at_1_where_the_t_interval_reaches_past_it(results):
+    """An accuracy of seeds 1.0, 1.0, 0.94 has a t-interval above 1; the band stops at 1 (and the mean line is the mean)."""
+    result = with_history(results["binary"], "val_accuracy", {"bce": [1.0, 1.0, 0.94]}, epochs=[1, 2, 3])
+    ax = plots.training_curves(result).axes[2]
+    low, high = t_interval([1.0, 1.0, 0.94])
+    assert high > 1.05
+    (band,) = bands_in(ax, plots.loss_colors(result.losses)["bce"])
+    for epoch in (1, 2, 3):
+        assert band[epoch] == pytest.approx((low, 1.0))
+    np.testing.assert_allclose(line(ax, "bce").get_ydata()[1:], [0.98] * 3)
+
+
+def test_on_a_log_scale_a_band_reaching_0_stops_at_a_tenth_of_the_smallest_mean(results):
+    """mse's training loss of seeds 1e-4, 1e-4, 1e-2 spans decades from cross-entropy's: a log axis, and the band's
+    lower edge (a t-interval far below 0) held at a tenth of the smallest mean."""
+    result = with_history(results["binary"], "train_loss", {"mse": [1e-4, 1e-4, 1e-2]}, epochs=[1, 2, 3])
+    ax = plots.training_curves(result).axes[0]
+    assert ax.get_yscale() == "log"
+    mean = np.mean([1e-4, 1e-4, 1e-2])
+    low, high = t_interval([1e-4, 1e-4, 1e-2])
+    assert low < 0
+    (band,) = bands_in(ax, plots.loss_colors(result.losses)["mse"])
+    for epoch in (1, 2, 3):
+        assert band[epoch] == pytest.approx((mean / 10, high))
+
+
+def test_the_positive_share_panel_draws_the_positives_share_and_zooms_in_on_sparse_positives(results):
+    """The dotted line is the share of positives among the validation targets; with shares under 0.4 the axis
+    ends at 1.25 times the highest mean, interval end or that line, and a band never leaves [0, 1]."""
+    result = results["binary"]
+    ax = axes_titled(plots.gradient_allocation(result), "Share of |dL/dz| from positive examples")
+    share = float(np.mean(result.predictions["val_targets"]))
+    assert share != pytest.approx(0.5)  # so that share and 1 - share differ
+    assert list(line(ax, f"positives' share of the examples ({share:.0%})").get_ydata()) == pytest.approx([share, share])
+
+    targets = np.zeros_like(result.predictions["val_targets"])
+    targets[: len(targets) // 12] = 1  # 1 in 12 positive
+    sparse = with_history(result, "grad_positive_share", {loss: [0.0, 0.0, 0.15] for loss in result.losses})
+    sparse = dataclasses.replace(sparse, predictions={**result.predictions, "val_targets": targets})
+    ax = axes_titled(plots.gradient_allocation(sparse), "Share of |dL/dz| from positive examples")
+    low, high = t_interval([0.0, 0.0, 0.15])
+    assert low < 0 and high < 0.4
+    assert ax.get_ylim() == pytest.approx((0, 1.25 * high))
+    for loss in result.losses:
+        (band,) = bands_in(ax, plots.loss_colors(result.losses)[loss])
+        assert all(edges == pytest.approx((0.0, high)) for edges in band.values())
+    np.testing.assert_allclose(line(ax, f"positives' share of the examples ({np.mean(targets):.0%})").get_ydata(), [np.mean(targets)] * 2)
+
+
+def test_the_two_confidence_panels_share_one_scale_that_shows_both(results):
+    """Correct and wrong predictions are drawn on one y scale, high enough for the larger of the two."""
+    result = results["binary"]
+    fig = plots.gradient_allocation(result)
+    correct, wrong = axes_titled(fig, "|dL/dz| on correct predictions"), axes_titled(fig, "|dL/dz| on wrong predictions")
+    assert correct.get_ylim() == wrong.get_ylim() and correct.get_ylim()[0] == 0
+    last = result.history[result.history["epoch"] == result.history["epoch"].max()]
+    tops = {}
+    for which in ("correct", "wrong"):
+        columns = [c for c in last.columns if c.startswith(f"grad_confidence_{which}[")]
+        tops[which] = np.nanmax(last.groupby("loss")[columns].mean().to_numpy())
+    assert tops["correct"] != pytest.approx(tops["wrong"], rel=0.05)  # one panel's values rise above the other's
+    assert correct.get_ylim()[1] >= max(tops.values())
+
+
+def test_accuracy_vs_threshold_on_the_test_split_draws_the_test_split(results):
+    """split="test" draws the test split's curves and floor, and says so; they are not the validation split's."""
+    result = results["binary"]
+    fig = plots.accuracy_vs_threshold(result, split="test")
+    assert titles(fig) == [
+        "Accuracy against the threshold (test)",
+        "Sensitivity and specificity against the threshold (test)",
+    ]
+    assert fig.get_suptitle().startswith("Accuracy against the decision threshold (test split, ")
+    ax = fig.axes[0]
+    test, val = (result.thresholds[result.thresholds["split"] == s] for s in ("test", "val"))
+    for loss in result.losses:
+        drawn = line(ax, loss).get_ydata()
+        np.testing.assert_allclose(drawn, band_of(test, "accuracy", "threshold", loss)["mean"])
+        assert not np.allclose(drawn, band_of(val, "accuracy", "threshold", loss)["mean"])
+    negatives = 1 - np.mean(result.predictions["test_targets"])
+    assert negatives != pytest.approx(1 - np.mean(result.predictions["val_targets"]))
+    assert list(line(ax, f"all-negative answers ({negatives:.3f})").get_ydata()) == pytest.approx([negatives, negatives])
+
+
+def test_sensitivity_is_the_solid_line_and_specificity_the_dashed_one(results):
+    """The legend says solid = sensitivity, dashed = specificity: each loss's lines must be those metrics' means."""
+    result = results["binary"]
+    ax = plots.accuracy_vs_threshold(result).axes[1]
+    val = result.thresholds[result.thresholds["split"] == "val"]
+    colors = plots.loss_colors(result.losses)
+    for loss in result.losses:
+        mine = [ln for ln in ax.get_lines() if len(ln.get_xdata()) > 2 and to_rgba(ln.get_color()) == to_rgba(colors[loss])]
+        by_style = {ln.get_linestyle(): ln for ln in mine}
+        assert sorted(by_style) == ["-", "--"] and len(mine) == 2
+        assert by_style["-"].get_label() == loss
+        for style, metric in (("-", "sensitivity"), ("--", "specificity")):
+            expected = band_of(val, metric, "threshold", loss)
+            np.testing.assert_array_equal(by_style[style].get_xdata(), expected["threshold"])
+            np.testing.assert_allclose(by_style[style].get_ydata(), expected["mean"])
+        # sensitivity falls and specificity rises with the threshold: the two are not the same curve
+        assert by_style["-"].get_ydata()[0] > by_style["-"].get_ydata()[-1] and by_style["--"].get_ydata()[0] < by_style["--"].get_ydata()[-1]
+    assert ax.get_ylim() == pytest.approx((0, 1.02))  # the whole range of a rate, a rate of 1 drawn whole
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "sensitivity (true-positive rate)" in labels and "specificity (true-negative rate)" in labels
+
+
+def test_a_reliability_diagram_plots_fraction_positive_against_mean_predicted_probability(results):
+    """Each point is (mean over seeds of the bin's mean predicted probability, mean over seeds of its fraction positive)."""
+    result = results["binary"]
+    fig = plots.calibration(result)
+    for ax, loss in zip(fig.axes, result.losses):
+        mine = result.calibration[result.calibration["loss"] == loss]
+        per_bin = mine.groupby("bin")[["mean_predicted", "fraction_positive"]].mean()  # pandas' mean skips NaN, as over seeds
+        (curve,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("ECE")]
+        np.testing.assert_allclose(curve.get_xdata(), per_bin["mean_predicted"], equal_nan=True)
+        np.testing.assert_allclose(curve.get_ydata(), per_bin["fraction_positive"], equal_nan=True)
+        assert not np.allclose(per_bin["mean_predicted"].dropna(), per_bin["fraction_positive"].dropna())
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("mean predicted probability", "fraction positive")
+
+
+
+def test_training_curves_name_their_axes_and_only_the_accuracy_panel_holds_the_legend(results):
+    """The loss panels say each loss is on its own scale (MSE's values are not cross-entropy's); the accuracy panel,
+    the one to compare losses on, names the accuracy and carries the one legend."""
+    fig = plots.training_curves(results["binary"])
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss, each on its own scale", "loss, each on its own scale", "accuracy"]
+    assert [ax.get_legend() is not None for ax in fig.axes] == [False, False, True]
+    assert [t.get_text() for t in fig.axes[2].get_legend().get_texts()] == list(LOSSES)
+    assert plots.training_curves(results["grid"]).axes[2].get_ylabel() == "Hamming accuracy (per area)"
+
+
+def test_calibration_count_bars_cover_their_bins_and_the_tallest_is_a_quarter_of_the_height(results):
+    """A count bar spans its probability bin exactly (bin_low to bin_high), and the fullest bin's bar is 0.25 tall."""
+    result = results["binary"]
+    for ax, loss in zip(plots.calibration(result).axes, result.losses):
+        mine = result.calibration[result.calibration["loss"] == loss]
+        edges = mine.groupby("bin")[["bin_low", "bin_high"]].first()
+        counts = mine.groupby("bin")["count"].mean()
+        bars = ax.patches
+        assert len(bars) == len(edges) == 10
+        np.testing.assert_allclose([b.get_x() for b in bars], edges["bin_low"])
+        np.testing.assert_allclose([b.get_x() + b.get_width() for b in bars], edges["bin_high"])
+        np.testing.assert_allclose([b.get_height() for b in bars], 0.25 * counts / counts.max())
+
+
+def test_the_shaded_confident_mistakes_are_p_below_0_1_for_y_1_and_above_0_9_for_y_0():
+    """The red band marks where a prediction is a confident mistake: p < 0.1 when y = 1, p > 0.9 when y = 0."""
+    fig = plots.loss_and_gradient_shapes()
+    for ax, span in zip(fig.axes, [(0.0, 0.1), (0.9, 1.0), (0.0, 0.1), (0.9, 1.0)]):
+        (shade,) = ax.patches
+        x = shade.get_path().transformed(shade.get_patch_transform()).vertices[:, 0]
+        assert (x.min(), x.max()) == pytest.approx(span), ax.get_title()
+        (note,) = ax.texts  # the note points from beside the band towards it
+        assert "confident mistakes" in note.get_text()
+        assert note.get_position()[0] == pytest.approx(0.11 if span[0] == 0 else 0.89)
+
+
+def test_the_loss_axis_says_it_is_cut_when_any_curve_leaves_it_not_only_the_last():
+    """bce's -log(p) leaves the axis at 5, mse after it stays under 1: the axis is still cut, and says so."""
+    fig = plots.loss_and_gradient_shapes(["bce", "mse"])
+    assert [ax.get_ylabel() for ax in fig.axes[:2]] == ["loss (axis cut at 5)", "loss (axis cut at 5)"]
+    assert max(line(fig.axes[0], "bce").get_ydata()) == pytest.approx(-np.log(0.001))  # past the axis' top
+
+
+def test_a_per_label_option_is_named_as_not_drawn_and_the_curve_is_the_plain_one():
+    """A per-label pos_weight has no single curve: the legend says it is not drawn, and the curve drawn is plain bce's."""
+    fig = plots.loss_and_gradient_shapes(["bce", "bce@labels"], options={"bce@labels": {"pos_weight": [1.0, 4.0]}})
+    loss_y1 = fig.axes[0]
+    drawn = line(loss_y1, "bce@labels [pos_weight per label: not drawn]").get_ydata()
+    np.testing.assert_allclose(drawn, line(loss_y1, "bce").get_ydata())
+
+
+def test_a_figure_drawn_on_the_caller_s_axes_leaves_the_caller_s_figure_title_alone(results):
+    """Given axes, a plot draws its panels there and sets no suptitle on a figure it does not own."""
+    result = results["binary"]
+    for draw, n in ((plots.training_curves, 3), (plots.calibration, 3), (plots.loss_and_gradient_shapes, 4)):
+        fig = Figure()
+        fig.suptitle("the caller's own title")
+        drawn = draw(result if draw is not plots.loss_and_gradient_shapes else LOSSES, axes=fig.subplots(1, n))
+        assert drawn is fig and fig.get_suptitle() == "the caller's own title", draw.__name__
+    assert plots.training_curves(result).get_suptitle().startswith("Training curves (mean and 95% CI over 3 seeds)")
