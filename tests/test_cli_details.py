@@ -36,7 +36,7 @@ def test_a_rate_that_is_not_a_finite_number_is_refused_by_the_option_itself(text
     )
 
 
-@pytest.mark.parametrize("text", ["-inf", "-Infinity", "-nan", "-1e-3", "-1E+2", "-5.", "-.5", "-0.5", "-2"])
+@pytest.mark.parametrize("text", ["-inf", "-Infinity", "-nan", "-1e-3", "-1E+2", "-1e5", "-5.", "-.5", "-0.5", "-2"])
 def test_a_negative_number_of_any_spelling_reaches_the_option_s_own_check(text, capsys):
     # argparse alone takes only -2 and -0.5 for numbers, and "-1e-3" for an option: "expected one argument"
     assert error_of([*NO_TRAINING, "--lr", text], capsys) == (
@@ -183,10 +183,11 @@ def test_a_loss_option_without_a_loss_a_key_or_a_value_is_refused(pair):
 
 
 def test_loss_option_values_are_booleans_none_numbers_lists_or_text():
-    pairs = ["bce.a=true", "bce.b=False", "bce.c=NULL", "bce.d=2", "bce.e=[1, 2]", "bce.f=mean", "bce.h=[1,3)", "bce@w.g=0.5"]
+    pairs = ["bce.a=true", "bce.b=False", "bce.c=NULL", "bce.d=2", "bce.e=[1, 2]", "bce.f=mean", "bce.h=[1,3)", "bce@w.g=0.5",
+             "bce.i=[1,,3]", "bce.j=1,,3"]
     assert cli.parse_loss_options(pairs, ["bce", "bce@w"]) == {
         "bce": {"a": True, "b": False, "c": None, "d": 2.0, "e": [1.0, 2.0], "f": "mean",
-                "h": "[1,3)"},  # a typo stays text, which the loss then refuses, rather than a list it was not
+                "h": "[1,3)", "i": "[1,,3]", "j": "1,,3"},  # a typo stays text, which the loss then refuses, rather than a list it was not
         "bce@w": {"g": 0.5},
     }
 
@@ -209,6 +210,9 @@ def test_set_parses_optional_fields_booleans_and_lists():
     assert cli.parse_settings(["limit=7", "flag=on"], _Settings) == {"limit": 7, "flag": True}
     assert cli.parse_settings(["flag=off"], _Settings) == {"flag": False}
     assert cli.parse_settings(["flag=No"], _Settings) == {"flag": False}
+    assert cli.parse_settings(["flag=1"], _Settings) == {"flag": True}  # 1 and 0 read as the booleans they spell
+    assert cli.parse_settings(["flag=0"], _Settings) == {"flag": False}
+    assert cli.parse_settings(["sizes="], _Settings) == {"sizes": []}  # nothing at all is the empty list, not a typo
     assert cli.parse_settings([" limit = 3 "], _Settings) == {"limit": 3}  # blanks around the key and the value
 
 
@@ -216,6 +220,8 @@ def test_set_parses_optional_fields_booleans_and_lists():
     pytest.param("limit=many", "Expected --set limit to be a whole number, but got 'many'.", id="optional-int"),
     pytest.param("flag=maybe", "Expected --set flag to be true or false, but got 'maybe'.", id="bool"),
     pytest.param("mode=c", "Expected --set mode to be one of a, b, but got 'c'.", id="choice"),
+    pytest.param("mode=A", "Expected --set mode to be one of a, b, but got 'A'.", id="choice-in-another-case"),  # as --optimizer Adam
+    pytest.param("sizes=1,x", "Expected --set sizes to be a whole number, but got 'x'.", id="list-item"),
 ])  # fmt: skip
 def test_set_refuses_values_of_the_wrong_type_word_for_word(pair, message):
     with pytest.raises(cli.UsageError) as refused:
@@ -258,6 +264,17 @@ def test_an_empty_existing_folder_may_hold_the_run_and_the_write_check_leaves_no
     cli._check_new_dir(out)  # no error: empty
     cli._check_new_dir(tmp_path / "new" / "deeper")  # no error: it can be created
     assert sorted(p.name for p in tmp_path.iterdir()) == ["made-beforehand"] and list(out.iterdir()) == []
+
+
+def test_an_empty_folder_inside_the_working_folder_may_hold_the_run_but_the_folder_above_may_not(tmp_path, monkeypatch):
+    """Only the working folder and the folders that hold it are refused as --out, not the empty folders inside it."""
+    (tmp_path / "work" / "runs" / "mine").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work")
+    cli._check_new_dir(cli.Path("runs/mine"))  # no error: empty, and inside the working folder
+    with pytest.raises(cli.UsageError) as refused:
+        cli._check_new_dir(cli.Path(".."))
+    assert str(refused.value) == ("Expected --out to be a new folder for the run, but '..' is the current folder or holds it; "
+                                  "name a folder inside it, e.g. --out runs/my-run.")
 
 
 def test_the_default_run_folder_counts_up_from_2_past_the_ones_that_exist(tmp_path, monkeypatch):
@@ -304,6 +321,50 @@ def test_ctrl_c_starts_waiting_for_the_save_only_after_the_last_epoch(monkeypatc
         assert interrupts.waiting is False, epoch  # Ctrl-C still stops training at once
     bar(ProgressReport(epoch=3, epochs=3, val_accuracy={}, diverged={}))
     assert interrupts.waiting is True
+
+
+def test_ctrl_c_stops_the_drawing_at_once_and_waits_again_while_the_folder_is_put_in_place(tmp_path):
+    """While the plots are drawn Ctrl-C interrupts at once; before and after, it waits for the results to be saved."""
+    interrupts = cli._Interrupts()
+    interrupts.waiting = True  # training is over
+    seen = []
+
+    class Trained:
+        def save(self, target, extra=None):
+            target.mkdir()
+            extra(target)
+            seen.append(("saving", interrupts.waiting))
+
+    def draw(tmp):
+        seen.append(("drawing", interrupts.waiting))
+
+    saved = cli._save_run(Trained(), tmp_path / "run", "titanic", draw, interrupts)
+    assert saved == (tmp_path / "run", [], False)
+    assert seen == [("drawing", False), ("saving", True)]
+
+
+def test_where_the_run_went_instead_is_said_before_what_failed_there(tmp_path, monkeypatch):
+    """When --out cannot be written and the plots then fail too, the first problem says where the results are."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "full-disk"
+
+    class Trained:
+        def save(self, target, extra=None):
+            if target == out:
+                raise OSError(28, "No space left on device")
+            target.mkdir(parents=True)
+            extra(target)
+
+    def draw(tmp):
+        raise RuntimeError("no display")
+
+    saved, problems, interrupted = cli._save_run(Trained(), out, "titanic", draw)
+    assert saved.parent == cli.Path("runs") and saved.name.startswith("titanic-") and not interrupted
+    assert problems == [
+        f"could not write {str(out)!r} (OSError: [Errno 28] No space left on device); the run was saved to {str(saved)!r} instead",
+        f"the plots could not be drawn (RuntimeError: no display); the results are saved without them, and "
+        f"`lossbench plot {saved}` draws them",
+    ]
 
 
 def test_ctrl_c_pressed_twice_while_saving_says_so_once(capsys):

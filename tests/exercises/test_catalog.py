@@ -57,3 +57,21 @@ def test_a_mistake_that_gives_the_right_answer_on_a_case_explains_nothing():
     doubled = reproduces(lambda z, y: 2 * ref.bce(z, y))
     assert doubled(case, torch.tensor(2 * 0.6931471805599453))
     assert not reproduces(lambda z, y: 1 / 0)(case, torch.tensor(1.0))  # a mistake that raises explains nothing
+
+
+def test_close_measures_the_tolerance_against_the_expected_value():
+    """`atol + rtol * |expected|`: 999999 is within 1e-6 of 1e6 (1.000000001 allowed), not 1e6 of 999999 (0.999999...)."""
+    assert close(999_999.0, 1_000_000.0)
+    assert not close(1_000_000.0, 999_999.0)
+
+
+@pytest.mark.parametrize("actual, near", [
+    pytest.param(1.005, True, id="half-a-percent-off"),
+    pytest.param(0.995, True, id="half-a-percent-under"),
+    pytest.param(1.05, False, id="five-percent-off"),
+    pytest.param(1.0, False, id="exact"),
+])
+def test_near_but_not_exact_means_within_one_percent_and_outside_the_tolerance(actual, near):
+    """The "close but not exact near p = 0 or 1" hint is for answers within 1% of the expected value, not 5%."""
+    case = Case("near 0 and 1", (), torch.tensor(1.0, dtype=torch.float64), "p near 0 and 1")
+    assert catalog._near_but_not_exact(case, torch.tensor(actual, dtype=torch.float64)) is near

@@ -1,6 +1,7 @@
 """The exercise commands: `lossbench check` exit codes, `exercises list/export`, `grade` to a CSV."""
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -515,6 +516,29 @@ def test_exercises_export_into_a_folder_holding_a_folder_named_like_a_notebook_w
     assert_one_line_error(capsys, "exercises export", f"Expected OUTDIR to have room for thresholds.ipynb, but "
                                                       f"'{tmp_path / 'thresholds.ipynb'}' is a folder or another special file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thresholds.ipynb"]  # losses.ipynb not written either
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_exercises_export_over_a_special_file_named_like_a_notebook_writes_nothing(tmp_path, capsys):
+    """A named pipe where a notebook goes is "another special file": refused, not replaced."""
+    os.mkfifo(tmp_path / "losses.ipynb")
+    assert main(["exercises", "export", "--flavor", "plain", str(tmp_path)]) == 2
+    assert_one_line_error(capsys, "exercises export", f"Expected OUTDIR to have room for losses.ipynb, but "
+                                                      f"'{tmp_path / 'losses.ipynb'}' is a folder or another special file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["losses.ipynb"] and (tmp_path / "losses.ipynb").is_fifo()
+
+
+def test_exercises_export_refused_permission_says_outdir_cannot_be_written(tmp_path, capsys, monkeypatch):
+    """A folder this user may not write (tests run as root, so export stands in) is named as such, not as a full disk."""
+    from lossbench.exercises import notebooks
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "out"))
+
+    monkeypatch.setattr(notebooks, "export", refused)
+    assert main(["exercises", "export", "--flavor", "plain", str(tmp_path / "out")]) == 2
+    assert_one_line_error(capsys, "exercises export", f"Expected OUTDIR to be a folder this user can make and write, but "
+                                                      f"'{tmp_path / 'out'}' refuses it (Permission denied: {tmp_path / 'out'}).")
 
 
 def test_exercises_export_that_fails_part_way_leaves_the_notebooks_there_as_they_were(tmp_path, capsys, monkeypatch):

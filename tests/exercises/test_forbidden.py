@@ -106,6 +106,17 @@ def test_functions_of_forbidden_modules_are_recorded_with_their_qualified_name()
     assert calls(Forbidden(modules=("lossbench.thresholds",)), lambda: module.loss(Z)) == []
 
 
+def test_calls_list_kernels_before_functions_of_forbidden_modules_and_readable_the_python_name():
+    """`calls` is Python names, then kernels, then forbidden modules' functions; `readable` keeps the Python names."""
+    module = types.ModuleType("lossbench.losses.fake_log_softmax")
+    exec("import torch\ndef loss(x):\n    return torch.log_softmax(x, 1).sum()\n", module.__dict__)
+    rule = Forbidden(aten_ops=("aten::_log_softmax",), modules=("lossbench.losses",))
+    with CallRecorder(rule) as recorder:
+        module.loss(Z)
+    assert recorder.calls == ["aten::_log_softmax", "lossbench.losses.fake_log_softmax.loss"]
+    assert recorder.readable == ["lossbench.losses.fake_log_softmax.loss"]
+
+
 def test_the_previous_profiler_comes_back_after_the_block():
     seen = []
 

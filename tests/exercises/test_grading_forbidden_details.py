@@ -241,6 +241,13 @@ def test_grade_s_defaults_are_the_documented_ones():
     assert (grading.DEFAULT_TIMEOUT_S, grading.DEFAULT_MEMORY_MB) == (60.0, 2048)
 
 
+def test_check_uses_seed_0_by_default_the_seed_of_the_notebooks_visible_checks():
+    """`lossbench check` without --seed checks seed 0's cases, as `check --help` and the student notebooks' reports say."""
+    from lossbench.cli import build_parser
+
+    assert build_parser().parse_args(["check", "bce", "mysolution:bce"]).seed == 0
+
+
 def test_find_submissions_skips_a_folder_named_like_a_submission(tmp_path):
     (tmp_path / "week1.py").mkdir()
     (tmp_path / "ada.py").write_text("")
@@ -330,6 +337,15 @@ def test_grade_passes_the_grading_defaults_and_the_options_on(tmp_path, fake_gra
                           "progress": False}
 
 
+def test_grade_writes_a_gradebook_named_like_a_submission_outside_the_submissions(tmp_path, fake_grade):
+    """Only an --out among the submissions is refused for its suffix: grades.py elsewhere is the user's choice."""
+    (tmp_path / "submissions").mkdir()
+    (tmp_path / "submissions" / "a.py").write_text("")
+    out = tmp_path / "records" / "grades.py"
+    assert main(["grade", str(tmp_path / "submissions"), "--exercise", "bce", "--seed", "4", "--out", str(out)]) == 0
+    assert pd.read_csv(out)["submission"].tolist() == ["a_very_long_submission_name.py", "b.py"]
+
+
 def test_grade_with_quiet_draws_no_bar_even_on_a_terminal(tmp_path, fake_grade, monkeypatch):
     (tmp_path / "a.py").write_text("")
     monkeypatch.setattr(commands, "_show_bars", lambda: True)
@@ -400,6 +416,20 @@ def test_exercises_list_ends_each_line_with_the_notebook(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[-1] for line in lines] == [ex.topic for ex in EXERCISES.values()]
     assert {ex.topic for ex in EXERCISES.values()} == {"losses", "thresholds"}
+
+
+def test_exercises_list_lines_up_its_three_columns(capsys):
+    """Name, signature and notebook each start at one column on every line, past the longest entry before it."""
+    from lossbench.exercises.catalog import EXERCISES
+
+    assert main(["exercises", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    exercises = list(EXERCISES.values())
+    signature_at = {line.index(ex.signature) for line, ex in zip(lines, exercises)}
+    topic_at = {line.rindex(ex.topic) for line, ex in zip(lines, exercises)}
+    assert len(signature_at) == 1 and len(topic_at) == 1, lines
+    assert signature_at.pop() > max(len(ex.name) for ex in exercises)
+    assert topic_at.pop() > max(line.index(ex.signature) + len(ex.signature) for line, ex in zip(lines, exercises))
 
 
 def test_read_ends_reads_a_file_of_up_to_twice_the_size_whole_and_a_longer_one_as_its_two_ends(tmp_path):

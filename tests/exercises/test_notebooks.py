@@ -113,6 +113,13 @@ def test_a_check_cell_without_its_answer_is_an_error():
         nbx.find_exercises(nb)
 
 
+def test_a_check_cell_of_another_function_than_the_answer_s_is_an_error():
+    """check("bce", my_bce) after `def bce` checks a function the notebook does not answer: refused."""
+    nb = _notebook("def bce(z, y):\n    # BEGIN SOLUTION\n    pass\n    # END SOLUTION", 'check("bce", my_bce)')
+    with pytest.raises(ValueError, match=r"^Expected a cell defining `my_bce` with a BEGIN SOLUTION region before the check cell 1"):
+        nbx.find_exercises(nb)
+
+
 def test_a_check_cell_naming_an_unknown_exercise_is_an_error():
     nb = _notebook("def bce(z, y):\n    # BEGIN SOLUTION\n    pass\n    # END SOLUTION", 'check("bcee", bce)')
     with pytest.raises(ValueError, match=r"^Expected `name` to be one of .* but got 'bcee'"):
@@ -130,6 +137,8 @@ def test_a_check_cell_may_end_with_a_comment_and_is_still_replaced():
 
 @pytest.mark.parametrize("sources, what", [
     pytest.param((ANSWER, 'check("bce", bce)\nprint("done")'), "the notebook ends first", id="check-cell-with-more-code"),
+    pytest.param((ANSWER, 'check("bce", bce)  # must pass\nprint("done")'), "the notebook ends first",
+                 id="commented-check-cell-with-more-code"),  # the comment ends at its line
     pytest.param((ANSWER,), "the notebook ends first", id="no-check-cell"),
     pytest.param((ANSWER, ANSWER.replace("bce", "mse"), 'check("mse", mse)'), "cell 1 begins another answer first",
                  id="next-answer-first"),
@@ -143,6 +152,54 @@ def test_an_answer_without_its_check_cell_is_refused_by_every_flavour(tmp_path, 
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         nbx.export(flavor, tmp_path / "out", tmp_path)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_question_is_the_markdown_cell_before_the_answer_and_only_a_markdown_one():
+    """A code cell just before the answer is setup, not the question: it stays out of the exercise's blocks."""
+    nb = _notebook("import torch", ANSWER, 'check("bce", bce)')
+    assert nbx.find_exercises(nb) == [nbx.ExerciseCells("bce", "bce", None, 1, 2)]
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell("Write `bce`."))
+    assert nbx.find_exercises(nb) == [nbx.ExerciseCells("bce", "bce", 1, 2, 3)]
+
+
+def test_an_answer_cell_may_import_before_its_def():
+    """The answer's function is the cell's top-level def, wherever it starts in the cell."""
+    nb = _notebook("import torch\n\n" + ANSWER, 'check("bce", bce)')
+    assert nbx.find_exercises(nb) == [nbx.ExerciseCells("bce", "bce", None, 0, 1)]
+    assert nbx.student_notebook(nb).cells[0].source == (
+        "import torch\n\ndef bce(z, y):\n    # YOUR CODE HERE\n    raise NotImplementedError()")
+
+
+def test_a_marker_is_a_line_of_its_own_not_words_quoted_in_a_line():
+    """Only a line that is exactly `# BEGIN SOLUTION` opens an answer; text that quotes it does not."""
+    assert not nbx.has_solution("print('# BEGIN SOLUTION')\nx = 1  # BEGIN SOLUTION goes in the next cell")
+    nb = _notebook(ANSWER, 'check("bce", bce)')
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell("Write your answer between the `# BEGIN SOLUTION` and `# END SOLUTION` lines."))
+    assert nbx.find_exercises(nb) == [nbx.ExerciseCells("bce", "bce", 0, 1, 2)]
+
+
+@pytest.mark.parametrize("flavor", nbx.FLAVORS)
+def test_every_flavour_clears_outputs_and_execution_counts(flavor):
+    """An export holds no outputs and no execution counts from the instructor's run."""
+    nb = _notebook("import torch", ANSWER, 'check("bce", bce)')
+    for number, cell in enumerate(nb.cells, start=1):
+        cell.execution_count = number
+        cell.outputs = [nbformat.v4.new_output("stream", text="ran\n")]
+    build = {"plain": nbx.student_notebook, "nbgrader": nbx.nbgrader_notebook,
+             "otter": lambda nb: nbx.otter_notebook(nb, "hw")}[flavor]
+    code = [c for c in build(nb).cells if c.cell_type == "code"]
+    assert code and all(c.outputs == [] and c.execution_count is None for c in code)
+
+
+def test_nbgrader_locks_the_setup_code_before_the_first_exercise_and_no_other_cell():
+    """The read-only setup is the code before the first exercise's question: not its markdown, not the code after it."""
+    nb = _notebook("import torch", ANSWER, 'check("bce", bce)', "print('after')")
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell("# Losses"))
+    nb.cells.insert(2, nbformat.v4.new_markdown_cell("Write `bce`."))
+    out = nbx.nbgrader_notebook(nb)
+    assert [c.metadata.get("nbgrader", {}).get("grade_id") for c in out.cells] == [
+        None, "setup_1", None, "bce_answer", "bce_check", None]
+    assert out.cells[1].metadata.nbgrader["locked"] is True
 
 
 def test_an_exercise_checked_twice_in_a_notebook_is_refused():
