@@ -202,6 +202,8 @@ def _probability_target_refused(case: cs.Case, err: BaseException) -> bool:
     >>> case = cs.softmax_ce_cases()[4]  # probability targets
     >>> _probability_target_refused(case, RuntimeError("gather(): Expected dtype int32/int64 for index"))
     True
+    >>> _probability_target_refused(case, IndexError("Dimension out of range (expected to be in range of [-1, 0], but got 1)"))
+    True
     >>> _probability_target_refused(case, RuntimeError("a leaf Variable that requires grad is being used in an "
     ...                                                "in-place operation."))
     False
