@@ -435,6 +435,12 @@ def test_calcification_clusters_hold_3_to_8_specks_spread_uniformly_over_the_dis
     assert profiles[:, d > radius + 3].max() < 0.01  # no speck outside the disc
 
 
+def _inside(masks: np.ndarray) -> np.ndarray:
+    """Which (n, side, side) masks touch no edge of their patch: the lesion lies wholly inside."""
+    edges = masks[:, 0].any(axis=1) | masks[:, -1].any(axis=1) | masks[:, :, 0].any(axis=1) | masks[:, :, -1].any(axis=1)
+    return ~edges
+
+
 def test_lesion_centres_are_uniform_over_the_middle_80_percent_and_their_pixel_is_the_floor():
     """Step (3): centres uniform in 3.2..28.8 of a 32-pixel side; the centre pixel is the one holding it."""
     size = 32
@@ -446,8 +452,7 @@ def test_lesion_centres_are_uniform_over_the_middle_80_percent_and_their_pixel_i
     # for a plain mass inside the patch, the centre pixel's middle lies within half a pixel of the mask's
     # centroid, on average right on it (rounding instead of flooring would put it half a pixel off)
     masks = patches.masks
-    whole = ~(masks[:, 0].any(axis=1) | masks[:, -1].any(axis=1) | masks[:, :, 0].any(axis=1) | masks[:, :, -1].any(axis=1))
-    chosen = (patches.lesion == "mass") & whole
+    chosen = (patches.lesion == "mass") & _inside(masks)
     assert chosen.sum() > 100
     pixel_rows, pixel_cols = np.mgrid[0:size, 0:size] + 0.5
     area = masks[chosen].sum(axis=(1, 2))
@@ -463,8 +468,7 @@ def test_mass_radii_are_8_to_15_percent_of_the_side():
     size = 32
     patches = generate_patches(600, size, prevalence=1.0, mass_fraction=1.0, seed=11)
     masks = patches.masks
-    whole = ~(masks[:, 0].any(axis=1) | masks[:, -1].any(axis=1) | masks[:, :, 0].any(axis=1) | masks[:, :, -1].any(axis=1))
-    area = masks[(patches.lesion == "mass") & whole].sum(axis=(1, 2))
+    area = masks[(patches.lesion == "mass") & _inside(masks)].sum(axis=(1, 2))
     share = (np.sqrt(area / np.pi) - 0.3 * np.log(3)) / (1 + 0.15 * np.log(3)) / size
     assert 0.07 < share.min() and share.max() < 0.16
     q10, q90 = np.percentile(share, [10, 90])  # uniform in 0.08..0.15: 0.087 and 0.143
