@@ -225,9 +225,12 @@ def _bin_centre(label: str) -> float:
 def _gradient_panels(result: Result) -> list[str]:
     kind = result.config.get("task_kind", "binary")
     panels = ["positive_share", "confidence_correct", "confidence_wrong"]
-    if kind != "multilabel" and any(_head_style(result, loss) == "two_logit" for loss in result.losses):
+    two_logit = kind != "multilabel" and any(_head_style(result, loss) == "two_logit" for loss in result.losses)
+    if two_logit:
         panels.append("unit_share")
     panels.append("body")
+    if two_logit and "decision_weight_change" in result.history:
+        panels.append("decision_weight")
     if len(result.config.get("label_names", [])) > 1:
         panels.append("label_share")
     return panels
@@ -254,7 +257,9 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
     5. ... beside the gradient that reaches the body, ||dL/dh|| per example, per epoch: a 2-logit head
        sends the body what a 1-logit head with w = w1 - w0 would, since dL/dh = (w1 - w0) dL/dz1 (BCE's
        signal at the matched start; apart later, as w1 - w0 moves faster than BCE's w);
-    6. for multi-label and grid tasks, each label's (area's) share of |dL/dz|.
+    6. ... and how far that decision weight has moved from its start, per epoch: w1 and w0 get opposite
+       gradients, so w1 - w0 moves by both their steps (twice BCE's at the matched start);
+    7. for multi-label and grid tasks, each label's (area's) share of |dL/dz|.
 
     >>> import lossbench
     >>> result = lossbench.compare("titanic", seeds=2, epochs=1, device="cpu", config={"hidden": 8})  # a small, fast run
@@ -363,7 +368,18 @@ def gradient_allocation(result: Result, epoch: int | None = None, axes: Sequence
     _integer_epochs(ax)
     _decorate(ax, "Gradient into the shared body, per epoch", "epoch", "mean ||dL/dh|| per example")
 
-    # 6. per label / area
+    # 6. how far the decision weight moved: the 2-logit head's w1 - w0 takes both units' steps
+    if "decision_weight" in ax_of:
+        ax = ax_of["decision_weight"]
+        _lines_on_scale(ax, _loss_band(history, "decision_weight_change", "epoch"), "epoch", colors, legend_of)
+        _integer_epochs(ax)
+        _decorate(
+            ax, "How far the decision weight moved, per epoch",
+            "epoch; w1 and w0 get opposite gradients,\nso w1 - w0 moves by both their steps",
+            "||w - w at the start||  (2 logits: w = w1 - w0)",
+        )  # fmt: skip
+
+    # 7. per label / area
     if "label_share" in ax_of:
         ax = ax_of["label_share"]
         labels = list(result.config["label_names"])

@@ -206,6 +206,23 @@ def test_gradient_allocation_panels_depend_on_the_task(results):
     assert any(t.startswith(unit) for t in grid) and any(t.startswith("Share of |dL/dz| per area") for t in grid)
 
 
+def test_the_decision_weight_panel_draws_how_far_each_loss_s_decision_weight_moved(results):
+    """Where a 2-logit head is compared, a panel draws ||w - w at the start|| per epoch with its band over seeds."""
+    moved = "How far the decision weight moved"
+    assert not any(t.startswith(moved) for t in titles(plots.gradient_allocation(results["multilabel"])))
+    assert any(t.startswith(moved) for t in titles(plots.gradient_allocation(results["grid"])))
+    result = results["binary"]
+    ax = axes_titled(plots.gradient_allocation(result), moved)
+    for loss in result.losses:
+        b = band_of(result.history, "decision_weight_change", "epoch", loss)
+        np.testing.assert_allclose(line(ax, loss).get_xdata(), b["epoch"])
+        np.testing.assert_allclose(line(ax, loss).get_ydata(), b["mean"])
+    start = result.history[result.history.epoch == 0]["decision_weight_change"]
+    assert (start == 0).all()
+    without = result.history.drop(columns="decision_weight_change")  # a history made without it
+    assert not any(t.startswith(moved) for t in titles(plots.gradient_allocation(dataclasses.replace(result, history=without))))
+
+
 def test_the_two_logit_head_splits_its_gradient_in_half_but_the_body_gets_the_full_signal(results):
     result = results["binary"]
     fig = plots.gradient_allocation(result)

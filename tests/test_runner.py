@@ -176,6 +176,16 @@ def test_sgd_at_half_the_head_lr_makes_softmax_ce_follow_bce_exactly():
     assert ((last.softmax_ce - last.bce).abs() > 1e-3 * last.bce).all()
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_two_logit_decision_weight_first_step_is_twice_bces(optimizer):
+    """w1 and w0 get opposite gradients, so from the matched start w1 - w0 takes exactly twice BCE's step."""
+    task = tiny_task("binary")  # 48 training examples: one full-batch step per epoch
+    one_step = lossbench.compare(task, ("softmax_ce", "bce"), **dict(SMALL, epochs=1, batch_size=48, optimizer=optimizer, lr=0.1))
+    moved = one_step.history[one_step.history.epoch == 1].pivot(index="seed", columns="loss", values="decision_weight_change")
+    assert (moved.bce > 0).all()
+    np.testing.assert_allclose(moved.softmax_ce, 2 * moved.bce, rtol=1e-9)
+
+
 def test_two_logit_gradient_halves_on_units_but_the_body_receives_the_same_signal():
     task = tiny_task("binary")
     h = lossbench.compare(task, ("softmax_ce", "bce"), **dict(SMALL, epochs=1)).history

@@ -32,6 +32,11 @@ def test_the_readme_table_is_what_the_default_titanic_comparison_prints():
     printed = report.format_report(result).split("\n")
     shown = _readme_table()
     assert printed[: len(shown)] == shown
+    # the README: w1 - w0 "about 1.6 times as far after Titanic's 100 epochs" as BCE's w
+    moved = result.history[result.history.epoch == 100].pivot(index="seed", columns="loss", values="decision_weight_change")
+    ratio = moved["softmax_ce"] / moved["bce"]
+    assert "about 1.6 times as far after Titanic's 100 epochs" in " ".join(README.read_text().split())
+    assert ratio.min() > 1.5 and ratio.max() < 1.7 and round(ratio.mean(), 1) == 1.6
 
 
 def test_adam_at_half_the_head_lr_makes_softmax_ce_follow_bce_exactly():
