@@ -281,6 +281,17 @@ def test_a_task_data_the_runner_cannot_train_on_is_refused(make, message):
         lossbench.compare(make(tiny_task("binary")), losses=("bce",), seeds=2, epochs=1, device="cpu")
 
 
+@pytest.mark.parametrize("make, message", [
+    (lambda s: Split(s.x, s.y[:, 0], s.source), "Expected `y` to be (N, K), one row of K targets per example, but got shape (48,)."),
+    (lambda s: Split(s.x[:40], s.y, s.source), "Expected `x`, `y` and `source` to have one row per example each, but got 40, 48 and 48 rows."),
+    (lambda s: Split(s.x, s.y, s.source[:47]), "Expected `x`, `y` and `source` to have one row per example each, but got 48, 48 and 47 rows."),
+])
+def test_a_split_whose_parts_do_not_fit_is_refused_when_made(make, message):
+    """A user's Split is checked as it is made, with a ValueError that stays under `python -O`."""
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        make(tiny_task("binary").train)
+
+
 @pytest.mark.parametrize("split, what", [("train", "training"), ("val", "validation")])
 def test_softmax_across_labels_needs_a_label_on_every_example_it_takes_a_loss_of(split, what):
     """Its target y / y.sum() is 0 / 0 on an example without a label: every validation record would be NaN."""

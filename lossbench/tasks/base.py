@@ -24,7 +24,7 @@ class TrainingDefaults:
     epochs: int = 100  # passes over the training split
     batch_size: int = 64  # examples per minibatch (the last batch of an epoch may be smaller)
     lr: float = 1e-3  # learning rate, the same for every loss unless an override scales it
-    optimizer: Literal["adam", "sgd"] = "adam"  # torch.optim.Adam or plain torch.optim.SGD
+    optimizer: Literal["adam", "sgd"] = "adam"  # lossbench.optim's Adam or plain SGD, which follow torch.optim's
     weight_decay: float = 0.0  # L2 penalty added to the gradient (both optimizers)
     momentum: float = 0.0  # SGD momentum (ignored by Adam)
     split_seed: int = 0  # seed of the train/val/test split; separate from the model seeds
@@ -46,8 +46,11 @@ class Split:
     source: np.ndarray  # (N,) object/str or int array, or (N, k) for composites
 
     def __post_init__(self) -> None:
-        assert self.x.shape[0] == self.y.shape[0] == len(self.source), "split sizes disagree"
-        assert self.y.ndim == 2, "y must be (N, K)"
+        if self.y.ndim != 2:
+            raise ValueError(f"Expected `y` to be (N, K), one row of K targets per example, but got shape {tuple(self.y.shape)}.")
+        if not self.x.shape[0] == self.y.shape[0] == len(self.source):
+            raise ValueError(f"Expected `x`, `y` and `source` to have one row per example each, but got {self.x.shape[0]}, "
+                             f"{self.y.shape[0]} and {len(self.source)} rows.")
 
     def __len__(self) -> int:
         return self.x.shape[0]
