@@ -742,7 +742,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=_positive(int, "--epochs"), metavar="N", help="passes over the training split")
     t.add_argument("--lr", type=_positive(float, "--lr"), metavar="RATE", help="learning rate, the same for every loss")
     t.add_argument("--batch-size", type=_positive(int, "--batch-size"), metavar="N", help="examples per minibatch")
-    t.add_argument("--optimizer", choices=("adam", "sgd"), help="torch.optim.Adam or plain SGD")
+    t.add_argument("--optimizer", choices=("adam", "sgd"), help="Adam or plain SGD (computed as torch.optim's, for all models at once)")
     t.add_argument("--head-init", choices=("matched", "independent"), default="matched",
                    help="matched: every head starts as the same function (default; softmax across labels, which "
                         "no set of sigmoids equals, starts from the same logits); independent: drawn separately")

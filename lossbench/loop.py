@@ -16,7 +16,7 @@ from torch import nn
 
 from lossbench import losses as loss_registry
 from lossbench.models import CNNBody, MLPBody, stack
-from lossbench.runner import LossSetup, Models, ProgressReport, Recorder, prepare
+from lossbench.runner import HeadInit, LossSetup, Models, ProgressReport, Recorder, prepare
 from lossbench.tasks import TaskData, TrainingDefaults
 
 
@@ -81,7 +81,7 @@ def train_one_at_a_time(
     setups: list[LossSetup],
     cfg: TrainingDefaults,
     seeds: list[int],
-    head_init: str = "matched",
+    head_init: HeadInit = "matched",
     device: torch.device = torch.device("cpu"),
     dtype: torch.dtype = torch.float32,
     progress: Callable[[ProgressReport], None] | None = None,

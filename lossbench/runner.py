@@ -75,6 +75,10 @@ OVERRIDE_KEYS = ("head_lr_scale",)
 """Per-loss settings besides the loss family's own options (``pos_weight``, ``gamma``, ...)."""
 
 _TENSOR_OPTIONS = ("pos_weight", "weight")
+
+HeadInit = Literal["matched", "independent"]
+"""How heads start: ``matched`` (every loss's first predictions equal) or ``independent`` (each drawn on its own)."""
+
 MAX_THREADS = 8 * (os.cpu_count() or 1)  # as the command line's --threads; torch crashes the process for a count in the millions
 MAX_SEED = 2**63 - 1
 MAX_THRESHOLD_POINTS = 9_801  # 0.01 to 0.99 in steps of 0.0001
@@ -583,7 +587,7 @@ class Models:
 
 
 def init_models(
-    task: TaskData, setups: list[LossSetup], seeds: list[int], head_init: str, device: torch.device, dtype: torch.dtype
+    task: TaskData, setups: list[LossSetup], seeds: list[int], head_init: HeadInit, device: torch.device, dtype: torch.dtype
 ) -> Models:
     """Initial weights: one body per seed, copied for every loss; heads matched or independent.
 
@@ -867,7 +871,7 @@ class Prepared:
 
 
 def prepare(
-    task: TaskData, setups: list[LossSetup], cfg: TrainingDefaults, seeds: list[int], head_init: str, device: torch.device, dtype: torch.dtype
+    task: TaskData, setups: list[LossSetup], cfg: TrainingDefaults, seeds: list[int], head_init: HeadInit, device: torch.device, dtype: torch.dtype
 ) -> Prepared:
     """Move the data to the device once, build the initial models and every epoch's batch order, check the losses."""
     xs = {name: getattr(task, name).x.to(device=device, dtype=dtype) for name in ("train", "val")}
@@ -1113,7 +1117,7 @@ def train(
     setups: list[LossSetup],
     cfg: TrainingDefaults,
     seeds: list[int],
-    head_init: str = "matched",
+    head_init: HeadInit = "matched",
     device: torch.device = torch.device("cpu"),
     dtype: torch.dtype = torch.float32,
     progress: Callable[[ProgressReport], None] | None = None,
@@ -1207,7 +1211,7 @@ def compare(
     optimizer: Literal["adam", "sgd"] | None = None,
     weight_decay: float | None = None,
     momentum: float | None = None,
-    head_init: Literal["matched", "independent"] = "matched",
+    head_init: HeadInit = "matched",
     overrides: Mapping[str, Mapping] | None = None,
     baseline: str | None = None,
     data: str | None = None,

@@ -13,6 +13,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from lossbench.tasks.base import TaskKind
+
 METRICS = ("accuracy", "f1", "sensitivity", "specificity", "exact_match")
 
 GRID_RANGE = (0.01, 0.99)
@@ -149,7 +151,7 @@ def best_threshold_index(metric: torch.Tensor, thresholds: torch.Tensor) -> torc
 AVERAGES = ("macro", "micro")
 
 
-def auc_average(task_kind: str) -> Literal["macro", "micro"]:
+def auc_average(task_kind: TaskKind) -> Literal["macro", "micro"]:
     """How a task's AUC averages its outputs: the areas of a grid pooled (``"micro"``), labels one by one (``"macro"``).
 
     The areas of a grid ask one question (an abnormality here?) at each place of a patch, so their

@@ -106,7 +106,7 @@ class Config(TrainingDefaults):
     epochs: int = 100  # passes over the ~785 training passengers
     batch_size: int = 64  # passengers per minibatch
     lr: float = 1e-3  # Adam's learning rate
-    optimizer: Literal["adam", "sgd"] = "adam"  # torch.optim.Adam, as in the notebook
+    optimizer: Literal["adam", "sgd"] = "adam"  # Adam, as in the notebook (lossbench.optim's, which follows torch.optim.Adam)
     # data (the split seed is TrainingDefaults.split_seed)
     val_fraction: float = 0.2  # share of passengers in the validation split (stratified by survival)
     test_fraction: float = 0.2  # share of passengers in the test split (stratified by survival)
