@@ -136,13 +136,39 @@ def _ce_from_log_probs(log_p: Tensor, target: Tensor) -> Tensor:
     return -(target * log_p).sum(dim=1).mean()
 
 
-def _clearly_below(actual: Any, expected: Any) -> bool:
-    """True when `actual` is finite and clearly below `expected` (a capped loss)."""
-    try:
-        a, e = float(actual), float(expected)
-    except (TypeError, ValueError, RuntimeError):
+_CLAMP_EPS = (*(10.0 ** -k for k in range(2, 21)), 1e-30, 1e-50, 1e-100, 1e-300, math.exp(-100),
+              torch.finfo(torch.float32).eps, torch.finfo(torch.float64).eps,
+              torch.finfo(torch.float32).tiny, torch.finfo(torch.float64).tiny)
+"""The eps a student clamps a probability with: 1e-2 to 1e-20 and a few smaller powers of ten, e^-100 (PyTorch's
+log clamp at -100), and the float types' machine epsilon and smallest normal number."""
+
+
+def _capped_at_log_eps(case: cs.Case, actual: Any) -> bool:
+    """True when a bce answer is the mean of the per-element losses each capped at -log(eps), for an eps of _CLAMP_EPS.
+
+    That is what clamping sigmoid(z) to [eps, 1 - eps] (or log p at log eps) returns: a confident mistake, whose
+    loss is |z|, costs -log(eps) instead. The variants (clamp p and 1 - p, add eps inside the log, log1p) differ
+    from the capped mean by about eps per element, within the 1e-3 allowed here; half the right loss, or another
+    wrong formula, matches no eps.
+
+    >>> case = cs.bce_cases()[4]  # stability
+    >>> z, y = case.inputs
+    >>> p = torch.sigmoid(z).clamp(1e-7, 1 - 1e-7)
+    >>> _capped_at_log_eps(case, -(y * p.log() + (1 - y) * (1 - p).log()).mean())
+    True
+    >>> _capped_at_log_eps(case, case.expected / 2)
+    False
+    """
+    a = _finite_number(actual)
+    if a is None or a < 0:  # a negative loss is a flipped sign, not a cap
         return False
-    return math.isfinite(a) and 0 <= a < 0.9 * e  # a negative loss is a flipped sign, not a cap
+    z, y = case.inputs[:2]
+    losses = (F.softplus(z) - y * z).detach().double()  # each element's loss
+    for eps in _CLAMP_EPS:
+        capped = losses.clamp(max=-math.log(eps)).mean().item()
+        if abs(a - capped) <= 1e-3 * capped and not close(capped, case.expected):
+            return True
+    return False
 
 
 def _finite_number(actual: Any) -> float | None:
@@ -286,7 +312,7 @@ BCE = Exercise(
             lambda z, y: ref.bce(z, (y == 1).to(z.dtype))))),
         Mistake("too small at large logits: clamping the probability caps each loss at -log(eps); "
                 "compute from the logits with log-sigmoid or softplus",
-                in_group("stability", lambda case, actual: _clearly_below(actual, case.expected))),
+                in_group("stability", _capped_at_log_eps)),
     ),
     nan_hint="NaN/inf at large logits: use log-sigmoid (F.logsigmoid), or compute F.softplus(z) - y z",
     nan_grad_hint="NaN in the gradient at large logits: sigmoid rounds to exactly 0 or 1 there, where the gradient "
