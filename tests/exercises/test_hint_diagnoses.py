@@ -53,3 +53,37 @@ def test_half_the_loss_is_divided_by_2_on_the_stability_cases_too():
 ])
 def test_a_wrong_formula_below_the_expected_value_is_not_called_a_clamp(fn):
     assert not any(CLAMPING in (r.hint or "") for r in evaluate("bce", fn))
+
+
+UNUSED_CLASSES = "pass num_classes=logits.shape[1]"
+
+
+def _ce_gather_without_unsqueeze(z, y):
+    log_p = z - torch.logsumexp(z, 1, keepdim=True)
+    return -log_p.gather(1, y).mean() if y.dim() == 1 else -(y * log_p).sum(1).mean()
+
+
+@pytest.mark.parametrize("name, fn", [
+    pytest.param("softmax_ce", _ce_gather_without_unsqueeze, id="ce-gather-without-unsqueeze"),
+    pytest.param("dlogits", lambda z, y: (torch.softmax(z, 1) - torch.zeros_like(z).scatter(1, y, 1.0)) / len(z),
+                 id="dlogits-scatter-without-unsqueeze"),
+    pytest.param("softmax_ce", lambda y, z: -(z - torch.logsumexp(z, 1, keepdim=True)).mean(), id="ce-arguments-swapped"),
+])
+def test_an_index_or_dimension_error_is_not_blamed_on_unused_classes(name, fn):
+    errors = [r for r in evaluate(name, fn) if r.status == "error"]
+    assert any(r.group == "unused classes" for r in errors)
+    assert not any(UNUSED_CLASSES in (r.hint or "") for r in errors), [r.hint for r in errors]
+
+
+@pytest.mark.parametrize("name, fn", [
+    pytest.param("softmax_ce", lambda z, y: -((F.one_hot(y).to(z.dtype) if y.dim() == 1 else y)
+                                              * (z - torch.logsumexp(z, 1, keepdim=True))).sum(1).mean(), id="softmax_ce"),
+    pytest.param("dlogits", lambda z, y: (torch.softmax(z, 1) - F.one_hot(y).to(z.dtype)) / len(z), id="dlogits"),
+])
+def test_one_hot_without_num_classes_is_named_where_the_last_class_is_absent(name, fn):
+    from lossbench.exercises.catalog import get_exercise
+
+    absent = [c.inputs[1].dim() == 1 and int(c.inputs[1].max()) + 1 < c.inputs[0].shape[1]
+              for c in get_exercise(name).make_cases(0)]
+    named = [UNUSED_CLASSES in (r.hint or "") for r in evaluate(name, fn)]
+    assert named == absent and any(named)
