@@ -325,8 +325,10 @@ BCE = Exercise(
                 in_group("stability", _capped_at_log_eps)),
     ),
     nan_hint="NaN/inf at large logits: use log-sigmoid (F.logsigmoid), or compute F.softplus(z) - y z",
-    nan_grad_hint="NaN in the gradient at large logits: sigmoid rounds to exactly 0 or 1 there, where the gradient "
-                  "of its log is infinite; use F.logsigmoid or F.softplus",
+    nan_grad_hint="NaN in the gradient at large logits: usually a step with an infinite gradient there (the log of a "
+                  "sigmoid that rounds to exactly 0 or 1, or an exp that overflows to inf) whose gradient is then "
+                  "multiplied by 0, as torch.where does in the branch it does not take: 0 * inf is NaN, however "
+                  "right the value; use F.logsigmoid or F.softplus, whose gradients stay finite",
     group_grad_hints=(("logit exactly 0", "right value, wrong gradient at z = 0: max(z, 0) and |z| have no derivative "
                                           "there and autograd picks one (|z|: 0; z.clamp(min=0): 1, torch.relu: 0), "
                                           "so the gradient is 1 - y or -y instead of 1/2 - y (use F.softplus(z) - y z "

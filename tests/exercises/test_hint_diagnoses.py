@@ -87,3 +87,16 @@ def test_one_hot_without_num_classes_is_named_where_the_last_class_is_absent(nam
               for c in get_exercise(name).make_cases(0)]
     named = [UNUSED_CLASSES in (r.hint or "") for r in evaluate(name, fn)]
     assert named == absent and any(named)
+
+
+def _where_with_overflow(z, y):  # the exact value; exp overflows in the branch not taken, and its NaN flows back
+    return (torch.where(z >= 0, z + torch.log1p(torch.exp(-z)), torch.log1p(torch.exp(z))) - y * z).mean()
+
+
+@pytest.mark.parametrize("fn, cause", [
+    pytest.param(_where_with_overflow, "an exp that overflows", id="exp-in-the-branch-not-taken"),
+    pytest.param(_where_with_overflow, "torch.where does in the branch it does not take", id="where-passes-it-back"),
+])
+def test_the_nan_gradient_hint_of_bce_names_the_cause_of_a_right_value(fn, cause):
+    nan_grad = [r for r in evaluate("bce", fn) if r.problems == ["NaN/inf in the gradient"]]
+    assert nan_grad and all(cause in r.hint for r in nan_grad), [r.hint for r in nan_grad]
