@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lossbench import graphs, runner  # noqa: E402
+from lossbench import graphs, runner, settings  # noqa: E402
 from lossbench.loop import train_one_at_a_time  # noqa: E402
 from lossbench.tasks import get as get_task  # noqa: E402
 
@@ -97,8 +97,8 @@ def check_sizes(task, setups, cfg, device, dtype, parser: argparse.ArgumentParse
 def _threads(text: str) -> int:
     """An argparse type: a count of threads torch can take (a count in the millions crashes the process)."""
     value = _positive(text)
-    if value > runner.MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"expected at most {runner.MAX_THREADS} threads (8 per core here), but got {text!r}")
+    if value > settings.MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected at most {settings.MAX_THREADS} threads (8 per core here), but got {text!r}")
     return value
 
 
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop-repeats", type=_positive, default=3, help="timed repeats of the plain loop (median reported)")
     parser.add_argument("--skip-loop", action="store_true", help="time the batched runner only")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="the models' number type (default: float32)")
-    parser.add_argument("--threads", type=_threads, default=None, help=f"torch's CPU threads, 1 to {runner.MAX_THREADS} (default: torch's choice, one per core)")
+    parser.add_argument("--threads", type=_threads, default=None, help=f"torch's CPU threads, 1 to {settings.MAX_THREADS} (default: torch's choice, one per core)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="on a GPU, launch every operation of the batched runner on its own instead of replaying CUDA graphs")
     parser.add_argument("--no-cpu-trace", action="store_true", help="on a CPU, run the batched runner's training step eagerly instead of from its TorchScript trace")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")

@@ -21,6 +21,8 @@ One training step, for all M models at once:
 
 After each epoch the models are probed on the validation split (losses, accuracy, AUC and the gradient
 allocation of :mod:`lossbench.gradients`); the records stay on the device until the epoch's one transfer to the host.
+Before training, :mod:`lossbench.settings` checks every setting; after it, :mod:`lossbench.frames` turns the
+records and the trained models' scores into the Result's tables.
 
 On a GPU, steps 2 to 5 and the probe are each recorded once as a CUDA graph and then replayed
 (:mod:`lossbench.graphs`): the same operations, launched as one instead of about 200 one by one. On a
@@ -31,29 +33,21 @@ included, runs 1.3x to 1.7x as fast); a run is traced when it wins the tracing b
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
-import os
-import platform
 import re
-import subprocess
-import typing
 import warnings
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Collection, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
-from lossbench import gradients, losses as loss_registry, optim, stats, thresholds as thr
+from lossbench import gradients, losses as loss_registry, optim, thresholds as thr
 from lossbench.graphs import CudaGraphed, Traced
 from lossbench.models import (
     Head,
-    CNNBody,
     MLPBody,
     Params,
     chunked_body_forward,
@@ -64,7 +58,19 @@ from lossbench.models import (
     shared_body_forward,
     stack,
 )
+from lossbench.frames import assemble
 from lossbench.results import Result
+from lossbench.settings import (
+    check_arguments,
+    check_fits,
+    check_representable,
+    check_run_options,
+    check_task_data,
+    configured,
+    resolve_config,
+    resolve_device,
+    seed_list,
+)
 from lossbench.tasks import TaskData, TrainingDefaults, check_settings_apply, get as get_task, names as task_names, unused_settings
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -78,10 +84,6 @@ _TENSOR_OPTIONS = ("pos_weight", "weight")
 
 HeadInit = Literal["matched", "independent"]
 """How heads start: ``matched`` (every loss's first predictions equal) or ``independent`` (each drawn on its own)."""
-
-MAX_THREADS = 8 * (os.cpu_count() or 1)  # as the command line's --threads; torch crashes the process for a count in the millions
-MAX_SEED = 2**63 - 1
-MAX_THRESHOLD_POINTS = 9_801  # 0.01 to 0.99 in steps of 0.0001
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class LossSetup:
         cross-entropy with class weights on class indices, which divides by the targets' summed weight
         (on class probabilities it divides by the examples again).
 
+        >>> import dataclasses
         >>> setup = LossSetup("softmax_ce", "softmax_ce", "reference", None, {}, 1.0, Head("two_logit", "binary", 1),
         ...                   class_weight=torch.tensor([1.0, 4.0]))
         >>> setup.mean_divisor(torch.tensor([0, 1, 1])), dataclasses.replace(setup, class_weight=None).mean_divisor(torch.tensor([0, 1, 1]))
@@ -125,265 +128,8 @@ class ProgressReport:
 
 
 # ---------------------------------------------------------------------------------------------
-# Resolving a comparison: task config, losses, devices
+# Resolving a comparison's losses (its settings are checked in lossbench.settings)
 # ---------------------------------------------------------------------------------------------
-
-
-def resolve_config(task: str, quick: bool = False, config: Mapping | None = None, **training) -> TrainingDefaults:
-    """The task's config dataclass with the quick preset, then ``config`` overrides, then training arguments applied.
-
-    Overrides may only name fields that exist. ``training`` holds compare()'s own arguments (``epochs``,
-    ``lr``, ...); ``None`` keeps the task default.
-
-    >>> resolve_config("titanic", epochs=3).epochs
-    3
-    >>> resolve_config("titanic", config={"epoch": 3})
-    Traceback (most recent call last):
-    ...
-    ValueError: Expected config keys among ..., but got 'epoch'.
-    """
-    module = get_task(task)
-    return configured(module.Config(), dict(module.QUICK) if quick else {}, config, training)
-
-
-def configured(cfg: TrainingDefaults, changes: dict, config: Mapping | None, training: Mapping) -> TrainingDefaults:
-    """``cfg`` with ``changes`` (a preset), then ``config``, then the non-None ``training`` arguments applied, each
-    value checked against its field's type (a whole number is not a bool; numpy numbers count as numbers).
-
-    >>> configured(TrainingDefaults(), {}, {"epochs": 3}, {"lr": np.float32(0.5)}).lr
-    0.5
-    >>> configured(TrainingDefaults(), {}, {"epochs": True}, {})
-    Traceback (most recent call last):
-    ...
-    ValueError: Expected `epochs` to be a whole number, but got True.
-    """
-    if config is not None and not isinstance(config, Mapping):
-        raise ValueError(f"Expected `config` to be a mapping of setting names to values, but got {config!r}.")
-    hints = typing.get_type_hints(type(cfg))
-    fields = [f.name for f in dataclasses.fields(cfg)]
-    changes = dict(changes)
-    for key, value in (config or {}).items():
-        if key not in fields:
-            raise ValueError(f"Expected config keys among {', '.join(fields)}, but got {key!r}.")
-        changes[key] = value
-    changes.update({k: v for k, v in training.items() if v is not None})
-    cfg = dataclasses.replace(cfg, **{k: v if k == "seeds" else _typed(k, v, hints[k]) for k, v in changes.items()})
-    validate_training(cfg)
-    # seeds as plain Python: an int, or a list of ints (not a numpy array or a range), so that config.json
-    # records them as given and can be passed back as `config`
-    seeds = int(cfg.seeds) if isinstance(cfg.seeds, (int, np.integer)) else [int(s) for s in cfg.seeds]
-    return dataclasses.replace(cfg, seeds=seeds)
-
-
-def _typed(key: str, value, hint):
-    """``value`` as the type ``hint`` of config field ``key`` asks for, or a ValueError saying what it should be."""
-    if hint is bool:
-        ok, expected = isinstance(value, (bool, np.bool_)), "True or False"
-        value = bool(value) if ok else value
-    elif hint is int:
-        ok, expected = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)), "a whole number"
-        value = int(value) if ok else value
-    elif hint is float:
-        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-        expected, value = "a number", float(value) if ok else value
-    elif hint is str:
-        ok, expected = isinstance(value, str), "a string"
-    elif typing.get_origin(hint) is Literal:
-        ok, expected = value in typing.get_args(hint), "one of " + ", ".join(map(repr, typing.get_args(hint)))
-    else:  # tuples and other compound settings: the task's loader checks them
-        ok, expected = True, ""
-    if not ok:
-        raise ValueError(f"Expected `{key}` to be {expected}, but got {value!r}.")
-    return value
-
-
-def _check_arguments(**given) -> None:
-    """compare()'s arguments that are not training settings: each of the type it must be, or a ValueError saying so."""
-    rules = {
-        "losses": (lambda v: isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(n, str) for n in v)),
-                   "a loss name or a list of loss names"),
-        "impl": (lambda v: isinstance(v, str) or (isinstance(v, Mapping) and all(isinstance(i, str) for i in v.values())),
-                 "an implementation name or import path ('__main__:my_loss' for a function defined in a notebook), or a "
-                 "mapping from loss name to one"),
-        "overrides": (lambda v: v is None or (isinstance(v, Mapping) and all(isinstance(o, Mapping) for o in v.values())),
-                      "None or a mapping from loss name to a mapping of options"),
-        "quick": (lambda v: isinstance(v, bool), "True or False"),
-        "device": (lambda v: isinstance(v, (str, torch.device)), "'auto', 'cpu', 'cuda' or a torch.device"),
-        "threshold_points": (lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool), "a whole number, 2 or more"),
-        "progress": (lambda v: isinstance(v, bool) or callable(v), "True, False or a function taking a ProgressReport"),
-        "threads": (lambda v: v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)), "None or a whole number, 1 or more"),
-        "data": (lambda v: v is None or (isinstance(v, (str, os.PathLike)) and str(v) != ""),
-                 "None (the shipped or generated data) or the path of a file or folder"),
-    }
-    for name, value in given.items():
-        ok, expected = rules[name]
-        if not ok(value):
-            raise ValueError(f"Expected `{name}` to be {expected}, but got {value!r}.")
-
-
-def check_task_data(task: TaskData) -> None:
-    """A ready :class:`TaskData` the runner can train on, or a ValueError naming what is wrong with it.
-
-    The splits must be non-empty, their inputs finite and of one shape, their targets ``(N, K)`` labels, 0 or 1,
-    with the same K (and for a binary task, both classes in every split), the kind one the heads know and
-    the body a body spec.
-    """
-    if task.kind not in ("binary", "multilabel", "grid"):
-        raise ValueError(f"Expected the task's kind to be 'binary', 'multilabel' or 'grid', but got {task.kind!r}.")
-    k = task.train.y.shape[1]
-    if task.kind == "binary" and k != 1:
-        raise ValueError(f"Expected a binary task to have one output, but its targets have {k}; use kind 'multilabel'.")
-    if task.kind != "binary" and k < 2:
-        raise ValueError(f"Expected a {task.kind} task to have several outputs, but its targets have {k}; use kind 'binary'.")
-    if len(task.label_names) != k:
-        raise ValueError(f"Expected one label name per output ({k}), but got {len(task.label_names)}.")
-    if not isinstance(task.body, (MLPBody, CNNBody)):
-        raise ValueError(f"Expected the task's body to be an MLPBody or a CNNBody, but got {task.body!r}.")
-    _check_body_fits(task.body, tuple(task.train.x.shape[1:]), task.kind, k)
-    for name in ("train", "val", "test"):
-        split = getattr(task, name)
-        if len(split) == 0:
-            raise ValueError(f"Expected the {name} split to hold examples, but it is empty.")
-        if split.x.shape[1:] != task.train.x.shape[1:] or split.y.shape[1] != k:
-            raise ValueError(
-                f"Expected every split to have inputs {tuple(task.train.x.shape[1:])} and {k} targets per example, but the "
-                f"{name} split has {tuple(split.x.shape[1:])} and {split.y.shape[1]}."
-            )
-        if not torch.isfinite(split.x).all():
-            raise ValueError(f"Expected the {name} split's inputs to be finite, but some are NaN or infinite.")
-        if not ((split.y == 0) | (split.y == 1)).all():
-            # accuracy, AUC, sensitivity and the positive/negative gradient shares all score labels; a soft target
-            # (0.3) would count as positive in one and negative in another (softmax's class index rounds it)
-            raise ValueError(f"Expected the {name} split's targets to be labels, 0 or 1, but some are not (soft targets "
-                             "belong to a loss option, such as softmax_ce's label_smoothing).")
-        positives = int(split.y.sum())
-        if task.kind == "binary" and positives in (0, len(split)):
-            raise ValueError(
-                f"Expected the {name} split to hold both classes (a model needs both to learn from, and AUC, sensitivity "
-                f"and specificity need both to be measured), but its {len(split)} example{'s are all' if len(split) > 1 else ' is'} "
-                f"{'positive' if positives else 'negative'}; give more data, or data with both labels."
-            )
-
-
-def _check_body_fits(body: MLPBody | CNNBody, example: tuple[int, ...], kind: str, k: int) -> None:
-    """A ValueError unless ``body`` takes inputs of shape ``example`` and gives the task's ``k`` outputs a place each.
-
-    >>> _check_body_fits(MLPBody(5, 8), (4,), "binary", 1)
-    Traceback (most recent call last):
-    ...
-    ValueError: Expected the body to take the inputs' shape (4,), but MLPBody(in_features=5, ...) takes (5,).
-    """
-    if isinstance(body, MLPBody):
-        takes, name = (body.in_features,), f"MLPBody(in_features={body.in_features}, ...)"
-    else:
-        takes = (body.in_channels, body.image_size, body.image_size)
-        name = f"CNNBody(in_channels={body.in_channels}, image_size={body.image_size}, ...)"
-    if example != takes:
-        raise ValueError(f"Expected the body to take the inputs' shape {example}, but {name} takes {takes}.")
-    if kind == "grid" and body.positions != k:
-        raise ValueError(
-            f"Expected the body of a grid task to give one position per area ({k}), a CNNBody with grid={math.isqrt(k)} "
-            f"for a square map, but it gives {body.positions}."
-        )
-    if kind != "grid" and body.positions != 1:
-        raise ValueError(f"Expected the body of a {kind} task to give one position (grid=None), but it gives {body.positions}.")
-
-
-def validate_training(cfg: TrainingDefaults) -> None:
-    """Raise ValueError for impossible training settings (zero epochs, a negative learning rate, ...)."""
-    for name in ("epochs", "batch_size"):
-        value = getattr(cfg, name)
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"Expected `{name}` to be a positive whole number, but got {value!r}.")
-    seeds = cfg.seeds
-
-    def whole(v) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-    if whole(seeds):
-        if seeds < 1:
-            raise ValueError(f"Expected `seeds` to be a positive whole number or a list of seeds, but got {seeds!r}.")
-    elif (not isinstance(seeds, (list, tuple, range, np.ndarray)) or len(seeds) == 0 or not all(whole(v) for v in seeds)
-          or len(set(int(v) for v in seeds)) != len(seeds) or any(v < 0 for v in seeds)):
-        raise ValueError(f"Expected `seeds` to be a positive whole number or distinct non-negative whole numbers, but got {seeds!r}.")
-    else:
-        too_large = [int(v) for v in seeds if v > MAX_SEED]
-        if too_large:  # torch's generators and the saved tables hold 64-bit integers
-            raise ValueError(f"Expected each seed to be at most 2**63 - 1 = {MAX_SEED}, but got {too_large[0]}.")
-    if not (isinstance(cfg.lr, (int, float)) and not isinstance(cfg.lr, bool) and math.isfinite(cfg.lr) and cfg.lr > 0):
-        raise ValueError(f"Expected `lr` to be a positive number, but got {cfg.lr!r}.")
-    if cfg.optimizer not in ("adam", "sgd"):
-        raise ValueError(f"Expected `optimizer` to be 'adam' or 'sgd', but got {cfg.optimizer!r}.")
-    for name in ("weight_decay", "momentum"):
-        value = getattr(cfg, name)
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
-            raise ValueError(f"Expected `{name}` to be a non-negative number, but got {value!r}.")
-    if cfg.momentum >= 1:  # the buffer b = momentum * b + g would never forget a gradient, or would grow without end
-        raise ValueError(f"Expected `momentum` to be below 1 (0.9 is usual), but got {cfg.momentum!r}: the momentum "
-                         "buffer would keep every gradient forever, or grow without end.")
-    if cfg.momentum and cfg.optimizer != "sgd":
-        raise ValueError(f"Expected `momentum` only with optimizer 'sgd' (Adam keeps its own running averages), but got "
-                         f"momentum={cfg.momentum!r} with optimizer {cfg.optimizer!r}.")
-    if not whole(cfg.split_seed) or cfg.split_seed < 0:
-        raise ValueError(f"Expected `split_seed` to be a whole number, 0 or more, but got {cfg.split_seed!r}.")
-
-
-def seed_list(seeds: int | Sequence[int]) -> list[int]:
-    """Seeds 0..n-1 for a count, or the given seeds.
-
-    >>> seed_list(3), seed_list([7, 11])
-    ([0, 1, 2], [7, 11])
-    """
-    if isinstance(seeds, (int, np.integer)):
-        return list(range(int(seeds)))
-    return [int(s) for s in seeds]
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` picks CUDA when present, else the CPU; asking for CUDA without it is an error, and so is
-    any other kind of device (the runner is built and tested for these two).
-
-    >>> resolve_device("mps")
-    Traceback (most recent call last):
-    ...
-    ValueError: Expected `device` to be 'auto', 'cpu', 'cuda' or 'cuda:N', but got 'mps'.
-
-    ``"cpu:1"`` is refused too: torch takes it, but there is one CPU device, and the run would record the index.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        resolved = None
-    if resolved is None or resolved.type not in ("cpu", "cuda") or (resolved.type == "cpu" and resolved.index is not None):
-        raise ValueError(f"Expected `device` to be 'auto', 'cpu', 'cuda' or 'cuda:N', but got {device!r}.")
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"Expected a CUDA device for `device={device!r}`, but CUDA is not available here; use 'cpu' or 'auto'.")
-    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise ValueError(f"Expected `device={device!r}` to name one of the {torch.cuda.device_count()} CUDA devices here, counted from 0.")
-    return resolved
-
-
-def check_representable(cfg: TrainingDefaults, setups: list[LossSetup], dtype: torch.dtype) -> None:
-    """The optimizer's settings must be numbers of the training dtype: past its largest (3.4e38 in
-    float32) a learning rate would be inf.
-
-    >>> cpu = torch.device("cpu")
-    >>> setups = resolve_losses(["bce"], "handwritten", None, get_task("titanic").load(resolve_config("titanic")), cpu, torch.float32)
-    >>> check_representable(resolve_config("titanic", lr=1e39), setups, torch.float32)
-    Traceback (most recent call last):
-    ...
-    ValueError: Expected `lr` to be at most 3.4e+38, the largest float32, but got 1e+39.
-    """
-    largest = torch.finfo(dtype).max
-    values = {"`lr`": cfg.lr, "`weight_decay`": cfg.weight_decay, "`momentum`": cfg.momentum}
-    values |= {f"`lr x head_lr_scale of {s.name!r}`": cfg.lr * s.head_lr_scale for s in setups}
-    values |= {f"`{k}` of {s.name!r}": v for s in setups for k, v in s.options.items()  # focal's gamma 1e39 is inf in float32
-               if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))}
-    for name, value in values.items():
-        if abs(value) > largest:
-            raise ValueError(f"Expected {name} to be at most {largest:.2g}, the largest {str(dtype).removeprefix('torch.')}, but got {value:.3g}.")
 
 
 def resolve_losses(
@@ -615,56 +361,16 @@ def init_models(
     return Models(packed.flat.to(device=device, dtype=dtype).requires_grad_(), packed.shapes, len(setups))
 
 
-def _memory_of(device: torch.device) -> int | None:
-    """The bytes of memory ``device`` has (a GPU's own memory; the machine's for the CPU), or None if unknown."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not a POSIX system
-        return None
-
-
-def check_fits(task: TaskData, setups: list[LossSetup], cfg: TrainingDefaults, device: torch.device, dtype: torch.dtype) -> None:
-    """Refuse at once a comparison that cannot fit in memory, instead of working towards it for hours.
-
-    The lower bound counted: every model's weights, gradients and two optimizer moments, every epoch's
-    example order for every seed (int64), and the per-epoch probe's inputs and body outputs (with their
-    pre-activations and gradients) for every model on the whole validation split. A CNN's inner
-    activations come on top (the probe runs them in chunks).
-
-    >>> from lossbench.tasks import get
-    >>> cfg = resolve_config("titanic", seeds=10**8)
-    >>> task, cpu = get("titanic").load(cfg), torch.device("cpu")
-    >>> check_fits(task, resolve_losses(["bce"], "handwritten", None, task, cpu, torch.float32), cfg, cpu, torch.float32)
-    Traceback (most recent call last):
-    ...
-    ValueError: Expected the comparison to fit in memory, but 100,000,000 models of 2,177 parameters need at least 108.1 TB ...
-    """
-    seeds = cfg.seeds if isinstance(cfg.seeds, (int, np.integer)) else len(cfg.seeds)
-    spec = task.body
-    generator = torch.Generator().manual_seed(0)
-    width = max(s.head.units for s in setups)
-    per_model = sum(v.numel() for v in init_body(spec, generator).values())
-    per_model += sum(v.numel() for v in init_head(spec.features, width, spec.bias, generator).values())
-    models = int(seeds) * len(setups)
-    positions = task.n_outputs if task.kind == "grid" else 1
-    probe = models * len(task.val) * (3 * spec.features * positions + task.val.x[0].numel()) * dtype.itemsize
-    needed = models * per_model * dtype.itemsize * 4 + int(seeds) * cfg.epochs * len(task.train) * 8 + probe
-    available = _memory_of(device)
-    if available is not None and needed > available:
-        size = f"{needed / 1e12:,.1f} TB" if needed >= 1e12 else f"{needed / 1e9:.0f} GB"
-        raise ValueError(
-            f"Expected the comparison to fit in memory, but {models:,} model{'s' if models != 1 else ''} of {per_model:,} "
-            f"parameters need at least {size} for weights, gradients, optimizer state, batch order and probe, and this "
-            f"{device.type.upper()} has {available / 2**30:.0f} GiB; use fewer seeds or epochs, or a smaller model."
-        )
-
-
 def batch_order(seeds: list[int], epochs: int, n: int, device: torch.device) -> torch.Tensor:
     """Every epoch's shuffled example order for every seed, built at once: ``(epochs, seeds, n)``.
 
     The order depends on the seed only, so every loss sees the same minibatches in the same order.
+
+    >>> order = batch_order([0, 1], epochs=3, n=5, device=torch.device("cpu"))
+    >>> order.shape, sorted(order[2, 1].tolist())  # each epoch of each seed: every example once
+    (torch.Size([3, 2, 5]), [0, 1, 2, 3, 4])
+    >>> torch.equal(batch_order([1], epochs=3, n=5, device=torch.device("cpu"))[:, 0], order[:, 1])  # seed 1's, whatever else trains
+    True
     """
     orders = [torch.rand(epochs, n, generator=_generator(seed, "batches")).argsort(dim=1) for seed in seeds]
     return torch.stack(orders, dim=1).to(device)
@@ -1254,7 +960,7 @@ def compare(
     >>> result = compare("titanic", quick=True, seeds=2, epochs=2, device="cpu")  # doctest: +SKIP
     >>> result.summary.query("metric == 'test_accuracy'")[["loss", "mean", "ci_low", "ci_high"]]  # doctest: +SKIP
     """
-    _check_arguments(losses=losses, impl=impl, overrides=overrides, quick=quick, device=device, threshold_points=threshold_points,
+    check_arguments(losses=losses, impl=impl, overrides=overrides, quick=quick, device=device, threshold_points=threshold_points,
                      progress=progress, threads=threads, data=data)
     training = dict(seeds=seeds, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay, momentum=momentum)
     if isinstance(task, TaskData):
@@ -1299,30 +1005,11 @@ def compare(
     check_fits(task_data, setups, cfg, dev, torch_dtype)
     check_representable(cfg, setups, torch_dtype)
     seed_values = seed_list(cfg.seeds)
-    if threshold_points < 2:
-        raise ValueError(f"Expected `threshold_points` to be at least 2, but got {threshold_points}.")
-    if threshold_points > MAX_THRESHOLD_POINTS:
-        raise ValueError(f"Expected `threshold_points` to be at most {MAX_THRESHOLD_POINTS:,} (thresholds 0.0001 apart from 0.01 "
-                         f"to 0.99, finer than any split here can tell apart), but got {threshold_points:,}.")
-    if threshold_metric not in thr.SELECTION_METRICS:
-        valid = ", ".join(repr(m) for m in thr.SELECTION_METRICS)
-        raise ValueError(f"Expected `threshold_metric` to be one of {valid}, but got {threshold_metric!r}.")
-    if threshold_metric == "exact_match" and task_data.n_outputs == 1:
-        raise ValueError("Expected the threshold metric exact_match (threshold_metric, --threshold-metric) only for a task with several outputs (multilabel, "
-                         "mammography's grid); with one output it is accuracy.")
-
-    if engine not in ("batched", "loop"):
-        raise ValueError(f"Expected `engine` to be 'batched' or 'loop', but got {engine!r}.")
+    check_run_options(threshold_points, threshold_metric, task_data.n_outputs, engine, cuda_graphs, cpu_trace, threads)
     if engine == "loop":
         from lossbench.loop import train_one_at_a_time as trainer
     else:
         trainer = train
-    for name, value in (("cuda_graphs", cuda_graphs), ("cpu_trace", cpu_trace)):
-        if not isinstance(value, bool):
-            raise ValueError(f"Expected `{name}` to be True or False, but got {value!r}.")
-    if threads is not None and not 1 <= threads <= MAX_THREADS:
-        raise ValueError(f"Expected `threads` to be a whole number from 1 to {MAX_THREADS} (8 per core of this machine), "
-                         f"but got {threads!r}.")
     callback = ProgressBar(cfg.epochs) if progress is True else (progress or None)
     previous_threads = torch.get_num_threads()
     try:
@@ -1340,7 +1027,9 @@ def compare(
         task_config_unused=list(unused), quick=quick, threshold_points=threshold_points, threshold_metric=threshold_metric, baseline=baseline, engine=engine, threads=threads_used,
         cuda_graphs=trained.get("cuda_graphs", "no: the plain loop"), cpu_trace=trained.get("cpu_trace", "no: the plain loop"),
     )
-    return _assemble(task_data, setups, cfg, seed_values, trained, dev, torch_dtype, threshold_points, baseline, options)
+    scores = {name: predict(task_data, trained["models"], setups, getattr(task_data, name).x.to(device=dev, dtype=torch_dtype))
+              for name in ("val", "test")}
+    return assemble(task_data, setups, cfg, seed_values, trained, scores, dev, torch_dtype, threshold_points, baseline, options)
 
 
 class ProgressBar:
@@ -1360,211 +1049,3 @@ class ProgressBar:
     def close(self) -> None:
         self.bar.close()
 
-
-# ---------------------------------------------------------------------------------------------
-# From trained models to the Result frames
-# ---------------------------------------------------------------------------------------------
-
-_BIN_LABELS = [f"{lo:.1f}-{hi:.1f}" for lo, hi in zip(gradients.CONFIDENCE_EDGES[:-1], gradients.CONFIDENCE_EDGES[1:])]
-
-
-def _history_frame(setups: list[LossSetup], seeds: list[int], task: TaskData, history: dict[str, np.ndarray]) -> pd.DataFrame:
-    epochs, m = history["val_loss"].shape[:2]
-    index = pd.MultiIndex.from_product([range(epochs), range(m)], names=["epoch", "model"])
-    columns: dict[str, np.ndarray] = {
-        "loss": np.tile(np.repeat([s.name for s in setups], len(seeds)), epochs),
-        "seed": np.tile(np.tile(seeds, len(setups)), epochs),
-    }
-    for key, values in history.items():
-        if values.ndim == 2:
-            columns[key] = values.reshape(-1)
-        elif key == "grad_label_share":
-            if task.n_outputs > 1:
-                for k, label in enumerate(task.label_names):
-                    columns[f"grad_label_share[{label}]"] = values[:, :, k].reshape(-1)
-        else:  # confidence bins
-            for b, label in enumerate(_BIN_LABELS):
-                columns[f"{key}[{label}]"] = values[:, :, b].reshape(-1)
-    frame = pd.DataFrame(columns, index=index).reset_index()
-    first = ["loss", "seed", "epoch", "model"]
-    return frame[first + [c for c in frame.columns if c not in first]]
-
-
-def _assemble(
-    task: TaskData,
-    setups: list[LossSetup],
-    cfg: TrainingDefaults,
-    seeds: list[int],
-    trained: dict,
-    device: torch.device,
-    dtype: torch.dtype,
-    threshold_points: int,
-    baseline: str,
-    options: dict,
-) -> Result:
-    models: Models = trained["models"]
-    history = _history_frame(setups, seeds, task, trained["history"])
-    grid = thr.threshold_grid(threshold_points)
-    splits = {}
-    for name in ("val", "test"):
-        split = getattr(task, name)
-        y = split.y.to(device=device, dtype=dtype)
-        scores = predict(task, models, setups, split.x.to(device=device, dtype=dtype))
-        splits[name] = {"y": y, "scores": scores, "sweep": thr.sweep(scores, y, grid), "half": thr.sweep(scores, y, torch.tensor([0.5]))}
-    chosen_by = thr.selection_metric(splits["val"]["sweep"], options.get("threshold_metric", "accuracy"))
-    best = thr.best_threshold_index(chosen_by, grid).cpu().numpy()
-    multi = task.n_outputs > 1
-    average = thr.auc_average(task.kind)
-    m = len(setups) * len(seeds)
-    rows = np.arange(m)
-    test_sweep = {k: v.cpu().numpy() for k, v in splits["test"]["sweep"].items()}
-    val_sweep = {k: v.cpu().numpy() for k, v in splits["val"]["sweep"].items()}
-    # "@0.5" is at 0.5 itself, whatever the grid holds
-    test_half = {k: v.cpu().numpy()[:, 0] for k, v in splits["test"]["half"].items()}
-    val_half = {k: v.cpu().numpy()[:, 0] for k, v in splits["val"]["half"].items()}
-    # a model with NaN validation scores (its weights went NaN) has no best threshold
-    best_threshold = np.where(thr.unscored(splits["val"]["scores"]).cpu().numpy(), np.nan, grid.numpy()[best])
-    test_scores, test_y = splits["test"]["scores"], splits["test"]["y"]
-    calib = thr.calibration(test_scores, test_y)
-    final = history[history["epoch"] == history["epoch"].max()].set_index("model")
-
-    runs = pd.DataFrame(
-        {
-            "loss": np.repeat([s.name for s in setups], len(seeds)),
-            "family": np.repeat([s.family for s in setups], len(seeds)),
-            "impl": np.repeat([s.impl for s in setups], len(seeds)),
-            "seed": np.tile(seeds, len(setups)),
-            "model": rows,
-            "diverged": trained["diverged_epoch"] > 0,
-            "diverged_epoch": np.where(trained["diverged_epoch"] > 0, trained["diverged_epoch"], np.nan),
-            # the mean of the last epoch's minibatch losses; a diverged model stopped before it and has none
-            "final_train_loss": np.where(trained["diverged_epoch"] > 0, np.nan, final["train_loss"].reindex(rows).to_numpy()),
-            "val_loss": final["val_loss"].reindex(rows).to_numpy(),
-            "val_accuracy": val_half["accuracy"],
-            "val_auc": thr.auc(splits["val"]["scores"], splits["val"]["y"], average).cpu().numpy(),
-            "best_threshold": best_threshold,
-            "val_accuracy_best": val_sweep["accuracy"][rows, best],
-            "test_accuracy": test_half["accuracy"],
-            "test_accuracy_best": test_sweep["accuracy"][rows, best],
-            "test_auc": thr.auc(test_scores, test_y, average).cpu().numpy(),
-            "test_f1": test_half["f1"],
-            "test_f1_best": test_sweep["f1"][rows, best],
-            "test_sensitivity": test_half["sensitivity"],
-            "test_specificity": test_half["specificity"],
-            "test_sensitivity_best": test_sweep["sensitivity"][rows, best],
-            "test_specificity_best": test_sweep["specificity"][rows, best],
-            "test_ece": calib["ece"].cpu().numpy(),
-        }
-    )
-    if multi:
-        runs["test_exact_match"] = test_half["exact_match"]
-        runs["test_exact_match_best"] = test_sweep["exact_match"][rows, best]
-
-    threshold_frames = []
-    for split_name, sweep in (("val", val_sweep), ("test", test_sweep)):
-        t = len(grid)
-        frame = pd.DataFrame(
-            {
-                "loss": np.repeat(runs["loss"].to_numpy(), t),
-                "seed": np.repeat(runs["seed"].to_numpy(), t),
-                "split": split_name,
-                "threshold": np.tile(grid.numpy(), m),
-            }
-        )
-        for metric in thr.METRICS:
-            if metric == "exact_match" and not multi:
-                continue
-            frame[metric] = sweep[metric].reshape(-1)
-        threshold_frames.append(frame)
-    thresholds_frame = pd.concat(threshold_frames, ignore_index=True)
-
-    bins = calib["count"].shape[1]
-    edges = np.linspace(0, 1, bins + 1)
-    calibration_frame = pd.DataFrame(
-        {
-            "loss": np.repeat(runs["loss"].to_numpy(), bins),
-            "seed": np.repeat(runs["seed"].to_numpy(), bins),
-            "bin": np.tile(np.arange(bins), m),
-            "bin_low": np.tile(edges[:-1], m),
-            "bin_high": np.tile(edges[1:], m),
-            "mean_predicted": calib["mean_predicted"].cpu().numpy().reshape(-1),
-            "fraction_positive": calib["fraction_positive"].cpu().numpy().reshape(-1),
-            "count": calib["count"].cpu().numpy().reshape(-1).astype(int),
-        }
-    )
-    summary_metrics = [c for c in runs.columns if c not in ("loss", "family", "impl", "seed", "model", "diverged_epoch")]
-    runs_numeric = runs.assign(diverged=runs["diverged"].astype(float))
-    summary = stats.summarize(runs_numeric, summary_metrics, baseline)
-
-    config = {
-        "task": task.name,
-        "task_kind": task.kind,
-        "task_description": task.description,
-        "task_provenance": task.provenance,
-        "label_names": list(task.label_names),
-        "task_config": _jsonable(dataclasses.asdict(cfg)) if dataclasses.is_dataclass(cfg) else {},
-        "task_notes": _jsonable(task.notes),
-        "body": {"type": type(task.body).__name__, **_jsonable(dataclasses.asdict(task.body))},
-        "seeds": seeds,
-        "losses": [s.name for s in setups],
-        "loss_setups": {s.name: {"family": s.family, "impl": s.impl, "options": _jsonable(s.options), "head_lr_scale": s.head_lr_scale, "head": s.head.style, "units": s.head.units, "batched_by": mode} for s, mode in zip(setups, trained["batching"])},
-        "sizes": {name: len(getattr(task, name)) for name in ("train", "val", "test")},
-        **_jsonable(options),
-        "environment": environment(device),
-    }
-    predictions = {
-        "models_loss": runs["loss"].to_numpy().astype(str),
-        "models_seed": runs["seed"].to_numpy(),
-        # the scores in the run's own dtype, so that every metric recomputed from them is the one reported
-        "val_scores": splits["val"]["scores"].cpu().numpy(),
-        "val_targets": task.val.y.numpy().astype(np.float32),
-        "test_scores": test_scores.cpu().numpy(),
-        "test_targets": task.test.y.numpy().astype(np.float32),
-    }
-    return Result(runs, history, thresholds_frame, calibration_frame, summary, config, predictions)
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, range)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        return value.tolist()
-    if isinstance(value, (np.generic,)):
-        return value.item()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def environment(device: torch.device) -> dict:
-    """Package versions, the device and the git commit, for config.json."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    import lossbench
-
-    def installed(package: str) -> str | None:
-        try:
-            return version(package)
-        except PackageNotFoundError:
-            return None
-
-    env = {
-        "lossbench": lossbench.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "scikit-learn": installed("scikit-learn"),
-        "matplotlib": installed("matplotlib"),
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-    }
-    try:
-        repo = Path(lossbench.__file__).resolve().parent.parent
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        env["git_commit"] = commit.stdout.strip() if commit.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        env["git_commit"] = None
-    return env

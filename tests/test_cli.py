@@ -460,13 +460,13 @@ def test_progress_bars_go_to_a_terminal_only(tmp_path, monkeypatch, terminal):
 
 
 def test_ctrl_c_after_training_waits_until_the_results_are_saved(tmp_path, monkeypatch):
-    assemble = runner._assemble
+    assemble = runner.assemble
 
     def interrupted_while_assembling(*args, **kwargs):  # Ctrl-C once every epoch is trained
         os.kill(os.getpid(), signal.SIGINT)
         return assemble(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "_assemble", interrupted_while_assembling)
+    monkeypatch.setattr(runner, "assemble", interrupted_while_assembling)
     before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if these tests run under nohup
     out = tmp_path / "runs" / "run"
     try:

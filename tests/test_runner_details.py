@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import lossbench
-from lossbench import runner
+from lossbench import frames, runner
 from lossbench.models import CNNBody, MLPBody
 from tests.conftest import tiny_task
 
@@ -301,7 +301,7 @@ def test_seeds_are_recorded_as_plain_numbers_and_the_recorded_config_runs_again(
     assert recorded == expected and type(recorded) is type(expected)
     again = lossbench.compare(task, ("bce",), config=result.config["task_config"], device="cpu")
     assert again.runs.seed.tolist() == result.runs.seed.tolist()
-    assert runner._jsonable({"s": np.array([1, 2]), "r": range(3)}) == {"s": [1, 2], "r": [0, 1, 2]}
+    assert frames._jsonable({"s": np.array([1, 2]), "r": range(3)}) == {"s": [1, 2], "r": [0, 1, 2]}
 
 
 @pytest.mark.parametrize("kind, body, message", [

@@ -346,7 +346,7 @@ def test_a_task_data_takes_training_settings_and_no_quick_or_data():
 
 def test_a_comparison_whose_probe_cannot_fit_is_refused():
     """Weights and optimizer state fit (about 5 GB) but the probe's body outputs on the validation split do not (63 GB)."""
-    from lossbench.runner import _memory_of
+    from lossbench.settings import _memory_of
 
     if _memory_of(torch.device("cpu")) > 60e9:
         pytest.skip("this machine holds the probe")
