@@ -124,7 +124,12 @@ def init_head(features: int, units: int, bias: bool, generator: torch.Generator)
 
 
 def stack(models: list[Params]) -> Params:
-    """Stack the parameters of several models along a new leading models dimension."""
+    """Stack the parameters of several models along a new leading models dimension.
+
+    >>> one = {"w": torch.zeros(3, 2), "b": torch.zeros(2)}
+    >>> {k: tuple(v.shape) for k, v in stack([one, one, one, one]).items()}  # 4 models
+    {'w': (4, 3, 2), 'b': (4, 2)}
+    """
     return {k: torch.stack([p[k] for p in models]) for k in models[0]}
 
 
@@ -322,6 +327,9 @@ class Head:
     | multilabel | K logits, softmax across labels, target    | K logits, K sigmoids   |
     |            | multi-hot / count, score p[k]              |                        |
     | grid       | 2 logits per area ("negative unit" head)   | 1 logit per area       |
+
+    >>> Head("two_logit", "binary", 1).units, Head("one_logit", "grid", 16).units, Head("two_logit", "multilabel", 10).units
+    (2, 1, 10)
     """
 
     style: Literal["two_logit", "one_logit"]
