@@ -129,6 +129,19 @@ class Exercise:
 
 # --- the known mistakes, written as the answers they produce ---------------------------------
 
+def _arguments_swapped(reference: Callable[..., Any], call: str) -> Mistake:
+    """The mistake of taking the first two arguments in the wrong order: the reference, called with them swapped.
+
+    >>> swapped = _arguments_swapped(ref.bce, "bce(logits, target)")
+    >>> case = cs.bce_cases()[0]
+    >>> z, y = case.inputs
+    >>> swapped.matches(case, ref.bce(y, z)), swapped.hint
+    (True, 'arguments swapped? the signature is bce(logits, target)')
+    """
+    return Mistake(f"arguments swapped? the signature is {call}",
+                   reproduces(lambda first, second, *rest: reference(second, first, *rest)))
+
+
 def _ce_from_log_probs(log_p: Tensor, target: Tensor) -> Tensor:
     """Mean cross-entropy given log-probabilities (N, C) and index (N,) or probability (N, C) targets."""
     if target.dtype in (torch.int64, torch.int32):
@@ -284,6 +297,7 @@ SOFTMAX_CE = Exercise(
                            fb.SOFTMAX_CE_MODULES + fb.LOSSBENCH_LOSSES + fb.LOSSBENCH_ANSWERS),
     allowed="torch.logsumexp, torch.softmax, exp, log, max, gather, F.one_hot",
     mistakes=(
+        _arguments_swapped(ref.softmax_ce, "softmax_ce(logits, target)"),
         Mistake("softmax over the wrong axis? normalise over the classes (dim=1): one distribution per row",
                 reproduces(lambda z, y: _ce_from_log_probs(z - torch.logsumexp(z, dim=0, keepdim=True), y))),
         Mistake("looks like you passed probabilities where logits were expected (softmax applied twice?)",
@@ -314,6 +328,7 @@ BCE = Exercise(
     forbidden=fb.Forbidden(fb.BCE_FUNCTIONS, fb.BCE_KERNELS, fb.LOSSBENCH_LOSSES + fb.LOSSBENCH_ANSWERS),
     allowed="F.logsigmoid, F.softplus, torch.sigmoid, log1p, exp, abs, clamp, torch.where",
     mistakes=(
+        _arguments_swapped(ref.bce, "bce(logits, target)"),
         Mistake(WHERE_SWAPPED, reproduces(lambda z, y: ref.bce(z, 1 - y))),
         Mistake(DOUBLE_SIGMOID, reproduces(lambda z, y: ref.bce(torch.sigmoid(z), y))),
         Mistake(SOFT_TARGETS, in_group("soft targets", reproduces(
@@ -357,8 +372,8 @@ BCE_PROBS = Exercise(
         Mistake("close but not exact near p = 0 or 1: log(p + eps) shifts every value; "
                 f"clamp p to [eps, 1 - eps] with eps <= {cs.CLAMP_EPS_MAX:g} instead (or clamp the log at -100)",
                 in_group("near 0 and 1", _near_but_not_exact)),
-        Mistake(f"eps too large: clamping p to [eps, 1 - eps] caps each loss at -log(eps); use eps <= "
-                f"{cs.CLAMP_EPS_MAX:g}",
+        Mistake(f"below the smallest accepted loss, {cs.CONFIDENT_MISTAKE_RANGE[0]:.1f}: eps too large? clamping p "
+                f"to [eps, 1 - eps] caps each loss at -log(eps); use eps <= {cs.CLAMP_EPS_MAX:g}",
                 lambda case, actual: case.accept is not None and _finite_below(actual, case.accept[0])),
         Mistake(f"above the largest accepted loss, {cs.CONFIDENT_MISTAKE_RANGE[1]:g}: the log is clamped below -100 "
                 "(or p and 1 - p to an eps below e^-100); clamp the log at -100, as PyTorch does",
@@ -384,6 +399,7 @@ MSE = Exercise(
     forbidden=fb.Forbidden(fb.MSE_FUNCTIONS, fb.MSE_KERNELS, fb.LOSSBENCH_LOSSES + fb.LOSSBENCH_ANSWERS),
     allowed="torch.sigmoid, pow, mean",
     mistakes=(
+        _arguments_swapped(ref.mse, "mse(logits, target)"),
         Mistake("forgot the sigmoid? lossbench's MSE compares sigmoid(logits) with the target",
                 reproduces(lambda z, y: ((z - y) ** 2).mean())),
         Mistake(DOUBLE_SIGMOID, reproduces(lambda z, y: ref.mse(torch.sigmoid(z), y))),
@@ -433,6 +449,7 @@ ACCURACY_MULTI = Exercise(
     forbidden=fb.Forbidden(modules=fb.LOSSBENCH_THRESHOLDS + fb.LOSSBENCH_ANSWERS),
     allowed="everything in torch",
     mistakes=(
+        _arguments_swapped(ref.accuracy_multi, "accuracy_multi(probs, target, threshold=0.5)"),
         Mistake("that is exact-match accuracy (every label of a row right); the exercise asks for "
                 "per-label (Hamming) accuracy: average over all N x K labels",
                 reproduces(lambda p, y, t=0.5: ((p >= t) == (y != 0)).all(dim=1).double().mean().item())),
@@ -459,6 +476,7 @@ BEST_THRESHOLD = Exercise(
     forbidden=fb.Forbidden(modules=fb.LOSSBENCH_THRESHOLDS + fb.LOSSBENCH_ANSWERS),
     allowed="everything in torch",
     mistakes=(
+        _arguments_swapped(ref.best_threshold, "best_threshold(probs, target, thresholds)"),
         Mistake("several thresholds reach the best accuracy: ties go to the one closest to 0.5, not the first or the last",
                 lambda case, actual: any(reproduces(first_or_last)(case, actual) for first_or_last in _FIRST_OR_LAST_OF_TIES)),
         Mistake("of two thresholds equally close to 0.5, the smaller wins; compare the "

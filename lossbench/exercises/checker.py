@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, TextIO
 
@@ -53,6 +54,7 @@ class CaseResult:
     hint: str | None = None
     nonfinite: bool = False  # NaN or inf in the answer or its gradient
     notes: tuple[str, ...] = ()
+    explanations: list[str] = field(default_factory=list)  # every hint the wrong value fits, best first
 
     @property
     def passed(self) -> bool:
@@ -316,13 +318,14 @@ def run_case(ex: Exercise, case: Case, fn: Callable[..., Any], number: int = 1) 
             if not (finite and case.accept[0] <= actual.item() <= case.accept[1]):
                 value_ok = False
                 if finite:
-                    hints.append(_value_hint(ex, case, out, actual, expected))
+                    result.explanations = _value_hints(ex, case, out, actual, expected)
         else:
             result.abs_err, result.rel_err = _errors(actual, expected)
             if not _within(actual, expected, case.rtol, case.atol):
                 value_ok = False
                 if finite:
-                    hints.append(_value_hint(ex, case, out, actual, expected))
+                    result.explanations = _value_hints(ex, case, out, actual, expected)
+        hints += result.explanations[:1]
 
     # 4. the gradient
     if case.expected_grad is not None and isinstance(out, Tensor) and out.numel() == 1:
@@ -342,18 +345,23 @@ def run_case(ex: Exercise, case: Case, fn: Callable[..., Any], number: int = 1) 
     return result
 
 
-def _value_hint(ex: Exercise, case: Case, out: Any, actual: Tensor, expected: Tensor) -> str | None:
-    """The hint for a finite but wrong value: a known mistake, else a constant factor."""
+def _value_hints(ex: Exercise, case: Case, out: Any, actual: Tensor, expected: Tensor) -> list[str]:
+    """Every hint a finite but wrong value fits: the known mistakes it reproduces, in the catalog's order, then a
+    constant factor. One case can fit a mistake by coincidence (an accuracy takes few values);
+    `_prefer_explanations_shared_by_cases` picks among them."""
     answer = out.detach() if isinstance(out, Tensor) else out
+    fits = []
     for mistake in ex.mistakes:
         try:
-            if mistake.matches(case, answer):
-                return mistake.hint
+            if mistake.matches(case, answer) and mistake.hint not in fits:
+                fits.append(mistake.hint)
         except Exception:  # a matcher must never break the report
             continue
     if ex.ratio_hints and case.accept is None:  # against one end of an accepted range a ratio means nothing
-        return ratio_hint(ex, actual, expected)
-    return None
+        factor = ratio_hint(ex, actual, expected)
+        if factor is not None and factor not in fits:
+            fits.append(factor)
+    return fits
 
 
 def _check_gradient(ex: Exercise, case: Case, inputs: tuple[Any, ...], out: Tensor,
@@ -425,8 +433,22 @@ def evaluate(name: str, fn: Callable[..., Any], seed: int = 0) -> list[CaseResul
     results = []
     for number, case in enumerate(ex.make_cases(seed), start=1):
         results.append(run_case(ex, case, fn, number))
+    _prefer_explanations_shared_by_cases(results)
     _same_answer_for_every_case(ex, results)
     return results
+
+
+def _prefer_explanations_shared_by_cases(results: list[CaseResult]) -> None:
+    """Where a wrong value fits several hints, give the one that the most failing cases fit (of equals, the first).
+
+    A function that ignores the threshold gives, on a case where p > t happens to count the same labels,
+    the number that "p > t instead of p >= t" would give: the cases together say which mistake it is.
+    """
+    failing = [r for r in results if not r.passed]
+    support = Counter(hint for r in failing for hint in r.explanations)
+    for r in failing:
+        if r.explanations and r.hint == r.explanations[0]:  # the value's hint, not one about a dtype or an input
+            r.hint = max(r.explanations, key=lambda hint: support[hint])
 
 
 CONSTANT_HINT = "the same answer, {actual}, for every case whatever the inputs: is it computed from them?"

@@ -100,3 +100,41 @@ def _where_with_overflow(z, y):  # the exact value; exp overflows in the branch 
 def test_the_nan_gradient_hint_of_bce_names_the_cause_of_a_right_value(fn, cause):
     nan_grad = [r for r in evaluate("bce", fn) if r.problems == ["NaN/inf in the gradient"]]
     assert nan_grad and all(cause in r.hint for r in nan_grad), [r.hint for r in nan_grad]
+
+
+@pytest.mark.parametrize("name, fn", [
+    pytest.param("bce", lambda y, z: (F.softplus(z) - y * z).mean(), id="bce"),
+    pytest.param("mse", lambda y, z: ((torch.sigmoid(z) - y) ** 2).mean(), id="mse"),
+    pytest.param("accuracy_multi", lambda y, p, t=0.5: ((p >= t) == y.bool()).double().mean().item(),
+                 id="accuracy_multi"),
+    pytest.param("best_threshold", lambda y, p, ts: max(ts.tolist(), key=lambda t: (((p >= t) == y.bool()).sum().item(),
+                                                                               -abs(round(t - 0.5, 9)), -t)),
+                 id="best_threshold"),
+])
+def test_arguments_in_the_wrong_order_are_named(name, fn):
+    # (not for bce_probs: with the 0/1 targets taken for probabilities the value is the student's clamp's)
+    failed = [r for r in evaluate(name, fn) if not r.passed and r.status != "error"]
+    assert failed and sum("arguments swapped?" in (r.hint or "") for r in failed) >= len(failed) / 2, \
+        [r.hint for r in failed]
+
+
+def test_an_ignored_threshold_is_named_where_p_above_t_gives_the_same_number():
+    results = evaluate("accuracy_multi", lambda p, y, t=0.5: ((p >= 0.5) == y.bool()).double().mean().item())
+    hints = {r.hint for r in results if not r.passed}
+    assert hints == {"the threshold argument seems ignored (this is the accuracy at 0.5)"}
+
+
+def test_a_best_accuracy_returned_is_named_on_every_case_it_fails():
+    results = evaluate("best_threshold",
+                       lambda p, y, ts: max(((p >= t) == y.bool()).double().mean().item() for t in ts))
+    hints = {r.hint for r in results if not r.passed}
+    assert hints == {"returned the best accuracy, not the threshold that reaches it"}
+
+
+def test_a_loss_below_the_accepted_range_is_not_asserted_to_be_a_large_eps():
+    def log10(p, y):
+        p = p.clamp(1e-7, 1 - 1e-7)
+        return -(y * torch.log10(p) + (1 - y) * torch.log10(1 - p)).mean()
+
+    (edge,) = [r for r in evaluate("bce_probs", log10) if r.expected.startswith("in [")]
+    assert edge.hint.startswith("below the smallest accepted loss, 13.8: eps too large?")
