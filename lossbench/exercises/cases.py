@@ -219,7 +219,8 @@ def bce_probs_cases(seed: int = 0) -> list[Case]:
     g = torch.Generator().manual_seed(seed)
     names = ("probs", "target")
     near = torch.tensor([1e-6, 1e-4, 0.01, 0.99, 1 - 1e-4, 1 - 1e-6], dtype=torch.float64)
-    edge = torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    # 8 elements: where every label disagrees, a sum instead of the mean is at least 8 x 13.8 = 110, above the range
+    edge = torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0], dtype=torch.float64)
     lo, hi = CONFIDENT_MISTAKE_RANGE
     right = _loss_case("p exactly 0 or 1", ref.bce_probs, names, (edge, edge.clone()), grad=False)
     wrong = _loss_case("p exactly 0 or 1", ref.bce_probs, names, (edge, 1 - edge), grad=False)

@@ -375,6 +375,11 @@ BCE_PROBS = Exercise(
         Mistake(f"below the smallest accepted loss, {cs.CONFIDENT_MISTAKE_RANGE[0]:.1f}: eps too large? clamping p "
                 f"to [eps, 1 - eps] caps each loss at -log(eps); use eps <= {cs.CLAMP_EPS_MAX:g}",
                 lambda case, actual: case.accept is not None and _finite_below(actual, case.accept[0])),
+        Mistake(f"above the largest accepted loss, {cs.CONFIDENT_MISTAKE_RANGE[1]:g}: a sum instead of a mean (this is "
+                "the number of elements times a loss in the range)? or the log is clamped below -100 (or p and 1 - p "
+                "to an eps below e^-100); clamp the log at -100, as PyTorch does",
+                lambda case, actual: case.accept is not None and _finite_above(actual, case.accept[1])
+                and _finite_number(actual) / case.inputs[0].numel() >= case.accept[0]),
         Mistake(f"above the largest accepted loss, {cs.CONFIDENT_MISTAKE_RANGE[1]:g}: the log is clamped below -100 "
                 "(or p and 1 - p to an eps below e^-100); clamp the log at -100, as PyTorch does",
                 lambda case, actual: case.accept is not None and _finite_above(actual, case.accept[1])),

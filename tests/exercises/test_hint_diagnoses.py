@@ -138,3 +138,21 @@ def test_a_loss_below_the_accepted_range_is_not_asserted_to_be_a_large_eps():
 
     (edge,) = [r for r in evaluate("bce_probs", log10) if r.expected.startswith("in [")]
     assert edge.hint.startswith("below the smallest accepted loss, 13.8: eps too large?")
+
+
+def _bce_probs_clamped(eps, reduce):
+    def bce_probs(p, y):
+        p = p.clamp(eps, 1 - eps)
+        return reduce(-(y * torch.log(p) + (1 - y) * torch.log(1 - p)))
+    return bce_probs
+
+
+@pytest.mark.parametrize("eps", [1e-15, 1e-7, 1e-6])
+def test_a_sum_fails_where_every_label_disagrees_and_a_mean_passes(eps):
+    def disagrees(fn):
+        (result,) = [r for r in evaluate("bce_probs", fn) if r.summary.endswith("(every label disagrees)")]
+        return result
+
+    assert disagrees(_bce_probs_clamped(eps, torch.mean)).passed
+    summed = disagrees(_bce_probs_clamped(eps, torch.sum))
+    assert not summed.passed and "a sum instead of a mean" in summed.hint
