@@ -156,3 +156,18 @@ def test_a_sum_fails_where_every_label_disagrees_and_a_mean_passes(eps):
     assert disagrees(_bce_probs_clamped(eps, torch.mean)).passed
     summed = disagrees(_bce_probs_clamped(eps, torch.sum))
     assert not summed.passed and "a sum instead of a mean" in summed.hint
+
+
+def test_the_notebook_says_which_added_eps_the_checker_catches():
+    import json
+    from pathlib import Path
+
+    notebook = Path(__file__).parents[2] / "notebooks" / "exercises" / "losses_solutions.ipynb"
+    text = "".join("".join(cell["source"]) for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"])
+    assert "catches an added $\\varepsilon$ of\n$10^{-11}$ or more; a smaller one" in text
+
+    def added(eps):
+        return lambda p, y: -(y * torch.log(p + eps) + (1 - y) * torch.log(1 - p + eps)).mean()
+
+    assert not all(r.passed for r in evaluate("bce_probs", added(1e-11)))
+    assert all(r.passed for r in evaluate("bce_probs", added(1e-12)))
