@@ -15,7 +15,7 @@ What each exercise forbids is the library's version of the thing it asks for (se
 |---|---|---|
 | softmax_ce | cross_entropy, nll_loss, log_softmax in every spelling, torch.distributions.Categorical | logsumexp, softmax, exp, log, gather, one_hot |
 | bce, bce_probs | binary_cross_entropy(_with_logits), soft_margin_loss, multilabel_soft_margin_loss | logsigmoid, softplus, sigmoid, log1p, clamp |
-| mse | mse_loss | sigmoid |
+| mse | mse_loss, and huber_loss, smooth_l1_loss, l1_loss, gaussian_nll_loss (each the MSE, scaled or of squares) | sigmoid |
 | dlogits | cross_entropy, nll_loss, log_softmax, autograd (grad, backward, torch.func) | softmax, one_hot |
 | accuracy_multi, best_threshold | lossbench's own threshold code | everything in torch |
 

@@ -201,8 +201,18 @@ BCE_FUNCTIONS = (
     "torch.nn.functional.multilabel_soft_margin_loss",  # mean over labels of BCE from logits: no kernel of its own
 )
 BCE_KERNELS = ("aten::binary_cross_entropy_with_logits", "aten::binary_cross_entropy", "aten::soft_margin_loss")
-MSE_FUNCTIONS = ("torch.nn.functional.mse_loss", "torch._C._nn.mse_loss")
-MSE_KERNELS = ("aten::mse_loss",)
+MSE_FUNCTIONS = (
+    "torch.nn.functional.mse_loss",
+    "torch._C._nn.mse_loss",
+    "torch.nn.functional.huber_loss",  # 0.5 (p - y)^2 for |p - y| < delta: with a large delta, half the MSE
+    "torch._C._nn.huber_loss",
+    "torch.nn.functional.smooth_l1_loss",  # 0.5 (p - y)^2 / beta for |p - y| < beta: the MSE over 2 beta
+    "torch._C._nn.smooth_l1_loss",
+    "torch.nn.functional.l1_loss",  # of (p - y)^2 against zeros: the MSE
+    "torch._C._nn.l1_loss",
+    "torch.nn.functional.gaussian_nll_loss",  # 0.5 (log var + (p - y)^2 / var): with var = 1, half the MSE; no kernel
+)
+MSE_KERNELS = ("aten::mse_loss", "aten::huber_loss", "aten::smooth_l1_loss")
 AUTOGRAD_FUNCTIONS = ("torch.autograd.grad", "torch.autograd.backward", "torch.Tensor.backward")
 AUTOGRAD_KERNELS = ("aten::_softmax_backward_data", "aten::_log_softmax_backward_data", "aten::nll_loss_backward")
 LOSSBENCH_LOSSES = ("lossbench.losses",)

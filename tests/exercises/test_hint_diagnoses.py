@@ -171,3 +171,16 @@ def test_the_notebook_says_which_added_eps_the_checker_catches():
 
     assert not all(r.passed for r in evaluate("bce_probs", added(1e-11)))
     assert all(r.passed for r in evaluate("bce_probs", added(1e-12)))
+
+
+@pytest.mark.parametrize("fn", [
+    pytest.param(lambda z, y: 2 * F.gaussian_nll_loss(torch.sigmoid(z), y, torch.ones_like(z)), id="gaussian_nll_loss"),
+    pytest.param(lambda z, y: 2 * F.huber_loss(torch.sigmoid(z), y, delta=1e6), id="huber_loss"),
+    pytest.param(lambda z, y: 2e6 * F.smooth_l1_loss(torch.sigmoid(z), y, beta=1e6), id="smooth_l1_loss"),
+    pytest.param(lambda z, y: F.l1_loss((torch.sigmoid(z) - y) ** 2, torch.zeros_like(y)), id="l1_loss-of-squares"),
+    pytest.param(lambda z, y: 2 * torch.nn.HuberLoss(delta=1e6)(torch.sigmoid(z), y), id="HuberLoss-module"),
+    pytest.param(lambda z, y: 2 * torch.nn.GaussianNLLLoss()(torch.sigmoid(z), y, torch.ones_like(z)),
+                 id="GaussianNLLLoss-module"),
+])
+def test_a_library_loss_that_equals_the_mse_is_a_library_call(fn):
+    assert {r.status for r in evaluate("mse", fn)} == {"library"}
