@@ -33,8 +33,11 @@ Every other cell passes through unchanged. From that notebook come three flavour
 The hidden checks exist because the visible ones use seed 0, whose expected values every
 student's report prints; their seed is drawn afresh for each export unless one is given.
 
-The solution notebooks live in the repository, not in the installed package: students who
-`pip install` lossbench get the checker, not the answers.
+The solution notebooks live in the repository, not in the installed package. The package still
+holds answers that students who `pip install` lossbench can read: the checker's reference
+functions (`lossbench.exercises.references`: dlogits, accuracy_multi and best_threshold written
+out, the losses as calls of torch's own) and lossbench's hand-written losses (`lossbench.losses`).
+The check fails a submission that calls them (see `catalog.py`), not one that copies them.
 """
 from __future__ import annotations
 

@@ -184,3 +184,11 @@ def test_the_notebook_says_which_added_eps_the_checker_catches():
 ])
 def test_a_library_loss_that_equals_the_mse_is_a_library_call(fn):
     assert {r.status for r in evaluate("mse", fn)} == {"library"}
+
+
+def test_the_export_module_does_not_claim_the_package_holds_no_answers():
+    from lossbench.exercises import notebooks
+
+    doc = " ".join(notebooks.__doc__.split())
+    assert "get the checker, not the answers" not in doc
+    assert "lossbench.exercises.references" in doc and "lossbench.losses" in doc
