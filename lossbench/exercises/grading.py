@@ -28,6 +28,12 @@ expected values, so grading draws a fresh seed unless it is given one (the fixed
 same for every seed); the gradebook records the seed, and passing it again grades a late submission
 on the same cases.
 
+The limits and the separate process protect the batch from a submission, not the score from a
+student: the checker runs in the submission's own process, so a determined student can forge a
+full score (replace `lossbench.exercises.checker`'s comparisons from the submission, say), and the
+check for library calls (`forbidden.py`) sees only the thread that calls the function, not a
+thread the function starts. A score is a learning aid's verdict; read the code of a surprising one.
+
 The gradebook has one row per submission per case group, plus a `total` row:
 `submission, exercise, seed, group, passed, cases, score, reason`.
 Grading needs a POSIX system (fork, `resource`).

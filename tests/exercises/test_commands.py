@@ -595,3 +595,14 @@ def test_exercises_export_refuses_a_seed_the_plain_notebooks_would_not_use(tmp_p
     assert_one_line_error(capsys, "exercises export", "Expected --seed only with --flavor 'nbgrader' or 'otter', but got 5 "
                                                       "with --flavor 'plain': the student notebooks hold no hidden checks.")
     assert not (tmp_path / "out").exists()
+
+
+def test_grade_help_and_the_grading_module_say_a_score_can_be_forged(capsys):
+    from lossbench.exercises import grading
+
+    assert main(["grade", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "a determined student can forge a full score" in text
+    assert "sees only the thread that calls the function, not a thread it starts" in text
+    doc = " ".join(grading.__doc__.split())
+    assert "a determined student can forge a full score" in doc and "not a thread the function starts" in doc
