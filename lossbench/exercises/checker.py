@@ -11,7 +11,8 @@ For each case the checker:
 4. for losses, takes `torch.autograd.grad` of the student's loss and compares it with the
    reference's gradient the same way (the gradient is what training uses);
 5. picks one hint from the symptom: a known mistake the answer reproduces, a constant
-   factor (sum instead of mean), NaN at large logits, a detached gradient, ...
+   factor (sum instead of mean), NaN at large logits, a detached gradient, ...; where a
+   wrong value fits several, the one that most of the failing cases fit.
 
 `report` prints the table and never raises for anything the function does; `check`
 raises `ExerciseFailed` (an AssertionError) carrying the table; `score` is the fraction
