@@ -342,7 +342,9 @@ def export(flavor: Flavor, outdir: Path | str, source: Path | str | None = None,
     for path in solution_notebooks(source):  # a wrong --source fails before OUTDIR is made
         try:
             solution = nbformat.read(path, as_version=4)
-        except (ValueError, UnicodeDecodeError) as err:  # not JSON, not UTF-8, not a notebook
+        # not JSON or not UTF-8 (ValueError), or JSON but not a notebook: nbformat's schema error, or its reader
+        # failing on a list, a string or a number where a notebook holds a mapping
+        except (ValueError, nbformat.ValidationError, AttributeError, TypeError, KeyError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ValueError(f"Expected every *{SOLUTIONS_SUFFIX} in `source` to be a notebook, but {str(path)!r} is not "
                              f"one ({first}).") from None
