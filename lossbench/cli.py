@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
+import functools
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import threading
 import time
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -859,6 +861,15 @@ def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace, ext
     command.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
 
 
+def _one_line_warning(prefix: str, message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one stderr line, without the file, line number and source line Python prints after it.
+
+    >>> _one_line_warning("lossbench compare", UserWarning("could not be vectorised:\n  x"), UserWarning, "f.py", 3, sys.stdout)
+    lossbench compare: warning: could not be vectorised: x
+    """
+    print(f"{prefix}: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 a check failed, 2 a usage or data error, 130 interrupted).
 
@@ -882,8 +893,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     command = " ".join(filter(None, (args.command, getattr(args, "action", None))))  # "exercises export"
     try:
-        return func(args)
-    except (UsageError, ValueError, FileNotFoundError, PermissionError) as err:
+        with warnings.catch_warnings():  # restores Python's own warning printer afterwards
+            warnings.showwarning = functools.partial(_one_line_warning, f"lossbench {command}")
+            return func(args)
+    except (UsageError, ValueError) as err:
         print(f"lossbench {command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -892,6 +905,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the output went to `head` or a pager that closed early: nothing is lost
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's exit does not complain
         return EXIT_OK
+    except OSError as err:  # the system refused a file: the reason and the path say what to change (a name too long, ...)
+        print(f"lossbench {command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as err:  # a user's function called sys.exit(): it must not pass for a finished command (exit 0)
+        print(f"lossbench {command}: error: the code the command ran (a loss function of yours, say) called "
+              f"sys.exit({err.code!r}); the command stopped there", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as err:  # noqa: BLE001 - one line, never a traceback; LOSSBENCH_TRACEBACK=1 shows it
         if os.environ.get("LOSSBENCH_TRACEBACK"):
             raise

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 
 import pytest
 
@@ -48,12 +49,33 @@ def test_a_stray_word_that_spells_an_option_gets_no_hint(capsys):
 @pytest.mark.parametrize("error, said", [
     pytest.param(KeyError("epochs"), "KeyError: 'epochs'", id="KeyError"),
     pytest.param(TypeError("unsupported operand"), "TypeError: unsupported operand", id="TypeError"),
-    pytest.param(IsADirectoryError(21, "Is a directory"), "IsADirectoryError: [Errno 21] Is a directory", id="other-OSError"),
+    pytest.param(ZeroDivisionError("division by zero"), "ZeroDivisionError: division by zero", id="ArithmeticError"),
 ])
 def test_an_unexpected_error_of_any_kind_is_one_line_with_exit_code_2(monkeypatch, capsys, error, said):
     """Not only RuntimeError: any Exception from a command is one stderr line naming its type, exit code 2."""
     failing_with(monkeypatch, error)
     assert error_of(["tasks"], capsys) == f"lossbench tasks: error: {said} {UNEXPECTED}"
+
+
+@pytest.mark.parametrize("error, said", [
+    pytest.param(OSError(36, "File name too long", "/tmp/" + "a" * 300), f"[Errno 36] File name too long: '/tmp/{'a' * 300}'", id="name-too-long"),
+    pytest.param(IsADirectoryError(21, "Is a directory", "runs/x"), "[Errno 21] Is a directory: 'runs/x'", id="a-folder"),
+    pytest.param(PermissionError(13, "Permission denied", "runs"), "[Errno 13] Permission denied: 'runs'", id="permission"),
+])
+def test_a_file_the_system_refuses_is_named_with_its_reason_not_as_unexpected(monkeypatch, capsys, error, said):
+    """An OSError is the system's refusal of a path the user gave: its reason and path, exit code 2."""
+    failing_with(monkeypatch, error)
+    assert error_of(["tasks"], capsys) == f"lossbench tasks: error: {said}"
+
+
+@pytest.mark.parametrize("code", [0, 1, "done"])
+def test_a_function_that_calls_sys_exit_fails_the_command(monkeypatch, capsys, code):
+    """sys.exit() inside a command (a user's loss, say) is exit code 2 and one line, never a silent exit 0."""
+    failing_with(monkeypatch, SystemExit(code))
+    assert error_of(["tasks"], capsys) == (
+        f"lossbench tasks: error: the code the command ran (a loss function of yours, say) called sys.exit({code!r}); "
+        "the command stopped there"
+    )
 
 
 def test_a_value_error_from_a_command_is_the_users_mistake_not_unexpected(monkeypatch, capsys):
@@ -104,3 +126,32 @@ def test_stopping_a_leftover_thread_keeps_the_printed_output_and_the_exit_code()
     assert done.returncode == 2
     assert done.stdout == "the report\n"
     assert done.stderr == "lossbench: stopped 1 thread still running at the end (student-thread), started by the code the command ran\n"
+
+
+def test_a_loss_that_calls_sys_exit_during_a_comparison_is_an_error_and_saves_nothing(tmp_path, monkeypatch, capsys):
+    """A user's loss calling sys.exit(0) mid-comparison used to end the command with exit code 0 and no word."""
+    (tmp_path / "exitloss.py").write_text("import sys\n\ndef bce(logits, target):\n    sys.exit(0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "run"
+    said = error_of(["compare", "--task", "titanic", "--quick", "--seeds", "2", "--epochs", "1", "--no-plots",
+                     "--impl", "bce=exitloss:bce", "--out", str(out)], capsys)
+    assert said.endswith("called sys.exit(0); the command stopped there")
+    assert not out.exists()
+
+
+def test_a_warning_during_a_command_is_one_line_without_python_s_source_line(tmp_path, monkeypatch, capsys):
+    """A loss that vmap cannot batch is warned about in one line: no file, line number or source line after it."""
+    (tmp_path / "itemloss.py").write_text(
+        "import torch.nn.functional as F\n\ndef bce(logits, target):\n    _ = logits.sum().item()\n"
+        "    return F.binary_cross_entropy_with_logits(logits, target)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["compare", "--task", "titanic", "--quick", "--seeds", "2", "--epochs", "1", "--no-plots", "--impl", "bce=itemloss:bce",
+            "--out", str(tmp_path / "run")]
+    before = warnings.showwarning
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("lossbench compare: warning: loss 'bce' could not be vectorised over models (RuntimeError: vmap: ")
+    assert err.endswith("; calling it once per model instead, which is slower.\n")
+    assert warnings.showwarning is before  # Python's own printer again once the command is done
