@@ -862,7 +862,7 @@ def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace, ext
 
 
 def _one_line_warning(prefix: str, message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as one stderr line, without the file, line number and source line Python prints after it.
+    r"""A warning as one stderr line, without the file, line number and source line Python prints after it.
 
     >>> _one_line_warning("lossbench compare", UserWarning("could not be vectorised:\n  x"), UserWarning, "f.py", 3, sys.stdout)
     lossbench compare: warning: could not be vectorised: x
