@@ -330,6 +330,9 @@ def default_run_dir(task: str, root: Path = Path("runs")) -> Path:
 
 def _check_new_dir(path: Path, chosen: bool = True) -> None:
     """Fail now, not after training, if the run directory ``path`` (given by --out, or else the default) could not be written."""
+    if path.is_symlink():  # the run is renamed into place, and a rename does not go through a link (or a dangling one)
+        raise UsageError(f"Expected --out to be a new or empty directory, but {str(path)!r} is a symbolic link; name the "
+                         "folder it points to, or a new one.")
     if path.exists() and Path.cwd().resolve().is_relative_to(path.resolve()):  # --out . or --out ..
         # the run is written next to its folder and renamed into place, which the working folder cannot be
         raise UsageError(f"Expected --out to be a new folder for the run, but {str(path)!r} is the current folder or "

@@ -33,6 +33,19 @@ def test_an_out_that_cannot_be_written_fails_before_training(tmp_path, capsys, w
     assert _one_error_line(err) == "lossbench compare: error: " + message.format(tmp=tmp_path)
 
 
+@pytest.mark.parametrize("target", ["empty", "missing"])
+def test_an_out_that_is_a_symbolic_link_fails_before_training(tmp_path, capsys, target):
+    """A run is renamed into place, which a link (to an empty folder, or to nothing) would refuse after training."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / target)
+    assert cli.main([*QUICK, "--out", str(tmp_path / "link")]) == 2
+    err = capsys.readouterr().err
+    assert "training" not in err
+    assert _one_error_line(err) == (f"lossbench compare: error: Expected --out to be a new or empty directory, but "
+                                    f"'{tmp_path}/link' is a symbolic link; name the folder it points to, or a new one.")
+    assert not any((tmp_path / "empty").iterdir())
+
+
 def _refuse_new_folders(*args, **kwargs):
     raise PermissionError(13, "Permission denied")
 
