@@ -99,20 +99,28 @@ def init_body(spec: BodySpec, generator: torch.Generator) -> Params:
     >>> {k: tuple(v.shape) for k, v in p.items()}
     {'w1': (3, 4), 'b1': (4,)}
     """
-    params: Params = {}
+    return {name: _uniform(shape, fan_in, generator) for name, (shape, fan_in) in body_shapes(spec).items()}
+
+
+def body_shapes(spec: BodySpec) -> dict[str, tuple[tuple[int, ...], int]]:
+    """Each body parameter's shape and fan-in, in the order :func:`init_body` draws them; nothing is allocated.
+
+    >>> body_shapes(CNNBody(in_channels=1, image_size=8, channels=(3, 4)))["conv1.w"]
+    ((4, 3, 3, 3), 27)
+    """
     if isinstance(spec, MLPBody):
-        params["w1"] = _uniform((spec.in_features, spec.hidden), spec.in_features, generator)
+        shapes = {"w1": ((spec.in_features, spec.hidden), spec.in_features)}
         if spec.bias:
-            params["b1"] = _uniform((spec.hidden,), spec.in_features, generator)
-        return params
-    c_in = spec.in_channels
+            shapes["b1"] = ((spec.hidden,), spec.in_features)
+        return shapes
+    shapes, c_in = {}, spec.in_channels
     for i, c_out in enumerate(spec.channels):
         fan_in = c_in * 9
-        params[f"conv{i}.w"] = _uniform((c_out, c_in, 3, 3), fan_in, generator)
+        shapes[f"conv{i}.w"] = ((c_out, c_in, 3, 3), fan_in)
         if spec.bias:
-            params[f"conv{i}.b"] = _uniform((c_out,), fan_in, generator)
+            shapes[f"conv{i}.b"] = ((c_out,), fan_in)
         c_in = c_out
-    return params
+    return shapes
 
 
 def init_head(features: int, units: int, bias: bool, generator: torch.Generator) -> Params:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from lossbench import thresholds as thr
-from lossbench.models import CNNBody, MLPBody, init_body, init_head
+from lossbench.models import CNNBody, MLPBody, body_shapes
 from lossbench.tasks import TaskData, TrainingDefaults, get as get_task
 
 if TYPE_CHECKING:
@@ -327,10 +327,9 @@ def check_fits(task: TaskData, setups: list[LossSetup], cfg: TrainingDefaults, d
     """
     seeds = cfg.seeds if isinstance(cfg.seeds, (int, np.integer)) else len(cfg.seeds)
     spec = task.body
-    generator = torch.Generator().manual_seed(0)
     width = max(s.head.units for s in setups)
-    per_model = sum(v.numel() for v in init_body(spec, generator).values())
-    per_model += sum(v.numel() for v in init_head(spec.features, width, spec.bias, generator).values())
+    per_model = sum(math.prod(shape) for shape, _ in body_shapes(spec).values())  # counted, not made: a huge body fits nowhere
+    per_model += spec.features * width + (width if spec.bias else 0)  # the head's w and b
     models = int(seeds) * len(setups)
     positions = task.n_outputs if task.kind == "grid" else 1
     probe = models * len(task.val) * (3 * spec.features * positions + task.val.x[0].numel()) * dtype.itemsize

@@ -174,3 +174,12 @@ def test_shared_forward_in_chunks_equals_one_expanded_batch(monkeypatch):
     monkeypatch.setattr(models, "body_forward", lambda spec, params, x: sizes.append(x.shape[1]) or forward(spec, params, x))
     torch.testing.assert_close(models.shared_body_forward(spec, params, x), whole)
     assert sizes == [4, 4, 2]  # it really ran in chunks
+
+
+@pytest.mark.parametrize("spec", [models.MLPBody(5, 8), models.MLPBody(5, 8, bias=False),
+                                  models.CNNBody(in_channels=2, image_size=8, channels=(3, 4)),
+                                  models.CNNBody(in_channels=1, image_size=8, channels=(3,), bias=False)], ids=repr)
+def test_body_shapes_are_the_shapes_init_body_draws_in_its_order(spec):
+    """The memory check counts parameters from body_shapes: it must describe exactly what init_body makes."""
+    made = models.init_body(spec, torch.Generator().manual_seed(0))
+    assert [(k, tuple(v.shape)) for k, v in made.items()] == [(k, shape) for k, (shape, _) in models.body_shapes(spec).items()]

@@ -354,6 +354,18 @@ def test_a_comparison_whose_probe_cannot_fit_is_refused():
         lossbench.compare("titanic", losses=("bce",), quick=True, seeds=2, epochs=1, device="cpu", config={"hidden": 10**7})
 
 
+def test_a_body_too_large_for_memory_is_refused_before_any_of_it_is_made(monkeypatch):
+    """The memory check counts a body's parameters from their shapes: making one body of 64 GB to count it would fail first."""
+    from lossbench import models
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("a parameter was drawn before the memory check")
+
+    monkeypatch.setattr(models, "_uniform", no_drawing)
+    with pytest.raises(ValueError, match=r"^Expected the comparison to fit in memory, but 2 models of 17,000,000,001 parameters "):
+        lossbench.compare("titanic", losses=("bce",), quick=True, seeds=2, epochs=1, device="cpu", config={"hidden": 10**9})
+
+
 def test_loading_a_file_says_it_is_a_file(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ValueError, match=r"Expected a lossbench run directory, but '.*afile' is a file."):
