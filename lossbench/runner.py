@@ -585,7 +585,7 @@ def prepare(
     targets = {name: [s.head.target(ys[name]) for s in setups] for name in ("train", "val")}
     models = init_models(task, setups, seeds, head_init, device, dtype)
     order = batch_order(seeds, cfg.epochs, xs["train"].shape[0], device)
-    first = order[0, :, : cfg.batch_size]  # each seed's first minibatch
+    first = order[0, :, : min(cfg.batch_size, xs["train"].shape[0])]  # each seed's first minibatch
     with torch.no_grad():
         outputs = loss_outputs(setups, forward(task, models, xs["train"][first].repeat(len(setups), *[1] * xs["train"].ndim))[1])
     batched = [vectorise(s, out, tgt[first]) for s, out, tgt in zip(setups, outputs, targets["train"])]
@@ -849,11 +849,13 @@ def train(
     graphed = cuda_graphs and device.type == "cuda"
     recorder = Recorder(task, setups, prepared, cfg.epochs, progress, cuda_graphs=graphed)
     step = TrainStep(task, setups, loss_fns, models, optimizer)
-    untraced = _cpu_trace(step, setups, prepared.batching, device, cfg.epochs * (x_train.shape[0] // cfg.batch_size), cpu_trace)
+    n = x_train.shape[0]
+    batch_size = min(cfg.batch_size, n)  # a minibatch larger than the split is the whole split, once an epoch
+    untraced = _cpu_trace(step, setups, prepared.batching, device, cfg.epochs * (n // batch_size), cpu_trace)
     if graphed:
         step = CudaGraphed(step)
     elif untraced is None:
-        step = TracedStep(step, traced_sizes(x_train.shape[0], cfg.batch_size, cfg.epochs))
+        step = TracedStep(step, traced_sizes(n, batch_size, cfg.epochs))
 
     with loss_registry.value_checks(False):
         recorder(0, models, torch.full((m,), torch.nan, dtype=dtype, device=device), diverged_epoch)
@@ -861,7 +863,7 @@ def train(
             alive_before = alive
             step_losses, step_alive = [], []
             # 1. each seed's minibatch, repeated for every loss, and each loss's targets
-            for x, batch_targets in minibatches(x_train, targets, order[epoch - 1], cfg.batch_size, n_losses):
+            for x, batch_targets in minibatches(x_train, targets, order[epoch - 1], batch_size, n_losses):
                 per_model, alive = step(x, alive, *batch_targets)  # 2.-5.
                 step_losses.append(per_model)
                 step_alive.append(alive)

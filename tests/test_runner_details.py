@@ -7,6 +7,7 @@ import re
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -333,3 +334,15 @@ def test_data_that_is_not_a_path_is_named(data):
     # 5 was torch's "expected str, bytes or os.PathLike object", and "" read the current folder as a CSV file
     with pytest.raises(ValueError, match=re.escape(f"Expected `data` to be None (the shipped or generated data) or the path of a file or folder, but got {data!r}.")):
         lossbench.compare("titanic", ("bce",), data=data, **FAST)
+
+
+@pytest.mark.parametrize("engine", ["batched", "loop"])
+def test_a_minibatch_larger_than_the_split_is_the_whole_split_however_large(engine):
+    """A batch size past the training split (even past int64) trains one full-batch step an epoch, as batch_size = N does."""
+    task = tiny_task("binary")  # 48 training examples
+    kwargs = dict(seeds=2, epochs=2, device="cpu", dtype="float64", engine=engine)
+    exact = lossbench.compare(task, ("softmax_ce", "bce"), batch_size=48, **kwargs)
+    for huge in (49, 2**63 - 1, 10**20):
+        result = lossbench.compare(task, ("softmax_ce", "bce"), batch_size=huge, **kwargs)
+        pd.testing.assert_frame_equal(result.history, exact.history)
+        assert result.config["task_config"]["batch_size"] == huge  # recorded as given
