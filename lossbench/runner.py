@@ -30,6 +30,7 @@ CPU, steps 2 to 5 of an MLP are traced once into a TorchScript graph and run fro
 (:class:`TracedStep`): the same operations in the same order, without Python between them, so the
 numbers are equal bit for bit and a step takes about half the time (the whole Titanic grid, probe
 included, runs 1.3x to 1.7x as fast); a run is traced when it wins the tracing back (:data:`TRACE_FROM_STEPS`).
+A user's loss function is never recorded either way: it runs as written at every step.
 """
 from __future__ import annotations
 
@@ -802,6 +803,13 @@ def traced_sizes(n: int, batch_size: int, epochs: int) -> set[int]:
     return {size for size, count in steps.items() if size and count >= TRACE_FROM_STEPS}
 
 
+def _yours(setups: list[LossSetup]) -> str | None:
+    """Why a step with a user's loss is neither traced nor recorded as a CUDA graph, or None without one: a function
+    of yours may keep state in Python (a call count, random numbers), which a recording would freeze at its first call."""
+    yours = [s.name for s in setups if s.impl not in BUILT_IN_IMPLS]
+    return f"{yours[0]} is a function of yours, run as written at every step" if yours else None
+
+
 def _cpu_trace(step: TrainStep, setups: list[LossSetup], batching: list[str], device: torch.device, full_steps: int, wanted: bool) -> str | None:
     """Why the step will not be traced on this run, or None when it will: what cannot be traced first, then what would not pay."""
     if not wanted:
@@ -813,6 +821,8 @@ def _cpu_trace(step: TrainStep, setups: list[LossSetup], batching: list[str], de
     looped = [s.name for s, mode in zip(setups, batching) if mode == "loop"]
     if looped:
         return f"{looped[0]} runs one model at a time, and a trace would replay its first call's branches"
+    if _yours(setups):
+        return _yours(setups)
     if full_steps < TRACE_FROM_STEPS:
         return f"{full_steps} full minibatches, too few to win back the tracing (from {TRACE_FROM_STEPS} on)"
     return None
@@ -846,7 +856,7 @@ def train(
     optimizer = make_optimizer(models, setups, cfg)
     alive = torch.ones(m, dtype=torch.bool, device=device)
     diverged_epoch = torch.zeros(m, dtype=torch.long, device=device)
-    graphed = cuda_graphs and device.type == "cuda"
+    graphed = cuda_graphs and device.type == "cuda" and _yours(setups) is None
     recorder = Recorder(task, setups, prepared, cfg.epochs, progress, cuda_graphs=graphed)
     step = TrainStep(task, setups, loss_fns, models, optimizer)
     n = x_train.shape[0]
@@ -871,7 +881,10 @@ def train(
             counted = torch.stack(step_alive)  # (steps, models): the steps each model trained on
             train_loss = torch.where(counted, torch.stack(step_losses), 0).sum(dim=0) / counted.sum(dim=0)  # nan: no step
             recorder(epoch, models, train_loss, diverged_epoch)
-    used = _graphs_used(step, recorder.graphed) if graphed else "no: " + ("turned off" if device.type == "cuda" else "not on a GPU")
+    if graphed:
+        used = _graphs_used(step, recorder.graphed)
+    else:
+        used = "no: " + (("turned off" if not cuda_graphs else _yours(setups)) if device.type == "cuda" else "not on a GPU")
     traced = f"no: {untraced}" if untraced is not None else _trace_used(step.traced)
     if graphed:  # free the graphs' memory now, not when the garbage collector next runs
         step.release()

@@ -223,14 +223,32 @@ def test_a_model_diverging_inside_the_traced_step_is_frozen_as_in_the_eager_step
     assert_same_numbers(traced.history, eager.history, atol=0.0)
 
 
-def test_a_users_loss_trains_from_the_trace_as_it_does_eagerly(trace_every_run, tmp_path, monkeypatch):
-    (tmp_path / "student_losses.py").write_text(USER_MODULE)
-    monkeypatch.chdir(tmp_path)
-    kwargs = dict(impl={"bce": "student_losses:my_bce"}, seeds=2, epochs=3, batch_size=16, device="cpu")
-    traced = lossbench.compare(tiny_task("binary"), ("bce", "mse"), **kwargs)
-    eager = lossbench.compare(tiny_task("binary"), ("bce", "mse"), cpu_trace=False, **kwargs)
-    assert traced.config["cpu_trace"].startswith("yes") and traced.config["loss_setups"]["bce"]["batched_by"] == "vmap"
-    assert_same_numbers(traced.history, eager.history, atol=0.0)
+COUNTING_LOSS = '''
+import torch.nn.functional as F
+
+calls = 0
+
+def counted_bce(output, target):  # state in Python: a trace would run this line once, and replay the rest
+    global calls
+    calls += 1
+    return F.binary_cross_entropy_with_logits(output, target)
+'''
+
+
+def test_a_users_loss_runs_as_written_at_every_step_never_from_a_trace(trace_every_run, tmp_path, monkeypatch):
+    """A function of the user's may keep state in Python; the step that calls it is never traced (or graphed) and replayed."""
+    (tmp_path / "counting_losses.py").write_text(COUNTING_LOSS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import counting_losses
+
+    kwargs = dict(impl={"bce": "counting_losses:counted_bce"}, seeds=2, epochs=3, batch_size=16, device="cpu")
+    result = lossbench.compare(tiny_task("binary"), ("bce", "mse"), **kwargs)  # 48 examples: 3 steps an epoch
+    assert result.config["cpu_trace"] == "no: bce is a function of yours, run as written at every step"
+    assert result.config["loss_setups"]["bce"]["batched_by"] == "vmap"
+    three = counting_losses.calls
+    lossbench.compare(tiny_task("binary"), ("bce", "mse"), **dict(kwargs, epochs=6))
+    six = counting_losses.calls - three
+    assert six - three >= 3 * 3  # 3 epochs more: 9 steps more, each a call (the probe and a first check call it too)
 
 
 @pytest.mark.parametrize("epochs, replays", [(60, 119), (100, 199 + 99)])
