@@ -19,9 +19,6 @@ if TYPE_CHECKING:
     from lossbench.runner import LossSetup
 
 
-_BIN_LABELS = [f"{lo:.1f}-{hi:.1f}" for lo, hi in zip(gradients.CONFIDENCE_EDGES[:-1], gradients.CONFIDENCE_EDGES[1:])]
-
-
 def history_frame(setups: list[LossSetup], seeds: list[int], task: TaskData, history: dict[str, np.ndarray]) -> pd.DataFrame:
     """One row per model and epoch from the per-epoch records ``(epochs, models[, bins or labels])``: a column per
     record, per confidence bin (``grad_confidence_wrong[0.9-1.0]``) and, with several outputs, per label."""
@@ -39,7 +36,7 @@ def history_frame(setups: list[LossSetup], seeds: list[int], task: TaskData, his
                 for k, label in enumerate(task.label_names):
                     columns[f"grad_label_share[{label}]"] = values[:, :, k].reshape(-1)
         else:  # confidence bins
-            for b, label in enumerate(_BIN_LABELS):
+            for b, label in enumerate(gradients.CONFIDENCE_BINS):
                 columns[f"{key}[{label}]"] = values[:, :, b].reshape(-1)
     frame = pd.DataFrame(columns, index=index).reset_index()
     first = ["loss", "seed", "epoch", "model"]

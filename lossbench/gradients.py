@@ -48,6 +48,9 @@ from lossbench.thresholds import unscored
 CONFIDENCE_EDGES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 """Confidence bins [0.5, 0.6), ..., [0.9, 1.0]."""
 
+CONFIDENCE_BINS = tuple(f"{lo:.1f}-{hi:.1f}" for lo, hi in zip(CONFIDENCE_EDGES[:-1], CONFIDENCE_EDGES[1:]))
+"""The confidence bins' names, as history.csv's columns carry them: ``grad_confidence_wrong[0.9-1.0]``."""
+
 
 def allocation(
     head: Head, d_output: torch.Tensor, d_h: torch.Tensor, scores: torch.Tensor, y: torch.Tensor

@@ -36,13 +36,16 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from lossbench.gradients import CONFIDENCE_BINS
+
 FRAMES = ("runs", "history", "thresholds", "calibration", "summary")
 
 COLUMNS = {
     "runs": ("loss", "seed", "model", "diverged", "final_train_loss", "best_threshold", "test_accuracy", "test_accuracy_best",
              "test_auc", "test_ece"),
-    "history": ("loss", "seed", "epoch", "model", "train_loss", "val_loss", "val_accuracy", "grad_negative_unit_share",
-                "grad_body", "grad_positive_share"),
+    "history": ("loss", "seed", "epoch", "model", "train_loss", "val_loss", "val_accuracy", "val_auc", "grad_negative_unit_share",
+                "grad_body", "grad_positive_share", "decision_weight_change",
+                *(f"grad_confidence_{which}[{b}]" for which in ("correct", "wrong") for b in CONFIDENCE_BINS)),
     "thresholds": ("loss", "seed", "split", "threshold", "accuracy", "sensitivity", "specificity"),
     "calibration": ("loss", "seed", "bin", "bin_low", "bin_high", "mean_predicted", "fraction_positive", "count"),
     "summary": ("loss", "metric", "n", "mean", "ci_low", "ci_high", "diff_mean", "diff_low", "diff_high", "diff_n"),
@@ -213,7 +216,7 @@ def _read_config(file: Path) -> dict:
     try:
         with open(file, encoding="utf-8") as fh:
             config = json.load(fh)
-    except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (ValueError, OSError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors; arrays nested past Python's limit
         raise _unreadable(file, "a JSON object", err) from err
     kinds = {dict: "an object", list: "an array", str: "a string", bool: "true or false", int: "a number", float: "a number"}
     if not isinstance(config, dict):
@@ -258,7 +261,7 @@ def _read_frame(file: Path, columns: tuple[str, ...], losses: list[str]) -> pd.D
         raise _damaged(f"Expected {file} to end with a newline, as written, but its last line is cut off")
     absent = [c for c in columns if c not in frame.columns]
     if absent:
-        raise _damaged(f"Expected {file} to have the columns {', '.join(columns)}, but it lacks {', '.join(absent)}")
+        raise _damaged(f"Expected {file} to have every column the report and the plots read, but it lacks {', '.join(absent)}")
     for column in columns:
         if column in TEXT_COLUMNS or pd.api.types.is_numeric_dtype(frame[column]):
             continue

@@ -169,6 +169,14 @@ DAMAGE = [
                  id="summary-of-another-run"),
     pytest.param("predictions.npz", _some_predictions, r"is incomplete: it lacks the arrays models_loss, models_seed, val_targets",
                  id="predictions-without-arrays"),
+    # a history without the columns the gradient-allocation figure draws: `plot` said "min() arg is an empty sequence"
+    pytest.param("history.csv", _edit_csv(lambda f: f[[c for c in f if not c.startswith("grad_confidence")]]),
+                 r"history\.csv to have every column the report and the plots read, but it lacks grad_confidence_correct\[0\.5-0\.6\], .*grad_confidence_wrong\[0\.9-1\.0\] \(",
+                 id="history-without-confidence-bins"),
+    pytest.param("history.csv", _edit_csv(lambda f: f.drop(columns="decision_weight_change")), r"but it lacks decision_weight_change \(",
+                 id="history-without-decision-weight"),
+    pytest.param("config.json", _write(b"[" * 100_000 + b"]" * 100_000), r"config\.json to be a JSON object, but it could not be parsed: ",
+                 id="config-nested-past-python-s-limit"),  # a RecursionError was reported as "unexpected"
 ]  # fmt: skip
 
 
