@@ -685,7 +685,8 @@ def _cmd_losses(args: argparse.Namespace) -> int:
         print(line)
     print("\nPick an implementation with --impl naive (every loss) or --impl bce=naive (one loss), and set an option "
           "with --loss-option bce.pos_weight=4; every loss also takes head_lr_scale, a factor on its head's learning rate "
-          "(and so on the head's weight-decay steps).")
+          "(and so on the head's weight-decay steps). mse's `on` is 'probability' in a comparison, whose scores are "
+          "sigmoid(z); on='raw' (a regression on z) is for calling the loss yourself.")
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ from typing import Literal
 
 import pytest
 
+import lossbench
 from lossbench import cli
 from lossbench.runner import ProgressReport
 
@@ -387,3 +388,12 @@ def test_a_file_that_cannot_be_read_is_the_users_problem_said_plainly(error, cap
 
     monkeypatch.setattr(cli, "_cmd_show", fails)
     assert error_of(["show", "runs/x"], capsys) == f"lossbench show: error: {error}"
+
+
+def test_losses_says_that_a_comparison_takes_mse_on_the_probability_only(capsys):
+    """`lossbench losses` lists mse's option `on`; it says that a comparison takes only 'probability', as it does."""
+    assert cli.main(["losses"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "mse's `on` is 'probability' in a comparison, whose scores are sigmoid(z); on='raw' (a regression on z) is for calling the loss yourself." in said
+    with pytest.raises(ValueError, match=r"^Expected `on` of 'mse' to be 'probability' in a comparison, but got 'raw'"):
+        lossbench.compare("titanic", losses=("mse",), overrides={"mse": {"on": "raw"}}, seeds=2, epochs=1, device="cpu")

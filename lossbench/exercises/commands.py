@@ -75,7 +75,7 @@ def load_function(target: str, exercise: str | None = None) -> Callable[..., Any
         raise UsageError(f"module {module_name!r} has no {attr!r}; define `def {attr}(...)` in "
                          f"{where or module_name}")
     if not callable(fn):
-        raise UsageError(f"Expected {target!r} to be a function, but got a {type(fn).__name__}.")
+        raise UsageError(f"Expected {target!r} to be a function, but it is of type {type(fn).__name__}.")
     return fn
 
 

@@ -72,7 +72,7 @@ def test_check_finds_a_module_in_a_package_of_the_current_directory(student_dir,
     (["check", "bce", "student_broken:bce"],
      "lossbench check: error: could not import 'student_broken': SyntaxError: "),  # the rest varies with Python
     (["check", "bce", "student_right:LIMIT"],
-     "lossbench check: error: Expected 'student_right:LIMIT' to be a function, but got a int."),
+     "lossbench check: error: Expected 'student_right:LIMIT' to be a function, but it is of type int."),
 ])
 def test_check_exits_2_with_one_line_for_usage_errors(student_dir, capsys, argv, message):
     (student_dir / "student_right.py").write_text(RIGHT + "\nLIMIT = 3\n")
