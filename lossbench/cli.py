@@ -874,6 +874,15 @@ def _one_line_warning(prefix: str, message, category, filename, lineno, file=Non
     print(f"{prefix}: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
 
 
+def _one_line(err: BaseException) -> str:
+    r"""An error's message on one line: a line break inside it (a path with a newline in its name, say) written as \n.
+
+    >>> _one_line(ValueError("Expected a CSV file at /tmp/a\nb.csv, but there is no such file."))
+    'Expected a CSV file at /tmp/a\\nb.csv, but there is no such file.'
+    """
+    return str(err).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 a check failed, 2 a usage or data error, 130 interrupted).
 
@@ -887,7 +896,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra:
             _unrecognized(parser, args, extra)
     except UsageError as err:
-        print(f"{err.prog or 'lossbench'}: error: {err}", file=sys.stderr)
+        print(f"{err.prog or 'lossbench'}: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
     except SystemExit as done:  # --help
         return done.code if isinstance(done.code, int) else EXIT_OK
@@ -901,7 +910,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = functools.partial(_one_line_warning, f"lossbench {command}")
             return func(args)
     except (UsageError, ValueError) as err:
-        print(f"lossbench {command}: error: {err}", file=sys.stderr)
+        print(f"lossbench {command}: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"lossbench {command}: interrupted", file=sys.stderr)
@@ -910,7 +919,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's exit does not complain
         return EXIT_OK
     except OSError as err:  # the system refused a file: the reason and the path say what to change (a name too long, ...)
-        print(f"lossbench {command}: error: {err}", file=sys.stderr)
+        print(f"lossbench {command}: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
     except SystemExit as err:  # a user's function called sys.exit(): it must not pass for a finished command (exit 0)
         print(f"lossbench {command}: error: the code the command ran (a loss function of yours, say) called "
@@ -919,7 +928,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - one line, never a traceback; LOSSBENCH_TRACEBACK=1 shows it
         if os.environ.get("LOSSBENCH_TRACEBACK"):
             raise
-        print(f"lossbench {command}: error: {type(err).__name__}: {err} (unexpected; LOSSBENCH_TRACEBACK=1 shows "
+        print(f"lossbench {command}: error: {type(err).__name__}: {_one_line(err)} (unexpected; LOSSBENCH_TRACEBACK=1 shows "
               "where it happened)", file=sys.stderr)
         return EXIT_USAGE
 

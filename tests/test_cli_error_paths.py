@@ -155,3 +155,11 @@ def test_a_warning_during_a_command_is_one_line_without_python_s_source_line(tmp
     assert err.startswith("lossbench compare: warning: loss 'bce' could not be vectorised over models (RuntimeError: vmap: ")
     assert err.endswith("; calling it once per model instead, which is slower.\n")
     assert warnings.showwarning is before  # Python's own printer again once the command is done
+
+
+@pytest.mark.parametrize("task", ["titanic", "multilabel", "mammography"])
+def test_a_data_path_with_a_line_break_in_its_name_stays_on_one_error_line(tmp_path, capsys, task):
+    """Loaders put the --data path in their message as it is; the command line writes its line break as \\n."""
+    missing = tmp_path / "a\nb"
+    said = error_of(["compare", "--task", task, "--quick", "--data", str(missing)], capsys)
+    assert str(missing).replace("\n", "\\n") in said
