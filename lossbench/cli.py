@@ -731,12 +731,14 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         description=COMPARE_HELP, formatter_class=_FORMATTER,
     )  # fmt: skip
     from lossbench import tasks
+    from lossbench.settings import RUN, HeadInit
+    from lossbench.thresholds import SELECTION_METRICS
 
     g = p.add_argument_group("what to compare")
     g.add_argument("--task", required=True, choices=tasks.names(), help="the task: data, splits and model body")
-    g.add_argument("--losses", default="softmax_ce,bce,mse", metavar="LIST",
+    g.add_argument("--losses", default=",".join(RUN.losses), metavar="LIST",
                    help="comma-separated loss families or labelled variants (bce@weighted); default: %(default)s")
-    g.add_argument("--impl", default="handwritten", metavar="IMPL",
+    g.add_argument("--impl", default=RUN.impl, metavar="IMPL",
                    help="handwritten | naive | reference | package.module:function, for all losses, or loss=impl pairs "
                         "separated by commas (bce=mysolution:my_bce); default: %(default)s")
     g.add_argument("--baseline", metavar="LOSS", help="the loss that paired differences refer to (default: bce, else the first)")
@@ -749,7 +751,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=_positive(float, "--lr"), metavar="RATE", help="learning rate, the same for every loss")
     t.add_argument("--batch-size", type=_positive(int, "--batch-size"), metavar="N", help="examples per minibatch")
     t.add_argument("--optimizer", choices=("adam", "sgd"), help="Adam or plain SGD (computed as torch.optim's, for all models at once)")
-    t.add_argument("--head-init", choices=("matched", "independent"), default="matched",
+    t.add_argument("--head-init", choices=typing.get_args(HeadInit), default=RUN.head_init,
                    help="matched: every head starts as the same function (default; softmax across labels, which "
                         "no set of sigmoids equals, starts from the same logits); independent: drawn separately")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -761,11 +763,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    help="the task's seconds-long smoke settings (fewer seeds and epochs, and for the image tasks "
                         "fewer generated examples: a --data folder is still read whole; `lossbench tasks` lists them): "
                         "to try a command, not to draw conclusions from")
-    t.add_argument("--threshold-metric", choices=("accuracy", "balanced_accuracy", "f1", "exact_match"), default="accuracy",
+    t.add_argument("--threshold-metric", choices=SELECTION_METRICS, default=RUN.threshold_metric,
                    help="what the best threshold maximises on the validation split (default: accuracy); balanced_accuracy "
                         "(mean of sensitivity and specificity) suits a rare positive class; exact_match needs several outputs")
     r = p.add_argument_group("where it runs and what it writes")
-    r.add_argument("--device", default="auto", metavar="DEVICE", help="auto | cpu | cuda; default: %(default)s (CUDA when present)")
+    r.add_argument("--device", default=RUN.device, metavar="DEVICE", help="auto | cpu | cuda; default: %(default)s (CUDA when present)")
     r.add_argument(
         "--threads", type=_positive(int, "--threads", at_most=MAX_THREADS), default=None, metavar="N",
         help="CPU threads for torch (default: torch's choice); on a busy machine --threads 1 is often faster",

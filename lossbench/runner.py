@@ -62,6 +62,8 @@ from lossbench.models import (
 from lossbench.frames import assemble
 from lossbench.results import Result
 from lossbench.settings import (
+    RUN,
+    HeadInit,
     check_arguments,
     check_fits,
     check_representable,
@@ -82,9 +84,6 @@ OVERRIDE_KEYS = ("head_lr_scale",)
 """Per-loss settings besides the loss family's own options (``pos_weight``, ``gamma``, ...)."""
 
 _TENSOR_OPTIONS = ("pos_weight", "weight")
-
-HeadInit = Literal["matched", "independent"]
-"""How heads start: ``matched`` (every loss's first predictions equal) or ``independent`` (each drawn on its own)."""
 
 
 @dataclass(frozen=True)
@@ -922,8 +921,8 @@ def predict(task: TaskData, models: Models, setups: list[LossSetup], x: torch.Te
 
 def compare(
     task: str | TaskData = "titanic",
-    losses: Sequence[str] = ("softmax_ce", "bce", "mse"),
-    impl: str | Mapping[str, str] = "handwritten",
+    losses: Sequence[str] = RUN.losses,
+    impl: str | Mapping[str, str] = RUN.impl,
     *,
     seeds: int | Sequence[int] | None = None,
     epochs: int | None = None,
@@ -932,16 +931,16 @@ def compare(
     optimizer: Literal["adam", "sgd"] | None = None,
     weight_decay: float | None = None,
     momentum: float | None = None,
-    head_init: HeadInit = "matched",
+    head_init: HeadInit = RUN.head_init,
     overrides: Mapping[str, Mapping] | None = None,
     baseline: str | None = None,
     data: str | None = None,
     config: Mapping | None = None,
     quick: bool = False,
-    device: str = "auto",
-    dtype: Literal["float32", "float64"] = "float32",
-    threshold_points: int = 99,
-    threshold_metric: Literal["accuracy", "balanced_accuracy", "f1", "exact_match"] = "accuracy",
+    device: str = RUN.device,
+    dtype: Literal["float32", "float64"] = RUN.dtype,
+    threshold_points: int = RUN.threshold_points,
+    threshold_metric: Literal["accuracy", "balanced_accuracy", "f1", "exact_match"] = RUN.threshold_metric,
     progress: bool | Callable[[ProgressReport], None] = False,
     engine: Literal["batched", "loop"] = "batched",
     threads: int | None = None,

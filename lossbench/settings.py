@@ -10,6 +10,7 @@ import math
 import numbers
 import os
 import typing
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Mapping, Sequence
 
 import numpy as np
@@ -21,6 +22,26 @@ from lossbench.tasks import TaskData, TrainingDefaults, get as get_task
 
 if TYPE_CHECKING:
     from lossbench.runner import LossSetup
+
+HeadInit = Literal["matched", "independent"]
+"""How heads start: ``matched`` (every loss's first predictions equal) or ``independent`` (each drawn on its own)."""
+
+
+@dataclass(frozen=True)
+class RunDefaults:
+    """compare()'s settings besides training (which each task's ``Config`` holds); the command line's defaults too."""
+
+    losses: tuple[str, ...] = ("softmax_ce", "bce", "mse")  # the three families every output layer is taught with
+    impl: str = "handwritten"  # from first principles; "naive" or "reference" (torch.nn.functional) to compare
+    head_init: HeadInit = "matched"  # every loss's first predictions equal
+    device: str = "auto"  # CUDA when present, else the CPU
+    dtype: Literal["float32", "float64"] = "float32"
+    threshold_points: int = 99  # thresholds 0.01, 0.02, ..., 0.99
+    threshold_metric: Literal["accuracy", "balanced_accuracy", "f1", "exact_match"] = "accuracy"  # what the best threshold maximises
+
+
+RUN = RunDefaults()
+
 
 MAX_THREADS = 8 * (os.cpu_count() or 1)  # as the command line's --threads; torch crashes the process for a count in the millions
 MAX_SEED = 2**63 - 1

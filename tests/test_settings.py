@@ -441,3 +441,18 @@ def test_config_json_lists_the_settings_the_data_left_unused(tmp_path):
     assert lossbench.compare("titanic", **TINY).config["task_config_unused"] == []
     result.save(tmp_path / "run")
     assert lossbench.load(tmp_path / "run").config["task_config_unused"] == ["image_size"]
+
+
+def test_the_command_line_and_compare_take_their_run_defaults_from_one_dataclass():
+    """STYLE 8: compare()'s defaults besides training and `lossbench compare`'s are settings.RUN's, so they cannot drift apart."""
+    import inspect
+
+    from lossbench.settings import RUN
+
+    args = cli.build_parser().parse_args(["compare", "--task", "titanic"])
+    given = inspect.signature(lossbench.compare).parameters
+    assert tuple(args.losses.split(",")) == given["losses"].default == RUN.losses
+    for name in ("impl", "head_init", "device", "threshold_metric"):
+        assert getattr(args, name) == given[name].default == getattr(RUN, name), name
+    for name in ("dtype", "threshold_points"):
+        assert given[name].default == getattr(RUN, name), name
