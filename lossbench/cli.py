@@ -555,7 +555,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     with _Interrupts() as interrupts:
         bar = _TrainingBar(interrupts)
         try:
-            with _named_as_typed(COMPARE_OPTIONS):  # "Expected `device` ..." -> "Expected --device ..."
+            # "Expected `device` ..." -> "Expected --device ...", and a setting given as --set KEY=VALUE by that name
+            with _named_as_typed({**COMPARE_OPTIONS, **{key: f"--set {key}" for key in config or {}}}):
                 result = lossbench.compare(
                     args.task, losses, impl,
                     seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,

@@ -313,3 +313,13 @@ def test_python_m_lossbench_and_the_console_script_run_the_same_function():
     assert script.value == "lossbench.cli:run"
     done = subprocess.run([sys.executable, "-m", "lossbench", "tasks", "--nonsense"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr == "lossbench tasks: error: unrecognized arguments: --nonsense (see `lossbench tasks --help`)\n"
+
+
+@pytest.mark.parametrize("setting, said", [
+    ("seeds=0", "Expected --set seeds to be a positive whole number or a list of seeds, but got 0."),
+    ("hidden=0", "Expected --set hidden to be a whole number of units, 1 or more, but got 0."),
+])
+def test_a_bad_set_value_is_named_as_it_was_given(capsys, setting, said):
+    """A setting given as --set KEY=VALUE is named so in its error, not as the option of that name (--seeds) or the API's `key`."""
+    assert cli.main(["compare", "--task", "titanic", "--quick", "--set", setting]) == 2
+    assert _one_error_line(capsys.readouterr().err) == f"lossbench compare: error: {said}"
