@@ -329,7 +329,7 @@ BAD = [
     pytest.param(["--task", "titanic", "--target", "grid"], "Expected --target only with a task that has one (mammography)", id="target-on-titanic"),
     pytest.param(["--task", "titanic", "--set", "hiden=3"], "one of seeds, epochs, batch_size, lr, optimizer", id="unknown-set-key"),
     pytest.param(["--task", "titanic", "--set", "optimizer=rmsprop"], "Expected --set optimizer to be one of adam, sgd, but got 'rmsprop'", id="set-bad-choice"),
-    pytest.param(["--task", "titanic", "--set", "seeds=0"], "Expected --seeds to be a positive whole number", id="set-zero-seeds"),
+    pytest.param(["--task", "titanic", "--set", "seeds=0"], "Expected --set seeds to be a positive whole number", id="set-zero-seeds"),
     pytest.param(["--task", "titanic", "--loss-option", "bce.gamma=2"], "Expected the options of 'bce' (overrides, or --loss-option) to be among head_lr_scale, pos_weight, weight, but got 'gamma'.", id="unknown-loss-option"),
     pytest.param(["--task", "titanic", "--loss-option", "mse.on=raw"], "Expected `on` of 'mse' to be 'probability' in a comparison, but got 'raw'", id="mse-on-raw"),
     pytest.param(["--task", "titanic", "--loss-option", "hinge.gamma=2"], "name one of the losses", id="loss-option-for-unknown-loss"),
