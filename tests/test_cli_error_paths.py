@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import warnings
 
 import pytest
@@ -82,31 +81,6 @@ def test_a_value_error_from_a_command_is_the_users_mistake_not_unexpected(monkey
     """A ValueError raised by the library is its own message, without the type's name or "unexpected"."""
     failing_with(monkeypatch, ValueError("Expected `epochs` to be positive, but got 0."))
     assert error_of(["tasks"], capsys) == "lossbench tasks: error: Expected `epochs` to be positive, but got 0."
-
-
-def test_a_daemon_thread_left_running_is_not_stopped_or_reported(monkeypatch, capsys):
-    """run() stops and names only threads Python's exit would wait for; a daemon thread is neither."""
-    release = threading.Event()
-    daemon = threading.Thread(target=release.wait, name="daemon-left", daemon=True)
-
-    def command():
-        daemon.start()
-        return 3
-
-    def no_hard_exit(code):
-        raise AssertionError(f"os._exit({code}) called")
-
-    monkeypatch.setattr(cli, "main", command)
-    monkeypatch.setattr(cli.signal, "signal", lambda sig, handler: None)
-    monkeypatch.setattr(cli.os, "_exit", no_hard_exit)
-    try:
-        with pytest.raises(SystemExit) as done:
-            cli.run()
-    finally:
-        release.set()
-        daemon.join()
-    assert done.value.code == 3
-    assert capsys.readouterr().err == ""
 
 
 def test_stopping_a_leftover_thread_keeps_the_printed_output_and_the_exit_code():

@@ -268,40 +268,56 @@ def test_the_program_ignores_ctrl_c_once_its_command_is_done(monkeypatch):
     assert events == ["main", (cli.signal.SIGINT, cli.signal.SIG_IGN)]  # only after the command
 
 
+class _HardExit(Exception):
+    """os._exit(code), raised instead, so that the test process lives on."""
+
+
+def _run_leaving(monkeypatch, names: list[str], daemon: bool = False, code: int = 0) -> tuple[str, int]:
+    """cli.run() with a command that starts threads called ``names`` and returns ``code``; how the program ended:
+    ("os._exit", code) when it stopped the threads, ("sys.exit", code) when Python's own exit was left to it."""
+    import threading
+
+    release = threading.Event()
+    threads = [threading.Thread(target=release.wait, name=name, daemon=daemon) for name in names]
+
+    def command():
+        for thread in threads:
+            thread.start()
+        return code
+
+    def hard_exit(code):
+        raise _HardExit(code)
+
+    monkeypatch.setattr(cli, "main", command)
+    monkeypatch.setattr(cli.signal, "signal", lambda sig, handler: None)
+    monkeypatch.setattr(cli.os, "_exit", hard_exit)
+    try:
+        cli.run()
+    except _HardExit as done:
+        return "os._exit", done.args[0]
+    except SystemExit as done:
+        return "sys.exit", done.code
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join()
+    raise AssertionError("cli.run() returned instead of exiting")
+
+
 @pytest.mark.parametrize("count, said", [
     pytest.param(1, "1 thread still running at the end (left-0)", id="one"),
     pytest.param(4, "4 threads still running at the end (left-0, left-1, left-2)", id="four-names-three"),
 ])
 def test_the_program_names_the_threads_it_stops_in_the_singular_or_the_plural(monkeypatch, capsys, count, said):
     """run() counts the threads the command left, in words that agree with the count, and names the first three."""
-    import threading
-
-    release = threading.Event()
-    threads = [threading.Thread(target=release.wait, name=f"left-{i}") for i in range(count)]
-
-    def command():
-        for thread in threads:
-            thread.start()
-        return 0
-
-    class Exited(Exception):
-        pass
-
-    def exit_now(code):
-        raise Exited(code)
-
-    monkeypatch.setattr(cli, "main", command)
-    monkeypatch.setattr(cli.signal, "signal", lambda sig, handler: None)
-    monkeypatch.setattr(cli.os, "_exit", exit_now)
-    try:
-        with pytest.raises(Exited) as done:
-            cli.run()
-    finally:
-        release.set()
-        for thread in threads:
-            thread.join()
-    assert done.value.args == (0,)
+    assert _run_leaving(monkeypatch, [f"left-{i}" for i in range(count)]) == ("os._exit", 0)
     assert capsys.readouterr().err == f"lossbench: stopped {said}, started by the code the command ran\n"
+
+
+def test_a_daemon_thread_left_running_is_not_stopped_or_reported(monkeypatch, capsys):
+    """run() stops and names only threads Python's exit would wait for; a daemon thread is neither."""
+    assert _run_leaving(monkeypatch, ["daemon-left"], daemon=True, code=3) == ("sys.exit", 3)
+    assert capsys.readouterr().err == ""
 
 
 def test_python_m_lossbench_and_the_console_script_run_the_same_function():
