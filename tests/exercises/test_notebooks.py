@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -407,3 +408,76 @@ def test_the_thresholds_notebook_states_floats_as_python_and_torch_give_them():
     }
     for computed, written in stated.items():
         assert computed == written and " ".join(written.split()) in " ".join(text.split())
+
+
+# --- export: folders, files that are no notebooks, what is written -----------------------------------
+
+
+def test_export_makes_every_missing_parent_of_outdir(tmp_path):
+    """OUTDIR and each missing folder above it are made, as the docstring promises."""
+    out = tmp_path / "course" / "week1" / "handout"
+    written = nbx.export("plain", out)
+    assert written == [out / "losses.ipynb", out / "thresholds.ipynb"]
+    assert sorted(p.name for p in out.iterdir()) == ["losses.ipynb", "thresholds.ipynb"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_export_to_a_special_file_is_refused_as_not_a_folder(tmp_path):
+    """An OUTDIR that exists but is no folder (a named pipe, not only a regular file) is refused before anything is made."""
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(ValueError, match=r"^Expected `outdir` to be a folder, but '.*/pipe' is a file; choose another path\.$"):
+        nbx.export("plain", tmp_path / "pipe")
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+
+
+@pytest.mark.parametrize("message, said", [("", "ValueError"), ("the first line\nthe second line", "the first line")],
+                         ids=["no-text", "several-lines"])
+def test_a_solution_notebook_that_cannot_be_read_is_named_in_one_line(tmp_path, monkeypatch, message, said):
+    """The refusal quotes the first line of the reader's error, or the error's type when it has no text."""
+    def unreadable(*args, **kwargs):
+        raise ValueError(message)
+
+    monkeypatch.setattr(nbformat, "read", unreadable)
+    with pytest.raises(ValueError, match=r"^Expected every \*_solutions\.ipynb in `source` to be a notebook, but "
+                                         rf"'.*losses_solutions\.ipynb' is not one \({said}\)\.$"):
+        nbx.export("plain", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_invalid_generated_notebook_is_never_written(tmp_path, monkeypatch):
+    """Every notebook is validated before any is written: an invalid one stops the export and OUTDIR stays as it was."""
+    def invalid(solution):
+        nb = nbformat.v4.new_notebook()
+        nb.cells.append(nbformat.from_dict({"id": "bogus", "cell_type": "bogus", "metadata": {}, "source": ""}))
+        return nb
+
+    monkeypatch.setattr(nbx, "student_notebook", invalid)
+    with pytest.raises(nbformat.ValidationError):
+        nbx.export("plain", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_exported_notebook_is_utf8_and_ends_with_a_newline(tmp_path):
+    """The file holds nbformat's text of the generated notebook, non-ASCII text as UTF-8, with a final newline."""
+    source = tmp_path / "source"
+    source.mkdir()
+    solution = nbformat.read(nbx.solution_notebooks()[0], as_version=4)
+    solution.cells.insert(0, nbformat.v4.new_markdown_cell("Week 1 — naïve losses → better ones", id="intro"))
+    nbformat.write(solution, source / "losses_solutions.ipynb")
+    (path,) = nbx.export("plain", tmp_path / "out", source=source)
+    assert path.read_bytes() == (nbformat.writes(nbx.student_notebook(solution)) + "\n").encode("utf-8")
+    assert nbformat.read(path, as_version=4).cells[0].source == "Week 1 — naïve losses → better ones"
+
+
+@pytest.mark.parametrize("text", ["{}", "[1, 2]", '"a notebook"', '{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": 3}'])
+def test_a_solution_file_of_json_that_is_not_a_notebook_is_refused_by_name(tmp_path, text):
+    """JSON that is no notebook (a schema error, or a list or string where nbformat expects a mapping) is named too."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for path in nbx.solution_notebooks():
+        (source / path.name).write_bytes(path.read_bytes())
+    (source / "thresholds_solutions.ipynb").write_text(text)
+    with pytest.raises(ValueError, match=r"^Expected every \*_solutions\.ipynb in `source` to be a notebook, but "
+                                         r"'.*thresholds_solutions\.ipynb' is not one \(.+\)\.$"):
+        nbx.export("plain", tmp_path / "out", source=source)
+    assert not (tmp_path / "out").exists()
