@@ -16,7 +16,8 @@ from torch import nn
 
 from lossbench import losses as loss_registry
 from lossbench.models import CNNBody, MLPBody, stack
-from lossbench.runner import HeadInit, LossSetup, Models, ProgressReport, Recorder, prepare
+from lossbench.runner import LossSetup, Models, ProgressReport, Recorder, prepare
+from lossbench.settings import HeadInit
 from lossbench.tasks import TaskData, TrainingDefaults
 
 

@@ -820,8 +820,8 @@ def _cpu_trace(step: TrainStep, setups: list[LossSetup], batching: list[str], de
     looped = [s.name for s, mode in zip(setups, batching) if mode == "loop"]
     if looped:
         return f"{looped[0]} runs one model at a time, and a trace would replay its first call's branches"
-    if _yours(setups):
-        return _yours(setups)
+    if (yours := _yours(setups)) is not None:
+        return yours
     if full_steps < TRACE_FROM_STEPS:
         return f"{full_steps} full minibatches, too few to win back the tracing (from {TRACE_FROM_STEPS} on)"
     return None
