@@ -162,7 +162,7 @@ def test_a_user_loss_that_raises_is_named_in_the_error(user_losses, function, er
 @pytest.mark.parametrize("argv, message", [
     (["--loss-option", "bce.pos_weight=abc"], "Expected `pos_weight` of 'bce' to be a number or a list of numbers, but got 'abc'."),
     (["--loss-option", "bce.pos_weight=-4"], "Expected `pos_weight` of 'bce' to be positive, but got -4.0."),
-    (["--set", "weight_decay=nan"], "Expected `weight_decay` to be a non-negative number, but got nan."),
+    (["--set", "weight_decay=nan"], "Expected --set weight_decay to be a non-negative number, but got nan."),
     (["--impl", "bce=lossbench_user_losses:no_arguments"], "but it raised TypeError"),
     (["--impl", "bce=lossbench_user_losses:clamps_in_place"], "but its backward pass on one model's minibatch raised RuntimeError"),
     (["--impl", "bce=lossbench_user_losses:made_anew"], "its value carries no gradient"),
