@@ -251,6 +251,23 @@ def test_a_users_loss_runs_as_written_at_every_step_never_from_a_trace(trace_eve
     assert six - three >= 3 * 3  # 3 epochs more: 9 steps more, each a call (the probe and a first check call it too)
 
 
+@cuda
+def test_on_a_gpu_a_users_loss_is_not_recorded_as_a_cuda_graph(tmp_path, monkeypatch):
+    """The README's claim for the GPU: a user's loss runs as written at every step there too, not from a graph."""
+    (tmp_path / "counting_losses.py").write_text(COUNTING_LOSS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import counting_losses
+
+    kwargs = dict(impl={"bce": "counting_losses:counted_bce"}, seeds=2, batch_size=16, device="cuda")
+    before = counting_losses.calls
+    result = lossbench.compare(tiny_task("binary"), ("bce", "mse"), epochs=3, **kwargs)
+    three = counting_losses.calls - before
+    assert result.config["cuda_graphs"] == "no: bce is a function of yours, run as written at every step"
+    lossbench.compare(tiny_task("binary"), ("bce", "mse"), epochs=6, **kwargs)
+    six = counting_losses.calls - before - three
+    assert six - three >= 3 * 3  # 3 epochs more: 9 steps more, each a call
+
+
 @pytest.mark.parametrize("epochs, replays", [(60, 119), (100, 199 + 99)])
 def test_the_last_smaller_minibatch_is_traced_only_in_a_run_with_epochs_enough_to_win_its_trace_back(epochs, replays):
     # 48 examples in minibatches of 20: two full ones and one of 8 an epoch; each size warms up once, and
