@@ -97,6 +97,27 @@ def _positive(kind: type, what: str, at_most: float = float("inf")) -> Callable[
     return parse
 
 
+def _seeds(text: str) -> int | tuple[int, ...]:
+    """An argparse type for ``--seeds``: a count N (seeds 0..N-1), or the seeds themselves, comma-separated.
+
+    >>> _seeds("5"), _seeds("3,7"), _seeds("[3, 7]")
+    (5, (3, 7), (3, 7))
+    """
+    inner = text.strip()
+    if inner.startswith("[") and inner.endswith("]"):
+        inner = inner[1:-1]
+    if "," not in inner:
+        return _positive(int, "--seeds")(inner)
+    try:
+        seeds = tuple(int(part) for part in inner.split(","))
+    except ValueError:
+        seeds = ()
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"Expected --seeds to be a count, as in 5 (seeds 0..4), or distinct seeds 0 or more "
+                                         f"separated by commas, as in 3,7, but got {text!r}.")
+    return seeds
+
+
 def _named(what: str) -> Callable[[str], str]:
     """An argparse type for a path: any text but an empty one, which Python would take for the current folder."""
 
@@ -208,11 +229,15 @@ def _parse_typed(text: str, hint, what: str):
         if type(None) in args and text.lower() in ("none", "null"):
             return None
         errors = []
-        for option in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        for option in options:
             try:
                 return _parse_typed(text, option, what)
             except UsageError as err:
                 errors.append(str(err))
+        if "," in text:  # 1,x meant a list: the list's own complaint names the part that is wrong
+            listed = [err for option, err in zip(options, errors) if typing.get_origin(option) in (tuple, list)]
+            errors = listed or errors
         raise UsageError(errors[0] if errors else f"Expected {what} to be none, but got {text!r}.")
     if origin in (tuple, list):
         item = args[0] if args else str
@@ -747,7 +772,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    help="a per-loss setting, repeatable: bce.pos_weight=4, softmax_ce.head_lr_scale=0.5 (`lossbench losses` "
                         "lists each loss's options; focal.gamma=1 needs --losses with focal)")
     t = p.add_argument_group("training (defaults: the task's own, which `lossbench tasks` lists)")
-    t.add_argument("--seeds", type=_positive(int, "--seeds"), metavar="N", help="models per loss, seeds 0..N-1")
+    t.add_argument("--seeds", type=_seeds, metavar="N|LIST",
+                   help="models per loss: N trains seeds 0..N-1; a list such as 3,7 trains those seeds (to rerun one)")
     t.add_argument("--epochs", type=_positive(int, "--epochs"), metavar="N", help="passes over the training split")
     t.add_argument("--lr", type=_positive(float, "--lr"), metavar="RATE", help="learning rate, the same for every loss")
     t.add_argument("--batch-size", type=_positive(int, "--batch-size"), metavar="N", help="examples per minibatch")

@@ -194,9 +194,11 @@ def format_table(result: Result) -> str:
     n_seeds = len(cfg.get("seeds", [])) or int(table["seeds"].max())
     sizes = cfg.get("sizes", {})
     spread = f"mean [95% CI] over {_count(n_seeds, 'seed')}" if n_seeds > 1 else "1 seed, so no interval"
+    seeds = [int(seed) for seed in cfg.get("seeds", [])]
+    which = f" ({', '.join(map(str, seeds))})" if seeds and seeds != list(range(len(seeds))) else ""  # seeds chosen by hand
     lines = [
         f"{cfg.get('task', '')}: {cfg.get('task_description', '')}",
-        f"{_count(len(result.losses), 'loss', 'losses')} x {_count(n_seeds, 'seed')}, {_count(task_cfg.get('epochs', '?'), 'epoch')}, "
+        f"{_count(len(result.losses), 'loss', 'losses')} x {_count(n_seeds, 'seed')}{which}, {_count(task_cfg.get('epochs', '?'), 'epoch')}, "
         f"{task_cfg.get('optimizer', '?')} "
         f"(lr {task_cfg.get('lr', '?')}, batch {task_cfg.get('batch_size', '?')}), device {cfg.get('device', '?')}; "
         f"train/val/test {sizes.get('train', '?')}/{sizes.get('val', '?')}/{sizes.get('test', '?')}",

@@ -330,6 +330,10 @@ BAD = [
     pytest.param(["--task", "titanic", "--set", "hiden=3"], "one of seeds, epochs, batch_size, lr, optimizer", id="unknown-set-key"),
     pytest.param(["--task", "titanic", "--set", "optimizer=rmsprop"], "Expected --set optimizer to be one of adam, sgd, but got 'rmsprop'", id="set-bad-choice"),
     pytest.param(["--task", "titanic", "--set", "seeds=0"], "Expected --set seeds to be a positive whole number", id="set-zero-seeds"),
+    pytest.param(["--task", "titanic", "--seeds", "3,3"], "Expected --seeds to be a count, as in 5 (seeds 0..4), or distinct seeds 0 or more separated by commas, as in 3,7, but got '3,3'", id="seeds-repeated"),
+    pytest.param(["--task", "titanic", "--seeds", "1,-2"], "or distinct seeds 0 or more separated by commas, as in 3,7, but got '1,-2'", id="seeds-list-negative"),
+    pytest.param(["--task", "titanic", "--set", "seeds=1,x"], "Expected --set seeds to be a whole number, but got 'x'.", id="set-seeds-list-typo"),
+    pytest.param(["--task", "titanic", "--set", "seeds=4,4"], "Expected --set seeds to be a positive whole number or distinct non-negative whole numbers, but got (4, 4).", id="set-seeds-repeated"),
     pytest.param(["--task", "titanic", "--loss-option", "bce.gamma=2"], "Expected the options of 'bce' (overrides, or --loss-option) to be among head_lr_scale, pos_weight, weight, but got 'gamma'.", id="unknown-loss-option"),
     pytest.param(["--task", "titanic", "--loss-option", "mse.on=raw"], "Expected `on` of 'mse' to be 'probability' in a comparison, but got 'raw'", id="mse-on-raw"),
     pytest.param(["--task", "titanic", "--loss-option", "hinge.gamma=2"], "name one of the losses", id="loss-option-for-unknown-loss"),
@@ -372,6 +376,23 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path):
     assert message in stderr
     assert "Traceback" not in stderr and stdout == ""
     assert not out.exists()
+
+
+@pytest.mark.parametrize("how", [["--seeds", "3,1"], ["--set", "seeds=3,1"]], ids=["--seeds", "--set"])
+def test_a_list_of_seeds_reruns_those_seeds_of_a_larger_run(how, tmp_path):
+    """--seeds 3,1 trains seeds 3 and 1 only, and each gives the numbers it gave in a run of seeds 0..3."""
+    tiny = ["--task", "titanic", "--epochs", "2", "--device", "cpu", "--set", "hidden=8"]
+    code, stdout, stderr = run(["compare", *tiny, *how, "--out", tmp_path / "some"])
+    assert code == 0, stderr
+    assert "3 losses x 2 seeds (3, 1), 2 epochs" in stdout.splitlines()[1]
+    assert json.loads((tmp_path / "some" / "config.json").read_text())["seeds"] == [3, 1]
+    code, _, stderr = run(["compare", *tiny, "--seeds", "4", "--out", tmp_path / "all"])
+    assert code == 0, stderr
+    some = pd.read_csv(tmp_path / "some" / "runs.csv").set_index(["loss", "seed"]).sort_index()
+    every = pd.read_csv(tmp_path / "all" / "runs.csv").set_index(["loss", "seed"]).sort_index()
+    assert sorted(set(some.index.get_level_values("seed"))) == [1, 3]
+    numbers = some.select_dtypes("number").columns.drop("model")  # the model's row in the run, not a result
+    np.testing.assert_allclose(some[numbers].to_numpy(float), every.loc[some.index, numbers].to_numpy(float), rtol=0, atol=1e-6)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")

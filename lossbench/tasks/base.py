@@ -20,7 +20,7 @@ TaskKind = Literal["binary", "multilabel", "grid"]
 class TrainingDefaults:
     """Training settings every task config carries; a task overrides the defaults that suit it."""
 
-    seeds: int = 10  # models per loss, one per seed; seeds 0..seeds-1 unless a list is given
+    seeds: int | tuple[int, ...] = 10  # models per loss, one per seed; seeds 0..seeds-1 unless a list is given
     epochs: int = 100  # passes over the training split
     batch_size: int = 64  # examples per minibatch (the last batch of an epoch may be smaller)
     lr: float = 1e-3  # learning rate, the same for every loss unless an override scales it

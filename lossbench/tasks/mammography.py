@@ -67,7 +67,7 @@ class Config(TrainingDefaults):
     """Every default of the mammography task: training, target, synthetic generator and mini-MIAS tiling."""
 
     # --- training (TrainingDefaults' fields, set for this task) ---
-    seeds: int = 5  # models per loss
+    seeds: int | tuple[int, ...] = 5  # models per loss
     epochs: int = 10  # passes over the training split
     batch_size: int = 128  # patches per minibatch
     lr: float = 2e-3  # Adam's learning rate

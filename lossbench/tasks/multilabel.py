@@ -73,7 +73,7 @@ class Config(TrainingDefaults):
     """Every default of the multi-label task: training, generated canvases, real photos and model."""
 
     # training
-    seeds: int = 5  # models per loss (seeds 0..4)
+    seeds: int | tuple[int, ...] = 5  # models per loss (seeds 0..4)
     epochs: int = 10  # passes over the training canvases
     batch_size: int = 32  # canvases per minibatch: small, so 10 epochs make 630 steps (128 barely learns)
     lr: float = 3e-3  # Adam's learning rate (1e-2 stalls some softmax-across-labels models)

@@ -102,7 +102,7 @@ class Config(TrainingDefaults):
     """Every default of the Titanic task: training (the classic notebook's), data and model."""
 
     # training
-    seeds: int = 10  # models per loss (seeds 0..9)
+    seeds: int | tuple[int, ...] = 10  # models per loss (seeds 0..9)
     epochs: int = 100  # passes over the ~785 training passengers
     batch_size: int = 64  # passengers per minibatch
     lr: float = 1e-3  # Adam's learning rate
