@@ -662,13 +662,28 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     except OSError as err:
         raise UsageError(f"Expected RUN_DIR to be a folder this user can write, to draw its plots in, but {str(run_dir)!r} "
                          f"refuses it ({err.strerror}).") from None
+    made = not target.exists()
+    try:  # a plots/ folder that refuses its figures is found before they take seconds to draw
+        target.mkdir(exist_ok=True)  # with the user's usual permissions, as `compare` makes it
+        handle, probe = tempfile.mkstemp(prefix=".plots.probe-", dir=target)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if made:
+            shutil.rmtree(target, ignore_errors=True)
+        raise UsageError(f"Expected RUN_DIR/plots to be a folder this user can write, but {str(target)!r} refuses it "
+                         f"({err.strerror}); nothing was drawn.") from None
     try:
         with _named_as_typed({"epoch": "--epoch"}), _damaged_run(run_dir):
             drawn = plots.save_plots(result, tmp, epoch=args.epoch, progress=_show_bars(), workers=plots.plot_workers())
-        target.mkdir(exist_ok=True)  # with the user's usual permissions, as `compare` makes it
         paths = [target / path.name for path in drawn]
         for path, new in zip(paths, drawn):
             os.replace(new, path)
+    except BaseException:
+        if made:  # the folder made for figures that were not drawn goes again
+            shutil.rmtree(target, ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for path in sorted(paths):  # by name, as `compare` and `show` list them

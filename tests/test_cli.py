@@ -216,6 +216,39 @@ def test_plot_where_plots_is_a_file_is_one_line_and_touches_nothing(titanic_run,
     assert (copy / "plots").read_text() == "not a folder" and leftovers(copy) == []
 
 
+@pytest.mark.parametrize("has_plots", [True, False], ids=["plots-folder", "no-plots-folder"])
+def test_plot_into_a_folder_that_refuses_files_draws_nothing(titanic_run, tmp_path, monkeypatch, has_plots):
+    """The refusal comes before the seconds of drawing, in one line, and leaves the run as it was."""
+    out, _, _ = titanic_run
+    copy = copy_of_run(out, tmp_path)
+    if has_plots:
+        (copy / "plots").mkdir()
+    refused = copy / "plots"
+    real_mkstemp = cli.tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):  # as a read-only folder would answer (the tests may run as root)
+        if Path(dir) == refused:
+            raise PermissionError(13, "Permission denied")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    drawn = []
+    monkeypatch.setattr(cli.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(plots, "save_plots", lambda *args, **kwargs: drawn.append(args))
+    code, stdout, stderr = run(["plot", copy])
+    assert code == 2 and stdout == "" and drawn == []
+    assert _last_line(stderr) == (f"lossbench plot: error: Expected RUN_DIR/plots to be a folder this user can write, but "
+                                  f"'{refused}' refuses it (Permission denied); nothing was drawn.")
+    assert refused.is_dir() == has_plots and leftovers(copy) == []
+
+
+def test_plot_that_fails_into_a_new_plots_folder_removes_it(titanic_run, tmp_path):
+    out, _, _ = titanic_run
+    copy = copy_of_run(out, tmp_path)
+    code, _, _ = run(["plot", copy, "--epoch", "99"])
+    assert code == 2
+    assert not (copy / "plots").exists() and leftovers(copy) == []
+
+
 def _last_line(stderr: str) -> str:
     """What a terminal shows last: the progress bar (cleared with \\r) is not part of the message."""
     assert "Traceback" not in stderr
