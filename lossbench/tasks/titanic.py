@@ -16,6 +16,8 @@ copy instead, in either of two formats, told apart by their column names (compar
 A cell that is empty, ``?`` (titanic3's marker), ``NA`` or ``NaN`` is missing. Missing values are allowed
 in ``age``, ``fare``, ``embarked`` and ``name`` only; everything else is checked, and a bad value stops
 the load with a :class:`DataError` naming the file, row and column.
+A passenger listed twice (a repeated ``PassengerId``; in a titanic3 file, which has no id, a row equal
+to an earlier one in every column) is refused too: the two copies could land in different splits.
 
 Features (d = 15, in this order)
 --------------------------------
@@ -171,12 +173,39 @@ def read_passengers(path: str | Path) -> tuple[pd.DataFrame, Literal["titanic3",
     sex = _choices(table, column("sex"), names["sex"], ("male", "female"), str.lower, required=True)
     embarked = _choices(table, column("embarked"), names["embarked"], PORTS, str.upper, required=False)
     name = column("name").where(~_is_missing(column("name")), None)
+    _check_listed_once(table, file_format)  # after the cells' own checks, which name a bad cell's row first
     passengers = pd.DataFrame(
         {"pclass": pclass, "survived": survived, "name": name, "sex": sex, "age": age,
          "sibsp": sibsp, "parch": parch, "fare": fare, "embarked": embarked},
         index=table.frame.index,
     )  # fmt: skip
     return passengers, file_format
+
+
+def _check_listed_once(table: CsvTable, file_format: Literal["titanic3", "kaggle"]) -> None:
+    """Refuse a passenger listed twice, who could train in one split and be tested on in another.
+
+    A Kaggle file says who is who by its ``PassengerId``: a repeated id is refused. A titanic3 file has no
+    id, so a row equal to an earlier one in every column is refused (titanic3 itself has no such rows).
+    """
+    if file_format == "kaggle":
+        ids = table.frame[find_columns(table, ("PassengerId",))["PassengerId"]]
+        repeated = ids.duplicated(keep="first") & (ids != "")
+        if (row := _first_bad(repeated)) is not None:
+            first = int(ids.index[(ids == ids[row]).to_numpy()][0])
+            raise DataError(
+                f"{table.where(row)}: `PassengerId` {ids[row]} is listed twice (first in row {first}); expected each "
+                "passenger once, or the same passenger could be trained on and tested on."
+            )
+        return
+    repeated = table.frame.duplicated(keep="first")
+    if (row := _first_bad(repeated)) is not None:
+        same = (table.frame.to_numpy() == table.frame.loc[row].to_numpy()).all(axis=1)
+        first = int(table.frame.index[same][0])
+        raise DataError(
+            f"{table.where(row)}: the passenger of row {first} is listed again, equal in every column; expected each "
+            "passenger once, or the same passenger could be trained on and tested on."
+        )
 
 
 def _is_missing(cells: pd.Series) -> pd.Series:

@@ -86,3 +86,38 @@ def test_the_title_ends_at_the_first_full_stop():
     # the title is the word between the comma and the FIRST full stop, even with initials after it
     assert title_of("Smith, Mr. J. Clinch") == "Mr"
     assert title_of("Brown, Mrs. J. J (Margaret Tobin)") == "Mrs"
+
+
+# --------------------------------------------------------------------------------------------------
+# Titanic: a passenger listed twice would sit in two splits
+# --------------------------------------------------------------------------------------------------
+
+KAGGLE_HEADER = "PassengerId,Survived,Pclass,Name,Sex,Age,SibSp,Parch,Ticket,Fare,Cabin,Embarked\r\n"
+KAGGLE_ROWS = [
+    '1,0,3,"Braund, Mr. Owen Harris",male,22,1,0,A/5 21171,7.25,,S\r\n',
+    '2,1,1,"Cumings, Mrs. John Bradley (Florence Briggs Thayer)",female,38,1,0,PC 17599,71.2833,C85,C\r\n',
+    '3,1,3,"Heikkinen, Miss. Laina",female,26,0,0,STON/O2. 3101282,7.925,,S\r\n',
+]
+
+
+def test_a_repeated_passenger_id_is_refused_naming_both_rows(tmp_path):
+    # two copies of Kaggle's train.csv pasted together: the same passenger would train and test
+    path = tmp_path / "train.csv"
+    path.write_bytes(("\ufeff" + KAGGLE_HEADER + "".join(KAGGLE_ROWS) + KAGGLE_ROWS[1]).encode())
+    with pytest.raises(DataError, match=r"train.csv, row 4 \(line 5\): `PassengerId` 2 is listed twice \(first in row 2\)"):
+        read_passengers(path)
+
+
+def test_distinct_passenger_ids_with_equal_details_are_kept(tmp_path):
+    # Kaggle's ids decide, not the details: two rows alike but for the id are two passengers
+    path = tmp_path / "train.csv"
+    path.write_text(KAGGLE_HEADER + "".join(KAGGLE_ROWS) + "4" + KAGGLE_ROWS[2][1:])
+    passengers, file_format = read_passengers(path)
+    assert file_format == "kaggle" and len(passengers) == 4
+
+
+def test_a_titanic3_row_repeated_in_every_column_is_refused(tmp_path):
+    # titanic3 has no id column; a row equal to an earlier one in every column is the same passenger twice
+    other = '3,0,"A, Mr. B",male,30,0,0,7,S\n'
+    with pytest.raises(DataError, match=r"passengers.csv, row 3 \(line 4\): the passenger of row 1 is listed again"):
+        read_passengers(_titanic3(tmp_path, GOOD, other, GOOD))
