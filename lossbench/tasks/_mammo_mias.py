@@ -185,9 +185,11 @@ def read_pgm(path: str | Path, size: int = MIAS_SIZE) -> np.ndarray:
     The header is four whitespace-separated fields, ``P5 width height maxval``, with ``#`` comments
     running to the end of a line (one right after maxval too), then one whitespace byte and
     ``width * height`` bytes of pixels, row
-    by row from the top. Pixels are divided by ``maxval``. Raises :class:`DataError` naming the file
-    when it is missing, not P5, not 8-bit, not ``size x size``, cut short in its header or its pixels, or
-    holds a pixel above ``maxval``.
+    by row from the top (a header written with Windows line ends, ``255\r\n``, is read as it was meant
+    when the file holds exactly one byte more than its pixels). Pixels are divided by ``maxval``. Raises
+    :class:`DataError` naming the file when it is missing, not P5, not 8-bit, not ``size x size``, cut
+    short in its header or its pixels, holds twice the bytes of its pixels or more (a 16-bit image under
+    an 8-bit header), or holds a pixel above ``maxval``.
 
     >>> import tempfile, os
     >>> with tempfile.NamedTemporaryFile(suffix=".pgm", delete=False) as f:
@@ -251,12 +253,20 @@ def read_pgm(path: str | Path, size: int = MIAS_SIZE) -> np.ndarray:
         while pos < len(data) and data[pos : pos + 1] not in (b"\n", b"\r"):
             pos += 1
     pos += 1  # the single whitespace byte that ends the header
+    if data[pos - 1 : pos + 1] == b"\r\n" and len(data) - pos == width * height + 1:
+        pos += 1  # a header written with Windows line ends: its last "\n" is not the first pixel
 
     # 2. the pixels, row by row from the top
     pixels = data[pos : pos + width * height]
     if len(pixels) < width * height:
         raise DataError(
             f"{path}: Expected {width * height} bytes of pixels, but got {len(pixels)}: the file is cut short."
+        )
+    if len(data) - pos >= 2 * width * height:  # a few bytes more (a final newline) are harmless
+        raise DataError(
+            f"{path}: Expected {width * height} bytes of pixels after the header ({width} x {height}, one byte each "
+            f"under maxval {maxval}), but got {len(data) - pos}: two bytes a pixel are a 16-bit image, whose header "
+            "needs a maxval above 255 (mini-MIAS images are 8-bit)."
         )
     raw = np.frombuffer(pixels, dtype=np.uint8).reshape(height, width)
     if raw.max() > maxval:

@@ -485,3 +485,25 @@ def test_a_calcification_cluster_is_no_wider_than_its_largest_disc():
         widest = max(widest, np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1)).max())
     assert widest <= 2 * 0.12 * 32 + 2 * 0.8 * np.sqrt(2 * np.log(4))
     assert widest > 2 * 0.09 * 32  # some cluster is near the largest
+
+
+def test_a_pgm_header_with_windows_line_ends_does_not_shift_the_pixels(tmp_path):
+    # "255\r\n": the file holds one byte more than its pixels, so the "\n" ends the header too
+    path = tmp_path / "mdb001.pgm"
+    path.write_bytes(b"P5\r\n# converted on Windows\r\n2 2\r\n255\r\n" + bytes([0, 51, 204, 255]))
+    np.testing.assert_allclose(read_pgm(path, size=2), [[0.0, 0.2], [0.8, 1.0]], rtol=1e-6)
+
+
+def test_a_carriage_return_ending_the_header_before_a_pixel_of_10_stays_one_byte(tmp_path):
+    # a lone "\r" ends the header, and a first pixel of 10 ("\n") is a pixel: the file holds no byte more
+    path = tmp_path / "mdb001.pgm"
+    path.write_bytes(b"P5\r2 2\r255\r" + bytes([10, 51, 204, 255]))
+    np.testing.assert_allclose(read_pgm(path, size=2), [[10 / 255, 0.2], [0.8, 1.0]], rtol=1e-6)
+
+
+def test_a_pgm_holding_two_bytes_a_pixel_under_an_8_bit_maxval_is_refused(tmp_path):
+    # a 16-bit raster written under "255" would be read as its first half, high and low bytes as pixels
+    path = tmp_path / "mdb001.pgm"
+    path.write_bytes(b"P5\n2 2\n255\n" + np.array([0, 13107, 52428, 65535], dtype=">u2").tobytes())
+    with pytest.raises(DataError, match=r"mdb001.pgm: Expected 4 bytes of pixels after the header \(2 x 2, one byte each under maxval 255\), but got 8"):
+        read_pgm(path, size=2)
