@@ -85,7 +85,8 @@ def read_csv(path: str | Path) -> CsvTable:
 
     Cells keep their text, stripped of surrounding spaces (``""`` for an empty cell); blank lines are
     skipped; a byte-order mark (as Excel writes) is ignored. Raises :class:`DataError` naming the file
-    (and the line) when the file is missing, empty, not UTF-8 text, has a row whose number of fields
+    (and the line) when the file is missing, a zip or gzip archive (Kaggle's ``titanic.zip``: unpack it
+    first), empty, not UTF-8 text, has a row whose number of fields
     differs from the header's, or has no rows at all.
 
     >>> import tempfile, os
@@ -100,6 +101,13 @@ def read_csv(path: str | Path) -> CsvTable:
     if not path.is_file():
         found = not_a_file(path) if path.exists() else "no such file"
         raise DataError(f"Expected a CSV file at {path}, but there is {found}.")
+    with open(path, "rb") as f:
+        start_bytes = f.read(4)
+    for magic, archive, unpack in ((b"PK\x03\x04", "zip", "unzip"), (b"\x1f\x8b", "gzip", "gunzip")):
+        if start_bytes.startswith(magic):
+            raise DataError(
+                f"{path} is a {archive} archive, not a CSV file: unpack it and pass the CSV file inside ({unpack} {path.name})."
+            )
     rows: list[list[str]] = []
     lines: dict[int, int] = {}
     try:

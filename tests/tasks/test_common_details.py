@@ -111,3 +111,27 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_before_resizing(tmp_path, mo
     left, right = image[:, :, :28].astype(int), image[:, :, 36:].astype(int)
     assert (abs(left - np.array([220, 30, 30])[:, None, None]) <= 8).all()
     assert (abs(right - np.array([30, 30, 220])[:, None, None]) <= 8).all()
+
+
+@pytest.mark.parametrize("archive", ["zip", "gzip"])
+def test_a_compressed_csv_is_named_as_an_archive_to_unpack(tmp_path, archive):
+    # Kaggle hands out titanic.zip; a gzipped copy is common too: "not UTF-8 text" would not say what to do
+    import gzip
+    import zipfile
+
+    from lossbench.tasks import DataError
+    from lossbench.tasks._common import read_csv
+
+    text = "name,age\nAllen,29\n"
+    path = tmp_path / ("titanic.zip" if archive == "zip" else "train.csv.gz")
+    if archive == "zip":
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            z.writestr("train.csv", text)
+    else:
+        path.write_bytes(gzip.compress(text.encode()))
+    with pytest.raises(DataError) as error:
+        read_csv(path)
+    assert str(error.value) == (
+        f"{path} is a {archive} archive, not a CSV file: unpack it and pass the CSV file inside "
+        f"({'unzip' if archive == 'zip' else 'gunzip'} {path.name})."
+    )
