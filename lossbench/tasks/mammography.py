@@ -32,8 +32,8 @@ defaults below (Adam at 2e-3, 10 epochs: under a minute on a 2-core CPU) gave BC
 (4: to 256 x 256, 0.8 mm pixels) and cut into ``patch_size`` tiles; tiles that are mostly the dark
 surroundings of the breast are dropped; tiles and areas are labelled by overlap with the annotated
 lesion circles (Info.txt's origin is the bottom-left corner). A mammogram with an abnormality whose
-location Info.txt omits (widely spread calcifications) is dropped whole and listed in
-``notes["dropped_unlocated"]``. Splits keep both films of a woman (``mdb001``/``mdb002``) together,
+location Info.txt omits (widely spread calcifications) is dropped whole, said in the description and
+listed in ``notes["dropped_unlocated"]``. Splits keep both films of a woman (``mdb001``/``mdb002``) together,
 stratified by whether she has an abnormal tile; ``Split.source`` is each tile's reference number.
 
 Inputs are ``(N, 1, patch_size, patch_size)`` float32, standardised with the mean and standard
@@ -348,6 +348,7 @@ def _load_mias(config: Config, folder: Path) -> TaskData:
         description=(
             f"mini-MIAS mammograms as {config.patch_size}x{config.patch_size} tiles at 1/{config.mias_downsample} "
             f"scale, {areas.any(axis=1).mean():.0%} abnormal (target: {config.target})"
+            + _dropped_words(tiles.dropped)
         ),
         provenance=(
             f"mini-MIAS folder {folder}: {tiles.info_path.name} sha256 {info_sum}; {n_films} films, "
@@ -360,6 +361,24 @@ def _load_mias(config: Config, folder: Path) -> TaskData:
             **_standardisation_note(tiles.images[tile_parts[0]]),
         },
     )
+
+
+def _dropped_words(dropped: tuple[int, ...]) -> str:
+    """The description's note on the films left out for an abnormality without a location, '' for none; up
+    to three are named (``notes["dropped_unlocated"]`` lists them all).
+
+    >>> _dropped_words(()), _dropped_words((7,))
+    ('', '; mdb007 left out (an abnormality without a location)')
+    >>> _dropped_words((7, 9)), _dropped_words((7, 9, 12, 30))
+    ('; 2 films left out (an abnormality without a location: mdb007, mdb009)', '; 4 films left out (an abnormality without a location)')
+    """
+    names = [f"mdb{refnum:03d}" for refnum in dropped]
+    if not names:
+        return ""
+    if len(names) == 1:
+        return f"; {names[0]} left out (an abnormality without a location)"
+    listed = f": {', '.join(names)}" if len(names) <= 3 else ""
+    return f"; {len(names)} films left out (an abnormality without a location{listed})"
 
 
 def _task_data(config: Config, splits: tuple[Split, Split, Split], description: str, provenance: str, notes: dict) -> TaskData:

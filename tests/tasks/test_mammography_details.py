@@ -308,7 +308,10 @@ def test_mias_notes_provenance_and_description(mias4):
     assert task.provenance.endswith("; 7 films, 4 women; split by woman with split_seed=0")
     n_tiles = len(task.train) + len(task.val) + len(task.test)
     assert n_tiles == 7 * 48  # 6 of 8 tile columns are breast
-    assert task.description == f"mini-MIAS mammograms as 32x32 tiles at 1/4 scale, {3 / n_tiles:.0%} abnormal (target: patch)"
+    assert task.description == (  # the film left out is named where the run's table starts, not only in config.json
+        f"mini-MIAS mammograms as 32x32 tiles at 1/4 scale, {3 / n_tiles:.0%} abnormal (target: patch); "
+        "mdb007 left out (an abnormality without a location)"
+    )
 
 
 def test_mias_pixel_statistics_are_those_of_the_training_tiles(mias4):
