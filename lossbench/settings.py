@@ -189,6 +189,13 @@ def check_task_data(task: TaskData) -> None:
                 f"and specificity need both to be measured), but its {len(split)} example{'s are all' if len(split) > 1 else ' is'} "
                 f"{'positive' if positives else 'negative'}; give more data, or data with both labels."
             )
+        if task.kind != "binary" and positives in (0, split.y.numel()):
+            unit = "area" if task.kind == "grid" else "label"
+            raise ValueError(
+                f"Expected the {name} split to hold both answers among its {unit}s (a model needs both to learn from, and AUC "
+                f"and sensitivity need both to be measured), but every {unit} of its {len(split)} example"
+                f"{'s' if len(split) > 1 else ''} is {'positive' if positives else 'negative'}; give more data, or data with both labels."
+            )
 
 
 def _check_body_fits(body: MLPBody | CNNBody, example: tuple[int, ...], kind: str, k: int) -> None:

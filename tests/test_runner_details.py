@@ -93,6 +93,20 @@ def test_a_binary_split_of_one_class_only_is_refused(fill, which):
         runner.check_task_data(dataclasses.replace(task, val=one_class))
 
 
+@pytest.mark.parametrize("kind, unit", [("multilabel", "label"), ("grid", "area")])
+@pytest.mark.parametrize("fill, which", [pytest.param(1.0, "positive", id="all-positive"), pytest.param(0.0, "negative", id="all-negative")])
+def test_a_split_whose_every_label_or_area_is_one_answer_is_refused(kind, unit, fill, which):
+    # a mini-MIAS folder of normal films only, on the grid target: no area to learn "abnormal" from, no AUC to measure
+    task = tiny_task(kind)
+    one_answer = dataclasses.replace(task.test, y=torch.full_like(task.test.y, fill))
+    with pytest.raises(ValueError, match=f"Expected the test split to hold both answers among its {unit}s .* every {unit} of its "
+                                         f"{len(task.test)} examples is {which}"):
+        runner.check_task_data(dataclasses.replace(task, test=one_answer))
+    one_positive = task.test.y.clone().fill_(1 - fill)
+    one_positive[0, 0] = fill  # one answer of the other kind is enough
+    runner.check_task_data(dataclasses.replace(task, test=dataclasses.replace(task.test, y=one_positive)))
+
+
 @pytest.mark.parametrize("value", [pytest.param(-1.0, id="negative"), pytest.param(2.0, id="above-one"), pytest.param(0.3, id="soft")])
 def test_targets_that_are_not_labels_are_refused(value):
     # a target of -1 or 2 is no label: BCE and MSE would train towards it, the class index of softmax_ce would be out of
