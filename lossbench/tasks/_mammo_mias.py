@@ -338,6 +338,7 @@ class MiasPatches:
     refnums: np.ndarray  # (n,) int: the mammogram each tile was cut from
     info_path: Path  # the Info.txt that was read
     dropped: tuple[int, ...]  # mammograms left out: an abnormality without a location
+    unlisted: tuple[str, ...] = ()  # PGM files of the folder that Info.txt does not list, so not read (names, sorted)
 
 
 def load_mias(
@@ -354,6 +355,8 @@ def load_mias(
     3. cut image and maps into ``patch x patch`` tiles, row-major from the top-left;
     4. keep a tile when at least ``min_tissue`` of its pixels are breast (grey level above
        ``tissue_level``; the film's surroundings are near black) or when it touches a lesion.
+
+    PGM files that Info.txt does not list are not read (a cut-short Info.txt shows in ``unlisted``).
 
     File names are matched case-insensitively (``Info.txt``, ``mdb001.pgm``).
     """
@@ -390,6 +393,8 @@ def load_mias(
         raise DataError(
             f"{info_path}: Expected at least one mammogram whose abnormalities all have a location, but got none."
         )
+    listed = {f"{mammogram.name}.pgm".lower() for mammogram in info.values()}
+    unlisted = sorted(entry.name for name, entry in entries.items() if name.endswith(".pgm") and name not in listed)
     return MiasPatches(
         images=np.concatenate(images).astype(np.float32),
         masks=np.concatenate(masks),
@@ -397,4 +402,5 @@ def load_mias(
         refnums=np.concatenate(refnums),
         info_path=info_path,
         dropped=tuple(dropped),
+        unlisted=tuple(unlisted),
     )

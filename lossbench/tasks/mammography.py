@@ -33,7 +33,8 @@ defaults below (Adam at 2e-3, 10 epochs: under a minute on a 2-core CPU) gave BC
 surroundings of the breast are dropped; tiles and areas are labelled by overlap with the annotated
 lesion circles (Info.txt's origin is the bottom-left corner). A mammogram with an abnormality whose
 location Info.txt omits (widely spread calcifications) is dropped whole, said in the description and
-listed in ``notes["dropped_unlocated"]``. Splits keep both films of a woman (``mdb001``/``mdb002``) together,
+listed in ``notes["dropped_unlocated"]``; PGM files that Info.txt does not list are left out too, said in the
+description and listed in ``notes["unlisted_pgm"]``. Splits keep both films of a woman (``mdb001``/``mdb002``) together,
 stratified by whether she has an abnormal tile; ``Split.source`` is each tile's reference number.
 
 Inputs are ``(N, 1, patch_size, patch_size)`` float32, standardised with the mean and standard
@@ -349,6 +350,7 @@ def _load_mias(config: Config, folder: Path) -> TaskData:
             f"mini-MIAS mammograms as {config.patch_size}x{config.patch_size} tiles at 1/{config.mias_downsample} "
             f"scale, {areas.any(axis=1).mean():.0%} abnormal (target: {config.target})"
             + _dropped_words(tiles.dropped)
+            + _unlisted_words(tiles.unlisted)
         ),
         provenance=(
             f"mini-MIAS folder {folder}: {tiles.info_path.name} sha256 {info_sum}; {n_films} films, "
@@ -357,6 +359,7 @@ def _load_mias(config: Config, folder: Path) -> TaskData:
         notes={
             "synthetic": False,
             "dropped_unlocated": [f"mdb{r:03d}" for r in tiles.dropped],
+            "unlisted_pgm": list(tiles.unlisted),
             "women": {name: len(p) for name, p in zip(("train", "val", "test"), parts)},
             **_standardisation_note(tiles.images[tile_parts[0]]),
         },
@@ -379,6 +382,21 @@ def _dropped_words(dropped: tuple[int, ...]) -> str:
         return f"; {names[0]} left out (an abnormality without a location)"
     listed = f": {', '.join(names)}" if len(names) <= 3 else ""
     return f"; {len(names)} films left out (an abnormality without a location{listed})"
+
+
+def _unlisted_words(unlisted: tuple[str, ...]) -> str:
+    """The description's note on the folder's PGM files that Info.txt does not list (a cut-short Info.txt), ''
+    for none; up to three are named (``notes["unlisted_pgm"]`` lists them all).
+
+    >>> _unlisted_words(()), _unlisted_words(("mdb321.pgm", "mdb322.pgm"))
+    ('', '; 2 PGM files not in Info.txt left out: mdb321.pgm, mdb322.pgm')
+    >>> _unlisted_words(tuple(f"mdb{n}.pgm" for n in range(300, 322)))
+    '; 22 PGM files not in Info.txt left out'
+    """
+    if not unlisted:
+        return ""
+    listed = f": {', '.join(unlisted)}" if len(unlisted) <= 3 else ""
+    return f"; {len(unlisted)} PGM file{'s' if len(unlisted) > 1 else ''} not in Info.txt left out{listed}"
 
 
 def _task_data(config: Config, splits: tuple[Split, Split, Split], description: str, provenance: str, notes: dict) -> TaskData:

@@ -314,6 +314,20 @@ def test_mias_notes_provenance_and_description(mias4):
     )
 
 
+def test_pgm_files_that_info_txt_does_not_list_are_named_as_left_out(mias4, tmp_path):
+    # a cut-short Info.txt trains on fewer films: the description says so, where the run's table starts
+    folder = tmp_path / "mias"
+    folder.mkdir()
+    for path in mias4.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "MDB009.PGM").write_bytes((mias4 / "mdb008.pgm").read_bytes())
+    (folder / "notes.txt").write_text("not a film")
+    task = mammo.load(mammo.Config(), data=folder)
+    assert task.notes["unlisted_pgm"] == ["MDB009.PGM"]
+    assert task.description.endswith("; mdb007 left out (an abnormality without a location); 1 PGM file not in Info.txt left out: MDB009.PGM")
+    assert mammo.load(mammo.Config(), data=mias4).notes["unlisted_pgm"] == []
+
+
 def test_mias_pixel_statistics_are_those_of_the_training_tiles(mias4):
     task = mammo.load(mammo.Config(), data=mias4)
     tiles = load_mias(mias4, patch=32, downsample=4, min_tissue=0.5, tissue_level=0.1)
