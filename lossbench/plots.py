@@ -578,7 +578,7 @@ def calibration(result: Result, axes: Sequence[Axes] | None = None) -> Figure:
 
     Per probability bin, the points are the mean over seeds of (mean predicted, fraction positive), the
     band the 95% CI of the fraction positive, and the grey bars how many predictions fall in the bin
-    (mean over seeds, read on the right-hand axis). A
+    (mean over the seeds whose predictions are not NaN, read on the right-hand axis). A
     calibrated model lies on the diagonal. The legend gives the expected calibration error,
     ECE = sum over bins of (count / total) * |fraction positive - mean predicted|.
 
@@ -596,7 +596,10 @@ def calibration(result: Result, axes: Sequence[Axes] | None = None) -> Figure:
         mine = frame[frame["loss"] == loss]
         fraction = stats.band(mine, "fraction_positive", ["bin"]).sort_values("bin")
         predicted = stats.band(mine, "mean_predicted", ["bin"]).sort_values("bin")
-        count = stats.band(mine, "count", ["bin"]).sort_values("bin")
+        # a model whose scores are NaN has no predictions to bin (calibration.csv: count 0 in every bin); the mean
+        # count is over the seeds that have them, as the points are
+        scored = mine.groupby("seed")["count"].transform("sum") > 0
+        count = stats.band(mine[scored], "count", ["bin"]).sort_values("bin")
         lows = mine.groupby("bin")["bin_low"].first().reindex(count["bin"]).to_numpy()
         highs = mine.groupby("bin")["bin_high"].first().reindex(count["bin"]).to_numpy()
         # how many predictions fall in each bin, as light bars along the bottom (a quarter of the height),
