@@ -15,7 +15,7 @@ from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
 
 import lossbench
-from lossbench import plots, stats
+from lossbench import plots, stats, thresholds
 from lossbench.tasks import Split
 from tests.conftest import tiny_task
 from tests.test_plots import axes_titled, line
@@ -332,3 +332,31 @@ def test_save_plots_draws_in_as_many_processes_as_asked_at_most_one_per_figure(f
 def test_plot_workers_is_one_per_usable_core_at_most_one_per_figure(monkeypatch, cores, workers):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert plots.plot_workers() == workers
+
+
+@pytest.fixture(scope="module")
+def nan_seed_run() -> lossbench.Result:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return lossbench.compare(tiny_task("binary"), ("bce", "mse"), seeds=3, epochs=2, lr=0.01, device="cpu")
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_count_bars_average_only_the_seeds_whose_models_have_predictions(nan_seed_run):
+    # a model whose scores are NaN is written to calibration.csv as thresholds.calibration gives it: count 0 in every
+    # bin; the bars averaged those zeros in, drawing (seeds - 1) / seeds of the other seeds' counts
+    nan_model = thresholds.calibration(torch.full((1, 5, 1), torch.nan), torch.zeros(5, 1))
+    calibration = nan_seed_run.calibration.copy()
+    gone = (calibration["loss"] == "bce") & (calibration["seed"] == 0)
+    calibration.loc[gone, "count"] = nan_model["count"][0].numpy().astype(int)
+    calibration.loc[gone, ["mean_predicted", "fraction_positive"]] = np.nan
+    fig = plots.calibration(dataclasses.replace(nan_seed_run, calibration=calibration))
+    fig.draw_without_rendering()
+    ax = fig.axes[list(nan_seed_run.losses).index("bce")]
+    (right,) = ax.child_axes
+    per_unit = right.get_ylim()[1] / ax.get_ylim()[1]
+    bars = np.array([p.get_height() for p in ax.patches]) * per_unit
+    scored = calibration[(calibration["loss"] == "bce") & ~gone]
+    np.testing.assert_allclose(bars, scored.groupby("bin")["count"].mean().sort_index().to_numpy())
