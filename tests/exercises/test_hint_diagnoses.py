@@ -158,19 +158,37 @@ def test_a_sum_fails_where_every_label_disagrees_and_a_mean_passes(eps):
     assert not summed.passed and "a sum instead of a mean" in summed.hint
 
 
-def test_the_notebook_says_which_added_eps_the_checker_catches():
+def _exercise_text(name: str) -> str:
     import json
     from pathlib import Path
 
-    notebook = Path(__file__).parents[2] / "notebooks" / "exercises" / "losses_solutions.ipynb"
-    text = "".join("".join(cell["source"]) for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"])
-    assert "catches an added $\\varepsilon$ of\n$10^{-11}$ or more; a smaller one" in text
+    notebook = Path(__file__).parents[2] / "notebooks" / "exercises" / name
+    return "".join("".join(cell["source"]) for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"])
+
+
+def test_the_notebook_says_which_added_eps_the_checker_catches():
+    text = " ".join(_exercise_text("losses_solutions.ipynb").split())
+    assert "catches an added $\\varepsilon$ of $2 \\times 10^{-12}$ or more; one of $10^{-12}$ or less" in text
 
     def added(eps):
         return lambda p, y: -(y * torch.log(p + eps) + (1 - y) * torch.log(1 - p + eps)).mean()
 
-    assert not all(r.passed for r in evaluate("bce_probs", added(1e-11)))
-    assert all(r.passed for r in evaluate("bce_probs", added(1e-12)))
+    for eps in (2e-12, 5e-12, 1e-11, 1e-9):  # caught, from 2e-12 on
+        assert not all(r.passed for r in evaluate("bce_probs", added(eps))), eps
+    for eps in (1e-12, 1e-13):  # passes, wrong as it is
+        assert all(r.passed for r in evaluate("bce_probs", added(eps))), eps
+
+
+def test_the_notebook_says_below_which_clamp_eps_one_minus_eps_rounds_to_one():
+    text = " ".join(_exercise_text("losses_solutions.ipynb").split())
+    assert "An $\\varepsilon$ below about $6 \\times 10^{-17}$ is lost" in text
+    assert "(in float32 the bound is about $3 \\times 10^{-8}$)" in text
+    for dtype, kept, lost in ((torch.float64, 6e-17, 5e-17), (torch.float32, 3e-8, 2.9e-8)):
+        one = torch.tensor(1.0, dtype=dtype)
+        assert one - torch.tensor(kept, dtype=dtype) < 1 and one - torch.tensor(lost, dtype=dtype) == 1, dtype
+    # so a clamp at 1e-16, below the suggested range, still passes, and one at 1e-17 fails
+    assert all(r.passed for r in evaluate("bce_probs", _bce_probs_clamped(1e-16, torch.mean)))
+    assert not all(r.passed for r in evaluate("bce_probs", _bce_probs_clamped(1e-17, torch.mean)))
 
 
 @pytest.mark.parametrize("fn", [
