@@ -37,6 +37,22 @@ def test_the_readme_table_is_what_the_default_titanic_comparison_prints():
     ratio = moved["softmax_ce"] / moved["bce"]
     assert "about 1.6 times as far after Titanic's 100 epochs" in " ".join(README.read_text().split())
     assert ratio.min() > 1.5 and ratio.max() < 1.7 and round(ratio.mean(), 1) == 1.6
+    # the README: "the softmax model's body gradient grows apart from BCE's": equal at the matched start,
+    # larger on every seed after 100 epochs
+    body = result.history.pivot_table(index="seed", columns=["epoch", "loss"], values="grad_body")
+    start, end = body[0], body[100]
+    assert ((start["softmax_ce"] / start["bce"] - 1).abs() < 1e-5).all()
+    assert (end["softmax_ce"] / end["bce"] > 1.2).all(), (end["softmax_ce"] / end["bce"]).to_dict()
+    # the README's Speed section: a default comparison's training step runs from a CPU trace
+    assert result.config["cpu_trace"].startswith("yes: "), result.config["cpu_trace"]
+
+
+def test_the_quick_titanic_comparison_runs_from_a_cpu_trace():
+    # the README: "every run of 100 full minibatches or more is traced ... a quick one (120)" is; the quick
+    # run's 10 epochs of 12 full minibatches: the first step warms the trace up, the other 119 replay it
+    result = lossbench.compare("titanic", quick=True, device="cpu", progress=False)
+    assert "a quick one (120)" in " ".join(README.read_text().split())
+    assert result.config["cpu_trace"] == "yes: 119 steps run from the trace"
 
 
 def test_adam_at_half_the_head_lr_makes_softmax_ce_follow_bce_exactly():
