@@ -75,6 +75,20 @@ def test_adam_at_half_the_head_lr_makes_softmax_ce_follow_bce_exactly():
     assert gap.max() > 1e-3
 
 
+def test_with_weight_decay_the_half_rate_softmax_model_parts_from_bce():
+    # notebook 4: "No weight decay here: the halved rate would halve the head's decay steps too, and the two
+    # models would part". Without decay the half-rate model is BCE's (the test above); with it, under either
+    # optimizer, the test scores differ by far more than rounding
+    task = tiny_task("binary")
+    kwargs = dict(seeds=2, epochs=5, batch_size=16, device="cpu", dtype="float64", overrides={"softmax_ce": {"head_lr_scale": 0.5}})
+    for optimizer, lr in (("adam", 0.05), ("sgd", 0.5)):
+        for decay, apart in ((0.0, False), (0.1, True)):
+            result = lossbench.compare(task, ("softmax_ce", "bce"), optimizer=optimizer, lr=lr, weight_decay=decay, **kwargs).predictions
+            mine = result["models_loss"]
+            gap = np.abs(result["test_scores"][mine == "softmax_ce"] - result["test_scores"][mine == "bce"]).max()
+            assert (gap > 1e-4) if apart else (gap < 1e-10), (optimizer, decay, gap)
+
+
 def test_a_loss_trains_the_same_models_whatever_losses_share_the_comparison():
     # notebook 4 pairs the double-sigmoid models with the BCE models of an earlier, separate comparison:
     # that is only right if a loss's models (weights, minibatches, every number recorded) depend on the
