@@ -135,3 +135,33 @@ def test_an_auc_under_half_is_a_ranking_that_training_made():
                                device="cpu", progress=False)
     auc = result.history.set_index("epoch")["val_auc"]
     assert abs(auc[0] - 0.5) < 0.05 and auc[3] < 0.3, auc.to_dict()
+
+
+def test_softmax_across_labels_gives_the_present_labels_at_least_half_of_the_gradient():
+    # notebook 3: with softmax across the labels and the target y / k, the present labels carry at least half of
+    # sum |dL/dz| on every canvas, whatever the weights; exactly half when every present label scores below its
+    # target 1/k, more once one overshoots it
+    import torch
+
+    from lossbench import gradients, losses
+    from lossbench.models import Head
+
+    torch.manual_seed(0)
+    head = Head("two_logit", "multilabel", 10)
+    seen = {"half": 0, "more": 0}
+    for scale in (0.1, 1.0, 3.0, 10.0):
+        for _ in range(50):
+            y = torch.zeros(1, 10, dtype=torch.float64)
+            y[0, torch.randperm(10)[: int(torch.randint(1, 5, ()))]] = 1.0  # 1 to 4 distinct labels present
+            out = (scale * torch.randn(1, 1, 10, dtype=torch.float64)).requires_grad_()  # (models, canvases, labels)
+            (d_out,) = torch.autograd.grad(losses.get("softmax_ce")(out[0], head.target(y)), out)
+            h = torch.zeros(1, 1, 4, dtype=torch.float64)
+            share = gradients.allocation(head, d_out, h, head.scores(out.detach()), y)["positive_share"].item()
+            p, t = head.scores(out.detach())[0, 0], y[0] / y.sum()
+            if (p[y[0] == 1] < t[y[0] == 1]).all():
+                assert abs(share - 0.5) < 1e-12, share
+                seen["half"] += 1
+            else:
+                assert share > 0.5 - 1e-12, share
+                seen["more"] += share > 0.5 + 1e-6
+    assert seen["half"] > 20 and seen["more"] > 20, seen  # both cases came up
