@@ -165,3 +165,42 @@ def test_softmax_across_labels_gives_the_present_labels_at_least_half_of_the_gra
                 assert share > 0.5 - 1e-12, share
                 seen["more"] += share > 0.5 + 1e-6
     assert seen["half"] > 20 and seen["more"] > 20, seen  # both cases came up
+
+
+def test_a_sigmoid_label_whose_bias_gradient_is_zero_gives_its_present_examples_half_of_its_gradient():
+    # notebook 3's reason to expect the sigmoid heads near one half: each label's bias gradient is the sum of
+    # that label's dL/dz, and where it is zero the present examples' pushes up cancel the absent ones' pushes
+    # down, so each side carries half of the label's sum |dL/dz| (for BCE and for MSE on the sigmoid)
+    import torch
+
+    from lossbench import gradients, losses
+    from lossbench.models import Head
+
+    torch.manual_seed(1)
+    n, k = 60, 4
+    y = (torch.rand(n, k) < torch.tensor([0.1, 0.25, 0.5, 0.8])).double()  # sparse to dense labels
+    z = 2 * torch.randn(n, k, dtype=torch.float64)
+    head = Head("one_logit", "multilabel", k)
+    for loss in ("bce", "mse"):
+        fn = losses.get(loss)
+
+        def dz(bias: torch.Tensor) -> torch.Tensor:
+            out = (z + bias).unsqueeze(0).requires_grad_()  # (models, examples, labels)
+            (grad,) = torch.autograd.grad(fn(out[0], y), out)
+            return grad
+
+        low, high = torch.full((k,), -10.0, dtype=torch.float64), torch.full((k,), 10.0, dtype=torch.float64)
+        for _ in range(200):  # bisection, label by label, on the bias gradient sum_n dL/dz
+            mid = (low + high) / 2
+            positive = dz(mid)[0].sum(dim=0) > 0
+            high, low = torch.where(positive, mid, high), torch.where(positive, low, mid)
+        grad = dz((low + high) / 2)
+        assert grad[0].sum(dim=0).abs().max() < 1e-12
+        g = grad[0].abs()
+        per_label = (g * y).sum(dim=0) / g.sum(dim=0)
+        torch.testing.assert_close(per_label, torch.full((k,), 0.5, dtype=torch.float64))
+        share = gradients.allocation(head, grad, torch.zeros(1, n, 3, dtype=torch.float64), head.scores((z + (low + high) / 2).unsqueeze(0)), y)
+        assert abs(share["positive_share"].item() - 0.5) < 1e-9, (loss, share["positive_share"].item())
+    # and with the biases anywhere else the share is not held at one half
+    free = dz(torch.zeros(k, dtype=torch.float64))[0].abs()
+    assert abs((free * y).sum().item() / free.sum().item() - 0.5) > 0.01
