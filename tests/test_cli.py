@@ -623,3 +623,25 @@ def test_threads_option_is_checked_and_restored(tmp_path):
     assert lossbench.load(tmp_path / "run").config["threads"] == 2
     code, _, err = run(["compare", "--task", "titanic", "--threads", "0"])
     assert code == 2 and "--threads" in err
+
+
+def test_a_students_loss_beside_the_built_in_one_gets_its_own_row_under_it(tmp_path, monkeypatch):
+    # the README's `--losses bce,bce@mine --impl bce@mine=mysolution:...` and the loss exercises' "the table
+    # then has a row `bce@mine` under `bce`"; a right answer trains the same models as the built-in loss
+    (tmp_path / "mysolution.py").write_text(
+        "import torch.nn.functional as F\n\n\ndef bce(logits, target):\n"
+        "    return -(target * F.logsigmoid(logits) + (1 - target) * F.logsigmoid(-logits)).mean()\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, stdout, stderr = run(["compare", "--task", "titanic", "--quick", *FAST, "--no-plots", "--out", tmp_path / "run",
+                                "--losses", "bce,bce@mine", "--impl", "bce@mine=mysolution:bce"])
+    assert code == 0, stderr
+    rows = [line.split() for line in stdout.splitlines() if line.startswith("  bce")]
+    assert [r[0] for r in rows[:2]] == ["bce", "bce@mine"]
+    assert rows[0][1:] == rows[1][1:]  # the same numbers: the same models, trained with the same loss
+    assert "Implementations: bce handwritten, bce@mine mysolution:bce." in stdout
+    root = Path(__file__).resolve().parents[1]
+    assert "--losses bce,bce@mine --impl bce@mine=mysolution:" in (root / "README.md").read_text()
+    exercise = " ".join((root / "notebooks" / "exercises" / "losses_solutions.ipynb").read_text(encoding="utf-8").split())
+    assert "(the table then has a row `bce@mine` under `bce`)" in exercise
