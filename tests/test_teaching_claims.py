@@ -204,3 +204,30 @@ def test_a_sigmoid_label_whose_bias_gradient_is_zero_gives_its_present_examples_
     # and with the biases anywhere else the share is not held at one half
     free = dz(torch.zeros(k, dtype=torch.float64))[0].abs()
     assert abs((free * y).sum().item() / free.sum().item() - 0.5) > 0.01
+
+
+def test_pos_weight_moves_the_best_score_to_wq_over_wq_plus_1_minus_q_keeping_the_order():
+    # notebook 4: with pos_weight w, the score that minimises the expected loss of an example that is positive
+    # with probability q is p* = wq / (wq + 1 - q): order-preserving, and upward when w > 1
+    import torch
+
+    from lossbench import losses
+
+    bce = losses.get("bce")
+    q = torch.linspace(0.02, 0.98, 49, dtype=torch.float64)
+    for w in (0.25, 1.0, 4.88):
+        p_star = w * q / (w * q + 1 - q)
+        z = torch.logit(p_star).requires_grad_()
+
+        def expected(z: torch.Tensor) -> torch.Tensor:  # q of the loss at y = 1 plus (1 - q) of it at y = 0, summed over q
+            ones, zeros = torch.ones_like(z), torch.zeros_like(z)
+            per_one = bce(z, ones, pos_weight=w, reduction="none")
+            per_zero = bce(z, zeros, pos_weight=w, reduction="none")
+            return (q * per_one + (1 - q) * per_zero).sum()
+
+        (grad,) = torch.autograd.grad(expected(z), z)
+        assert grad.abs().max() < 1e-12, (w, grad.abs().max())  # a stationary point of a convex function: the minimum
+        for shift in (-1e-3, 1e-3):
+            assert (expected(z.detach() + shift) > expected(z.detach())).item()
+        assert (p_star.diff() > 0).all()  # order-preserving
+        assert (p_star > q).all() if w > 1 else (p_star < q).all() if w < 1 else torch.allclose(p_star, q)
