@@ -232,3 +232,24 @@ def test_pos_weight_moves_the_best_score_to_wq_over_wq_plus_1_minus_q_keeping_th
             assert (expected(z.detach() + shift) > expected(z.detach())).item()
         assert (p_star.diff() > 0).all()  # order-preserving
         assert (p_star > q).all() if w > 1 else (p_star < q).all() if w < 1 else torch.allclose(p_star, q)
+
+
+def test_a_double_sigmoid_model_that_slides_to_zero_scores_stays_at_log_2():
+    # notebook 4: normal patches always push z down, and once sigmoid(z) is near 0 the factor sigmoid'(z) silences
+    # both pulls; the loss is then log 2 on every patch, above the 0.63 floor a minibatch could reach at best
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    def double_sigmoid_bce(output, target):
+        return F.binary_cross_entropy_with_logits(torch.sigmoid(output), target)
+
+    z = torch.linspace(-8.0, 8.0, 161, dtype=torch.float64, requires_grad=True)
+    double_sigmoid_bce(z, torch.zeros_like(z)).backward()
+    assert (z.grad > 0).all()  # a normal patch pushes z down (gradient descent moves against the gradient) everywhere
+    slid = torch.tensor([-20.0, -20.0], dtype=torch.float64, requires_grad=True)  # an abnormal and a normal patch
+    loss = double_sigmoid_bce(slid, torch.tensor([1.0, 0.0], dtype=torch.float64))
+    loss.backward()
+    assert abs(loss.item() - math.log(2)) < 1e-8
+    assert slid.grad.abs().max().item() < 1e-8  # both the abnormal patch's pull and the normal one's push are gone
