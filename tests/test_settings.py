@@ -456,3 +456,44 @@ def test_the_command_line_and_compare_take_their_run_defaults_from_one_dataclass
         assert getattr(args, name) == given[name].default == getattr(RUN, name), name
     for name in ("dtype", "threshold_points"):
         assert given[name].default == getattr(RUN, name), name
+
+
+# ---------------------------------------------------------------------------------------------
+# The checks one at a time, at their boundaries: the last value taken and the first refused
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_numpy_bool_is_true_or_false_for_a_switch():
+    from lossbench.settings import resolve_config
+
+    cfg = resolve_config("titanic", config={"bias": np.bool_(False)})
+    assert cfg.bias is False
+
+
+@pytest.mark.parametrize("task, config, message", [
+    ("mammography", {"target": "square"}, "Expected `target` to be one of 'patch', 'grid', but got 'square'."),
+    ("titanic", {"optimizer": "rmsprop"}, "Expected `optimizer` to be one of 'adam', 'sgd', but got 'rmsprop'."),
+])
+def test_a_setting_of_fixed_choices_takes_only_those(task, config, message):
+    from lossbench.settings import resolve_config
+
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        resolve_config(task, config=config)
+
+
+def test_the_largest_seed_is_the_largest_int64():
+    from lossbench.settings import resolve_config
+
+    assert resolve_config("titanic", seeds=[2**63 - 1]).seeds == [2**63 - 1]
+    with pytest.raises(ValueError, match=re.escape("Expected each seed to be at most 2**63 - 1 = 9223372036854775807, but got "
+                                                   "9223372036854775808.")):
+        resolve_config("titanic", seeds=[0, 2**63])
+
+
+@pytest.mark.parametrize("lr", [0.0, -0.1, float("inf"), float("nan")])
+def test_a_learning_rate_is_a_finite_positive_number(lr):
+    from lossbench.settings import resolve_config
+
+    with pytest.raises(ValueError, match=f"^{re.escape(f'Expected `lr` to be a positive number, but got {lr!r}.')}$"):
+        resolve_config("titanic", lr=lr)
+    assert resolve_config("titanic", lr=5e-324).lr == 5e-324  # the smallest positive float trains (slowly)
