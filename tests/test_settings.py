@@ -497,3 +497,40 @@ def test_a_learning_rate_is_a_finite_positive_number(lr):
     with pytest.raises(ValueError, match=f"^{re.escape(f'Expected `lr` to be a positive number, but got {lr!r}.')}$"):
         resolve_config("titanic", lr=lr)
     assert resolve_config("titanic", lr=5e-324).lr == 5e-324  # the smallest positive float trains (slowly)
+
+
+def test_an_empty_data_path_is_not_a_path():
+    with pytest.raises(ValueError, match=re.escape("Expected `data` to be None (the shipped or generated data) or the path of a "
+                                                   "file or folder, but got ''.")):
+        lossbench.compare("titanic", data="", **TINY)
+
+
+@pytest.mark.parametrize("split_seed", [0.5, True, -1])
+def test_validate_training_takes_a_split_seed_of_whole_numbers_from_0(split_seed):
+    """Called on a config made by hand, not only on one that resolve_config has typed."""
+    from lossbench.settings import validate_training
+    from lossbench.tasks import TrainingDefaults
+
+    with pytest.raises(ValueError, match=re.escape(f"Expected `split_seed` to be a whole number, 0 or more, but got {split_seed!r}.")):
+        validate_training(TrainingDefaults(split_seed=split_seed))
+    validate_training(TrainingDefaults(split_seed=0))
+
+
+@pytest.mark.parametrize("device", ["cpu:1", "cpu:0", "mps", "meta"])
+def test_a_device_other_than_the_cpu_or_cuda_is_refused(device):
+    from lossbench.settings import resolve_device
+
+    with pytest.raises(ValueError, match=f"^{re.escape(f'Expected `device` to be {chr(39)}auto{chr(39)}, ')}"):
+        resolve_device(device)
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_the_largest_float32_is_a_learning_rate_and_the_next_is_not():
+    from lossbench.runner import resolve_losses
+    from lossbench.settings import check_representable, resolve_config
+
+    largest = torch.finfo(torch.float32).max
+    setups = resolve_losses(["bce"], "handwritten", None, tiny_task("binary"), torch.device("cpu"), torch.float32)
+    check_representable(resolve_config("titanic", lr=largest), setups, torch.float32)
+    with pytest.raises(ValueError, match=re.escape("Expected `lr` to be at most 3.4e+38, the largest float32, but got 3.4e+38.")):
+        check_representable(resolve_config("titanic", lr=float(np.nextafter(largest, np.inf))), setups, torch.float32)
