@@ -534,3 +534,36 @@ def test_the_largest_float32_is_a_learning_rate_and_the_next_is_not():
     check_representable(resolve_config("titanic", lr=largest), setups, torch.float32)
     with pytest.raises(ValueError, match=re.escape("Expected `lr` to be at most 3.4e+38, the largest float32, but got 3.4e+38.")):
         check_representable(resolve_config("titanic", lr=float(np.nextafter(largest, np.inf))), setups, torch.float32)
+
+
+@pytest.mark.parametrize("quick", [1, 0, None])
+def test_quick_is_true_or_false_not_a_number(quick):
+    with pytest.raises(ValueError, match=re.escape(f"Expected `quick` to be True or False, but got {quick!r}.")):
+        lossbench.compare("titanic", quick=quick, **TINY)
+
+
+def test_a_head_learning_rate_past_the_largest_float32_is_refused():
+    """lr and head_lr_scale each fit in float32; their product, the head's learning rate, does not."""
+    with pytest.raises(ValueError, match=re.escape("Expected `lr x head_lr_scale of 'bce'` to be at most 3.4e+38, the largest "
+                                                   "float32, but got 1e+40.")):
+        lossbench.compare("titanic", losses=("bce",), lr=1e20, overrides={"bce": {"head_lr_scale": 1e20}}, **TINY)
+
+
+def test_the_memory_check_counts_the_probe_at_every_area_of_a_grid(monkeypatch):
+    """needed = models x parameters x 4 copies x 4 bytes + seeds x epochs x train x 8 bytes
+    + models x val x (3 x features x positions + inputs) x 4 bytes, in float32."""
+    from lossbench import settings
+    from lossbench.runner import resolve_losses
+
+    monkeypatch.setattr(settings, "_memory_of", lambda device: 2**30)
+    task, cpu, seeds = tiny_task("grid"), torch.device("cpu"), 10**7
+    cfg = settings.resolve_config("mammography", seeds=seeds, epochs=1)
+    setups = resolve_losses(["bce"], "handwritten", None, task, cpu, torch.float32)
+    with pytest.raises(ValueError) as error:
+        settings.check_fits(task, setups, cfg, cpu, torch.float32)
+    parameters = int(re.search(r"models of ([\d,]+) parameters", str(error.value)).group(1).replace(",", ""))
+    features, positions, inputs = task.body.features, 4, 64
+    needed = seeds * (parameters * 4 * 4 + 1 * 48 * 8 + 48 * (3 * features * positions + inputs) * 4)
+    assert str(error.value).startswith(
+        f"Expected the comparison to fit in memory, but 10,000,000 models of {parameters:,} parameters need at least "
+        f"{needed / 1e9:.0f} GB for weights, gradients, optimizer state, batch order and probe, and this CPU has 1 GiB;")
