@@ -567,3 +567,25 @@ def test_the_memory_check_counts_the_probe_at_every_area_of_a_grid(monkeypatch):
     assert str(error.value).startswith(
         f"Expected the comparison to fit in memory, but 10,000,000 models of {parameters:,} parameters need at least "
         f"{needed / 1e9:.0f} GB for weights, gradients, optimizer state, batch order and probe, and this CPU has 1 GiB;")
+
+
+def test_a_split_with_another_number_of_targets_is_refused():
+    from lossbench.settings import check_task_data
+
+    task = tiny_task("binary")
+    two = Split(task.val.x, task.val.y.repeat(1, 2), task.val.source)
+    with pytest.raises(ValueError, match=f"^{re.escape('Expected every split to have inputs (5,) and 1 targets per example, but the val split has (5,) and 2.')}$"):
+        check_task_data(dataclasses.replace(task, val=two))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("binary", "but its 1 example is positive; give more data, or data with both labels."),
+    ("multilabel", "but every label of its 1 example is positive; give more data, or data with both labels."),
+])
+def test_a_split_of_one_example_is_named_in_the_singular(kind, message):
+    from lossbench.settings import check_task_data
+
+    task = tiny_task(kind)
+    one = Split(task.test.x[:1], torch.ones_like(task.test.y[:1]), task.test.source[:1])
+    with pytest.raises(ValueError, match=f"{re.escape(message)}$"):
+        check_task_data(dataclasses.replace(task, test=one))
