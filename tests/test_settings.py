@@ -589,3 +589,17 @@ def test_a_split_of_one_example_is_named_in_the_singular(kind, message):
     one = Split(task.test.x[:1], torch.ones_like(task.test.y[:1]), task.test.source[:1])
     with pytest.raises(ValueError, match=f"{re.escape(message)}$"):
         check_task_data(dataclasses.replace(task, test=one))
+
+
+def test_the_finest_threshold_grid_is_0_0001_apart_and_one_more_point_is_refused():
+    from lossbench import thresholds
+    from lossbench.settings import MAX_THRESHOLD_POINTS, check_run_options
+
+    assert MAX_THRESHOLD_POINTS == 9_801
+    finest = thresholds.threshold_grid(MAX_THRESHOLD_POINTS)
+    assert finest[1].item() == 0.0101 and finest[-2].item() == 0.9899
+    check_run_options(9_801, "accuracy", 1, "batched", True, True, None)
+    check_run_options(2, "accuracy", 1, "batched", True, True, None)
+    with pytest.raises(ValueError, match=re.escape("Expected `threshold_points` to be at most 9,801 (thresholds 0.0001 apart from "
+                                                   "0.01 to 0.99, finer than any split here can tell apart), but got 9,802.")):
+        check_run_options(9_802, "accuracy", 1, "batched", True, True, None)
