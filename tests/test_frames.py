@@ -1,0 +1,37 @@
+"""The Result's tables as assemble() lays them out: one row per model (runs), per model and threshold (thresholds),
+per model and calibration bin (calibration), each row under its own loss and seed."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lossbench
+from lossbench import thresholds
+from tests.conftest import tiny_task
+
+
+@pytest.fixture(scope="module")
+def result():
+    return lossbench.compare(tiny_task("binary"), ("bce", "mse"), seeds=[3, 5], epochs=2, batch_size=16, device="cpu",
+                             threshold_points=7, progress=False)
+
+
+def test_each_models_threshold_rows_sweep_the_whole_grid_in_order(result):
+    grid = thresholds.threshold_grid(7).numpy()
+    table = result.thresholds
+    assert len(table) == 2 * 4 * 7  # splits x models x thresholds
+    for (split, loss, seed), rows in table.groupby(["split", "loss", "seed"]):
+        np.testing.assert_array_equal(rows["threshold"].to_numpy(), grid, err_msg=f"{split} {loss} {seed}")
+    # and its accuracy at each threshold is the one the runs table reports at the best threshold
+    for run in result.runs.itertuples():
+        rows = table[(table.split == "test") & (table.loss == run.loss) & (table.seed == run.seed)]
+        assert rows.loc[np.isclose(rows.threshold, run.best_threshold), "accuracy"].item() == run.test_accuracy_best
+
+
+def test_calibration_bins_run_from_low_to_high_edge(result):
+    table = result.calibration
+    bins = table["bin"].max() + 1
+    for (loss, seed), rows in table.groupby(["loss", "seed"]):
+        np.testing.assert_allclose(rows["bin_low"].to_numpy(), np.arange(bins) / bins)
+        np.testing.assert_allclose(rows["bin_high"].to_numpy(), np.arange(1, bins + 1) / bins)
+        assert rows["count"].sum() == 48 and rows["count"].dtype.kind == "i"  # every test example in one bin
