@@ -35,3 +35,12 @@ def test_calibration_bins_run_from_low_to_high_edge(result):
         np.testing.assert_allclose(rows["bin_low"].to_numpy(), np.arange(bins) / bins)
         np.testing.assert_allclose(rows["bin_high"].to_numpy(), np.arange(1, bins + 1) / bins)
         assert rows["count"].sum() == 48 and rows["count"].dtype.kind == "i"  # every test example in one bin
+
+
+def test_the_summary_has_a_row_per_loss_for_each_metric_and_none_for_the_identity_columns(result):
+    metrics = ["diverged", "final_train_loss", "val_loss", "val_accuracy", "val_auc", "best_threshold", "val_accuracy_best",
+               "test_accuracy", "test_accuracy_best", "test_auc", "test_f1", "test_f1_best", "test_sensitivity",
+               "test_specificity", "test_sensitivity_best", "test_specificity_best", "test_ece"]
+    for loss in ("bce", "mse"):
+        assert result.summary.loc[result.summary.loss == loss, "metric"].tolist() == metrics
+    assert (result.summary.loc[result.summary.metric == "diverged", "mean"] == 0).all()  # a fraction of the seeds

@@ -603,3 +603,25 @@ def test_the_finest_threshold_grid_is_0_0001_apart_and_one_more_point_is_refused
     with pytest.raises(ValueError, match=re.escape("Expected `threshold_points` to be at most 9,801 (thresholds 0.0001 apart from "
                                                    "0.01 to 0.99, finer than any split here can tell apart), but got 9,802.")):
         check_run_options(9_802, "accuracy", 1, "batched", True, True, None)
+
+
+def test_threads_run_from_1_to_8_per_core():
+    import os
+
+    from lossbench.settings import MAX_THREADS, check_run_options
+
+    assert MAX_THREADS == 8 * (os.cpu_count() or 1)
+    for threads in (1, MAX_THREADS):
+        check_run_options(99, "accuracy", 1, "batched", True, True, threads)
+    for threads in (0, MAX_THREADS + 1):
+        with pytest.raises(ValueError, match=re.escape(f"Expected `threads` to be a whole number from 1 to {MAX_THREADS} (8 per "
+                                                       f"core of this machine), but got {threads}.")):
+            check_run_options(99, "accuracy", 1, "batched", True, True, threads)
+
+
+def test_by_default_heads_start_matched_and_99_thresholds_run_from_0_01_to_0_99():
+    """The README's defaults: every loss's first predictions equal, and thresholds 0.01, 0.02, ..., 0.99."""
+    result = lossbench.compare(tiny_task("binary"), ("bce", "mse"), seeds=1, epochs=1, device="cpu", progress=False)
+    assert result.config["head_init"] == "matched" and result.config["threshold_points"] == 99
+    grid = result.thresholds.loc[(result.thresholds.split == "val") & (result.thresholds.loss == "bce"), "threshold"]
+    np.testing.assert_allclose(grid.to_numpy(), np.arange(1, 100) / 100)
