@@ -625,3 +625,12 @@ def test_by_default_heads_start_matched_and_99_thresholds_run_from_0_01_to_0_99(
     assert result.config["head_init"] == "matched" and result.config["threshold_points"] == 99
     grid = result.thresholds.loc[(result.thresholds.split == "val") & (result.thresholds.loss == "bce"), "threshold"]
     np.testing.assert_allclose(grid.to_numpy(), np.arange(1, 100) / 100)
+
+
+def test_a_binary_task_without_a_target_column_is_refused_as_one_without_its_one_output():
+    from lossbench.settings import check_task_data
+
+    task = tiny_task("binary")
+    none = {name: Split(s.x, s.y[:, :0], s.source) for name in ("train", "val", "test") for s in [getattr(task, name)]}
+    with pytest.raises(ValueError, match=re.escape("Expected a binary task to have one output, but its targets have 0; use kind 'multilabel'.")):
+        check_task_data(dataclasses.replace(task, label_names=(), **none))
