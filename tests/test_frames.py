@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import lossbench
 from lossbench import thresholds
@@ -44,3 +45,29 @@ def test_the_summary_has_a_row_per_loss_for_each_metric_and_none_for_the_identit
     for loss in ("bce", "mse"):
         assert result.summary.loc[result.summary.loss == loss, "metric"].tolist() == metrics
     assert (result.summary.loc[result.summary.metric == "diverged", "mean"] == 0).all()  # a fraction of the seeds
+
+
+@pytest.mark.parametrize("value, expected", [
+    pytest.param(np.int64(3), 3, id="numpy-int"),
+    pytest.param(np.float32(0.5), 0.5, id="numpy-float"),
+    pytest.param(np.bool_(True), True, id="numpy-bool"),
+    pytest.param((1, (2, "a")), [1, [2, "a"]], id="nested-tuple"),
+    pytest.param({1: range(2)}, {"1": [0, 1]}, id="int-key"),
+])
+def test_config_values_become_plain_json_values(value, expected):
+    from lossbench.frames import _jsonable
+
+    converted = _jsonable(value)
+    assert converted == expected and type(converted) is type(expected)
+
+
+def test_the_git_commit_is_none_outside_a_git_checkout(monkeypatch):
+    import subprocess
+
+    from lossbench import frames
+
+    def not_a_repository(args, **kwargs):
+        return subprocess.CompletedProcess(args, 128, stdout="", stderr="fatal: not a git repository")
+
+    monkeypatch.setattr(frames.subprocess, "run", not_a_repository)
+    assert frames.environment(torch.device("cpu"))["git_commit"] is None
