@@ -71,3 +71,31 @@ def test_the_git_commit_is_none_outside_a_git_checkout(monkeypatch):
 
     monkeypatch.setattr(frames.subprocess, "run", not_a_repository)
     assert frames.environment(torch.device("cpu"))["git_commit"] is None
+
+
+def test_exact_match_is_a_column_only_with_several_outputs(result):
+    from lossbench.thresholds import METRICS
+
+    one_output = [m for m in METRICS if m != "exact_match"]
+    assert result.thresholds.columns.tolist() == ["loss", "seed", "split", "threshold", *one_output]
+    assert not {"test_exact_match", "test_exact_match_best"} & set(result.runs.columns)
+    import dataclasses
+
+    from lossbench.tasks.base import Split
+
+    four = tiny_task("multilabel")
+    two = dataclasses.replace(four, label_names=four.label_names[:2], **{  # the fewest outputs that are several
+        name: Split(part.x, part.y[:, :2], part.source) for name in ("train", "val", "test") for part in [getattr(four, name)]})
+    several = lossbench.compare(two, ("bce",), seeds=1, epochs=1, device="cpu", threshold_points=3, progress=False)
+    assert several.thresholds.columns.tolist() == ["loss", "seed", "split", "threshold", *METRICS]
+    assert {"test_exact_match", "test_exact_match_best"} <= set(several.runs.columns)
+
+
+def test_task_notes_are_saved_as_plain_json(tmp_path):
+    import dataclasses
+
+    task = dataclasses.replace(tiny_task("binary"), notes={"left_out": ("a", "b"), "count": np.int64(2)})
+    result = lossbench.compare(task, ("bce",), seeds=1, epochs=1, device="cpu", progress=False)
+    assert result.config["task_notes"] == {"left_out": ["a", "b"], "count": 2}
+    result.save(tmp_path / "run")
+    assert lossbench.load(tmp_path / "run").config["task_notes"] == {"left_out": ["a", "b"], "count": 2}
