@@ -345,11 +345,18 @@ def test_mias_tissue_settings_take_both_ends(mias4):
     assert len(task.train) + len(task.val) + len(task.test) == 7 * 48
 
 
-def test_a_comment_right_after_maxval_ends_the_header_with_its_line(tmp_path):
+@pytest.mark.parametrize("header, first", [
     # netpbm allows a comment anywhere before the raster: its bytes are not pixels
+    pytest.param(b"P5\n2 2\n255# scanned 1994\n", 0, id="comment-after-maxval"),
+    # "255\r\n": the file holds one byte more than its pixels, so the "\n" ends the header too
+    pytest.param(b"P5\r\n# converted on Windows\r\n2 2\r\n255\r\n", 0, id="windows-line-ends"),
+    # a lone "\r" ends the header, and a first pixel of 10 ("\n") is a pixel: the file holds no byte more
+    pytest.param(b"P5\r2 2\r255\r", 10, id="carriage-return-then-a-pixel-of-10"),
+])  # fmt: skip
+def test_a_pgm_header_ends_where_its_pixels_begin(tmp_path, header, first):
     path = tmp_path / "mdb001.pgm"
-    path.write_bytes(b"P5\n2 2\n255# scanned 1994\n" + bytes([0, 51, 204, 255]))
-    np.testing.assert_allclose(read_pgm(path, size=2), [[0.0, 0.2], [0.8, 1.0]], rtol=1e-6)
+    path.write_bytes(header + bytes([first, 51, 204, 255]))
+    np.testing.assert_allclose(read_pgm(path, size=2), [[first / 255, 0.2], [0.8, 1.0]], rtol=1e-6)
 
 
 def test_a_lesion_row_without_severity_says_it_got_nothing(tmp_path):
@@ -502,20 +509,6 @@ def test_a_calcification_cluster_is_no_wider_than_its_largest_disc():
         widest = max(widest, np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1)).max())
     assert widest <= 2 * 0.12 * 32 + 2 * 0.8 * np.sqrt(2 * np.log(4))
     assert widest > 2 * 0.09 * 32  # some cluster is near the largest
-
-
-def test_a_pgm_header_with_windows_line_ends_does_not_shift_the_pixels(tmp_path):
-    # "255\r\n": the file holds one byte more than its pixels, so the "\n" ends the header too
-    path = tmp_path / "mdb001.pgm"
-    path.write_bytes(b"P5\r\n# converted on Windows\r\n2 2\r\n255\r\n" + bytes([0, 51, 204, 255]))
-    np.testing.assert_allclose(read_pgm(path, size=2), [[0.0, 0.2], [0.8, 1.0]], rtol=1e-6)
-
-
-def test_a_carriage_return_ending_the_header_before_a_pixel_of_10_stays_one_byte(tmp_path):
-    # a lone "\r" ends the header, and a first pixel of 10 ("\n") is a pixel: the file holds no byte more
-    path = tmp_path / "mdb001.pgm"
-    path.write_bytes(b"P5\r2 2\r255\r" + bytes([10, 51, 204, 255]))
-    np.testing.assert_allclose(read_pgm(path, size=2), [[10 / 255, 0.2], [0.8, 1.0]], rtol=1e-6)
 
 
 def test_a_pgm_holding_two_bytes_a_pixel_under_an_8_bit_maxval_is_refused(tmp_path):
