@@ -241,7 +241,10 @@ def _parse_typed(text: str, hint, what: str):
         raise UsageError(errors[0] if errors else f"Expected {what} to be none, but got {text!r}.")
     if origin in (tuple, list):
         item = args[0] if args else str
-        parts = [part.strip() for part in text.split(",")] if text.strip() else []
+        inner = text.strip()
+        if inner.startswith("[") and inner.endswith("]"):  # channels=[16,32], as Python or JSON would write it
+            inner = inner[1:-1]
+        parts = [part.strip() for part in inner.split(",")] if inner.strip() else []
         if "" in parts:  # 16,,32 is a typo, not (16, 32)
             raise UsageError(f"Expected {what} to be a comma-separated list with a value between every two commas, but got {text!r}.")
         values = [_parse_typed(part, item, what) for part in parts]

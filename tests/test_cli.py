@@ -592,6 +592,11 @@ def test_parse_settings_follows_the_field_types():
     assert cli.parse_settings(["channels=4,8", "upscale=2"], multilabel.Config) == {"channels": (4, 8), "upscale": 2}
     assert cli.parse_settings(["target=grid", "contrast=3"], mammography.Config) == {"target": "grid", "contrast": 3.0}
     assert cli.parse_settings(["bias=false", "lr=0.5"], titanic.Config) == {"bias": False, "lr": 0.5}
+    # a count or a list of seeds; a list in brackets, as Python or JSON writes it, as --seeds and --loss-option take it
+    assert cli.parse_settings(["seeds=3"], titanic.Config) == {"seeds": 3}
+    assert cli.parse_settings(["seeds=3,7"], titanic.Config) == cli.parse_settings(["seeds=[3, 7]"], titanic.Config) == {"seeds": (3, 7)}
+    assert cli.parse_settings(["seeds=[5]"], titanic.Config) == {"seeds": (5,)}
+    assert cli.parse_settings(["channels=[4,8]"], multilabel.Config) == {"channels": (4, 8)}
     with pytest.raises(cli.UsageError, match=r"^Expected --set upscale to be a whole number, but got '1.5'\.$"):
         cli.parse_settings(["upscale=1.5"], multilabel.Config)
     with pytest.raises(cli.UsageError, match=r"^Expected --set KEY=VALUE, as in --set epochs=20, but got 'epochs'\.$"):
