@@ -115,6 +115,9 @@ def test_paired_differences_read_in_plain_words(result):
         pytest.param(0.0, 1e-17, "interval includes 0: no clear difference", id="no-difference-up-to-rounding"),
         pytest.param(0.004, 0.0041, "interval excludes 0: x is higher", id="narrow-but-spread"),
         pytest.param(0.0100, 0.0101, "interval excludes 0: x is higher", id="one-percent-wide-is-spread-not-rounding"),
+        pytest.param(0.0100, 0.010001, "interval excludes 0: x is higher", id="a-ten-thousandth-wide-is-spread-not-rounding"),
+        pytest.param(-0.02, float("nan"), "no interval (fewer than 2 seeds with a value)", id="one-bound-missing"),
+        pytest.param(float("nan"), 0.02, "no interval (fewer than 2 seeds with a value)", id="other-bound-missing"),
     ],
 )
 def test_reading(low, high, expected):

@@ -77,3 +77,28 @@ def test_json_writes_an_infinite_value_as_null():
     doc = json.loads(report.as_json(result))
     assert next(row for row in doc["table"] if row["loss"] == "mse")["final_train_loss"] is None
     assert [row["mean"] for row in doc["summary"] if row["loss"] == "mse" and row["metric"] == "final_train_loss"] == [None]
+
+
+def test_a_training_loss_of_ten_thousand_is_already_huge():
+    # rule: the switch to three significant digits is at 1e4 itself, not just above it
+    assert report._loss_value(1e4) == "1e+04"
+    assert report._loss_value(-1e4) == "-1e+04"
+    assert report._loss_value(9999.9994) == "9999.999"
+
+
+def test_the_heading_names_a_threshold_metric_other_than_accuracy():
+    # rule: the third heading line says by what the best validation threshold was chosen, unless it is accuracy
+    for metric, said in [("balanced_accuracy", "balanced accuracy"), ("f1", "f1")]:
+        line = report.format_table(made_result({"bce": [0.8, 0.81], "mse": [0.7, 0.71]}, threshold_metric=metric)).splitlines()[2]
+        assert line == f"Test split, mean [95% CI] over 2 seeds; the best threshold is chosen on the validation split, by its {said}."
+    line = report.format_table(made_result({"bce": [0.8, 0.81], "mse": [0.7, 0.71]}, threshold_metric="accuracy")).splitlines()[2]
+    assert line == "Test split, mean [95% CI] over 2 seeds; the best threshold is chosen on the validation split."
+
+
+def test_a_summary_without_paired_differences_gives_an_empty_differences_table():
+    # rule: a summary made with no baseline has no diff_* columns; differences() is then empty, not a KeyError
+    result = made_result({"bce": [0.8, 0.81], "mse": [0.7, 0.71]})
+    result.summary = result.summary.drop(columns=["baseline", "diff_mean", "diff_low", "diff_high", "diff_n"])
+    d = report.differences(result)
+    assert d.empty
+    assert list(d.columns) == ["loss", "metric", "baseline", "diff_mean", "diff_low", "diff_high", "n", "reading"]
