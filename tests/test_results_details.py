@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import stat
@@ -208,3 +209,59 @@ def test_a_table_that_cannot_be_read_is_not_called_damaged(tmp_path, monkeypatch
     message = str(caught.value)
     assert message == f"Expected {path / 'runs.csv'} to be a CSV table, but it could not be read: [Errno 13] Permission denied."
     assert results.DAMAGED not in message
+
+
+def test_config_json_is_sorted_indented_text_ending_in_a_newline_with_paths_as_strings(tmp_path):
+    # rule: config.json is json.dumps(config, indent=2, sort_keys=True) plus a newline; values JSON lacks (a Path) as text
+    from pathlib import PurePosixPath
+
+    result = _result()
+    result.config = {"losses": ["bce", "mse"], "baseline": "bce", "data_dir": PurePosixPath("data/titanic")}
+    path = result.save(tmp_path / "run")
+    expected = {"baseline": "bce", "data_dir": "data/titanic", "losses": ["bce", "mse"]}
+    assert (path / "config.json").read_text() == json.dumps(expected, indent=2, sort_keys=True) + "\n"
+    assert results.load(path).config == expected
+
+
+def test_a_summary_lacking_many_metrics_names_four_and_counts_the_rest(tmp_path):
+    # rule: the error names the first four missing metrics of the loss, in the report's order, and how many more
+    result = _result()
+    summary = result.summary
+    kept = summary[summary["loss"] == "bce"]
+    other = kept.iloc[[0, 0]].assign(loss=["bce", "mse"], metric="other")  # mse keeps a row, so the table still has the loss
+    result.summary = pd.concat([kept, other], ignore_index=True)
+    path = result.save(tmp_path / "run")
+    with pytest.raises(ValueError) as caught:
+        results.load(path)
+    assert (f"{path / 'summary.csv'} is incomplete: it has no rows for the metrics test_accuracy, test_accuracy_best, "
+            f"best_threshold, test_auc and 2 more of the loss 'mse'") in str(caught.value)
+
+
+def test_true_or_false_targets_load(tmp_path):
+    # rule: a target array of booleans holds numbers as far as load is concerned
+    result = _result()
+    for key in ("val_targets", "test_targets"):
+        result.predictions[key] = result.predictions[key].astype(bool)
+    loaded = results.load(result.save(tmp_path / "run"))
+    assert loaded.predictions["val_targets"].dtype == np.bool_
+    np.testing.assert_array_equal(loaded.predictions["test_targets"], [[True], [False]])
+
+
+def test_epochs_of_true_in_config_json_is_not_taken_for_one_epoch(tmp_path):
+    # rule: only a whole number (not a JSON true) sets how many history rows each model must have
+    result = _result()
+    result.config = {"losses": ["bce", "mse"], "baseline": "bce", "task_config": {"epochs": True}}
+    assert results.load(result.save(tmp_path / "run")).config["task_config"] == {"epochs": True}
+
+
+def test_seeds_written_as_decimals_are_named_as_whole_seeds(tmp_path):
+    # rule: a history.csv whose seeds read as 0.0 and 3.0 is checked, and named, with seeds 0 and 3
+    result = _result()
+    result.config = {"losses": ["bce", "mse"], "baseline": "bce", "seeds": [0]}
+    path = result.save(tmp_path / "run")
+    history = pd.read_csv(path / "history.csv")
+    extra = history[history["loss"] == "mse"].assign(seed=3)
+    pd.concat([history, extra], ignore_index=True).astype({"seed": float}).to_csv(path / "history.csv", index=False)
+    assert "3.0" in (path / "history.csv").read_text()
+    with pytest.raises(ValueError, match=re.escape("but it has rows for the loss 'mse' with seed 3 (")):
+        results.load(path)
