@@ -116,6 +116,7 @@ def test_paired_differences_read_in_plain_words(result):
         pytest.param(0.004, 0.0041, "interval excludes 0: x is higher", id="narrow-but-spread"),
         pytest.param(0.0100, 0.0101, "interval excludes 0: x is higher", id="one-percent-wide-is-spread-not-rounding"),
         pytest.param(0.0100, 0.010001, "interval excludes 0: x is higher", id="a-ten-thousandth-wide-is-spread-not-rounding"),
+        pytest.param(0.0004, 0.0004, "the same difference on every seed: x is higher on each", id="small-but-not-zero-no-spread"),
         pytest.param(-0.02, float("nan"), "no interval (fewer than 2 seeds with a value)", id="one-bound-missing"),
         pytest.param(float("nan"), 0.02, "no interval (fewer than 2 seeds with a value)", id="other-bound-missing"),
     ],

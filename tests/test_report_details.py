@@ -102,3 +102,36 @@ def test_a_summary_without_paired_differences_gives_an_empty_differences_table()
     d = report.differences(result)
     assert d.empty
     assert list(d.columns) == ["loss", "metric", "baseline", "diff_mean", "diff_low", "diff_high", "n", "reading"]
+
+
+def test_counts_of_none_take_the_plural():
+    # rule: only exactly one takes the singular ("0 epochs", "1 epoch", "2 epochs")
+    assert [report._count(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+
+
+def test_the_report_parts_are_separated_by_one_blank_line_and_no_line_ends_in_spaces():
+    # rule: table, differences and files are blocks with one empty line between; aligned rows carry no trailing padding
+    result = made_result({"bce": [0.8, 0.81], "mse": [0.7, 0.71]})
+    result.directory = Path("runs/x")
+    text = report.format_report(result, [Path("runs/x/config.json")])
+    blocks = text.split("\n\n")
+    assert [block.splitlines()[0] for block in blocks] == [
+        "toy: a toy task", "Paired differences to bce (loss minus bce on the same seeds, mean [95% CI]):", "Wrote runs/x:"]
+    assert all(line == line.rstrip() for line in text.splitlines())
+
+
+def test_json_names_the_run_directory():
+    # rule: "run_dir" is the directory the run was saved to or loaded from, as text
+    result = made_result({"bce": [0.8, 0.81], "mse": [0.7, 0.71]})
+    assert json.loads(report.as_json(result))["run_dir"] is None
+    result.directory = Path("runs/x")
+    assert json.loads(report.as_json(result))["run_dir"] == "runs/x"
+
+
+def test_predictions_that_do_not_say_whose_they_are_name_no_silent_loss():
+    # rule: never_positive needs both the test scores and the models' losses; without the latter it names none
+    import numpy as np
+
+    result = made_result({"bce": [0.8, 0.81], "mse": [0.7, 0.71]})
+    result.predictions = {"test_scores": np.zeros((4, 4, 1))}
+    assert report.never_positive(result) == []
