@@ -265,3 +265,26 @@ def test_seeds_written_as_decimals_are_named_as_whole_seeds(tmp_path):
     assert "3.0" in (path / "history.csv").read_text()
     with pytest.raises(ValueError, match=re.escape("but it has rows for the loss 'mse' with seed 3 (")):
         results.load(path)
+
+
+def test_a_word_in_a_number_column_with_blank_cells_is_named_not_the_blank(tmp_path):
+    # rule: blank cells are missing numbers, allowed; the error names the first cell that is not a number
+    path = _result().save(tmp_path / "run")
+    runs = pd.read_csv(path / "runs.csv")
+    runs["test_auc"] = pd.Series([None, "abc"], dtype=object)
+    runs.to_csv(path / "runs.csv", index=False)
+    with pytest.raises(ValueError, match=re.escape(f"Expected the column test_auc of {path / 'runs.csv'} to hold numbers, but it holds 'abc' (")):
+        results.load(path)
+
+
+def test_an_error_message_ending_in_a_full_stop_is_not_given_two(tmp_path, monkeypatch):
+    # rule: the cause is quoted on one line without its own closing full stop, so the message ends in exactly one
+    path = _result().save(tmp_path / "run")
+
+    def refused(*args, **kwargs):
+        raise OSError("The disk\n   went away.")
+
+    monkeypatch.setattr(results.pd, "read_csv", refused)
+    with pytest.raises(ValueError) as caught:
+        results.load(path)
+    assert str(caught.value) == f"Expected {path / 'runs.csv'} to be a CSV table, but it could not be read: The disk went away."
