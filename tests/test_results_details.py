@@ -288,3 +288,13 @@ def test_an_error_message_ending_in_a_full_stop_is_not_given_two(tmp_path, monke
     with pytest.raises(ValueError) as caught:
         results.load(path)
     assert str(caught.value) == f"Expected {path / 'runs.csv'} to be a CSV table, but it could not be read: The disk went away."
+
+
+def test_predictions_that_start_like_a_zip_but_are_not_one_are_said_to_be_no_zip_file(tmp_path):
+    # rule: only a zip file's own first bytes (an entry, or an empty archive) count as a zip; "PK" alone does not
+    path = _result().save(tmp_path / "run")
+    (path / "predictions.npz").write_bytes(b"PK, said the text file")
+    with pytest.raises(ValueError) as caught:
+        results.load(path)
+    assert str(caught.value) == (f"Expected {path / 'predictions.npz'} to be a .npz archive of the predictions (a zip file, as numpy.savez "
+                                 f"writes), but it is not a zip file ({results.DAMAGED}).")
