@@ -97,15 +97,23 @@ def _positive(kind: type, what: str, at_most: float = float("inf")) -> Callable[
     return parse
 
 
+def _unbracketed(text: str) -> str:
+    """A list's text without the brackets Python or JSON would write around it: ``[3, 7]`` -> ``3, 7``.
+
+    >>> _unbracketed(" [3, 7] "), _unbracketed("3,7"), _unbracketed("[3")
+    ('3, 7', '3,7', '[3')
+    """
+    inner = text.strip()
+    return inner[1:-1] if inner.startswith("[") and inner.endswith("]") else inner
+
+
 def _seeds(text: str) -> int | tuple[int, ...]:
     """An argparse type for ``--seeds``: a count N (seeds 0..N-1), or the seeds themselves, comma-separated.
 
     >>> _seeds("5"), _seeds("3,7"), _seeds("[3, 7]")
     (5, (3, 7), (3, 7))
     """
-    inner = text.strip()
-    if inner.startswith("[") and inner.endswith("]"):
-        inner = inner[1:-1]
+    inner = _unbracketed(text)
     if "," not in inner:
         return _positive(int, "--seeds")(inner)
     try:
@@ -241,9 +249,7 @@ def _parse_typed(text: str, hint, what: str):
         raise UsageError(errors[0] if errors else f"Expected {what} to be none, but got {text!r}.")
     if origin in (tuple, list):
         item = args[0] if args else str
-        inner = text.strip()
-        if inner.startswith("[") and inner.endswith("]"):  # channels=[16,32], as Python or JSON would write it
-            inner = inner[1:-1]
+        inner = _unbracketed(text)  # channels=[16,32] as well as channels=16,32
         parts = [part.strip() for part in inner.split(",")] if inner.strip() else []
         if "" in parts:  # 16,,32 is a typo, not (16, 32)
             raise UsageError(f"Expected {what} to be a comma-separated list with a value between every two commas, but got {text!r}.")
@@ -311,11 +317,9 @@ def _option_value(text: str):
     if lowered in ("none", "null"):
         return None
     try:
-        inner = text.strip()
-        if inner.startswith("[") and inner.endswith("]"):  # weight=[1,3], as Python or JSON would write it
-            return [float(part) for part in inner[1:-1].split(",")]
-        if "," in text:
-            return [float(part) for part in text.split(",")]
+        inner = _unbracketed(text)
+        if inner != text.strip() or "," in inner:  # weight=[1,3], weight=1,3 and weight=[2] are lists
+            return [float(part) for part in inner.split(",")]
         return float(text)
     except ValueError:
         return text
