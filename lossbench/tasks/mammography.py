@@ -44,6 +44,7 @@ deviation of the training split's pixels. The body is ``CNNBody(1, patch_size, c
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -349,8 +350,8 @@ def _load_mias(config: Config, folder: Path) -> TaskData:
         description=(
             f"mini-MIAS mammograms as {config.patch_size}x{config.patch_size} tiles at 1/{config.mias_downsample} "
             f"scale, {areas.any(axis=1).mean():.0%} abnormal (target: {config.target})"
-            + _dropped_words(tiles.dropped)
-            + _unlisted_words(tiles.unlisted)
+            + _left_out_words([f"mdb{refnum:03d}" for refnum in tiles.dropped], "films", "an abnormality without a location")
+            + _left_out_words(tiles.unlisted, "PGM files", "not in Info.txt")
         ),
         provenance=(
             f"mini-MIAS folder {folder}: {tiles.info_path.name} sha256 {info_sum}; {n_films} films, "
@@ -366,37 +367,25 @@ def _load_mias(config: Config, folder: Path) -> TaskData:
     )
 
 
-def _dropped_words(dropped: tuple[int, ...]) -> str:
-    """The description's note on the films left out for an abnormality without a location, '' for none; up
-    to three are named (``notes["dropped_unlocated"]`` lists them all).
+def _left_out_words(names: Sequence[str], kind: str, why: str) -> str:
+    """The description's note on what the loader left out and why, '' for nothing; up to three are named
+    (the task's notes list them all: ``dropped_unlocated``, ``unlisted_pgm``).
 
-    >>> _dropped_words(()), _dropped_words((7,))
-    ('', '; mdb007 left out (an abnormality without a location)')
-    >>> _dropped_words((7, 9)), _dropped_words((7, 9, 12, 30))
-    ('; 2 films left out (an abnormality without a location: mdb007, mdb009)', '; 4 films left out (an abnormality without a location)')
+    >>> _left_out_words([], "films", "an abnormality without a location")
+    ''
+    >>> _left_out_words(["mdb007"], "films", "an abnormality without a location")
+    '; mdb007 left out (an abnormality without a location)'
+    >>> _left_out_words(["mdb321.pgm", "mdb322.pgm"], "PGM files", "not in Info.txt")
+    '; 2 PGM files left out (not in Info.txt: mdb321.pgm, mdb322.pgm)'
+    >>> _left_out_words([f"mdb{n}" for n in range(7, 11)], "films", "an abnormality without a location")
+    '; 4 films left out (an abnormality without a location)'
     """
-    names = [f"mdb{refnum:03d}" for refnum in dropped]
     if not names:
         return ""
     if len(names) == 1:
-        return f"; {names[0]} left out (an abnormality without a location)"
+        return f"; {names[0]} left out ({why})"
     listed = f": {', '.join(names)}" if len(names) <= 3 else ""
-    return f"; {len(names)} films left out (an abnormality without a location{listed})"
-
-
-def _unlisted_words(unlisted: tuple[str, ...]) -> str:
-    """The description's note on the folder's PGM files that Info.txt does not list (a cut-short Info.txt), ''
-    for none; up to three are named (``notes["unlisted_pgm"]`` lists them all).
-
-    >>> _unlisted_words(()), _unlisted_words(("mdb321.pgm", "mdb322.pgm"))
-    ('', '; 2 PGM files not in Info.txt left out: mdb321.pgm, mdb322.pgm')
-    >>> _unlisted_words(tuple(f"mdb{n}.pgm" for n in range(300, 322)))
-    '; 22 PGM files not in Info.txt left out'
-    """
-    if not unlisted:
-        return ""
-    listed = f": {', '.join(unlisted)}" if len(unlisted) <= 3 else ""
-    return f"; {len(unlisted)} PGM file{'s' if len(unlisted) > 1 else ''} not in Info.txt left out{listed}"
+    return f"; {len(names)} {kind} left out ({why}{listed})"
 
 
 def _task_data(config: Config, splits: tuple[Split, Split, Split], description: str, provenance: str, notes: dict) -> TaskData:

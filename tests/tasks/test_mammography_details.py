@@ -324,7 +324,7 @@ def test_pgm_files_that_info_txt_does_not_list_are_named_as_left_out(mias4, tmp_
     (folder / "notes.txt").write_text("not a film")
     task = mammo.load(mammo.Config(), data=folder)
     assert task.notes["unlisted_pgm"] == ["MDB009.PGM"]
-    assert task.description.endswith("; mdb007 left out (an abnormality without a location); 1 PGM file not in Info.txt left out: MDB009.PGM")
+    assert task.description.endswith("; mdb007 left out (an abnormality without a location); MDB009.PGM left out (not in Info.txt)")
     assert mammo.load(mammo.Config(), data=mias4).notes["unlisted_pgm"] == []
 
 
