@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -262,6 +263,8 @@ def test_the_program_ignores_ctrl_c_once_its_command_is_done(monkeypatch):
     events = []
     monkeypatch.setattr(cli, "main", lambda: events.append("main") or 3)
     monkeypatch.setattr(cli.signal, "signal", lambda sig, handler: events.append((sig, handler)))
+    _only_these_threads(monkeypatch, [])
+    monkeypatch.setattr(cli.os, "_exit", _hard_exit)
     with pytest.raises(SystemExit) as done:
         cli.run()
     assert done.value.code == 3
@@ -270,6 +273,20 @@ def test_the_program_ignores_ctrl_c_once_its_command_is_done(monkeypatch):
 
 class _HardExit(Exception):
     """os._exit(code), raised instead, so that the test process lives on."""
+
+
+def _hard_exit(code: int) -> typing.NoReturn:
+    raise _HardExit(code)
+
+
+def _only_these_threads(monkeypatch, threads: list) -> None:
+    """run() sees the main thread and ``threads`` only. The test process may hold threads of its own: torch.compile,
+    with a cold cache, leaves a thread pool running; seen by run(), it made run() call the real os._exit(3)."""
+    import threading
+
+    everything = threading.enumerate
+    monkeypatch.setattr(cli.threading, "enumerate",
+                        lambda: [t for t in everything() if t is threading.main_thread() or t in threads])
 
 
 def _run_leaving(monkeypatch, names: list[str], daemon: bool = False, code: int = 0) -> tuple[str, int]:
@@ -285,12 +302,10 @@ def _run_leaving(monkeypatch, names: list[str], daemon: bool = False, code: int 
             thread.start()
         return code
 
-    def hard_exit(code):
-        raise _HardExit(code)
-
     monkeypatch.setattr(cli, "main", command)
     monkeypatch.setattr(cli.signal, "signal", lambda sig, handler: None)
-    monkeypatch.setattr(cli.os, "_exit", hard_exit)
+    monkeypatch.setattr(cli.os, "_exit", _hard_exit)
+    _only_these_threads(monkeypatch, threads)
     try:
         cli.run()
     except _HardExit as done:
