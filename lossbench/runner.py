@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+import typing
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ from lossbench.results import Result
 from lossbench.settings import (
     RUN,
     HeadInit,
+    Precision,
     check_arguments,
     check_fits,
     check_representable,
@@ -938,9 +940,9 @@ def compare(
     config: Mapping | None = None,
     quick: bool = False,
     device: str = RUN.device,
-    dtype: Literal["float32", "float64"] = RUN.dtype,
+    dtype: Precision = RUN.dtype,
     threshold_points: int = RUN.threshold_points,
-    threshold_metric: Literal["accuracy", "balanced_accuracy", "f1", "exact_match"] = RUN.threshold_metric,
+    threshold_metric: thr.SelectionMetric = RUN.threshold_metric,
     progress: bool | Callable[[ProgressReport], None] = False,
     engine: Literal["batched", "loop"] = "batched",
     threads: int | None = None,
@@ -997,7 +999,7 @@ def compare(
             raise ValueError(f"The {task} task loaded {source} cannot be trained on: {err}") from None
     else:
         raise ValueError(f"Expected `task` to be a task name ({', '.join(task_names())}) or a TaskData, but got {task!r}.")
-    if dtype not in ("float32", "float64"):
+    if dtype not in typing.get_args(Precision):
         raise ValueError(f"Expected `dtype` to be 'float32' or 'float64', but got {dtype!r}.")
     torch_dtype = getattr(torch, dtype)
     dev = resolve_device(str(device))

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 HeadInit = Literal["matched", "independent"]
 """How heads start: ``matched`` (every loss's first predictions equal) or ``independent`` (each drawn on its own)."""
 
+Precision = Literal["float32", "float64"]
+"""The models' floating-point type: float32, or float64 where a test compares engines to 1e-6."""
+
 
 @dataclass(frozen=True)
 class RunDefaults:
@@ -35,9 +38,9 @@ class RunDefaults:
     impl: str = "handwritten"  # from first principles; "naive" or "reference" (torch.nn.functional) to compare
     head_init: HeadInit = "matched"  # every loss's first predictions equal
     device: str = "auto"  # CUDA when present, else the CPU
-    dtype: Literal["float32", "float64"] = "float32"
+    dtype: Precision = "float32"
     threshold_points: int = 99  # thresholds 0.01, 0.02, ..., 0.99
-    threshold_metric: Literal["accuracy", "balanced_accuracy", "f1", "exact_match"] = "accuracy"  # what the best threshold maximises
+    threshold_metric: thr.SelectionMetric = "accuracy"  # what the best threshold maximises
 
 
 RUN = RunDefaults()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -104,7 +104,8 @@ def sweep(scores: torch.Tensor, y: torch.Tensor, thresholds: torch.Tensor) -> di
     return {name: torch.stack(values, dim=1).masked_fill(undefined, torch.nan) for name, values in out.items()}
 
 
-SELECTION_METRICS = ("accuracy", "balanced_accuracy", "f1", "exact_match")
+SelectionMetric = Literal["accuracy", "balanced_accuracy", "f1", "exact_match"]
+SELECTION_METRICS: tuple[str, ...] = get_args(SelectionMetric)
 """What the best threshold can maximise on the validation split: accuracy (the default), balanced accuracy
 (the mean of sensitivity and specificity, which a rare positive class cannot dominate), F1, or, with
 several outputs, exact match."""
