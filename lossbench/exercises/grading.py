@@ -7,10 +7,10 @@ exercise's function under the exercise's name (`def bce(logits, target)` for `bc
 1. the child is forked from a server that has already imported torch and the checker
    (multiprocessing's forkserver), so a submission costs a fraction of a second, not the
    seconds of importing torch;
-2. the child sets its limits with `resource.setrlimit`: address space (`memory_mb`, default
-   2048 MiB; importing torch alone maps about 0.6 GiB, the forked child with lossbench about
-   0.87 GiB, so a submission has more than 1 GiB to itself) and CPU time (the timeout plus one
-   second, a backstop); the parent kills its process group when the wall-clock `timeout` runs
+2. the child sets its limits with `resource.setrlimit`: address space (the child's own when it
+   starts, plus `memory_mb` for the submission, default 1024 MiB: the start is about 0.9 GiB with a
+   CPU build of torch and 3 GiB with a CUDA build, whose libraries map more, so the allowance is
+   counted from there) and CPU time (the timeout plus one second, a backstop); the parent kills its process group when the wall-clock `timeout` runs
    out, counted from the moment the child is ready (so a slow start is never the student's),
    and kills that group after every submission, so that no process it started outlives it;
    The size of any file it writes, its stderr included, is limited too (`FILE_LIMIT_MB`), so that
@@ -64,8 +64,8 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT_S = 60.0
 MAX_TIMEOUT_S = 86400.0  # a day; far larger values overflow the waits and the CPU-time limit
-DEFAULT_MEMORY_MB = 2048  # measured: a child forked after importing torch and lossbench maps ~870 MiB
-MIN_MEMORY_MB = 1024
+DEFAULT_MEMORY_MB = 1024  # a submission's allowance, on top of the address space its process starts with
+MIN_MEMORY_MB = 256  # the checker's own cases need some of it
 MAX_MEMORY_MB = 2**20  # 1 TiB; far larger values overflow the address-space limit
 FILE_LIMIT_MB = 64  # the largest file a submission may write, its stderr included: past it a write fails ("File too large")
 STDERR_READ_BYTES = 64 * 1024  # of a submission's stderr the parent reads only the start and the end, this much of each
@@ -154,10 +154,24 @@ class _Unreadable(Exception):
     """A submission file that is not a notebook at all: nothing of it ran."""
 
 
+def _address_space() -> int:
+    """The bytes of address space this process maps now (Linux's /proc/self/statm; 0 where it cannot be read).
+
+    >>> _address_space() > 2**20  # a Python process with torch loaded maps hundreds of MiB
+    True
+    """
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _set_limits(timeout: float, memory_mb: int) -> None:
     import resource
 
-    limit = memory_mb * 2**20
+    # counted from what the process maps already: torch's libraries alone map 0.6 GiB (a CPU build) to 3 GiB (CUDA)
+    limit = _address_space() + memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the file limit fails with an error instead of killing
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_LIMIT_MB * 2**20, FILE_LIMIT_MB * 2**20))
@@ -387,9 +401,8 @@ def grade(submissions: Path | str, exercise: str, timeout: float = DEFAULT_TIMEO
                          f"but got {timeout!r}.")
     whole = isinstance(memory_mb, numbers.Integral) and not isinstance(memory_mb, bool)
     if not (whole and MIN_MEMORY_MB <= memory_mb <= MAX_MEMORY_MB):  # a whole number: setrlimit takes no float
-        raise ValueError(f"Expected `memory_mb` to be a whole number of MiB, at least {MIN_MEMORY_MB} (a child starts at about 0.9 GiB "
-                         f"of address space: torch and lossbench) and at most {MAX_MEMORY_MB} (1 TiB), "
-                         f"but got {memory_mb!r}.")
+        raise ValueError(f"Expected `memory_mb` to be a whole number of MiB, at least {MIN_MEMORY_MB} (the checker's own cases need "
+                         f"some of it) and at most {MAX_MEMORY_MB} (1 TiB), but got {memory_mb!r}.")
     memory_mb = int(memory_mb)  # numpy's integers too
     seed = fresh_seed() if seed is None else seed
     check_seed(seed)  # not in each child: a seed torch cannot take is the grader's mistake, not the students'

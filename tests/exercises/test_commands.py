@@ -306,7 +306,7 @@ def assert_one_line_error(capsys, command: str, message: str) -> None:
     ("--timeout", "nan", "Expected --timeout to be a positive number of seconds, at most 86400 (a day), but got nan."),
     ("--timeout", "1e12", "Expected --timeout to be a positive number of seconds, at most 86400 (a day), but got 1"),
     ("--timeout", "0", "Expected --timeout to be a positive number of seconds, at most 86400 (a day), but got 0.0."),
-    ("--memory-mb", "512", "Expected --memory-mb to be a whole number of MiB, at least 1024"),
+    ("--memory-mb", "255", "Expected --memory-mb to be a whole number of MiB, at least 256"),
     ("--memory-mb", "99999999999999", "and at most 1048576 (1 TiB), but got 99999999999999."),
 ])
 def test_grade_checks_its_limits_before_grading(one_submission, tmp_path, capsys, option, value, message):

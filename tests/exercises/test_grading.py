@@ -57,7 +57,7 @@ def bce(logits, target):
 import torch
 
 def bce(logits, target):
-    return torch.ones(2**29, dtype=torch.float64).sum()  # 4 GiB: over the 2 GiB address-space limit
+    return torch.ones(2**29, dtype=torch.float64).sum()  # 4 GiB: over the default allowance of 1 GiB
 """,
     "crash.py": """
 import os
@@ -196,7 +196,7 @@ def test_the_memory_limit_stops_a_hog_without_stopping_the_batch(gradebook):
     row = total(frame, "hog.py")
     assert row.score == 0.0
     assert row.reason.startswith("raised RuntimeError:") and "can't allocate memory" in row.reason
-    assert "(the memory limit, 2048 MiB)" in row.reason  # the error alone does not say which limit
+    assert "(the memory limit, 1024 MiB)" in row.reason  # the error alone does not say which limit
 
 
 def test_writing_to_stderr_is_reported_but_costs_no_points(gradebook):
@@ -234,8 +234,8 @@ def test_bad_arguments_are_value_errors(tmp_path):
         with pytest.raises(ValueError, match=r"^Expected `timeout` to be a positive number of seconds, at most 86400 "
                                              r"\(a day\), but got "):
             grading.grade(tmp_path, "bce", timeout=timeout)
-    for memory_mb in (512, 2**40, 2048.0, True):  # a float reached setrlimit in every child: all scored 0
-        with pytest.raises(ValueError, match=r"^Expected `memory_mb` to be a whole number of MiB, at least 1024 .* and at most 1048576"):
+    for memory_mb in (255, 2**40, 2048.0, True):  # a float reached setrlimit in every child: all scored 0
+        with pytest.raises(ValueError, match=r"^Expected `memory_mb` to be a whole number of MiB, at least 256 .* and at most 1048576"):
             grading.grade(tmp_path, "bce", memory_mb=memory_mb)
     with pytest.raises(ValueError, match=r"^Expected `name` to be one of"):
         grading.grade(tmp_path, "bcee")

@@ -76,10 +76,46 @@ def test_the_largest_and_smallest_limits_are_accepted(tmp_path):
 
 
 def test_grade_s_defaults_are_the_documented_ones():
-    # a notebook user calls grade() without limits: 60 s and 2048 MiB, as the module docstring and `grade --help` say
+    # a notebook user calls grade() without limits: 60 s and 1024 MiB, as the module docstring and `grade --help` say
     defaults = {name: p.default for name, p in inspect.signature(grading.grade).parameters.items()}
-    assert (defaults["timeout"], defaults["memory_mb"], defaults["seed"]) == (60.0, 2048, None)
-    assert (grading.DEFAULT_TIMEOUT_S, grading.DEFAULT_MEMORY_MB) == (60.0, 2048)
+    assert (defaults["timeout"], defaults["memory_mb"], defaults["seed"]) == (60.0, 1024, None)
+    assert (grading.DEFAULT_TIMEOUT_S, grading.DEFAULT_MEMORY_MB) == (60.0, 1024)
+
+
+def _allocate_under_limits(memory_mb: int, conn) -> None:
+    """In a forked process: map 3 GiB of address space (as a CUDA build of torch does), set the limits, try two allocations."""
+    import mmap
+
+    import torch
+
+    try:
+        reserved = mmap.mmap(-1, 3 * 2**30, prot=0)  # PROT_NONE: address space only, no memory is used
+        grading._set_limits(30.0, memory_mb)
+        outcomes = []
+        for mib in (memory_mb // 2, 2 * memory_mb):
+            try:
+                torch.empty(mib * 2**20, dtype=torch.uint8)
+                outcomes.append("allocated")
+            except RuntimeError as err:
+                outcomes.append("refused" if "can't allocate memory" in str(err) else str(err))
+        reserved.close()
+        conn.send(outcomes)
+    except BaseException as err:  # said to the test, which would otherwise wait for an answer
+        conn.send(repr(err))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the address space from /proc")
+def test_the_memory_allowance_is_counted_from_what_the_process_maps_when_it_starts():
+    # A CUDA build of torch maps about 3 GiB before a submission runs: a limit on the whole address space of
+    # 2 GiB left no room, and every submission, right ones too, failed with MemoryError.
+    import multiprocessing
+
+    parent, child = multiprocessing.get_context("fork").Pipe()
+    proc = multiprocessing.get_context("fork").Process(target=_allocate_under_limits, args=(512, child))
+    proc.start()
+    outcomes = parent.recv() if parent.poll(60) else "no answer"
+    proc.join(60)
+    assert outcomes == ["allocated", "refused"]  # half the allowance fits on top of the 3 GiB, twice it does not
 
 
 def test_find_submissions_skips_a_folder_named_like_a_submission(tmp_path):
@@ -98,9 +134,11 @@ GRADED_AS_LOSS = {  # graded with function="loss"
                      "sys.stderr.flush()\nos._exit(3)\n",
     "long_error.py": "raise ValueError('x' * 300)\n",
     "missing.py": RIGHT.format(name="bce"),
-    "limits.py": "import os, resource, sys\n"
-                 "print(f'stdout {os.readlink(\"/proc/self/fd/1\")}, '\n"
-                 "      f'{resource.getrlimit(resource.RLIMIT_AS)[0] >> 20} MiB', file=sys.stderr)\n" + RIGHT.format(name="loss"),
+    "limits.py": "import os, resource, sys\n"  # the address space left to it, to the nearest 128 MiB
+                 "from lossbench.exercises.grading import _address_space\n"
+                 "spare = (resource.getrlimit(resource.RLIMIT_AS)[0] - _address_space()) >> 20\n"
+                 "print(f'stdout {os.readlink(\"/proc/self/fd/1\")}, {round(spare / 128) * 128} MiB to spare', file=sys.stderr)\n"
+                 + RIGHT.format(name="loss"),
 }
 
 
@@ -131,8 +169,9 @@ def test_a_failing_child_gets_zero_and_its_reason(loss_gradebook, submission, re
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/fd/1"), reason="reads where stdout goes from /proc")
 def test_a_child_s_stdout_goes_to_dev_null_under_the_default_memory_limit(loss_gradebook):
-    # a student's prints must not reach the instructor's terminal; no memory_mb given: the default, 2048 MiB
-    assert loss_gradebook["limits.py"] == (1.0, "wrote to stderr: stdout /dev/null, 2048 MiB")
+    # a student's prints must not reach the instructor's terminal; no memory_mb given: the default, 1024 MiB on top
+    # of what the process held when it started (torch's libraries: 0.6 GiB of a CPU build, 3 GiB of a CUDA build)
+    assert loss_gradebook["limits.py"] == (1.0, "wrote to stderr: stdout /dev/null, 1024 MiB to spare")
 
 
 def test_a_notebook_s_magics_and_raw_cells_are_not_run_as_python(loss_gradebook):
