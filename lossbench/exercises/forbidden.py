@@ -28,7 +28,7 @@ from __future__ import annotations
 import importlib
 import sys
 from dataclasses import dataclass
-from types import FrameType, TracebackType
+from types import CodeType, FrameType, TracebackType
 from typing import Any, Callable
 
 import torch
@@ -62,6 +62,47 @@ def _resolve(dotted: str) -> Any | None:
                 return None
         return obj
     return None
+
+
+def _qualname(frame: FrameType) -> str:
+    """The running function's name with its class, `Categorical.__init__`, as the student would look it up.
+
+    Python 3.11 keeps it on the code object; on 3.10 it is looked up among the names of the function's
+    module (:func:`_look_up_qualname`).
+
+    >>> class Loss:
+    ...     def forward(self):
+    ...         return _qualname(sys._getframe())
+    >>> Loss().forward().endswith("Loss.forward")
+    True
+    """
+    code = frame.f_code
+    if hasattr(code, "co_qualname"):  # Python 3.11 and later
+        return code.co_qualname
+    return _look_up_qualname(code, frame.f_globals)
+
+
+def _look_up_qualname(code: CodeType, names: dict[str, Any]) -> str:
+    """The qualified name of the function whose code is `code`: a function in `names` (a module's globals), or a
+    method, classmethod, staticmethod or property of a class in it; the bare name where none is found.
+
+    >>> class Loss:
+    ...     def forward(self): ...
+    ...     @classmethod
+    ...     def make(cls): ...
+    ...     @property
+    ...     def scale(self): ...
+    >>> [_look_up_qualname(f.__code__, {"Loss": Loss}) for f in (Loss.forward, Loss.make.__func__, Loss.scale.fget)]
+    ['Loss.forward', 'Loss.make', 'Loss.scale']
+    >>> _look_up_qualname(Loss.forward.__code__, {})
+    'forward'
+    """
+    for value in list(names.values()):
+        for candidate in [value] + (list(vars(value).values()) if isinstance(value, type) else []):
+            function = getattr(candidate, "__func__", getattr(candidate, "fget", candidate))  # a classmethod, a property
+            if getattr(function, "__code__", None) is code:
+                return function.__qualname__
+    return code.co_name
 
 
 class _FunctionRecorder(TorchFunctionMode):
@@ -152,7 +193,7 @@ class CallRecorder:
         # only functions: not a module's own code run by an import, nor the code a dataclass generates.
         if event == "call" and self._in_forbidden_module(frame) and not self._in_forbidden_module(frame.f_back):
             code = frame.f_code
-            qualname = getattr(code, "co_qualname", code.co_name)
+            qualname = _qualname(frame)
             if code.co_name.startswith("<") or "__create_fn__" in qualname:
                 return
             name = f"{frame.f_globals['__name__']}.{qualname}"
