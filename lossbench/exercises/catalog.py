@@ -214,6 +214,21 @@ def _near_but_not_exact(case: cs.Case, actual: Any) -> bool:
     return math.isfinite(a) and abs(a - e) <= 1e-2 * abs(e) and not close(a, e)
 
 
+def _slopes_at_zero() -> str:
+    """The slopes this torch's autograd gives |z|, z.clamp(min=0) and torch.relu at z = 0, where none has a derivative.
+
+    They are conventions, and one changed: a clamp at its bound passes the gradient in torch 2.13 and
+    earlier, and stops it in torch 2.14.
+
+    >>> _slopes_at_zero() in ("|z|: 0; z.clamp(min=0): 1, torch.relu: 0", "|z|: 0; z.clamp(min=0): 0, torch.relu: 0")
+    True
+    """
+    z = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    spellings = {"|z|": torch.abs, "z.clamp(min=0)": lambda t: t.clamp(min=0), "torch.relu": torch.relu}
+    slope = {name: torch.autograd.grad(f(z).sum(), z)[0].item() for name, f in spellings.items()}
+    return f"|z|: {slope['|z|']:g}; z.clamp(min=0): {slope['z.clamp(min=0)']:g}, torch.relu: {slope['torch.relu']:g}"
+
+
 def _tied(p: Tensor, y: Tensor, thresholds: Tensor, p_ge: bool) -> Tensor:
     """Every threshold reaching the best accuracy, with p >= t (p_ge) or p > t deciding positives."""
     counts = torch.stack([(((p >= t) if p_ge else (p > t)) == (y != 0)).sum() for t in thresholds])
@@ -345,7 +360,7 @@ BCE = Exercise(
                   "multiplied by 0, as torch.where does in the branch it does not take: 0 * inf is NaN, however "
                   "right the value; use F.logsigmoid or F.softplus, whose gradients stay finite",
     group_grad_hints=(("logit exactly 0", "right value, wrong gradient at z = 0: max(z, 0) and |z| have no derivative "
-                                          "there and autograd picks one (|z|: 0; z.clamp(min=0): 1, torch.relu: 0), "
+                                          f"there and autograd picks one ({_slopes_at_zero()}), "
                                           "so the gradient is 1 - y or -y instead of 1/2 - y (use F.softplus(z) - y z "
                                           "or F.logsigmoid); or the soft target 0.25 is taken as a 0 by "
                                           "torch.where(y == 1, ...), which gives the same value at z = 0"),),

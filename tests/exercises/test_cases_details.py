@@ -37,9 +37,31 @@ def test_logsumexp_minus_the_expected_logit_passes_probability_targets():
 
 
 def test_a_clamp_at_1e_5_fails_the_near_0_and_1_case():
-    # the near case holds p = 1e-6 and 1 - 1e-6: only there does an eps above the allowed 1e-6 change the value
+    # the near case holds p = 2e-6 and 1 - 2e-6: an eps above that changes the value there
     near = by_group(evaluate("bce_probs", bce_probs_clamped(1e-5)))["near 0 and 1"]
     assert not near.passed and near.abs_err > 1e-3
+
+
+def test_a_clamp_just_above_the_allowed_eps_fails_where_p_is_exactly_0_or_1():
+    # eps = 1.5e-6 leaves the near case's values alone; its confident mistakes then cost -log(1.5e-6), below -log(1e-6)
+    failed = [r.group for r in evaluate("bce_probs", bce_probs_clamped(1.5e-6)) if not r.passed]
+    assert failed == ["p exactly 0 or 1"]
+
+
+def test_a_clamp_at_the_largest_allowed_eps_passes_whichever_slope_autograd_gives_at_its_bound():
+    # torch 2.13 passes the gradient at a clamp's bound and torch 2.14 stops it: with a case at p = 1e-6 a right
+    # answer clamped at eps = 1e-6 failed its gradient in torch 2.14. No case holds a probability at that bound.
+    def clamp_stopping_at_bounds(p, eps):  # torch 2.14's convention, in any torch
+        inside = (p > eps) & (p < 1 - eps)
+        return torch.where(inside, p, p.detach().clamp(eps, 1 - eps))
+
+    def right(p, y):
+        q = clamp_stopping_at_bounds(p, 1e-6)
+        return -(y * torch.log(q) + (1 - y) * torch.log(1 - q)).mean()
+
+    assert all(r.passed for r in evaluate("bce_probs", right))
+    near = [c for c in cs.bce_probs_cases() if c.group == "near 0 and 1"]
+    assert all(1e-6 not in c.inputs[0].tolist() and 1 - 1e-6 not in c.inputs[0].tolist() for c in near)
 
 
 def test_p_greater_than_the_threshold_fails_both_cases_with_p_on_the_threshold():

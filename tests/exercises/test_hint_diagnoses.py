@@ -168,15 +168,24 @@ def _exercise_text(name: str) -> str:
 
 def test_the_notebook_says_which_added_eps_the_checker_catches():
     text = " ".join(_exercise_text("losses_solutions.ipynb").split())
-    assert "catches an added $\\varepsilon$ of $2 \\times 10^{-12}$ or more; one of $10^{-12}$ or less" in text
+    assert "catches an added $\\varepsilon$ of $3 \\times 10^{-12}$ or more; one of $2 \\times 10^{-12}$ or less" in text
 
     def added(eps):
         return lambda p, y: -(y * torch.log(p + eps) + (1 - y) * torch.log(1 - p + eps)).mean()
 
-    for eps in (2e-12, 5e-12, 1e-11, 1e-9):  # caught, from 2e-12 on
+    for eps in (3e-12, 5e-12, 1e-11, 1e-9):  # caught, from 3e-12 on
         assert not all(r.passed for r in evaluate("bce_probs", added(eps))), eps
-    for eps in (1e-12, 1e-13):  # passes, wrong as it is
+    for eps in (2e-12, 1e-12, 1e-13):  # passes, wrong as it is
         assert all(r.passed for r in evaluate("bce_probs", added(eps))), eps
+
+
+def test_the_notebook_says_which_slope_this_torch_gives_a_clamp_at_its_bound():
+    text = " ".join(_exercise_text("losses_solutions.ipynb").split())
+    assert "for `z.clamp(min=0)`, 1 in torch 2.13 and earlier, 0 in torch 2.14." in text
+    zero = torch.zeros(1, requires_grad=True)
+    (slope,) = torch.autograd.grad(zero.clamp(min=0).sum(), zero)
+    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+    assert slope.item() == (1.0 if (major, minor) <= (2, 13) else 0.0), torch.__version__
 
 
 def test_the_notebook_says_below_which_clamp_eps_one_minus_eps_rounds_to_one():
