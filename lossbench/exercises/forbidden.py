@@ -25,6 +25,7 @@ checker's own frames. It catches the honest shortcut, not an attack.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from dataclasses import dataclass
@@ -142,6 +143,20 @@ class _KernelRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+@functools.cache
+def _modes_see_autograd_backward() -> bool:
+    """Whether this torch hands `torch.autograd.backward` to a TorchFunctionMode (torch 2.13 does; 2.2 and 2.3 do not).
+
+    >>> isinstance(_modes_see_autograd_backward(), bool)
+    True
+    """
+    seen: list[str] = []
+    x = torch.zeros(1, requires_grad=True)
+    with _FunctionRecorder({torch.autograd.backward: "backward"}, seen):
+        torch.autograd.backward(x.sum(), inputs=[x])
+    return seen == ["backward"]
+
+
 class CallRecorder:
     """Context manager: while active, records calls of the functions that `forbidden` names.
 
@@ -172,7 +187,17 @@ class CallRecorder:
                 watched[obj] = dotted
         self._function_mode = _FunctionRecorder(watched, self._functions)
         self._kernel_mode = _KernelRecorder(frozenset(forbidden.aten_ops), self._kernels)
+        # torch.autograd.backward reaches the function recorder only in newer torch (2.13 yes, 2.3 no): where it
+        # does not, the profile hook below recognises its code
+        self._by_code: dict[CodeType, str] = {}
+        if "torch.autograd.backward" in forbidden.functions and not _modes_see_autograd_backward():
+            self._by_code[torch.autograd.backward.__code__] = "torch.autograd.backward"
         self._previous_profiler: Any = None
+
+    @property
+    def _profiled(self) -> bool:
+        """Whether the block needs the profile hook: a forbidden module, or a function known only by its code."""
+        return bool(self.forbidden.modules or self._by_code)
 
     @property
     def calls(self) -> list[str]:
@@ -189,9 +214,17 @@ class CallRecorder:
         return any(module == m or module.startswith(m + ".") for m in self.forbidden.modules)
 
     def _profile(self, frame: FrameType, event: str, arg: Any) -> None:
+        if event != "call":
+            return
+        watched = self._by_code.get(frame.f_code)
+        if watched is not None:  # called by the student, not by torch itself (Tensor.backward calls it too)
+            caller = frame.f_back.f_globals.get("__name__", "") if frame.f_back is not None else ""
+            if caller != "torch" and not caller.startswith("torch.") and watched not in self._functions:
+                self._functions.append(watched)
+            return
         # Only where other code enters a forbidden module counts (not the helpers it calls in turn), and
         # only functions: not a module's own code run by an import, nor the code a dataclass generates.
-        if event == "call" and self._in_forbidden_module(frame) and not self._in_forbidden_module(frame.f_back):
+        if self._in_forbidden_module(frame) and not self._in_forbidden_module(frame.f_back):
             code = frame.f_code
             qualname = _qualname(frame)
             if code.co_name.startswith("<") or "__create_fn__" in qualname:
@@ -201,7 +234,7 @@ class CallRecorder:
                 self._python.append(name)
 
     def __enter__(self) -> "CallRecorder":
-        if self.forbidden.modules:
+        if self._profiled:
             self._previous_profiler = sys.getprofile()
             sys.setprofile(self._profile)
         self._function_mode.__enter__()
@@ -211,7 +244,7 @@ class CallRecorder:
     def __exit__(self, kind: type | None, err: BaseException | None, tb: TracebackType | None) -> None:
         self._kernel_mode.__exit__(kind, err, tb)
         self._function_mode.__exit__(kind, err, tb)
-        if self.forbidden.modules:
+        if self._profiled:
             sys.setprofile(self._previous_profiler)
 
 

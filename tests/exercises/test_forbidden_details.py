@@ -105,6 +105,27 @@ def test_a_module_whose_name_only_starts_like_a_forbidden_one_is_allowed():
     assert calls(Forbidden(modules=("lossbench.losses",)), lambda: inside.loss(Z)) == ["lossbench.losses.extra.loss"]
 
 
+def test_where_torch_does_not_hand_autograd_backward_to_the_mode_the_profile_hook_records_it(monkeypatch):
+    # torch 2.2 and 2.3 call torch.autograd.backward without __torch_function__: the function recorder never saw it
+    monkeypatch.setattr(forbidden, "_modes_see_autograd_backward", lambda: False)
+    rule = Forbidden(functions=AUTOGRAD_FUNCTIONS)
+    assert calls(rule, HOW_EACH_FUNCTION_RUNS["torch.autograd.backward"]) == ["torch.autograd.backward"]
+    assert calls(rule, HOW_EACH_FUNCTION_RUNS["torch.Tensor.backward"]) == ["torch.Tensor.backward"]  # not torch's own call
+    assert calls(rule, lambda: torch.autograd.grad((Z * 2).sum(), Z)) == ["torch.autograd.grad"]
+    assert calls(rule, lambda: torch.logsumexp(Z, 1).sum()) == []
+
+    def profiler(frame, event, arg):
+        pass
+
+    sys.setprofile(profiler)  # the hook is set for the block only, then the one before it is back
+    try:
+        with CallRecorder(rule):
+            assert sys.getprofile() is not profiler
+        assert sys.getprofile() is profiler
+    finally:
+        sys.setprofile(None)
+
+
 def test_a_method_is_named_with_its_class():
     # `Loss.forward`, not a bare `forward` the student cannot place
     module = _fake_module("lossbench.losses.fake_class", "class Loss:\n    def forward(self, x):\n        return x.sum()\n")
