@@ -270,7 +270,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=None, help="seconds per submission, at most 86400 (default 60)")
     p.add_argument("--memory-mb", type=int, default=None,
                    help="memory each submission may take in MiB, 256 to 1048576 (default 1024), on top of what its\n"
-                        "process holds when it starts (torch's libraries: 0.6 GiB of a CPU build, 3 GiB of a CUDA build)")
+                        "process maps when it starts (0.6 GiB with a CPU build of torch, 3.1 GiB with a CUDA build)")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the generated cases, 0 to 2**63 - 1 (default: a fresh one, printed and written to the "
                         "gradebook, since students self-check with seed 0 and their reports print its expected values; "
