@@ -65,6 +65,16 @@ def _resolve(dotted: str) -> Any | None:
     return None
 
 
+def _defined_under(frame: FrameType | None, modules: tuple[str, ...]) -> bool:
+    """Whether the code running in `frame` belongs to one of `modules` or to a module under one.
+
+    >>> _defined_under(sys._getframe(), ("lossbench.exercises",)), _defined_under(None, ("torch",))
+    (True, False)
+    """
+    module = frame.f_globals.get("__name__", "") if frame is not None else ""
+    return any(module == m or module.startswith(m + ".") for m in modules)
+
+
 def _qualname(frame: FrameType) -> str:
     """The running function's name with its class, `Categorical.__init__`, as the student would look it up.
 
@@ -210,16 +220,14 @@ class CallRecorder:
         return self._functions + self._python or self._kernels
 
     def _in_forbidden_module(self, frame: FrameType | None) -> bool:
-        module = frame.f_globals.get("__name__", "") if frame is not None else ""
-        return any(module == m or module.startswith(m + ".") for m in self.forbidden.modules)
+        return _defined_under(frame, self.forbidden.modules)
 
     def _profile(self, frame: FrameType, event: str, arg: Any) -> None:
         if event != "call":
             return
         watched = self._by_code.get(frame.f_code)
         if watched is not None:  # called by the student, not by torch itself (Tensor.backward calls it too)
-            caller = frame.f_back.f_globals.get("__name__", "") if frame.f_back is not None else ""
-            if caller != "torch" and not caller.startswith("torch.") and watched not in self._functions:
+            if not _defined_under(frame.f_back, ("torch",)) and watched not in self._functions:
                 self._functions.append(watched)
             return
         # Only where other code enters a forbidden module counts (not the helpers it calls in turn), and
